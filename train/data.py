@@ -1,0 +1,112 @@
+"""Training pairs exactly as the paper makes them, and a seeded patch sampler.
+
+For each HR image and scale s: Y channel (MATLAB rgb2ycbcr), modcrop to a multiple of s,
+LR = MATLAB bicubic shrink by 1/s, network input = MATLAB bicubic enlarge back. Patches are
+cut on the fly at random positions with one of the 8 rotations/flips; scales are mixed in
+every mini-batch. Preparing the 291-image set in memory takes a few seconds, and cutting a
+batch far less than a training step, so no worker processes or disk cache are needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vdsr_deploy import protocol
+from vdsr_deploy.errors import ImageReadError, TrainingError
+from vdsr_deploy.evaluate import hr_luma
+from vdsr_deploy.imageio import IMAGE_SUFFIXES
+
+
+@dataclass(frozen=True)
+class TrainingPair:
+    """One image at one scale: ``network_input`` and ``target``, float32 (H, W) in [0, 1]."""
+
+    name: str
+    scale: int
+    network_input: NDArray[np.float32]
+    target: NDArray[np.float32]
+
+
+def find_images(folders: Sequence[Path]) -> list[Path]:
+    """All images directly inside ``folders``; a clear error for missing or empty ones."""
+    paths: list[Path] = []
+    for folder in folders:
+        if not folder.is_dir():
+            raise TrainingError(f"{folder}: training data folder does not exist")
+        found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise TrainingError(f"{folder}: no images found (expected .png/.jpg/.bmp/... files)")
+        paths.extend(found)
+    return paths
+
+
+def prepare_pairs(paths: Sequence[Path], scales: Sequence[int], patch_size: int) -> list[TrainingPair]:
+    """Degrade every image at every scale; images smaller than a patch are skipped."""
+    pairs: list[TrainingPair] = []
+    for path in paths:
+        try:
+            y = hr_luma(path)
+        except ImageReadError as error:
+            raise TrainingError(str(error)) from error
+        for scale in scales:
+            hr = np.asarray(protocol.modcrop(y, scale), dtype=np.float64)
+            if min(hr.shape) < patch_size:
+                continue
+            pairs.append(
+                TrainingPair(
+                    name=path.stem,
+                    scale=scale,
+                    network_input=protocol.degrade(hr, scale).astype(np.float32),
+                    target=hr.astype(np.float32),
+                )
+            )
+    if not pairs:
+        raise TrainingError(f"no training image is at least {patch_size}x{patch_size} pixels")
+    return pairs
+
+
+def dihedral(patch: NDArray[np.float32], index: int) -> NDArray[np.float32]:
+    """One of the 8 rotations/flips of a 2-D array (0 = identity)."""
+    rotated = np.rot90(patch, k=index % 4)
+    return rotated[:, ::-1] if index >= 4 else rotated
+
+
+class PatchSampler:
+    """Random ``patch_size`` crops from prepared pairs, deterministic per (seed, step).
+
+    Each pair is drawn with probability proportional to its area, so every pixel of the
+    training set is equally likely, whatever the image size.
+    """
+
+    def __init__(self, pairs: Sequence[TrainingPair], *, patch_size: int, seed: int, augment: bool = True) -> None:
+        if not pairs:
+            raise TrainingError("no training pairs")
+        self.pairs = list(pairs)
+        self.patch_size = patch_size
+        self.seed = seed
+        self.augment = augment
+        areas = np.array([p.target.size for p in self.pairs], dtype=np.float64)
+        self.weights = areas / areas.sum()
+
+    def batch(self, step: int, batch_size: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """``(inputs, targets)``, each float32 ``(batch_size, 1, P, P)``."""
+        rng = np.random.default_rng([self.seed, step])
+        size = self.patch_size
+        chosen = rng.choice(len(self.pairs), size=batch_size, p=self.weights)
+        inputs = np.empty((batch_size, 1, size, size), dtype=np.float32)
+        targets = np.empty_like(inputs)
+        for slot, index in enumerate(chosen):
+            pair = self.pairs[int(index)]
+            height, width = pair.target.shape
+            top = int(rng.integers(0, height - size + 1))
+            left = int(rng.integers(0, width - size + 1))
+            transform = int(rng.integers(0, 8)) if self.augment else 0
+            window = (slice(top, top + size), slice(left, left + size))
+            inputs[slot, 0] = dihedral(pair.network_input[window], transform)
+            targets[slot, 0] = dihedral(pair.target[window], transform)
+        return inputs, targets

@@ -1,0 +1,329 @@
+"""The training loop: recipe -> checkpoints, JSONL log, validation PSNR, final weights.
+
+Events (dicts) go to an ``on_event`` callback so the CLI can render progress; the loop
+itself prints nothing. Checkpoints are safetensors (model + optimizer state) with JSON
+metadata: no pickle. Ctrl-C or SIGTERM stops after the current step and saves ``last``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import signal
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from train.config import TrainConfig
+from train.data import PatchSampler, find_images, prepare_pairs
+from vdsr_deploy import evaluate
+from vdsr_deploy.errors import TrainingError
+from vdsr_deploy.model import VDSR
+from vdsr_deploy.weights import save_weights
+
+EventSink = Callable[[dict[str, Any]], None]
+CHECKPOINT_META_KEY = "vdsr_checkpoint"
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Learning rate for 0-based ``step``: optional linear warm-up, then step or cosine decay."""
+    if config.warmup_iterations and step < config.warmup_iterations:
+        return config.lr * (step + 1) / config.warmup_iterations
+    if config.schedule == "step":
+        drops = sum(1 for milestone in config.lr_milestones if step >= milestone)
+        return float(config.lr * config.lr_gamma**drops)
+    start = config.warmup_iterations
+    progress = min(1.0, (step - start) / max(1, config.iterations - start))
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def clip_gradients(parameters: Iterable[nn.Parameter], mode: str, theta: float, lr: float) -> None:
+    """The paper's adjustable clipping: each gradient element to ``[-theta/lr, theta/lr]``.
+
+    ``norm_lr`` instead scales the whole gradient so its L2 norm is at most ``theta/lr``.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    bound = theta / lr
+    if mode == "value_lr":
+        for grad in grads:
+            grad.clamp_(-bound, bound)
+    elif mode == "norm_lr":
+        _clip_norm(grads, bound)
+    elif mode != "none":
+        raise TrainingError(f"unknown clip mode {mode!r}")
+
+
+def _clip_norm(grads: Sequence[torch.Tensor], bound: float) -> None:
+    if not grads:
+        return
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    factor = bound / (float(total) + 1e-6)
+    if factor < 1:
+        for grad in grads:
+            grad.mul_(factor)
+
+
+def loss_fn(output: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    diff = output.float() - target
+    if kind == "half_sum":
+        return 0.5 * diff.pow(2).sum() / output.shape[0]
+    return diff.pow(2).mean()
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    return torch.optim.Adam(
+        model.parameters(), lr=config.lr, betas=config.adam_betas, weight_decay=config.weight_decay
+    )
+
+
+def save_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
+    """Model and optimizer tensors as safetensors; everything else as JSON metadata."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {
+        f"model.{k}": v.detach().float().contiguous().clone() for k, v in model.state_dict().items()
+    }
+    optimizer_state = optimizer.state_dict()
+    scalars: dict[str, dict[str, float]] = {}
+    for index, param_state in optimizer_state["state"].items():
+        for key, value in param_state.items():
+            if isinstance(value, torch.Tensor) and value.numel() > 1:
+                tensors[f"optim.{index}.{key}"] = value.detach().contiguous().clone()
+            else:
+                scalars.setdefault(str(index), {})[key] = float(value)
+    meta = {**state, "optimizer_scalars": scalars, "param_groups": optimizer_state["param_groups"]}
+    temporary = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(temporary), metadata={CHECKPOINT_META_KEY: json.dumps(meta)})
+    temporary.replace(path)
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {})[CHECKPOINT_META_KEY])
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as error:
+        raise TrainingError(f"{path}: not a vdsr training checkpoint ({error})") from error
+    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(model_state)
+    except RuntimeError as error:
+        raise TrainingError(f"{path}: checkpoint does not match the model in the config ({error})") from error
+    optimizer_state: dict[str, Any] = {"state": {}, "param_groups": meta["param_groups"]}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            optimizer_state["state"].setdefault(int(index), {})[key] = value
+    for index, values in meta["optimizer_scalars"].items():
+        for key, value in values.items():
+            stored = torch.tensor(value) if key == "step" else torch.tensor([value]).reshape(())
+            optimizer_state["state"].setdefault(int(index), {})[key] = stored
+    optimizer.load_state_dict(optimizer_state)
+    return dict(meta)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    iterations_done: int
+    interrupted: bool
+    best_psnr: dict[str, float]
+    final_weights: Path | None
+    wall_seconds: float
+
+
+class _StopFlag:
+    """Turns SIGTERM into a clean stop request (Ctrl-C arrives as KeyboardInterrupt)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+
+def _hardware() -> dict[str, Any]:
+    return {
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _validate(model: VDSR, items: Sequence[evaluate.EvalItem], device: torch.device) -> dict[str, float]:
+    model.eval()
+
+    def run(y: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            tensor = torch.from_numpy(np.ascontiguousarray(y))[None, None].to(device)
+            if device.type == "cpu":
+                tensor = tensor.contiguous(memory_format=torch.channels_last)
+            return model(tensor)[0, 0].float().cpu().numpy()
+
+    report = evaluate.score(items, run)
+    model.train()
+    results = {f"x{s.scale}": s.psnr for s in report.summaries}
+    results.update({f"bicubic_x{s.scale}": s.bicubic_psnr for s in report.summaries})
+    return results
+
+
+def train(
+    config: TrainConfig,
+    *,
+    data_dirs: Sequence[Path],
+    out_dir: Path,
+    val_dir: Path | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    on_event: EventSink | None = None,
+) -> TrainResult:
+    """Train VDSR with ``config``; checkpoints, log and weights go to ``out_dir``.
+
+    ``out_dir/last.safetensors`` (resumable checkpoint), ``best.safetensors`` and
+    ``final.safetensors`` (weights format, with the recipe and results in the metadata),
+    ``log.jsonl``. ``resume`` continues from ``last.safetensors``; without it an existing
+    checkpoint is an error, so no run is overwritten by accident.
+    """
+    emit = on_event or (lambda event: None)
+    started = time.time()
+    torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last_path = out_dir / "last.safetensors"
+    if last_path.exists() and not resume:
+        raise TrainingError(f"{last_path} exists: pass --resume to continue that run, or pick another --out")
+    if resume and not last_path.exists():
+        raise TrainingError(f"{last_path}: nothing to resume from")
+
+    paths = find_images(data_dirs)
+    emit({"event": "preparing", "images": len(paths)})
+    pairs = prepare_pairs(paths, config.scales, config.patch_size)
+    sampler = PatchSampler(pairs, patch_size=config.patch_size, seed=config.seed, augment=config.augment)
+    val_items = evaluate.prepare_items(evaluate.list_images(val_dir), config.scales) if val_dir else []
+
+    torch.manual_seed(config.seed)
+    model = VDSR(depth=config.depth, channels=config.channels).to(torch_device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    optimizer = make_optimizer(model, config)
+    step = 0
+    best: dict[str, float] = {}
+    elapsed_before = 0.0
+    if resume:
+        meta = load_checkpoint(last_path, model, optimizer)
+        if meta.get("config", {}).get("name") != config.name:
+            raise TrainingError(f"{last_path} was made by recipe {meta.get('config', {}).get('name')!r}, not {config.name!r}")
+        step = int(meta["step"])
+        best = dict(meta.get("best", {}))
+        elapsed_before = float(meta.get("wall_seconds", 0.0))
+    log = (out_dir / "log.jsonl").open("a")
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            last_path,
+            model,
+            optimizer,
+            {"step": step, "config": config.to_dict(), "best": best, "wall_seconds": elapsed_before + time.time() - started},
+        )
+
+    def record(entry: dict[str, Any]) -> None:
+        log.write(json.dumps(entry) + "\n")
+        log.flush()
+        emit(entry)
+
+    def training_metadata() -> dict[str, Any]:
+        return {
+            "recipe": config.to_dict(),
+            "iterations": step,
+            "wall_seconds": round(elapsed_before + time.time() - started, 1),
+            "hardware": _hardware(),
+            "data": [str(d) for d in data_dirs],
+            "training_pairs": len(pairs),
+        }
+
+    stop = _StopFlag()
+    previous_handler = signal.signal(signal.SIGTERM, stop) if _main_thread() else None
+    interrupted = False
+    window_loss, window_start, window_steps = 0.0, time.time(), 0
+    model.train()
+    try:
+        while step < config.iterations:
+            if stop.requested:
+                interrupted = True
+                break
+            lr = learning_rate(config, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            inputs_np, targets_np = sampler.batch(step, config.batch_size)
+            inputs = torch.from_numpy(inputs_np).to(torch_device).contiguous(memory_format=memory_format)
+            targets = torch.from_numpy(targets_np).to(torch_device)
+            use_bf16 = config.precision == "bf16" and step < config.iterations - config.fp32_final_iterations
+            autocast: AbstractContextManager[Any] = (
+                torch.autocast(torch_device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+            )
+            with autocast:
+                output = model(inputs)
+            loss = loss_fn(output, targets, config.loss)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {float(loss)} at iteration {step}: lower lr or theta")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            clip_gradients(model.parameters(), config.clip, config.theta, lr)
+            optimizer.step()
+            step += 1
+            window_loss += loss.item()
+            window_steps += 1
+            if step % config.log_every == 0 or step == config.iterations:
+                seconds = time.time() - window_start
+                record({"event": "train", "step": step, "loss": window_loss / window_steps, "lr": lr,
+                        "seconds_per_iter": seconds / window_steps, "bf16": use_bf16})
+                window_loss, window_start, window_steps = 0.0, time.time(), 0
+            if val_items and (step % config.validate_every == 0 or step == config.iterations):
+                scores = _validate(model, val_items, torch_device)
+                mean_psnr = float(np.mean([scores[f"x{s}"] for s in config.scales]))
+                record({"event": "validate", "step": step, **scores, "mean": mean_psnr})
+                if mean_psnr > best.get("mean", -math.inf):
+                    best = {**scores, "mean": mean_psnr, "step": step}
+                    save_weights(model, out_dir / "best.safetensors", scales=tuple(float(s) for s in config.scales),
+                                 training=training_metadata(), evaluation={"validation": best})
+                window_start = time.time()
+            if step % config.checkpoint_every == 0:
+                checkpoint()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        checkpoint()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    final: Path | None = None
+    if not interrupted:
+        final = save_weights(model, out_dir / "final.safetensors", scales=tuple(float(s) for s in config.scales),
+                             training=training_metadata(), evaluation={"validation": best})
+    record({"event": "stopped" if interrupted else "finished", "step": step})
+    log.close()
+    return TrainResult(out_dir, step, interrupted, best, final, elapsed_before + time.time() - started)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,55 @@
+"""One exception tree for everything a user can get wrong or a backend can refuse.
+
+The CLI turns any :class:`VdsrError` into one clear sentence and exit code 1 (no traceback);
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class VdsrError(Exception):
+    """Base class of every error vdsr-deploy raises on purpose."""
+
+
+class InvalidInputError(VdsrError, ValueError):
+    """An argument, file or array is not what the function expects."""
+
+
+class ImageReadError(InvalidInputError):
+    """An image file cannot be read (missing, corrupt, truncated, not an image, too large)."""
+
+
+class ImageWriteError(VdsrError):
+    """An output image cannot be written."""
+
+
+class WeightsError(InvalidInputError):
+    """A weights file is missing, unreadable, or does not match the VDSR architecture."""
+
+
+class ConfigError(InvalidInputError):
+    """A configuration value is out of range or inconsistent."""
+
+
+class BackendUnavailableError(VdsrError):
+    """A runtime (ONNX Runtime, TensorRT, CUDA, a provider) is not installed or has no device."""
+
+
+class BuildError(VdsrError):
+    """Exporting an ONNX model or building a TensorRT engine failed."""
+
+
+class EngineMismatchError(VdsrError):
+    """A cached engine was built for another GPU, TensorRT version, model or profile."""
+
+
+class CudaError(VdsrError):
+    """A CUDA runtime call returned an error status."""
+
+
+class ParityError(VdsrError):
+    """A runtime's output differs from the reference by more than the tolerance."""
+
+
+class TrainingError(VdsrError):
+    """Training cannot start or continue (bad data folder, bad config, bad checkpoint)."""

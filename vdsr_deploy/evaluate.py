@@ -1,0 +1,158 @@
+"""PSNR/SSIM on the standard protocol (modcrop, MATLAB bicubic, Y only, shave = scale).
+
+Runtime-agnostic: the model is any callable mapping a bicubic-upscaled Y image ``(H, W)``
+float32 in ``[0, 1]`` to the super-resolved Y image of the same shape.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vdsr_deploy import protocol
+from vdsr_deploy.errors import InvalidInputError
+from vdsr_deploy.imageio import IMAGE_SUFFIXES, read_image
+
+UpscaleY = Callable[[NDArray[np.float32]], NDArray[np.float32]]
+
+PAPER_PSNR: dict[str, dict[int, tuple[float, float]]] = {
+    "set5": {2: (33.66, 37.53), 3: (30.39, 33.66), 4: (28.42, 31.35)},
+    "set14": {2: (30.24, 33.03), 3: (27.55, 29.77), 4: (26.00, 28.01)},
+    "b100": {2: (29.56, 31.90), 3: (27.21, 28.82), 4: (25.96, 27.29)},
+    "urban100": {2: (26.88, 30.76), 3: (24.46, 27.14), 4: (23.14, 25.18)},
+}
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One HR image at one scale: Y of the cropped HR and the network input, float64 [0, 1]."""
+
+    name: str
+    scale: int
+    hr_y: NDArray[np.float64]
+    bicubic_y: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    name: str
+    scale: int
+    bicubic_psnr: float
+    bicubic_ssim: float
+    psnr: float
+    ssim: float
+
+
+@dataclass(frozen=True)
+class ScaleSummary:
+    scale: int
+    images: int
+    bicubic_psnr: float
+    bicubic_ssim: float
+    psnr: float
+    ssim: float
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    dataset: str
+    backend: str
+    images: tuple[ImageScore, ...]
+    summaries: tuple[ScaleSummary, ...]
+
+    def summary(self, scale: int) -> ScaleSummary:
+        for item in self.summaries:
+            if item.scale == scale:
+                return item
+        raise KeyError(scale)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "backend": self.backend,
+            "images": [asdict(i) for i in self.images],
+            "summaries": [asdict(s) for s in self.summaries],
+        }
+
+
+def hr_luma(path: Path) -> NDArray[np.float64]:
+    """Y (MATLAB rgb2ycbcr) of an HR image in [0, 1]; gray images are treated as R=G=B."""
+    image = read_image(path)
+    pixels = image.pixels.astype(np.float64)
+    if image.bit_depth == 8:
+        # exact 8-bit values, as MATLAB im2double gives
+        pixels = np.rint(pixels * 255.0) / 255.0
+    colour = pixels[..., :3] if pixels.shape[2] >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
+    return protocol.rgb2y(colour)
+
+
+def list_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise InvalidInputError(f"{folder}: not a folder")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise InvalidInputError(f"{folder}: no images found")
+    return paths
+
+
+def prepare_items(paths: Iterable[Path], scales: Sequence[int]) -> list[EvalItem]:
+    """HR Y, modcropped per scale, and its MATLAB bicubic degradation."""
+    items: list[EvalItem] = []
+    for path in paths:
+        y = hr_luma(path)
+        for scale in scales:
+            hr = np.asarray(protocol.modcrop(y, scale), dtype=np.float64)
+            if min(hr.shape) < 2 * scale + 11:
+                raise InvalidInputError(f"{path}: {hr.shape[1]}x{hr.shape[0]} is too small to evaluate at x{scale}")
+            items.append(EvalItem(path.stem, scale, hr, protocol.degrade(hr, scale)))
+    return items
+
+
+def score(items: Sequence[EvalItem], upscale_y: UpscaleY, *, dataset: str = "", backend: str = "") -> EvalReport:
+    """Run ``upscale_y`` on every item; PSNR/SSIM (peak 255 scale, shave = scale) vs HR.
+
+    The output is clipped to [0, 1] and, like the MATLAB evaluation scripts, compared in
+    double precision on the 0..255 scale without rounding.
+    """
+    scores: list[ImageScore] = []
+    for item in items:
+        sr = np.clip(upscale_y(item.bicubic_y.astype(np.float32)).astype(np.float64), 0.0, 1.0)
+        if sr.shape != item.hr_y.shape:
+            raise InvalidInputError(f"{item.name}: model returned shape {sr.shape}, expected {item.hr_y.shape}")
+        hr255, sr255, bic255 = item.hr_y * 255, sr * 255, item.bicubic_y * 255
+        s = item.scale
+        scores.append(
+            ImageScore(
+                name=item.name,
+                scale=s,
+                bicubic_psnr=protocol.psnr(bic255, hr255, border=s, peak=255),
+                bicubic_ssim=protocol.ssim(bic255, hr255, border=s, peak=255),
+                psnr=protocol.psnr(sr255, hr255, border=s, peak=255),
+                ssim=protocol.ssim(sr255, hr255, border=s, peak=255),
+            )
+        )
+    summaries = []
+    for s in sorted({i.scale for i in scores}):
+        group = [i for i in scores if i.scale == s]
+        summaries.append(
+            ScaleSummary(
+                scale=s,
+                images=len(group),
+                bicubic_psnr=_mean(i.bicubic_psnr for i in group),
+                bicubic_ssim=_mean(i.bicubic_ssim for i in group),
+                psnr=_mean(i.psnr for i in group),
+                ssim=_mean(i.ssim for i in group),
+            )
+        )
+    return EvalReport(dataset=dataset, backend=backend, images=tuple(scores), summaries=tuple(summaries))
+
+
+def _mean(values: Iterable[float]) -> float:
+    collected = list(values)
+    return math.fsum(collected) / len(collected) if collected else math.nan
