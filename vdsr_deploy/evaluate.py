@@ -156,3 +156,45 @@ def score(items: Sequence[EvalItem], upscale_y: UpscaleY, *, dataset: str = "", 
 def _mean(values: Iterable[float]) -> float:
     collected = list(values)
     return math.fsum(collected) / len(collected) if collected else math.nan
+
+
+def evaluate_folders(
+    folders: Sequence[Path], scales: Sequence[int], spec: Any, *, tile: int = 0, batch: int = 1
+) -> list[EvalReport]:
+    """Evaluate the runner described by ``spec`` (a :class:`~vdsr_deploy.runtime.RunnerSpec`)
+    on every folder of HR images."""
+    from vdsr_deploy.pipeline import upscale_plane
+    from vdsr_deploy.runtime import open_runner
+    from vdsr_deploy.tiling import TileConfig
+
+    tiling = TileConfig(tile=tile)
+    prepared = [(folder, prepare_items(list_images(folder), scales)) for folder in folders]
+    reports: list[EvalReport] = []
+    with open_runner(spec, tiling=tiling, batch=batch) as runner:
+
+        def run(y: NDArray[np.float32]) -> NDArray[np.float32]:
+            return upscale_plane(y, runner, tiling, batch=batch)
+
+        for folder, items in prepared:
+            reports.append(score(items, run, dataset=folder.name, backend=runner.info.label))
+    return reports
+
+
+def render_markdown(report: EvalReport) -> str:
+    """A Markdown table of per-scale means (with the paper's figures) and per-image scores."""
+    lines = [
+        f"# {report.dataset} — {report.backend}",
+        "",
+        "| scale | images | bicubic PSNR | bicubic SSIM | PSNR | SSIM | paper bicubic | paper VDSR |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in report.summaries:
+        paper = PAPER_PSNR.get(report.dataset.lower(), {}).get(s.scale)
+        paper_cols = f"{paper[0]:.2f} | {paper[1]:.2f}" if paper else "- | -"
+        lines.append(
+            f"| x{s.scale} | {s.images} | {s.bicubic_psnr:.2f} | {s.bicubic_ssim:.4f} | {s.psnr:.2f} | {s.ssim:.4f} | {paper_cols} |"
+        )
+    lines += ["", "| image | scale | bicubic PSNR | PSNR | bicubic SSIM | SSIM |", "|---|---|---|---|---|---|"]
+    for i in report.images:
+        lines.append(f"| {i.name} | x{i.scale} | {i.bicubic_psnr:.2f} | {i.psnr:.2f} | {i.bicubic_ssim:.4f} | {i.ssim:.4f} |")
+    return "\n".join(lines) + "\n"

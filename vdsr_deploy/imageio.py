@@ -261,6 +261,7 @@ def write_image(
                 image.save(handle, format=pil_format, **options)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
         if not overwrite and target.exists():
             raise ImageWriteError(f"{target}: already exists (use --overwrite to replace it)")
         temporary.replace(target)
@@ -271,6 +272,12 @@ def write_image(
         temporary.unlink(missing_ok=True)
         raise
     return target
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def _write_tiff16(data: NDArray[np.generic], handle: Any) -> None:

@@ -1,0 +1,141 @@
+"""ONNX Runtime runner: CPU, and the CUDA / TensorRT execution providers when installed
+(onnxruntime-gpu). onnxruntime is imported only when a session is created."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vdsr_deploy.errors import BackendUnavailableError, ConfigError, InvalidInputError
+from vdsr_deploy.io_names import INPUT_NAME, OUTPUT_NAME, ShapeProfile
+from vdsr_deploy.runners.base import Runner, RunnerInfo
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    """Session settings. ``provider``: cpu, cuda or tensorrt. For tensorrt, the engine and
+    timing caches go to ``cache_dir`` and ``profile`` sets trt_profile_min/opt/max_shapes."""
+
+    provider: str = "cpu"
+    threads: int = 0
+    device_id: int = 0
+    cache_dir: Path | None = None
+    profile: ShapeProfile | None = None
+    fp16: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.provider not in PROVIDERS:
+            raise ConfigError(f"provider: expected one of {tuple(PROVIDERS)}, got {self.provider!r}")
+        if self.threads < 0:
+            raise ConfigError(f"threads: expected >= 0 (0 = all cores), got {self.threads}")
+
+
+def available_providers() -> list[str]:
+    """Providers onnxruntime reports ([] when onnxruntime is not installed)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return []
+    return list(onnxruntime.get_available_providers())
+
+
+def _shape_string(shape: tuple[int, int, int, int]) -> str:
+    return f"{INPUT_NAME}:" + "x".join(str(v) for v in shape)
+
+
+def provider_list(options: OrtOptions) -> list[tuple[str, dict[str, Any]]]:
+    """The ``providers`` argument for ``InferenceSession``, falling back to CPU last."""
+    chosen: list[tuple[str, dict[str, Any]]] = []
+    if options.provider == "tensorrt":
+        trt: dict[str, Any] = {"device_id": options.device_id, "trt_fp16_enable": options.fp16}
+        if options.cache_dir is not None:
+            trt.update(
+                trt_engine_cache_enable=True,
+                trt_engine_cache_path=str(options.cache_dir),
+                trt_timing_cache_enable=True,
+                trt_timing_cache_path=str(options.cache_dir),
+            )
+        if options.profile is not None:
+            trt.update(
+                trt_profile_min_shapes=_shape_string(options.profile.min),
+                trt_profile_opt_shapes=_shape_string(options.profile.opt),
+                trt_profile_max_shapes=_shape_string(options.profile.max),
+            )
+        trt.update(options.extra)
+        chosen.append((PROVIDERS["tensorrt"], trt))
+        chosen.append((PROVIDERS["cuda"], {"device_id": options.device_id}))
+    elif options.provider == "cuda":
+        chosen.append((PROVIDERS["cuda"], {"device_id": options.device_id, **options.extra}))
+    chosen.append((PROVIDERS["cpu"], {}))
+    return chosen
+
+
+class OnnxRuntimeRunner(Runner):
+    """Runs an exported VDSR ONNX file (FP32 or FP16 graph; I/O always float32)."""
+
+    def __init__(self, onnx_path: Path, options: OrtOptions | None = None) -> None:
+        super().__init__()
+        if not Path(onnx_path).is_file():
+            raise InvalidInputError(f"{onnx_path}: ONNX file not found")
+        self._path = Path(onnx_path)
+        self._options = options or OrtOptions()
+        self._session: Any = None
+
+    @property
+    def info(self) -> RunnerInfo:
+        active = self._session.get_providers() if self._session is not None else []
+        return RunnerInfo(
+            backend="onnxruntime",
+            device=self._options.provider,
+            precision="fp16" if "fp16" in self._path.name else "fp32",
+            details={"onnx": str(self._path), "providers": active, "threads": self._options.threads},
+        )
+
+    def activate(self) -> None:
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise BackendUnavailableError(
+                "onnxruntime is not installed: pip install 'vdsr-deploy[cpu]' (or [gpu] for CUDA)"
+            ) from error
+        wanted = PROVIDERS[self._options.provider]
+        if wanted not in onnxruntime.get_available_providers():
+            raise BackendUnavailableError(
+                f"ONNX Runtime provider {wanted} is not available here "
+                f"(have {', '.join(onnxruntime.get_available_providers())}); "
+                "install onnxruntime-gpu instead of onnxruntime for cuda/tensorrt"
+            )
+        settings = onnxruntime.SessionOptions()
+        settings.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self._options.threads:
+            settings.intra_op_num_threads = self._options.threads
+        settings.log_severity_level = 3
+        if self._options.cache_dir is not None:
+            self._options.cache_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._session = onnxruntime.InferenceSession(
+                str(self._path), sess_options=settings, providers=provider_list(self._options)
+            )
+        except Exception as error:  # onnxruntime raises its own untyped exceptions
+            raise BackendUnavailableError(f"{self._path}: ONNX Runtime cannot load it ({error})") from error
+        if wanted not in self._session.get_providers():
+            raise BackendUnavailableError(f"{wanted} could not be initialised for {self._path}")
+
+    def deactivate(self) -> None:
+        self._session = None
+
+    def _infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        outputs = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        result: NDArray[np.float32] = np.asarray(outputs[0], dtype=np.float32)
+        return result
