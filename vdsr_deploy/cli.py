@@ -77,53 +77,123 @@ def _runner_spec(
 @app.command()
 def upscale(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output file (one input) or folder.")],
-    scale: Annotated[float, typer.Option("--scale", "-s", help="Upscaling factor > 1 (2, 3, 4 or any).")] = 2.0,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output folder (or a file for one input).")
+    ],
+    scale: Annotated[
+        float, typer.Option("--scale", "-s", help="Upscaling factor > 1 (2, 3, 4 or any).")
+    ] = 2.0,
     weights: WeightsOption = None,
     backend: BackendOption = "auto",
     device: DeviceOption = "auto",
     precision: PrecisionOption = "fp32",
     provider: ProviderOption = "cpu",
-    onnx: Annotated[Path | None, typer.Option("--onnx", help="Use this ONNX file (onnxruntime/tensorrt).")] = None,
-    engine: Annotated[Path | None, typer.Option("--engine", help="Use this TensorRT engine.")] = None,
+    onnx: Annotated[
+        Path | None, typer.Option("--onnx", help="Use this ONNX file (onnxruntime/tensorrt).")
+    ] = None,
+    engine: Annotated[
+        Path | None, typer.Option("--engine", help="Use this TensorRT engine.")
+    ] = None,
     engines_dir: EnginesOption = None,
     tile: TileOption = 256,
     halo: HaloOption = 20,
     batch: BatchOption = 4,
-    fmt: Annotated[str | None, typer.Option("--format", "-f", help="png | jpg | webp | tiff | bmp (default: as input).")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", "-f", help="png | jpg | webp | tiff | bmp (default: as input)."),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Redo and replace every output instead of resuming."),
+    ] = False,
     threads: ThreadsOption = 0,
-    max_pixels: Annotated[int, typer.Option("--max-pixels", help="Refuse inputs larger than this many pixels.")] = 400_000_000,
+    max_pixels: Annotated[
+        int, typer.Option("--max-pixels", help="Refuse larger inputs (decompression bombs).")
+    ] = 400_000_000,
+    memory_mb: Annotated[
+        int,
+        typer.Option("--memory-mb", help="Memory for decoded inputs and bands in flight (MiB)."),
+    ] = 1024,
+    quality: Annotated[int, typer.Option("--quality", help="JPEG/WebP quality 1..100.")] = 95,
     jobs: Annotated[str, typer.Option("--jobs", "-j", help="load:save worker threads.")] = "2:2",
-    report: Annotated[Path | None, typer.Option("--report", help="Write a JSON summary here.")] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write a JSON summary (every file) here.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Upscale images (RGB via YCbCr, gray, alpha, 16-bit) with exact tiling on any runtime."""
-    from vdsr_deploy.batch import JobConfig, run_job
+    """Upscale images (RGB via YCbCr, gray, alpha, 16-bit) with exact tiling on any runtime.
+
+    Re-running the same command resumes: complete outputs (checked against the manifest in
+    the output folder) are skipped, the rest redone. Ctrl-C / SIGTERM stop cleanly (exit
+    130 / 143) without leaving partial files.
+    """
+    from vdsr_deploy.batch import JobConfig, run_job, stop_on_signals
     from vdsr_deploy.pipeline import PipelineConfig
     from vdsr_deploy.runtime import open_runner
     from vdsr_deploy.tiling import TileConfig
 
-    with _user_errors():
+    console = _console()
+    summary: Any = None
+    with stop_on_signals() as stop, _user_errors():
         load_threads, save_threads = _parse_jobs(jobs)
         tiling = TileConfig(tile=tile, halo=halo)
         config = JobConfig(
-            inputs=tuple(inputs), output=output, fmt=fmt, overwrite=overwrite, max_pixels=max_pixels,
-            pipeline=PipelineConfig(scale=scale, tiling=tiling, batch=batch),
-            load_threads=load_threads, save_threads=save_threads,
+            inputs=tuple(inputs), output=output, fmt=fmt, overwrite=overwrite,
+            max_pixels=max_pixels, pipeline=PipelineConfig(scale=scale, tiling=tiling, batch=batch),
+            load_threads=load_threads, save_threads=save_threads, memory_mb=memory_mb,
+            quality=quality, model=_model_identity(weights, onnx, engine),
         )
-        spec = _runner_spec(backend, device, precision, provider, weights, onnx, engine, engines_dir, threads)
-        console = _console()
-        with open_runner(spec, tiling=tiling, batch=batch) as runner, _progress(console, quiet) as on_event:
-            console.print(f"[dim]runtime {runner.info.label}, tile {tile or 'whole image'}, batch {batch}[/dim]")
-            summary = run_job(config, runner, on_event)
-    if report is not None:
-        report.write_text(json.dumps(summary.to_dict(), indent=2))
+        spec = _runner_spec(
+            backend, device, precision, provider, weights, onnx, engine, engines_dir, threads
+        )
+        try:
+            with open_runner(spec, tiling=tiling, batch=batch) as runner:
+                console.print(
+                    f"[dim]runtime {runner.info.label}, tile {tile or 'whole image'}, "
+                    f"batch {batch}[/dim]"
+                )
+                with _progress(console, quiet) as on_event:
+                    summary = run_job(config, runner, on_event, stop=stop.event)
+        except KeyboardInterrupt:
+            stop.event.set()
+        if summary is None:
+            console.print("stopped before any image was processed")
+            raise typer.Exit(stop.exit_code)
+        if report is not None:
+            _write_report(report, summary, stop.exit_code if summary.interrupted else None)
     _render_summary(console, summary)
     if summary.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(stop.exit_code)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _model_identity(weights: Path | None, onnx: Path | None, engine: Path | None) -> str:
+    """Which model made an output (for resume): each artifact's name, size and mtime."""
+    from vdsr_deploy.weights import default_weights_path
+
+    parts = []
+    for path in (weights or default_weights_path(), onnx, engine):
+        if path is None:
+            continue
+        try:
+            stat = Path(path).stat()
+            parts.append(f"{Path(path).name}:{stat.st_size}:{stat.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{Path(path).name}:missing")
+    return "|".join(parts)
+
+
+def _write_report(report: Path, summary: Any, exit_code: int | None) -> None:
+    from vdsr_deploy.errors import VdsrError
+
+    data = summary.to_dict()
+    data["exit_code"] = exit_code if exit_code is not None else (1 if summary.failed else 0)
+    try:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    except OSError as error:
+        raise VdsrError(f"{report}: cannot write the report ({error.strerror or error})") from error
 
 
 def _parse_jobs(jobs: str) -> tuple[int, int]:
@@ -141,27 +211,43 @@ def _parse_jobs(jobs: str) -> tuple[int, int]:
 
 @contextmanager
 def _progress(console: Any, quiet: bool) -> Iterator[Callable[[dict[str, Any]], None]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     progress = Progress(
         TextColumn("[bold]upscale"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-        console=console, disable=quiet, transient=False,
+        TextColumn("{task.fields[rate]}"), TextColumn("[dim]{task.fields[detail]}"),
+        TimeElapsedColumn(), console=console, disable=quiet, transient=False,
     )
-    task = progress.add_task("upscale", total=None, rate="")
+    task = progress.add_task("upscale", total=None, rate="", detail="")
+    started = False
 
     def on_event(event: dict[str, Any]) -> None:
+        nonlocal started
         kind = event["event"]
         if kind == "start":
+            started = True
             progress.update(task, total=event["total"])
         elif kind == "done":
-            progress.update(task, advance=1, rate=f"{event['megapixels_per_second']:.3f} Mpx/s")
+            progress.update(
+                task, advance=1, rate=f"{event['megapixels_per_second']:.3f} Mpx/s", detail=""
+            )
+        elif kind == "band" and event["bands"] > 1:
+            name = Path(event["file"]).name
+            progress.update(task, detail=f"{name} band {event['band']}/{event['bands']}")
         elif kind == "failed":
             progress.console.print(f"[red]failed[/red] {event['file']}: {event['reason']}")
-            if "target" not in event:
-                progress.update(task, advance=0)
+            if started:
+                progress.update(task, advance=1)
         elif kind == "skipped":
-            progress.console.print(f"[yellow]skipped[/yellow] {event['target']} exists (use --overwrite)")
+            progress.console.print(f"[yellow]skipped[/yellow] {event['target']}: {event['reason']}")
+        elif kind == "note":
+            progress.console.print(f"[cyan]note[/cyan] {event['file']}: {event['note']}")
 
     with progress:
         yield on_event
@@ -171,8 +257,9 @@ def _render_summary(console: Any, summary: Any) -> None:
     rate = summary.megapixels_out / summary.seconds if summary.seconds else 0.0
     console.print(
         f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed"
-        f" — {summary.megapixels_out:.2f} Mpx in {summary.seconds:.1f} s ({rate:.3f} Mpx/s)"
-        + (" — interrupted" if summary.interrupted else "")
+        + (f", {len(summary.unfinished)} unfinished" if summary.unfinished else "")
+        + f" — {summary.megapixels_out:.2f} Mpx in {summary.seconds:.1f} s ({rate:.3f} Mpx/s)"
+        + (" — interrupted; run the same command again to resume" if summary.interrupted else "")
     )
     for failure in summary.failed:
         console.print(f"  [red]✗[/red] {failure.source}: {failure.reason}")
@@ -198,6 +285,72 @@ def export(
                 f"{result.path}  ({p}; ORT vs PyTorch max |diff| {result.max_abs_diff:.2e} on shapes "
                 f"{', '.join('x'.join(map(str, s)) for s in result.shapes_checked)})"
             )
+
+
+@app.command()
+def build(
+    onnx: Annotated[
+        Path | None,
+        typer.Option("--onnx", help="Build from this ONNX (default: the weights' ONNX, exported)."),
+    ] = None,
+    weights: WeightsOption = None,
+    precision: Annotated[
+        str, typer.Option("--precision", "-p", help="fp16 | fp32 (TF32 off, for parity).")
+    ] = "fp16",
+    engines_dir: EnginesOption = None,
+    tile: TileOption = 256,
+    halo: HaloOption = 20,
+    batch: BatchOption = 4,
+    max_side: Annotated[
+        int | None, typer.Option("--max-side", help="Largest image side when --tile 0.")
+    ] = None,
+    contexts: Annotated[
+        int, typer.Option("--contexts", help="Execution contexts in flight (one profile each).")
+    ] = 2,
+    workspace: Annotated[
+        int, typer.Option("--workspace", help="Builder workspace limit in MiB.")
+    ] = 1024,
+    opt_level: Annotated[
+        int, typer.Option("--opt-level", help="TensorRT builder optimization level 0..5.")
+    ] = 3,
+    gpu: Annotated[int, typer.Option("--gpu", "-g", help="CUDA device index.")] = 0,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Build even when a matching engine is cached.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Build (or find) the TensorRT engine for a tile size and batch: engine + JSON sidecar."""
+    from vdsr_deploy.engine import EngineBuildConfig, ensure_engine
+    from vdsr_deploy.runtime import default_engines_dir
+    from vdsr_deploy.tiling import TileConfig
+
+    with _user_errors():
+        config = EngineBuildConfig.for_tiles(
+            TileConfig(tile=tile, halo=halo), batch, max_side=max_side, precision=precision,
+            contexts=contexts, workspace_bytes=workspace << 20, optimization_level=opt_level,
+        )
+        record = ensure_engine(
+            config, engines_dir or default_engines_dir(),
+            onnx_path=onnx, weights=weights, device=gpu, rebuild=rebuild,
+        )
+    described = record.describe()
+    if as_json:
+        typer.echo(json.dumps(described, indent=2))
+        return
+    console = _console()
+    state = (
+        f"built in {described['build_seconds']:.1f} s"
+        if record.built
+        else "cached, matches this GPU and TensorRT"
+    )
+    console.print(f"{described['engine']}  ({state})")
+    for reason in described["replaced_because"]:
+        console.print(f"  [yellow]rebuilt[/yellow]: the cached engine was {reason}")
+    console.print(
+        f"  {described['precision']}, {described['profiles']}, {described['gpu']}, "
+        f"TensorRT {described['tensorrt']}, "
+        f"{described['fp16_layers']} of {described['layers']} layers FP16"
+    )
 
 
 @app.command()
@@ -302,6 +455,306 @@ def train(
     console.print(f"{state} at iteration {result.iterations_done}; best {result.best_psnr}; run folder {out}")
     if result.interrupted:
         raise typer.Exit(130)
+
+
+@app.command()
+def validate(
+    folder: Annotated[
+        Path | None, typer.Argument(help="Folder of images (default: the bundled sample image).")
+    ] = None,
+    hr: Annotated[
+        Path | None,
+        typer.Option(
+            "--hr",
+            help="Folder of HR images: degraded by --scale (paper protocol), outputs scored vs HR.",
+        ),
+    ] = None,
+    weights: WeightsOption = None,
+    runtimes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--runtime",
+            "-r",
+            help="Pair to check (repeatable): onnxruntime-fp32, onnxruntime-fp16, "
+            "onnxruntime-int8, "
+            "torch-bf16, torch-fp16, tensorrt-fp32, tensorrt-fp16, untiled. "
+            "Default: all (unavailable ones are skipped).",
+        ),
+    ] = None,
+    scale: Annotated[
+        float, typer.Option("--scale", "-s", help="Upscaling factor (integer with --hr).")
+    ] = 2.0,
+    device: DeviceOption = "auto",
+    provider: ProviderOption = "cpu",
+    onnx: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--onnx",
+            help="ONNX file to check instead of exporting one "
+            "(repeatable; matched by its precision).",
+        ),
+    ] = None,
+    engine: Annotated[
+        Path | None, typer.Option("--engine", help="TensorRT engine to check (its sidecar too).")
+    ] = None,
+    engines_dir: EnginesOption = None,
+    tile: TileOption = 256,
+    halo: HaloOption = 20,
+    batch: BatchOption = 2,
+    sixteen_bit: Annotated[
+        bool, typer.Option("--sixteen-bit", help="Also compare after conversion to 16-bit.")
+    ] = False,
+    edge_cases: Annotated[
+        bool,
+        typer.Option(
+            "--edge-cases/--no-edge-cases",
+            help="Add generated edge cases (odd sizes, flat, edges, 1 px).",
+        ),
+    ] = True,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Write validate.json, validate.md and validate-heatmap.png here."
+        ),
+    ] = None,
+    threads: ThreadsOption = 0,
+) -> None:
+    """Prove runtime parity: every runtime/precision vs the PyTorch FP32 reference (exit 1 on
+    any failure)."""
+    from vdsr_deploy.parity import (
+        DEFAULT_CANDIDATES,
+        ValidateConfig,
+        edge_case_images,
+        folder_images,
+        hr_images,
+        sample_image,
+    )
+    from vdsr_deploy.parity import (
+        validate as run,
+    )
+    from vdsr_deploy.tiling import TileConfig
+
+    console = _console()
+    with _user_errors():
+        config = ValidateConfig(
+            weights=weights,
+            scale=scale,
+            tiling=TileConfig(tile=tile, halo=halo),
+            batch=batch,
+            device=device,
+            provider=provider,
+            candidates=tuple(runtimes) if runtimes else DEFAULT_CANDIDATES,
+            bit_depths=(8, 16) if sixteen_bit else (8,),
+            onnx=tuple(onnx or ()),
+            engine=engine,
+            engines_dir=engines_dir,
+            threads=threads,
+        )
+        images = folder_images(folder) if folder is not None else []
+        if hr is not None:
+            images += hr_images(hr, scale)
+        if folder is None and hr is None:
+            images.append(sample_image())
+        if edge_cases:
+            images += edge_case_images()
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event["event"] == "reference":
+                console.print(f"[dim]reference PyTorch FP32 on {event['images']} image(s)...[/dim]")
+            elif event["event"] == "pair-done":
+                console.print(f"[dim]  {event['name']}: {event['status']}[/dim]")
+
+        report = run(config, images, on_event=on_event)
+    _render_validation(console, report)
+    if out is not None:
+        from vdsr_deploy.parity_report import render_markdown, write_heatmap
+
+        with _user_errors():
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "validate.json").write_text(report.to_json())
+            (out / "validate.md").write_text(render_markdown(report))
+            heatmap = write_heatmap(report, out / "validate-heatmap.png")
+        console.print(
+            f"reports written to {out}" + ("" if heatmap else " (no heatmap: no pair ran)")
+        )
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _render_validation(console: Any, report: Any) -> None:
+    from rich.table import Table
+
+    from vdsr_deploy.parity_report import SUMMARY_COLUMNS, summary_row
+
+    colours = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
+    table = Table(
+        title=f"parity vs {report.reference} "
+        f"(x{report.scale:g}, tile {report.tiling.tile or 'whole'})"
+    )
+    for column in SUMMARY_COLUMNS:
+        table.add_column(
+            column, justify="left" if column in ("pair", "candidate", "status") else "right"
+        )
+    for pair in report.pairs:
+        cells = list(summary_row(pair))
+        cells[2] = f"[{colours.get(pair.status, 'white')}]{cells[2]}[/]"
+        table.add_row(*cells)
+    console.print(table)
+    for pair in report.pairs:
+        for note in pair.notes:
+            console.print(f"[dim]note ({pair.name}): {note}[/dim]")
+    for check in report.artifacts:
+        mark = "[green]ok[/green]" if check.passed else "[red]MISMATCH[/red]"
+        console.print(f"artifact {check.artifact}: {mark} — {check.detail}")
+    if report.passed:
+        console.print("[bold green]PASSED[/bold green]")
+    else:
+        console.print("[bold red]FAILED[/bold red]")
+        for line in report.failures:
+            console.print(f"  [red]✗[/red] {line}")
+
+
+@app.command()
+def bench(
+    backends: Annotated[
+        list[str] | None,
+        typer.Option("--backend", "-b", help="torch | onnxruntime | tensorrt (repeatable)."),
+    ] = None,
+    precisions: Annotated[
+        list[str] | None,
+        typer.Option("--precision", "-p", help="fp32 | fp16 | bf16 (repeatable; default fp32)."),
+    ] = None,
+    tiles: Annotated[
+        list[int] | None,
+        typer.Option("--tile", "-t", help="Tile side (repeatable; 0 = whole image)."),
+    ] = None,
+    batches: Annotated[
+        list[int] | None, typer.Option("--batch", help="Tiles per runner call (repeatable).")
+    ] = None,
+    halo: HaloOption = 20,
+    size: Annotated[str, typer.Option("--size", help="Output image size, HxW or N.")] = "256x256",
+    scale: Annotated[
+        float, typer.Option("--scale", "-s", help="Upscaling factor of the test image.")
+    ] = 2.0,
+    weights: WeightsOption = None,
+    device: DeviceOption = "auto",
+    provider: ProviderOption = "cpu",
+    onnx: Annotated[
+        Path | None,
+        typer.Option(
+            "--onnx", help="ONNX file for the onnxruntime settings (e.g. an INT8 QDQ model)."
+        ),
+    ] = None,
+    engines_dir: EnginesOption = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs per setting first.")] = 1,
+    repeats: Annotated[
+        int, typer.Option("--repeats", help="Timed runs per setting (at most).")
+    ] = 10,
+    max_seconds: Annotated[
+        float, typer.Option("--max-seconds", help="Stop repeating a setting after this.")
+    ] = 60.0,
+    threads: ThreadsOption = 0,
+    pipeline: Annotated[
+        bool, typer.Option("--pipeline/--no-pipeline", help="Also time the whole upscale path.")
+    ] = True,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Setting name to report ratios against.")
+    ] = None,
+    note: Annotated[str, typer.Option("--note", help="Free text stored with the results.")] = "",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write bench.json, bench.md and bench.png here."),
+    ] = None,
+) -> None:
+    """Throughput and latency per backend/precision/tile/batch, bare runtime and whole pipeline."""
+    from vdsr_deploy.bench import BenchConfig, benchmark, render_markdown, sweep, write_plot
+
+    console = _console()
+    with _user_errors():
+        onnx_precision = None
+        if onnx is not None:
+            from vdsr_deploy.export import read_metadata
+
+            onnx_precision = read_metadata(onnx).get("vdsr.precision", "fp32")
+        settings, notes = sweep(
+            backends or ["torch", "onnxruntime"],
+            precisions or ["fp32"],
+            tiles or [256],
+            batches or [1],
+            device=device,
+            provider=provider,
+            onnx=onnx,
+            onnx_precision=onnx_precision,
+        )
+        for line in notes:
+            console.print(f"[yellow]{line}[/yellow]")
+        config = BenchConfig(
+            settings=tuple(settings),
+            weights=weights,
+            size=_parse_size(size),
+            halo=halo,
+            scale=scale,
+            warmup=warmup,
+            repeats=repeats,
+            min_repeats=min(3, repeats),
+            max_seconds=max_seconds,
+            threads=threads,
+            pipeline=pipeline,
+            baseline=baseline,
+            engines_dir=engines_dir,
+            note=note,
+        )
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event["event"] in ("skipped", "error"):
+                console.print(
+                    f"[yellow]{event['setting']}: {event['event']} ({event['reason']})[/yellow]"
+                )
+            elif event["event"] == "warmup":
+                console.print(f"[dim]warming up {event['setting']}[/dim]")
+
+        result = benchmark(config, on_event=on_event)
+    _render_bench(console, result)
+    if out is not None:
+        with _user_errors():
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "bench.json").write_text(json.dumps(result, indent=2))
+            (out / "bench.md").write_text(render_markdown(result))
+            write_plot(result, out / "bench.png")
+        console.print(f"results written to {out}")
+    if any(r["status"] == "error" for r in result["results"]):
+        raise typer.Exit(1)
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    from vdsr_deploy.errors import ConfigError
+
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError as error:
+        raise ConfigError(f"--size: expected HxW or N like 256x256, got {text!r}") from error
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) < 1:
+        raise ConfigError(f"--size: expected HxW or N with positive sides, got {text!r}")
+    return values[0], values[1]
+
+
+def _render_bench(console: Any, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from vdsr_deploy.bench import BENCH_COLUMNS, bench_rows
+
+    size = "x".join(str(v) for v in result["config"]["size"])
+    table = Table(title=f"vdsr bench — {size} output, {result['machine']['cpu']}")
+    for column in BENCH_COLUMNS:
+        table.add_column(
+            column, justify="left" if column in ("setting", "runner", "tiles x batch") else "right"
+        )
+    for row in bench_rows(result):
+        table.add_row(*row)
+    console.print(table)
 
 
 def main() -> None:  # pragma: no cover - entry point convenience

@@ -25,6 +25,18 @@ Key = TypeVar("Key", bound=Hashable)
 F32 = NDArray[np.float32]
 
 
+class Flush:
+    """Marker an input stream of :func:`upscale_planes` may yield instead of a plane: run the
+    tiles that are waiting for a full batch now (e.g. when the producer has nothing ready, so
+    the accelerator is not left idle and memory held by waiting planes is released)."""
+
+    def __repr__(self) -> str:
+        return "FLUSH"
+
+
+FLUSH = Flush()
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """``scale``: any factor > 1 (bicubic pre-upscale); ``tiling``; ``batch``: tiles per
@@ -42,7 +54,9 @@ class PipelineConfig:
         if self.batch < 1:
             raise ConfigError(f"batch: expected >= 1, got {self.batch}")
         if self.max_images_in_flight < 1:
-            raise ConfigError(f"max_images_in_flight: expected >= 1, got {self.max_images_in_flight}")
+            raise ConfigError(
+                f"max_images_in_flight: expected >= 1, got {self.max_images_in_flight}"
+            )
 
 
 @dataclass
@@ -53,7 +67,7 @@ class _InFlight:
 
 
 def upscale_planes(
-    planes: Iterable[tuple[Key, F32]],
+    planes: Iterable[tuple[Key, F32] | Flush],
     runner: Runner,
     tiling: TileConfig,
     *,
@@ -63,8 +77,9 @@ def upscale_planes(
     """Run the network on every ``(key, plane)``; yield ``(key, output)`` as images complete.
 
     Planes are float32 ``(H, W)``. Tiles of equal shape from different images share a batch;
-    when more than ``max_images_in_flight`` images are waiting, partial batches are flushed.
-    The runner must already be active (inside its ``with`` block).
+    when more than ``max_images_in_flight`` images are waiting, or the stream yields
+    :data:`FLUSH`, partial batches are run. The runner must already be active (inside its
+    ``with`` block).
     """
     in_flight: dict[Key, _InFlight] = {}
     pending: dict[tuple[int, int], list[tuple[Key, Tile]]] = {}
@@ -85,7 +100,12 @@ def upscale_planes(
                     del in_flight[key]
                     yield key, state.output
 
-    for key, plane in planes:
+    for entry in planes:
+        if isinstance(entry, Flush):
+            for shape in sorted(pending, key=lambda s: -len(pending[s])):
+                yield from run(shape)
+            continue
+        key, plane = entry
         if plane.ndim != 2:
             raise ConfigError(f"expected a 2-D plane, got shape {plane.shape}")
         if key in in_flight:

@@ -166,9 +166,15 @@ def set_device(device: int) -> None:
 
 def device_info(device: int = 0) -> DeviceInfo:
     """Name, compute capability, memory and SM count of ``device``."""
-    (properties,) = check(runtime().cudaGetDeviceProperties(device), f"cudaGetDeviceProperties({device})")
+    (properties,) = check(
+        runtime().cudaGetDeviceProperties(device), f"cudaGetDeviceProperties({device})"
+    )
     raw_name = properties.name
-    name = raw_name.split(b"\0", 1)[0].decode(errors="replace") if isinstance(raw_name, bytes) else str(raw_name)
+    name = (
+        raw_name.split(b"\0", 1)[0].decode(errors="replace")
+        if isinstance(raw_name, bytes)
+        else str(raw_name)
+    )
     return DeviceInfo(
         index=device,
         name=name.strip(),
@@ -188,9 +194,13 @@ def require_device(device: int = 0) -> DeviceInfo:
             raise BackendUnavailableError(f"no usable CUDA GPU on this machine: {error}") from error
         raise
     if count == 0:
-        raise BackendUnavailableError("no usable CUDA GPU on this machine: cudaGetDeviceCount() returned 0")
+        raise BackendUnavailableError(
+            "no usable CUDA GPU on this machine: cudaGetDeviceCount() returned 0"
+        )
     if not 0 <= device < count:
-        raise BackendUnavailableError(f"CUDA device {device} does not exist (this machine has {count})")
+        raise BackendUnavailableError(
+            f"CUDA device {device} does not exist (this machine has {count})"
+        )
     set_device(device)
     return device_info(device)
 
@@ -227,7 +237,10 @@ class Stream:
         return cls(raw)
 
     def synchronize(self) -> None:
-        check(runtime().cudaStreamSynchronize(self.raw), f"cudaStreamSynchronize(stream {self.handle:#x})")
+        check(
+            runtime().cudaStreamSynchronize(self.raw),
+            f"cudaStreamSynchronize(stream {self.handle:#x})",
+        )
 
     def is_capturing(self) -> bool:
         cudart = runtime()
@@ -285,7 +298,10 @@ def host_array(address: int, shape: Sequence[int], dtype: DTypeLike) -> NDArray[
         raise InvalidInputError("host_array: expected a non-null address")
     count = math.prod(shape)
     raw = (ctypes.c_ubyte * _nbytes(shape, dtype)).from_address(address)
-    return np.frombuffer(raw, dtype=dtype, count=count).reshape(tuple(shape))
+    array: NDArray[Any] = np.frombuffer(
+        memoryview(raw).cast("B"), dtype=np.dtype(dtype), count=count
+    )
+    return array.reshape(tuple(shape))
 
 
 class DeviceBuffer:
@@ -321,7 +337,8 @@ class PinnedBuffer:
             raise InvalidInputError("pinned buffer: used after free()")
         if _nbytes(shape, dtype) > self.nbytes:
             raise InvalidInputError(
-                f"pinned buffer: a {tuple(shape)} {np.dtype(dtype)} view needs {_nbytes(shape, dtype)} bytes, "
+                f"pinned buffer: a {tuple(shape)} {np.dtype(dtype)} view needs "
+                f"{_nbytes(shape, dtype)} bytes, "
                 f"the buffer has {self.nbytes}"
             )
         return host_array(self.ptr, shape, dtype)
@@ -336,7 +353,9 @@ def memcpy_htod_async(device_ptr: int, host_ptr: int, nbytes: int, stream: Strea
     """Copy ``nbytes`` host -> device on ``stream`` (truly async only from pinned memory)."""
     cudart = runtime()
     check(
-        cudart.cudaMemcpyAsync(device_ptr, host_ptr, nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.raw),
+        cudart.cudaMemcpyAsync(
+            device_ptr, host_ptr, nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.raw
+        ),
         f"cudaMemcpyAsync(host to device, {nbytes} bytes)",
     )
 
@@ -345,7 +364,9 @@ def memcpy_dtoh_async(host_ptr: int, device_ptr: int, nbytes: int, stream: Strea
     """Copy ``nbytes`` device -> host on ``stream``."""
     cudart = runtime()
     check(
-        cudart.cudaMemcpyAsync(host_ptr, device_ptr, nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.raw),
+        cudart.cudaMemcpyAsync(
+            host_ptr, device_ptr, nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.raw
+        ),
         f"cudaMemcpyAsync(device to host, {nbytes} bytes)",
     )
 
@@ -379,7 +400,9 @@ def capture_graph(stream: Stream, enqueue: Callable[[], None]) -> GraphExec:
     """
     cudart = runtime()
     check(
-        cudart.cudaStreamBeginCapture(stream.raw, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
+        cudart.cudaStreamBeginCapture(
+            stream.raw, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        ),
         "cudaStreamBeginCapture()",
     )
     try:
@@ -407,7 +430,7 @@ def _abandon_capture(stream: Stream) -> None:
     """End a capture whose enqueue failed, destroy what it captured, clear the last error."""
     cudart = runtime()
     result = cudart.cudaStreamEndCapture(stream.raw)
-    if isinstance(result, tuple) and len(result) > 1 and result[0] == cudart.cudaError_t.cudaSuccess:
-        if result[1] is not None:
-            cudart.cudaGraphDestroy(result[1])
+    captured = result[1] if isinstance(result, tuple) and len(result) > 1 else None
+    if captured is not None and result[0] == cudart.cudaError_t.cudaSuccess:
+        cudart.cudaGraphDestroy(captured)
     clear_last_error()

@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny seeded models, the shared data folder (skipped when absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vdsr_deploy.model import VDSR
+from vdsr_deploy.weights import save_weights
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _has_cuda() -> bool:
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords and not _has_cuda():
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def tiny_model() -> VDSR:
+    torch.manual_seed(0)
+    return VDSR(depth=4, channels=8).eval()
+
+
+@pytest.fixture
+def tiny_weights(tmp_path: Path, tiny_model: VDSR) -> Path:
+    return save_weights(tiny_model, tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

@@ -1,0 +1,150 @@
+"""vdsr bench: sane, positive numbers and a stable JSON schema, on a tiny model in seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vdsr_deploy.bench import (
+    BenchConfig,
+    BenchSetting,
+    bench_image,
+    benchmark,
+    latency_stats,
+    make_workload,
+    render_markdown,
+    sweep,
+    write_plot,
+)
+from vdsr_deploy.cli import app
+from vdsr_deploy.errors import ConfigError
+from vdsr_deploy.model import VDSR, flops_per_pixel
+from vdsr_deploy.tiling import TileConfig, plan_tiles
+from vdsr_deploy.weights import save_weights
+
+
+@pytest.fixture
+def weights(tmp_path: Path) -> Path:
+    torch.manual_seed(3)
+    return save_weights(VDSR(depth=3, channels=4), tmp_path / "tiny3.safetensors")
+
+
+def config_for(
+    weights: Path, tmp_path: Path, settings: tuple[BenchSetting, ...], **extra: object
+) -> BenchConfig:
+    options: dict[str, object] = {
+        "weights": weights,
+        "size": (50, 44),
+        "halo": 4,
+        "warmup": 1,
+        "repeats": 3,
+        "min_repeats": 2,
+        "engines_dir": tmp_path / "engines",
+    }
+    options.update(extra)
+    return BenchConfig(settings=settings, **options)  # type: ignore[arg-type]
+
+
+def test_benchmark_numbers_and_schema(tmp_path: Path, weights: Path) -> None:
+    settings = (
+        BenchSetting("torch", "fp32", device="cpu", tile=24, batch=2),
+        BenchSetting("torch", "fp32", device="cpu", tile=24, batch=2, channels_last=False),
+        BenchSetting("onnxruntime", "fp32", tile=24, batch=2),
+        BenchSetting("torch", "fp16", device="cpu", tile=24),
+        BenchSetting("tensorrt", "fp16", tile=24),
+    )
+    config = config_for(
+        weights, tmp_path, settings, baseline="onnxruntime-fp32-t24-b2", note="test run"
+    )
+    result = benchmark(config)
+    json.loads(json.dumps(result))  # JSON-ready
+    assert result["schema"] == "vdsr-bench/1"
+    assert set(result) >= {"created", "machine", "versions", "threads", "config", "results", "note"}
+    assert result["machine"]["logical_cpus"] >= 1 and result["versions"]["torch"]
+    assert result["config"]["flops_per_pixel"] == flops_per_pixel(3, 4)
+    by_name = {r["name"]: r for r in result["results"]}
+    assert list(by_name) == [s.name for s in settings]
+    assert by_name["torch-fp16-t24-b1"]["status"] == "skipped"
+    if not torch.cuda.is_available():
+        assert by_name["tensorrt-fp16-t24-b1"]["status"] == "skipped"
+    tiles = len(plan_tiles(50, 44, TileConfig(tile=24, halo=4)))
+    for name in ("torch-fp32-t24-b2", "torch-fp32-nchw-t24-b2", "onnxruntime-fp32-t24-b2"):
+        item = by_name[name]
+        assert item["status"] == "ok", item["reason"]
+        assert item["output_shape"] == [50, 44]
+        assert item["tiles_per_image"] == tiles
+        assert item["calls_per_image"] >= tiles / 2
+        for path in ("runtime", "pipeline"):
+            figures = item[path]
+            latency = figures["latency_ms"]
+            assert 2 <= figures["repeats"] <= 3
+            assert 0 < latency["min"] <= latency["p50"] <= latency["p90"] <= latency["p99"]
+            assert figures["images_per_second"] == pytest.approx(1000 / latency["mean"])
+            assert figures["megapixels_per_second"] == pytest.approx(
+                50 * 44 / 1e6 * figures["images_per_second"]
+            )
+            assert (
+                figures["network_gflops_per_second"] >= figures["equivalent_gflops_per_second"] > 0
+            )
+        assert item["pipeline_overhead"] > 0
+        assert item["runner"]["label"].startswith(name.split("-")[0])
+    assert by_name["onnxruntime-fp32-t24-b2"]["ratio_vs_baseline"]["runtime"] == pytest.approx(1.0)
+    markdown = render_markdown(result)
+    assert "torch-fp32-nchw-t24-b2" in markdown and "skipped" in markdown and "test run" in markdown
+    assert write_plot(result, tmp_path / "bench.png") is not None
+    assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+def test_workload_matches_the_pipeline_batching() -> None:
+    lr = bench_image((70, 61), 2.0)
+    assert lr.shape == (35, 30, 3) and lr.dtype == np.float32
+    workload = make_workload(lr, 2.0, TileConfig(tile=32, halo=4), batch=3)
+    planned = plan_tiles(70, 60, TileConfig(tile=32, halo=4))
+    assert workload.output_shape == (70, 60)
+    assert workload.tiles == len(planned)
+    assert workload.network_pixels == sum(t.shape[0] * t.shape[1] for t in planned)
+    assert all(b.shape[0] <= 3 and b.shape[1] == 1 for b in workload.batches)
+
+
+def test_latency_stats_match_numpy() -> None:
+    seconds = [0.010, 0.012, 0.011, 0.030, 0.009]
+    stats = latency_stats(seconds)
+    ms = np.array(seconds) * 1000
+    assert stats["p50"] == pytest.approx(np.percentile(ms, 50))
+    assert stats["p99"] == pytest.approx(np.percentile(ms, 99))
+    assert stats["mean"] == pytest.approx(ms.mean()) and stats["min"] == pytest.approx(9.0)
+
+
+def test_settings_and_sweep_are_validated() -> None:
+    with pytest.raises(ConfigError):
+        BenchSetting("onnxruntime", "bf16")
+    with pytest.raises(ConfigError):
+        BenchSetting("onnxruntime", "int8")  # needs a quantized --onnx
+    with pytest.raises(ConfigError):
+        BenchConfig(settings=(BenchSetting(), BenchSetting()))  # duplicate names
+    with pytest.raises(ConfigError):
+        BenchConfig(settings=(BenchSetting(),), baseline="missing")
+    settings, notes = sweep(["torch", "onnxruntime"], ["fp32", "bf16"], [0, 64], [1])
+    assert len(settings) == 6
+    assert notes == ["onnxruntime has no bf16 path: left out"]
+
+
+def test_cli_bench(tmp_path: Path, weights: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["bench", "-b", "torch", "-b", "onnxruntime", "-t", "0", "--size", "24x20", "--warmup", "0",
+         "--repeats", "2", "--halo", "4", "-w", str(weights), "--engines-dir", str(tmp_path / "e"),
+         "-o", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {"bench.json", "bench.md", "bench.png"}
+    data = json.loads((out / "bench.json").read_text())
+    assert [r["status"] for r in data["results"]] == ["ok", "ok"]
+    bad = CliRunner().invoke(app, ["bench", "--size", "12xq", "-w", str(weights)])
+    assert bad.exit_code == 1 and "error:" in bad.output

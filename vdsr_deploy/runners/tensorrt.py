@@ -1,0 +1,488 @@
+"""TensorRT runner: executes a built engine, never builds one (see :mod:`vdsr_deploy.engine`).
+
+Before deserializing, the engine's JSON sidecar must match this GPU and TensorRT version
+and the engine file's hash (else :class:`~vdsr_deploy.errors.EngineMismatchError`).
+
+Execution (:class:`ExecutionPipeline`): one execution context per optimization profile of
+the engine (a dynamic-shape profile serves one context at a time, so the builder makes
+identical copies), each with its own non-default CUDA stream, pinned host buffers and
+device buffers sized for the profile's max shape. A batch is split into chunks of at most
+the profile's max batch; chunk k goes to context k mod N as pinned copy -> H2D -> enqueue
+-> D2H, all asynchronous on that context's stream, so one context's copies overlap another
+context's compute. A context's output is collected (stream sync, copy out of pinned memory)
+only when that context is needed again, or at the end. ``infer`` is synchronous (the
+Runner contract), so contexts overlap within one call: a caller that wants the GPU never
+to idle passes several max-batches of tiles per call.
+
+Per context: ``set_input_shape`` -> ``infer_shapes`` -> ``set_tensor_address`` ->
+``execute_async_v3(stream)``. CUDA graphs: the first enqueue of a shape is a plain one (the
+warm-up TensorRT needs before capture); the next one with the same shape and addresses is
+captured into a graph and launched, and later ones replay it. A shape or address change
+drops the graph (recaptured after the next warm-up). If a capture fails, graphs are
+switched off for this runner and plain enqueues carry on (``info.details`` says why).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vdsr_deploy.engine import (
+    EngineSidecar,
+    describe_profiles,
+    environment_reasons,
+    read_sidecar,
+    require_tensorrt,
+    shared_tensorrt_logger,
+    sidecar_path,
+)
+from vdsr_deploy.errors import ConfigError, EngineMismatchError, InvalidInputError, VdsrError
+from vdsr_deploy.io_names import CHANNELS, INPUT_NAME, OUTPUT_NAME, Shape, ShapeProfile
+from vdsr_deploy.runners import cuda
+from vdsr_deploy.runners.base import Runner, RunnerInfo
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+_LOG = logging.getLogger(__name__)
+
+# The runner splits any batch into chunks the engine takes; this only bounds validation.
+MAX_SPLIT_BATCH = 2**31 - 1
+FLOAT32_BYTES = 4
+
+
+def split_batch(count: int, max_batch: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges of at most ``max_batch`` covering ``count`` items."""
+    if count < 1 or max_batch < 1:
+        raise InvalidInputError(
+            f"expected count >= 1 and max_batch >= 1, got {count} and {max_batch}"
+        )
+    return [(start, min(start + max_batch, count)) for start in range(0, count, max_batch)]
+
+
+def check_engine_io(
+    inputs: Sequence[str], outputs: Sequence[str], dtypes: Mapping[str, str]
+) -> None:
+    """The engine must have exactly our tensors (names from io_names), both float32."""
+    if list(inputs) != [INPUT_NAME] or list(outputs) != [OUTPUT_NAME]:
+        raise EngineMismatchError(
+            f"expected an engine with input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, got inputs "
+            f"{list(inputs)} and outputs {list(outputs)}"
+        )
+    wrong = {name: dtype for name, dtype in dtypes.items() if dtype != "FLOAT"}
+    if wrong:
+        raise EngineMismatchError(f"expected float32 engine I/O, got {wrong}")
+
+
+def _dims_tuple(dims: trt.Dims) -> tuple[int, ...]:
+    return tuple(int(dims[index]) for index in range(len(dims)))
+
+
+@dataclass
+class _Slot:
+    """One execution context with its profile, stream, buffers and CUDA graph state."""
+
+    index: int
+    context: trt.IExecutionContext | None
+    stream: cuda.Stream
+    host_in: cuda.PinnedBuffer | None = None
+    host_out: cuda.PinnedBuffer | None = None
+    device_in: cuda.DeviceBuffer | None = None
+    device_out: cuda.DeviceBuffer | None = None
+    shape: Shape | None = None
+    warm: tuple[Shape, int, int] | None = None
+    graph: cuda.GraphExec | None = None
+    graph_key: tuple[Shape, int, int] | None = None
+    pending: tuple[int, int, Shape] | None = None
+
+
+class ExecutionPipeline:
+    """Execution contexts in flight on their own streams (see the module docstring).
+
+    ``contexts[i]`` gets optimization profile ``i``. ``max_shape`` sizes the buffers (the
+    profile's max); ``errors`` returns TensorRT's recent error messages for our exceptions.
+    """
+
+    def __init__(
+        self,
+        contexts: Sequence[trt.IExecutionContext],
+        max_shape: Shape,
+        *,
+        cuda_graphs: bool = True,
+        errors: Callable[[], str] | None = None,
+    ) -> None:
+        if not contexts:
+            raise ConfigError("an execution pipeline needs at least one execution context")
+        self._max_shape = max_shape
+        self._errors = errors or (lambda: "no TensorRT error message")
+        self._graphs = cuda_graphs
+        self.graph_state = "on" if cuda_graphs else "off"
+        self.stats = {"enqueues": 0, "captures": 0, "graph_launches": 0, "chunks": 0}
+        self._slots: list[_Slot] = []
+        try:
+            for index, context in enumerate(contexts):
+                self._slots.append(self._make_slot(index, context))
+        except BaseException:
+            self.release(raise_errors=False)
+            raise
+
+    @property
+    def contexts(self) -> int:
+        return len(self._slots)
+
+    def _make_slot(self, index: int, context: trt.IExecutionContext) -> _Slot:
+        slot = _Slot(index=index, context=context, stream=cuda.Stream.create())
+        try:
+            if not context.set_optimization_profile_async(index, slot.stream.handle):
+                raise VdsrError(
+                    f"TensorRT could not give optimization profile {index} to execution context "
+                    f"{index}: "
+                    f"{self._errors()}"
+                )
+            slot.stream.synchronize()
+            nbytes = math.prod(self._max_shape) * FLOAT32_BYTES
+            slot.host_in = cuda.PinnedBuffer(nbytes)
+            slot.host_out = cuda.PinnedBuffer(nbytes)
+            slot.device_in = cuda.DeviceBuffer(nbytes)
+            slot.device_out = cuda.DeviceBuffer(nbytes)
+            for name, pointer in (
+                (INPUT_NAME, slot.device_in.ptr),
+                (OUTPUT_NAME, slot.device_out.ptr),
+            ):
+                if not context.set_tensor_address(name, pointer):
+                    raise VdsrError(
+                        f"TensorRT rejected the address of {name!r} on context {index}: "
+                        f"{self._errors()}"
+                    )
+        except BaseException:
+            self._release_slot(slot)
+            raise
+        return slot
+
+    # -- running ------------------------------------------------------------------------
+
+    def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Outputs for a float32 ``(N, 1, H, W)`` batch with H, W within the profile."""
+        if not self._slots:
+            raise VdsrError("the TensorRT execution pipeline was released")
+        output = np.empty_like(batch)
+        try:
+            for number, (start, stop) in enumerate(
+                split_batch(int(batch.shape[0]), self._max_shape[0])
+            ):
+                slot = self._slots[number % len(self._slots)]
+                if slot.pending is not None:
+                    self._collect(slot, output)
+                self._submit(slot, batch[start:stop], start, stop)
+            for slot in self._slots:
+                if slot.pending is not None:
+                    self._collect(slot, output)
+        except BaseException:
+            self._quiesce()
+            raise
+        return output
+
+    def _submit(self, slot: _Slot, chunk: NDArray[np.float32], start: int, stop: int) -> None:
+        assert slot.host_in and slot.host_out and slot.device_in and slot.device_out
+        shape: Shape = (
+            int(chunk.shape[0]),
+            int(chunk.shape[1]),
+            int(chunk.shape[2]),
+            int(chunk.shape[3]),
+        )
+        np.copyto(slot.host_in.view(shape, np.float32), chunk)
+        cuda.memcpy_htod_async(slot.device_in.ptr, slot.host_in.ptr, chunk.nbytes, slot.stream)
+        self._enqueue(slot, shape)
+        cuda.memcpy_dtoh_async(slot.host_out.ptr, slot.device_out.ptr, chunk.nbytes, slot.stream)
+        slot.pending = (start, stop, shape)
+        self.stats["chunks"] += 1
+
+    def _collect(self, slot: _Slot, output: NDArray[np.float32]) -> None:
+        assert slot.pending is not None and slot.host_out is not None
+        start, stop, shape = slot.pending
+        slot.stream.synchronize()
+        output[start:stop] = slot.host_out.view(shape, np.float32)
+        slot.pending = None
+
+    def _enqueue(self, slot: _Slot, shape: Shape) -> None:
+        assert (
+            slot.context is not None and slot.device_in is not None and slot.device_out is not None
+        )
+        key = (shape, slot.device_in.ptr, slot.device_out.ptr)
+        if slot.graph is not None and slot.graph_key == key:
+            slot.graph.launch(slot.stream)
+            self.stats["graph_launches"] += 1
+            return
+        if slot.shape != shape:
+            self._drop_graph(slot)
+            self._set_shape(slot, shape)
+        if self._graphs and slot.warm == key:
+            try:
+                graph = cuda.capture_graph(slot.stream, lambda: self._execute(slot))
+            except VdsrError as error:
+                self._disable_graphs(f"capture failed on context {slot.index}: {error}")
+            else:
+                slot.graph, slot.graph_key = graph, key
+                self.stats["captures"] += 1
+                graph.launch(slot.stream)
+                self.stats["graph_launches"] += 1
+                return
+        self._execute(slot)
+        slot.warm = key
+
+    def _set_shape(self, slot: _Slot, shape: Shape) -> None:
+        context = slot.context
+        assert context is not None
+        if not context.set_input_shape(INPUT_NAME, shape):
+            raise InvalidInputError(
+                f"TensorRT rejected input shape {shape} on execution context {slot.index}: "
+                f"{self._errors()}"
+            )
+        unresolved = context.infer_shapes()
+        if unresolved:
+            raise VdsrError(
+                f"TensorRT could not infer the shapes of {list(unresolved)}: {self._errors()}"
+            )
+        produced = _dims_tuple(context.get_tensor_shape(OUTPUT_NAME))
+        if produced != shape:
+            raise VdsrError(
+                f"TensorRT infers output shape {produced} for input {shape}; expected the same "
+                "shape"
+            )
+        slot.shape = shape
+
+    def _execute(self, slot: _Slot) -> None:
+        assert slot.context is not None
+        if not slot.context.execute_async_v3(slot.stream.handle):
+            raise VdsrError(
+                f"TensorRT execute_async_v3 failed on execution context {slot.index}: "
+                f"{self._errors()}"
+            )
+        self.stats["enqueues"] += 1
+
+    def _drop_graph(self, slot: _Slot) -> None:
+        graph, slot.graph, slot.graph_key = slot.graph, None, None
+        if graph is not None:
+            graph.destroy()
+
+    def _disable_graphs(self, reason: str) -> None:
+        _LOG.warning("CUDA graphs switched off, falling back to plain enqueues: %s", reason)
+        self._graphs = False
+        self.graph_state = f"off ({reason})"
+        for slot in self._slots:
+            self._drop_graph(slot)
+
+    def _quiesce(self) -> None:
+        """After an error: wait for every stream (so no copy still targets our buffers)."""
+        for slot in self._slots:
+            slot.pending = None
+            try:
+                slot.stream.synchronize()
+            except VdsrError as error:
+                _LOG.warning(
+                    "while recovering from an error, stream of context %d: %s", slot.index, error
+                )
+
+    # -- teardown -----------------------------------------------------------------------
+
+    def release(self, *, raise_errors: bool = True) -> None:
+        """Free graphs, buffers, streams and contexts; raises the first CUDA error after
+        everything was attempted (unless ``raise_errors`` is False)."""
+        slots, self._slots = self._slots, []
+        errors = [
+            error for error in (self._release_slot(slot) for slot in slots) if error is not None
+        ]
+        if errors and raise_errors:
+            raise errors[0]
+
+    def _release_slot(self, slot: _Slot) -> VdsrError | None:
+        """Free one slot's resources, every step attempted; the first error is returned."""
+        first: VdsrError | None = None
+        steps: list[Callable[[], None]] = [slot.stream.synchronize, lambda: self._drop_graph(slot)]
+        steps += [
+            b.free
+            for b in (slot.host_in, slot.host_out, slot.device_in, slot.device_out)
+            if b is not None
+        ]
+        steps.append(slot.stream.destroy)
+        for step in steps:
+            try:
+                step()
+            except VdsrError as error:
+                first = first or error
+        slot.pending = None
+        slot.context = None
+        return first
+
+
+class TensorRTRunner(Runner):
+    """Runs a built VDSR TensorRT engine (fp16 or fp32; I/O float32).
+
+    ``engine_path`` needs its JSON sidecar next to it (see :mod:`vdsr_deploy.engine`).
+    ``contexts``: execution contexts in flight (default: one per optimization profile of
+    the engine). ``cuda_graphs``: capture and replay CUDA graphs for repeated shapes.
+    Batches larger than the engine's max batch are split, so :attr:`profile` bounds only
+    height and width; :attr:`engine_profile` is the engine's own.
+    """
+
+    def __init__(
+        self,
+        engine_path: Path,
+        *,
+        device: int = 0,
+        cuda_graphs: bool = True,
+        contexts: int | None = None,
+    ) -> None:
+        super().__init__()
+        self._path = Path(engine_path)
+        if not self._path.is_file():
+            raise InvalidInputError(f"{self._path}: TensorRT engine not found")
+        if device < 0:
+            raise ConfigError(f"device: expected a CUDA device index >= 0, got {device}")
+        if contexts is not None and contexts < 1:
+            raise ConfigError(f"contexts: expected >= 1, got {contexts}")
+        self._sidecar = read_sidecar(sidecar_path(self._path))
+        self._device = device
+        self._cuda_graphs = cuda_graphs
+        self._contexts = contexts
+        self._pipeline: ExecutionPipeline | None = None
+        self._engine: trt.ICudaEngine | None = None
+        self._runtime: trt.Runtime | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def sidecar(self) -> EngineSidecar:
+        return self._sidecar
+
+    @property
+    def engine_profile(self) -> ShapeProfile:
+        return self._sidecar.profile
+
+    @property
+    def profile(self) -> ShapeProfile:
+        engine = self._sidecar.profile
+        return ShapeProfile(
+            min=engine.min,
+            opt=engine.opt,
+            max=(MAX_SPLIT_BATCH, CHANNELS, engine.max[2], engine.max[3]),
+        )
+
+    @property
+    def info(self) -> RunnerInfo:
+        pipeline = self._pipeline
+        details: dict[str, Any] = {
+            "engine": str(self._path),
+            "tensorrt": self._sidecar.tensorrt_version,
+            "gpu": self._sidecar.gpu_name,
+            "profiles": describe_profiles(self._sidecar.profiles),
+            "contexts": pipeline.contexts
+            if pipeline
+            else self._contexts or len(self._sidecar.profiles),
+            "cuda_graphs": pipeline.graph_state
+            if pipeline
+            else ("on" if self._cuda_graphs else "off"),
+        }
+        if pipeline is not None:
+            details["stats"] = dict(pipeline.stats)
+        return RunnerInfo(
+            backend="tensorrt",
+            device=f"cuda:{self._device}",
+            precision=self._sidecar.precision,
+            details=details,
+        )
+
+    def activate(self) -> None:
+        tensorrt_version = require_tensorrt()
+        import tensorrt as trt
+
+        gpu = cuda.require_device(self._device)
+        reasons = environment_reasons(self._sidecar, gpu, tensorrt_version)
+        if reasons:
+            raise EngineMismatchError(
+                f"{self._path.name} cannot run here: {'; '.join(reasons)}; rebuild it on this "
+                "machine (vdsr build)"
+            )
+        blob = self._path.read_bytes()
+        if hashlib.sha256(blob).hexdigest() != self._sidecar.engine_sha256:
+            raise EngineMismatchError(
+                f"{self._path}: the engine file does not match its sidecar (sha256 differs); "
+                "rebuild it (vdsr build)"
+            )
+        sink, logger = shared_tensorrt_logger()
+        try:
+            with sink.capturing():
+                self._runtime = trt.Runtime(logger)
+                engine = self._runtime.deserialize_cuda_engine(blob)
+                if engine is None:
+                    raise EngineMismatchError(
+                        f"{self._path}: TensorRT {tensorrt_version} could not deserialize it "
+                        f"({sink.summary()})"
+                    )
+                self._engine = engine
+                names = [engine.get_tensor_name(index) for index in range(engine.num_io_tensors)]
+                check_engine_io(
+                    [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT],
+                    [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT],
+                    {
+                        n: "FLOAT"
+                        if engine.get_tensor_dtype(n) == trt.DataType.FLOAT
+                        else str(engine.get_tensor_dtype(n))
+                        for n in names
+                    },
+                )
+                available = engine.num_optimization_profiles
+                count = min(self._contexts or available, available)
+                contexts = []
+                for index in range(count):
+                    context = engine.create_execution_context()
+                    if context is None:
+                        raise VdsrError(
+                            f"TensorRT could not create execution context {index} for "
+                            f"{self._path.name} "
+                            f"(out of GPU memory?): {sink.summary()}"
+                        )
+                    contexts.append(context)
+                self._pipeline = ExecutionPipeline(
+                    contexts,
+                    self._sidecar.profile.max,
+                    cuda_graphs=self._cuda_graphs,
+                    errors=sink.summary,
+                )
+        except (RuntimeError, TypeError, ValueError) as error:
+            self._drop_engine()
+            raise VdsrError(
+                f"TensorRT failed to load {self._path.name}: {error} ({sink.summary()})"
+            ) from error
+        except BaseException:
+            self._drop_engine()
+            raise
+
+    def _drop_engine(self) -> None:
+        # Contexts (inside the pipeline) before the engine, the engine before the runtime.
+        self._pipeline = None
+        self._engine = None
+        self._runtime = None
+
+    def deactivate(self) -> None:
+        pipeline = self._pipeline
+        try:
+            if pipeline is not None:
+                pipeline.release()
+        finally:
+            self._drop_engine()
+
+    def _infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        with self._lock:  # one batch at a time: the contexts' buffers are shared state
+            if self._pipeline is None:
+                raise VdsrError(f"{self.info.label}: not activated")
+            cuda.set_device(self._device)  # the current device is per thread
+            return self._pipeline.run(batch)
