@@ -148,3 +148,18 @@ def test_cli_bench(tmp_path: Path, weights: Path) -> None:
     assert [r["status"] for r in data["results"]] == ["ok", "ok"]
     bad = CliRunner().invoke(app, ["bench", "--size", "12xq", "-w", str(weights)])
     assert bad.exit_code == 1 and "error:" in bad.output
+
+
+def test_importing_parity_and_bench_loads_no_runtime() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vdsr_deploy.bench, vdsr_deploy.parity, vdsr_deploy.parity_report, "
+        "vdsr_deploy.plots, vdsr_deploy.quantize; "
+        "heavy = ('torch', 'onnxruntime', 'matplotlib', 'tensorrt'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    output = done.stdout
+    assert output.strip() == "[]"

@@ -102,7 +102,7 @@ def save_checkpoint(
     scalars: dict[str, dict[str, float]] = {}
     for index, param_state in optimizer_state["state"].items():
         for key, value in param_state.items():
-            if isinstance(value, torch.Tensor) and value.numel() > 1:
+            if isinstance(value, torch.Tensor) and key != "step":
                 tensors[f"optim.{index}.{key}"] = value.detach().contiguous().clone()
             else:
                 scalars.setdefault(str(index), {})[key] = float(value)
@@ -131,9 +131,11 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         if name.startswith("optim."):
             _, index, key = name.split(".", 2)
             optimizer_state["state"].setdefault(int(index), {})[key] = value
+    parameters = list(model.parameters())
     for index, values in meta["optimizer_scalars"].items():
         for key, value in values.items():
-            stored = torch.tensor(value) if key == "step" else torch.tensor([value]).reshape(())
+            shape = () if key == "step" else parameters[int(index)].shape
+            stored = torch.full(shape, value, dtype=torch.float32)
             optimizer_state["state"].setdefault(int(index), {})[key] = stored
     optimizer.load_state_dict(optimizer_state)
     return dict(meta)

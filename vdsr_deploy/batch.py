@@ -272,24 +272,25 @@ def _inside(path: Path, folder: Path | None) -> bool:
 
 
 def _expand(spec: str, recursive: bool, exclude: Path | None) -> tuple[Path, list[Path]] | None:
-    """(root, files) for one input spec; None when nothing matches. ``exclude``: a resolved
-    folder whose files are never inputs (the output folder)."""
+    """(root, files) for one input spec; None when nothing matches. ``exclude``: the resolved
+    output folder; when it lies inside the input folder its files are never inputs."""
     path = Path(spec)
     if path.is_dir():
+        skip = exclude if exclude is not None and path.resolve() in exclude.parents else None
         walker = path.rglob("*") if recursive else path.glob("*")
         files = sorted(
             p
             for p in walker
-            if p.suffix.lower() in IMAGE_SUFFIXES
-            and p.is_file()
-            and not _inside(p.resolve(), exclude)
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not _inside(p.resolve(), skip)
         )
         return path, files
     if path.exists() or not glob.has_magic(spec):
         return (path.parent, [path]) if path.exists() else None
+    root = _magic_root(spec)
+    skip = exclude if exclude is not None and root.resolve() in exclude.parents else None
     matches = sorted(Path(p) for p in glob.glob(spec, recursive=True))
-    files = [p for p in matches if p.is_file() and not _inside(p.resolve(), exclude)]
-    return (_magic_root(spec), files) if files else None
+    files = [p for p in matches if p.is_file() and not _inside(p.resolve(), skip)]
+    return (root, files) if files else None
 
 
 def _default_format(source: Path) -> str:
@@ -342,39 +343,39 @@ def plan_outputs(config: JobConfig) -> tuple[list[WorkItem], list[Failure]]:
         )
     roots = sorted({_absolute(root) for _, root in found})
     base = _common_root(roots)
-    items: list[WorkItem] = []
-    taken: dict[Path, Path] = {}
-    for source, _root in found:
-        note = None
+    planned: list[tuple[int, Path, Path]] = []  # (input order, source, natural target)
+    for order, (source, _root) in enumerate(found):
         if single_file:
-            target = config.output
-        else:
-            fmt = config.fmt or _default_format(source)
-            relative = _absolute(source).relative_to(base)
-            target = config.output / relative.with_suffix(FORMAT_SUFFIX[output_format(source, fmt)])
-            if target.resolve() in taken:
-                stem = f"{relative.stem}-{source.suffix.lstrip('.').lower() or 'file'}"
-                candidate = target.with_name(stem + target.suffix)
-                counter = 2
-                while candidate.resolve() in taken or candidate.resolve() in inputs:
-                    candidate = target.with_name(f"{stem}-{counter}{target.suffix}")
-                    counter += 1
-                other = taken[target.resolve()]
-                note = f"output renamed to {candidate.name}: {target.name} is the output of {other}"
-                target = candidate
+            planned.append((order, source, config.output))
+            continue
+        fmt = output_format(source, config.fmt or _default_format(source))
+        relative = _absolute(source).relative_to(base)
+        planned.append((order, source, config.output / relative.with_suffix(FORMAT_SUFFIX[fmt])))
+    # A file whose suffix already matches its output keeps the plain name (x.png -> x.png).
+    planned.sort(key=lambda p: (p[2].suffix.lower() != p[1].suffix.lower(), p[0]))
+    placed: list[tuple[int, WorkItem]] = []
+    taken: dict[Path, Path] = {}
+    for order, source, target in planned:
+        note = None
+        if target.resolve() in taken and not single_file:
+            stem = f"{target.stem}-{source.suffix.lstrip('.').lower() or 'file'}"
+            candidate = target.with_name(stem + target.suffix)
+            counter = 2
+            while candidate.resolve() in taken or candidate.resolve() in inputs:
+                candidate = target.with_name(f"{stem}-{counter}{target.suffix}")
+                counter += 1
+            other = taken[target.resolve()]
+            note = f"output renamed to {candidate.name}: {target.name} is the output of {other}"
+            target = candidate
         resolved = target.resolve()
         if resolved in inputs:
             failures.append(
                 Failure(source, f"output {target} would overwrite an input; choose another output")
             )
             continue
-        if resolved in taken:
-            failures.append(
-                Failure(source, f"output {target} collides with the output of {taken[resolved]}")
-            )
-            continue
         taken[resolved] = source
-        items.append(WorkItem(source, target, note))
+        placed.append((order, WorkItem(source, target, note)))
+    items = [item for _, item in sorted(placed, key=lambda p: p[0])]
     return items, failures
 
 
@@ -918,8 +919,9 @@ class _Job:
         finally:
             self.halt.set()
             savers.shutdown(wait=True)
-            feeder.join() if feeder.is_alive() else None
-            preparer.join() if preparer.is_alive() else None
+            for thread in (feeder, preparer):
+                if thread.is_alive():
+                    thread.join()
             decoders.shutdown(wait=True, cancel_futures=True)
             self._close(todo)
         if fatal is not None:

@@ -35,7 +35,6 @@ from numpy.typing import NDArray
 
 from vdsr_deploy import colour
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError, VdsrError
-from vdsr_deploy.model import flops_per_pixel
 from vdsr_deploy.runners.base import Runner
 from vdsr_deploy.tiling import DEFAULT_HALO, TileConfig, extract, plan_tiles
 
@@ -399,6 +398,7 @@ def benchmark(
     ``open_runner``: how to make a runner for a setting (default :func:`open_bench_runner`).
     A setting whose runtime is unavailable is recorded as ``skipped``, one that fails as
     ``error``; the others still run."""
+    from vdsr_deploy.model import flops_per_pixel
     from vdsr_deploy.pipeline import PipelineConfig, upscale_pixels
     from vdsr_deploy.weights import load_weights
 
@@ -503,7 +503,7 @@ def benchmark(
                             "done": len(case.runtime.seconds),
                         }
                     )
-        infos = {c.setting.name: _runner_info(c.runner) for c in active}
+        infos = {c.setting.name: _runner_info(c.runner, c.setting.precision) for c in active}
     results = [_case_result(c, flops, infos.get(c.setting.name), config) for c in cases]
     _add_ratios(results, config.baseline)
     return {
@@ -519,12 +519,18 @@ def benchmark(
     }
 
 
-def _runner_info(runner: Runner | None) -> dict[str, Any] | None:
+def _runner_info(runner: Runner | None, precision: str) -> dict[str, Any] | None:
+    """What ran, labelled with the setting's precision (an INT8 ONNX runs in the fp32 runner)."""
     if runner is None:
         return None
     info = runner.info
-    return {"label": info.label, "backend": info.backend, "device": info.device,
-            "precision": info.precision, "details": _jsonable(info.details)}  # fmt: skip
+    return {
+        "label": f"{info.backend}:{info.device}:{precision}",
+        "backend": info.backend,
+        "device": info.device,
+        "precision": precision,
+        "details": _jsonable(info.details),
+    }
 
 
 def _jsonable(value: Any) -> Any:
@@ -667,7 +673,6 @@ def machine_info(load_before: list[float] | None = None) -> dict[str, Any]:
     except OSError:
         niceness = None
     return {
-        "hostname_hash": hex(abs(hash(platform.node())) % (1 << 32)),
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "logical_cpus": os.cpu_count(),

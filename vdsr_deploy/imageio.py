@@ -362,7 +362,6 @@ def read_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Dec
                     notes.append(f"animated ({header.frames} frames): first frame only")
                 icc = opened.info.get("icc_profile")
                 dpi = opened.info.get("dpi")
-                exif = opened.getexif()
                 rawmode = _rawmode(opened.tile[0]) if opened.tile else None
                 samples: Samples | None = None
                 bit_depth = 8
@@ -375,6 +374,7 @@ def read_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Dec
                 if samples is None:
                     opened.load()
                     samples, bit_depth = _samples_from_pil(opened, source, notes)
+                exif = opened.getexif()  # after decoding: PNG keeps eXIf after the pixel data
         except ImageReadError:
             raise
         except MemoryError as error:
@@ -904,6 +904,9 @@ def output_layout(fmt: str, channels: int, bit_depth: int) -> OutputLayout:
         notes.append(f"alpha dropped ({fmt} has no alpha channel)")
     if fmt == "webp" and channels in (1, 2):
         out_channels = channels + 2
+    if fmt == "tiff" and bit_depth == 16 and channels == 2:
+        out_channels = 4  # 16-bit gray + alpha TIFF is not widely readable (Pillow cannot)
+        notes.append("16-bit gray + alpha stored as RGBA (TIFF)")
     if bit_depth == 16 and fmt not in ("png", "tiff"):
         out_depth = 8
         notes.append(f"16-bit reduced to 8-bit ({fmt} is 8-bit)")

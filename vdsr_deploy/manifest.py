@@ -89,8 +89,8 @@ class Manifest:
     def _load(self) -> None:
         try:
             lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except FileNotFoundError:
-            return
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing recorded yet (a blocked output folder fails per file later)
         except OSError as error:
             raise ImageWriteError(
                 f"{self.path}: cannot read the resume manifest ({error.strerror or error})"

@@ -175,7 +175,9 @@ def heatmap_panels(report: ValidationReport) -> list[tuple[str, NDArray[np.float
     for pair in compared:
         if pair.figures is None or pair.worst_diff is None:
             continue
-        title = f"{pair.name}: {pair.figures.worst_image} (PSNR {fmt_db(pair.figures.psnr_db)} dB)"
+        psnr = pair.figures.psnr_db
+        quality = "identical" if math.isinf(psnr) else f"PSNR {psnr:.2f} dB"
+        title = f"{pair.name}: {pair.figures.worst_image} ({quality})"
         panels.append((title, (pair.worst_diff * 255.0).astype(np.float32)))
     return panels
 

@@ -1,0 +1,36 @@
+"""Importing the package and `vdsr --help` must not load heavy optional runtimes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("onnxruntime", "tensorrt", "cuda", "matplotlib")
+
+
+def modules_after(code: str) -> set[str]:
+    probe = f"{code}\nimport sys\nprint('\\n'.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_import_package_is_light() -> None:
+    loaded = modules_after("import vdsr_deploy")
+    assert not {m for m in loaded if m.split(".")[0] in (*HEAVY, "torch")}
+
+
+def test_submodules_import_without_runtimes() -> None:
+    loaded = modules_after(
+        "import vdsr_deploy.cli, vdsr_deploy.engine, vdsr_deploy.runners.tensorrt, "
+        "vdsr_deploy.runners.onnxruntime, vdsr_deploy.runners.cuda, vdsr_deploy.tiling, vdsr_deploy.protocol"
+    )
+    assert not {m for m in loaded if m.split(".")[0] in HEAVY}
+
+
+def test_cli_help_is_light() -> None:
+    loaded = modules_after(
+        "import sys\nfrom typer.testing import CliRunner\nfrom vdsr_deploy.cli import app\n"
+        "result = CliRunner().invoke(app, ['--help'])\nassert result.exit_code == 0, result.output\n"
+        "assert 'upscale' in result.output"
+    )
+    assert not {m for m in loaded if m.split(".")[0] in (*HEAVY, "torch")}

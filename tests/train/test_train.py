@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from train.config import TrainConfig, load_config
+from train.data import PatchSampler, dihedral, find_images, prepare_pairs
+from train.loop import clip_gradients, learning_rate, train
+from vdsr_deploy import protocol
+from vdsr_deploy.errors import ConfigError, TrainingError
+from vdsr_deploy.weights import load_weights
+
+
+def test_value_clipping_scales_with_lr() -> None:
+    parameter = torch.nn.Parameter(torch.zeros(5))
+    parameter.grad = torch.tensor([-3.0, -0.05, 0.0, 0.05, 3.0])
+    clip_gradients([parameter], "value_lr", theta=0.01, lr=0.1)  # bound 0.1
+    assert torch.allclose(parameter.grad, torch.tensor([-0.1, -0.05, 0.0, 0.05, 0.1]))
+    parameter.grad = torch.tensor([-3.0, -0.05, 0.0, 0.05, 3.0])
+    clip_gradients([parameter], "value_lr", theta=0.01, lr=0.001)  # bound 10: untouched
+    assert torch.allclose(parameter.grad, torch.tensor([-3.0, -0.05, 0.0, 0.05, 3.0]))
+
+
+def test_norm_clipping() -> None:
+    parameter = torch.nn.Parameter(torch.zeros(2))
+    parameter.grad = torch.tensor([3.0, 4.0])
+    clip_gradients([parameter], "norm_lr", theta=0.1, lr=0.1)  # norm 5 -> 1
+    assert torch.allclose(parameter.grad, torch.tensor([0.6, 0.8]), atol=1e-5)
+
+
+def test_paper_schedule() -> None:
+    config = load_config("paper")
+    assert (config.optimizer, config.momentum, config.weight_decay, config.batch_size) == ("sgd", 0.9, 1e-4, 64)
+    assert learning_rate(config, 0) == pytest.approx(0.1)
+    assert learning_rate(config, 2489) == pytest.approx(0.1)
+    assert learning_rate(config, 2490) == pytest.approx(0.01)
+    assert learning_rate(config, 9959) == pytest.approx(1e-4)
+    fast = load_config("fast")
+    assert learning_rate(fast, 0) == pytest.approx(fast.lr / fast.warmup_iterations)
+    assert learning_rate(fast, fast.iterations) == pytest.approx(fast.min_lr)
+
+
+def test_config_validation(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="optimizer"):
+        TrainConfig(optimizer="rmsprop")
+    (tmp_path / "bad.toml").write_text('name = "x"\nlearning_rate = 0.1\n')
+    with pytest.raises(ConfigError, match="unknown training setting"):
+        load_config(tmp_path / "bad.toml")
+    with pytest.raises(ConfigError, match="no such config"):
+        load_config("nonexistent-recipe")
+
+
+def test_degradation_equals_matlab_oracle(shared_data: Path) -> None:
+    data = np.load(shared_data / "oracles" / "matlab" / "butterfly_x3.npz")
+    hr_y = data["hr_y"] / 255.0
+    assert np.max(np.abs(protocol.degrade(hr_y, 3) * 255.0 - data["bicubic_y"])) <= 1e-9
+
+
+def write_images(folder: Path, sizes: list[tuple[int, int]]) -> None:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index, (h, w) in enumerate(sizes):
+        base = rng.random((h // 4 + 1, w // 4 + 1, 3))
+        smooth = np.kron(base, np.ones((4, 4, 1)))[:h, :w]
+        Image.fromarray((smooth * 255).astype(np.uint8)).save(folder / f"img{index}.png")
+
+
+def test_pairs_and_sampler(tmp_path: Path) -> None:
+    write_images(tmp_path / "hr", [(45, 53), (61, 47), (20, 20)])
+    pairs = prepare_pairs(find_images([tmp_path / "hr"]), [2, 3], patch_size=21)
+    assert len(pairs) == 4  # the 20x20 image is smaller than a patch
+    for pair in pairs:
+        assert pair.target.shape == pair.network_input.shape
+        assert pair.target.shape[0] % pair.scale == 0
+        expected = protocol.degrade(pair.target.astype(np.float64), pair.scale)
+        assert np.max(np.abs(pair.network_input - expected)) < 1e-6
+    sampler = PatchSampler(pairs, patch_size=21, seed=5)
+    a_in, a_out = sampler.batch(3, 8)
+    b_in, _ = sampler.batch(3, 8)
+    c_in, _ = sampler.batch(4, 8)
+    assert a_in.shape == a_out.shape == (8, 1, 21, 21)
+    assert np.array_equal(a_in, b_in) and not np.array_equal(a_in, c_in)
+    square = np.arange(9.0).reshape(3, 3).astype(np.float32)
+    assert len({dihedral(square, k).tobytes() for k in range(8)}) == 8
+
+
+def test_data_errors(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="does not exist"):
+        find_images([tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrainingError, match="no images found"):
+        find_images([tmp_path / "empty"])
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "x.png").write_bytes(b"junk")
+    with pytest.raises(TrainingError, match="x.png"):
+        prepare_pairs(find_images([tmp_path / "broken"]), [2], 11)
+
+
+def test_tiny_training_reduces_loss_and_resumes(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    write_images(tmp_path / "hr", [(48, 52), (57, 45)])
+    write_images(tmp_path / "val", [(36, 36)])
+    config = TrainConfig(
+        name="tiny", depth=4, channels=8, patch_size=17, batch_size=8, optimizer="adam", lr=2e-3,
+        weight_decay=0.0, schedule="cosine", clip="none", loss="mean", iterations=60, precision="fp32",
+        log_every=10, validate_every=30, checkpoint_every=20, seed=1,
+    )
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(config, data_dirs=[tmp_path / "hr"], out_dir=tmp_path / "run", resume=True)
+    half = config.replace(iterations=30)
+    first = train(half, data_dirs=[tmp_path / "hr"], out_dir=tmp_path / "run", val_dir=tmp_path / "val")
+    assert first.iterations_done == 30 and not first.interrupted
+    with pytest.raises(TrainingError, match="exists: pass --resume"):
+        train(config, data_dirs=[tmp_path / "hr"], out_dir=tmp_path / "run")
+    result = train(config, data_dirs=[tmp_path / "hr"], out_dir=tmp_path / "run", val_dir=tmp_path / "val", resume=True)
+    assert result.iterations_done == 60
+    entries = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [e["loss"] for e in entries if e["event"] == "train"]
+    assert losses[-1] < losses[0]
+    assert any(e["event"] == "validate" for e in entries)
+    model, info = load_weights(result.final_weights)
+    assert info.training["recipe"]["name"] == "tiny" and info.training["iterations"] == 60
