@@ -26,7 +26,12 @@ def test_export_round_trip(tmp_path: Path, tiny_weights: Path, precision: str) -
     loaded = onnx.load(str(result.path))
     graph_input = loaded.graph.input[0].type.tensor_type
     assert graph_input.elem_type == onnx.TensorProto.FLOAT
-    assert [d.dim_param or d.dim_value for d in graph_input.shape.dim] == ["batch", 1, "height", "width"]
+    assert [d.dim_param or d.dim_value for d in graph_input.shape.dim] == [
+        "batch",
+        1,
+        "height",
+        "width",
+    ]
     conv_weight_types = {i.data_type for i in loaded.graph.initializer}
     expected = onnx.TensorProto.FLOAT16 if precision == "fp16" else onnx.TensorProto.FLOAT
     assert conv_weight_types == {expected}
@@ -52,7 +57,9 @@ def test_export_refuses_overwrite_and_bad_precision(tmp_path: Path, tiny_model: 
         export_onnx(tiny_model, tmp_path / "x.onnx", precision="int4")
 
 
-def test_export_verification_catches_a_wrong_graph(tmp_path: Path, tiny_model: VDSR, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_verification_catches_a_wrong_graph(
+    tmp_path: Path, tiny_model: VDSR, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import vdsr_deploy.export as export_module
 
     real_build = export_module.build_graph

@@ -10,7 +10,9 @@ HEAVY = ("onnxruntime", "tensorrt", "cuda", "matplotlib")
 
 def modules_after(code: str) -> set[str]:
     probe = f"{code}\nimport sys\nprint('\\n'.join(sys.modules))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
     return set(out.split())
 
 

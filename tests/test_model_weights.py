@@ -47,7 +47,9 @@ def test_keyword_only_hyperparameters() -> None:
 
 
 def test_weights_round_trip(tmp_path: Path, tiny_model: VDSR) -> None:
-    path = save_weights(tiny_model, tmp_path / "w.safetensors", scales=(2.0, 3.0), training={"recipe": "x"})
+    path = save_weights(
+        tiny_model, tmp_path / "w.safetensors", scales=(2.0, 3.0), training={"recipe": "x"}
+    )
     model, info = load_weights(path)
     assert (info.depth, info.channels, info.scales) == (4, 8, (2.0, 3.0))
     assert info.training == {"recipe": "x"}
@@ -59,12 +61,18 @@ def test_weights_round_trip(tmp_path: Path, tiny_model: VDSR) -> None:
 def test_weights_validation_messages(tmp_path: Path, tiny_model: VDSR) -> None:
     state = {k: v.contiguous() for k, v in tiny_model.state_dict().items()}
     short = {k: v for k, v in state.items() if not k.startswith("body.6")}
-    save_file(short, str(tmp_path / "short.safetensors"), metadata={"vdsr": '{"depth": 4, "channels": 8}'})
+    save_file(
+        short, str(tmp_path / "short.safetensors"), metadata={"vdsr": '{"depth": 4, "channels": 8}'}
+    )
     with pytest.raises(WeightsError, match="expected 4 conv layers, found 3"):
         load_weights(tmp_path / "short.safetensors")
     wrong = {**state, "body.2.weight": torch.zeros(8, 8, 5, 5)}
-    save_file(wrong, str(tmp_path / "wrong.safetensors"), metadata={"vdsr": '{"depth": 4, "channels": 8}'})
-    with pytest.raises(WeightsError, match=r"body.2.weight expected shape \(8, 8, 3, 3\), got \(8, 8, 5, 5\)"):
+    save_file(
+        wrong, str(tmp_path / "wrong.safetensors"), metadata={"vdsr": '{"depth": 4, "channels": 8}'}
+    )
+    with pytest.raises(
+        WeightsError, match=r"body.2.weight expected shape \(8, 8, 3, 3\), got \(8, 8, 5, 5\)"
+    ):
         load_weights(tmp_path / "wrong.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(WeightsError, match="junk.safetensors: not a readable safetensors file"):

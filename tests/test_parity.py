@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,12 @@ from vdsr_deploy.parity import (
     FAILED,
     PASSED,
     SKIPPED,
+    TOLERANCE_BF16,
+    TOLERANCE_FP16,
     Candidate,
     RunOutput,
     Tolerance,
+    ToleranceConfig,
     ValidateConfig,
     ValidationImage,
     check_engine_sidecar,
@@ -228,6 +232,12 @@ def test_validate_end_to_end(tmp_path: Path, weights: Path) -> None:
             "untiled",
         ),
         bit_depths=(8, 16),
+        # random weights have larger residuals than trained ones: loosen the share of
+        # identical 8-bit pixels so the plumbing test does not depend on the CPU's rounding
+        tolerances=ToleranceConfig(
+            fp16=replace(TOLERANCE_FP16, min_identical_8bit=0.9),
+            bf16=replace(TOLERANCE_BF16, min_identical_8bit=0.5, min_psnr_db=40.0),
+        ),
     )
     report = validate(config, small_images())
     status = {p.name: p.status for p in report.pairs}

@@ -60,9 +60,12 @@ def test_tiled_equals_untiled(height: int, width: int, tile: int, halo: int, bat
 
 
 def test_halo_below_radius_is_not_exact() -> None:
-    image = np.random.default_rng(0).random((60, 60), dtype=np.float32)
+    # 72 = 2 * halo + 4 cores of 16: windows overlap by exactly 2 * halo, no slack
+    halo = RADIUS - 2
+    image = np.random.default_rng(0).random((72, 72), dtype=np.float32)
+    assert [s.start for s in plan_axis(72, 24, halo)] == [0, 16, 32, 48]
     with TorchRunner(MODEL, device="cpu", channels_last=False) as runner:
-        tiled = upscale_plane(image, runner, TileConfig(tile=24, halo=RADIUS - 2), batch=2)
+        tiled = upscale_plane(image, runner, TileConfig(tile=24, halo=halo), batch=2)
     assert np.max(np.abs(tiled - whole(image))) > 1e-4
 
 

@@ -57,21 +57,42 @@ class TrainConfig:
         checks: list[tuple[bool, str]] = [
             (self.depth >= 2, f"depth: expected >= 2, got {self.depth}"),
             (self.channels >= 1, f"channels: expected >= 1, got {self.channels}"),
-            (len(self.scales) > 0 and all(s >= 2 for s in self.scales), f"scales: expected integers >= 2, got {self.scales}"),
+            (
+                len(self.scales) > 0 and all(s >= 2 for s in self.scales),
+                f"scales: expected integers >= 2, got {self.scales}",
+            ),
             (self.patch_size >= 3, f"patch_size: expected >= 3, got {self.patch_size}"),
             (self.batch_size >= 1, f"batch_size: expected >= 1, got {self.batch_size}"),
-            (self.optimizer in OPTIMIZERS, f"optimizer: expected one of {OPTIMIZERS}, got {self.optimizer!r}"),
+            (
+                self.optimizer in OPTIMIZERS,
+                f"optimizer: expected one of {OPTIMIZERS}, got {self.optimizer!r}",
+            ),
             (self.lr > 0, f"lr: expected > 0, got {self.lr}"),
-            (self.schedule in SCHEDULES, f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}"),
-            (list(self.lr_milestones) == sorted(self.lr_milestones), f"lr_milestones: expected increasing, got {self.lr_milestones}"),
+            (
+                self.schedule in SCHEDULES,
+                f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}",
+            ),
+            (
+                list(self.lr_milestones) == sorted(self.lr_milestones),
+                f"lr_milestones: expected increasing, got {self.lr_milestones}",
+            ),
             (self.clip in CLIP_MODES, f"clip: expected one of {CLIP_MODES}, got {self.clip!r}"),
             (self.theta > 0, f"theta: expected > 0, got {self.theta}"),
             (self.loss in LOSSES, f"loss: expected one of {LOSSES}, got {self.loss!r}"),
             (self.iterations >= 1, f"iterations: expected >= 1, got {self.iterations}"),
-            (self.precision in PRECISIONS, f"precision: expected one of {PRECISIONS}, got {self.precision!r}"),
-            (0 <= self.fp32_final_iterations <= self.iterations, "fp32_final_iterations: expected 0..iterations"),
+            (
+                self.precision in PRECISIONS,
+                f"precision: expected one of {PRECISIONS}, got {self.precision!r}",
+            ),
+            (
+                0 <= self.fp32_final_iterations <= self.iterations,
+                "fp32_final_iterations: expected 0..iterations",
+            ),
             (self.warmup_iterations >= 0, "warmup_iterations: expected >= 0"),
-            (self.log_every >= 1 and self.validate_every >= 1 and self.checkpoint_every >= 1, "log/validate/checkpoint intervals must be >= 1"),
+            (
+                self.log_every >= 1 and self.validate_every >= 1 and self.checkpoint_every >= 1,
+                "log/validate/checkpoint intervals must be >= 1",
+            ),
         ]
         for ok, message in checks:
             if not ok:

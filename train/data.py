@@ -38,14 +38,18 @@ def find_images(folders: Sequence[Path]) -> list[Path]:
     for folder in folders:
         if not folder.is_dir():
             raise TrainingError(f"{folder}: training data folder does not exist")
-        found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        found = sorted(
+            p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
         if not found:
             raise TrainingError(f"{folder}: no images found (expected .png/.jpg/.bmp/... files)")
         paths.extend(found)
     return paths
 
 
-def prepare_pairs(paths: Sequence[Path], scales: Sequence[int], patch_size: int) -> list[TrainingPair]:
+def prepare_pairs(
+    paths: Sequence[Path], scales: Sequence[int], patch_size: int
+) -> list[TrainingPair]:
     """Degrade every image at every scale; images smaller than a patch are skipped."""
     pairs: list[TrainingPair] = []
     for path in paths:
@@ -83,7 +87,9 @@ class PatchSampler:
     training set is equally likely, whatever the image size.
     """
 
-    def __init__(self, pairs: Sequence[TrainingPair], *, patch_size: int, seed: int, augment: bool = True) -> None:
+    def __init__(
+        self, pairs: Sequence[TrainingPair], *, patch_size: int, seed: int, augment: bool = True
+    ) -> None:
         if not pairs:
             raise TrainingError("no training pairs")
         self.pairs = list(pairs)

@@ -82,7 +82,10 @@ def loss_fn(output: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tens
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            model.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
         )
     return torch.optim.Adam(
         model.parameters(), lr=config.lr, betas=config.adam_betas, weight_decay=config.weight_decay
@@ -112,7 +115,9 @@ def save_checkpoint(
     temporary.replace(path)
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -125,7 +130,9 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     try:
         model.load_state_dict(model_state)
     except RuntimeError as error:
-        raise TrainingError(f"{path}: checkpoint does not match the model in the config ({error})") from error
+        raise TrainingError(
+            f"{path}: checkpoint does not match the model in the config ({error})"
+        ) from error
     optimizer_state: dict[str, Any] = {"state": {}, "param_groups": meta["param_groups"]}
     for name, value in tensors.items():
         if name.startswith("optim."):
@@ -172,7 +179,9 @@ def _hardware() -> dict[str, Any]:
     }
 
 
-def _validate(model: VDSR, items: Sequence[evaluate.EvalItem], device: torch.device) -> dict[str, float]:
+def _validate(
+    model: VDSR, items: Sequence[evaluate.EvalItem], device: torch.device
+) -> dict[str, float]:
     model.eval()
 
     def run(y: np.ndarray) -> np.ndarray:
@@ -208,19 +217,29 @@ def train(
     """
     emit = on_event or (lambda event: None)
     started = time.time()
-    torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    torch_device = torch.device(
+        "cuda"
+        if device == "auto" and torch.cuda.is_available()
+        else ("cpu" if device == "auto" else device)
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path = out_dir / "last.safetensors"
     if last_path.exists() and not resume:
-        raise TrainingError(f"{last_path} exists: pass --resume to continue that run, or pick another --out")
+        raise TrainingError(
+            f"{last_path} exists: pass --resume to continue that run, or pick another --out"
+        )
     if resume and not last_path.exists():
         raise TrainingError(f"{last_path}: nothing to resume from")
 
     paths = find_images(data_dirs)
     emit({"event": "preparing", "images": len(paths)})
     pairs = prepare_pairs(paths, config.scales, config.patch_size)
-    sampler = PatchSampler(pairs, patch_size=config.patch_size, seed=config.seed, augment=config.augment)
-    val_items = evaluate.prepare_items(evaluate.list_images(val_dir), config.scales) if val_dir else []
+    sampler = PatchSampler(
+        pairs, patch_size=config.patch_size, seed=config.seed, augment=config.augment
+    )
+    val_items = (
+        evaluate.prepare_items(evaluate.list_images(val_dir), config.scales) if val_dir else []
+    )
 
     torch.manual_seed(config.seed)
     model = VDSR(depth=config.depth, channels=config.channels).to(torch_device)
@@ -233,7 +252,9 @@ def train(
     if resume:
         meta = load_checkpoint(last_path, model, optimizer)
         if meta.get("config", {}).get("name") != config.name:
-            raise TrainingError(f"{last_path} was made by recipe {meta.get('config', {}).get('name')!r}, not {config.name!r}")
+            raise TrainingError(
+                f"{last_path} was made by recipe {meta.get('config', {}).get('name')!r}, not {config.name!r}"
+            )
         step = int(meta["step"])
         best = dict(meta.get("best", {}))
         elapsed_before = float(meta.get("wall_seconds", 0.0))
@@ -244,7 +265,12 @@ def train(
             last_path,
             model,
             optimizer,
-            {"step": step, "config": config.to_dict(), "best": best, "wall_seconds": elapsed_before + time.time() - started},
+            {
+                "step": step,
+                "config": config.to_dict(),
+                "best": best,
+                "wall_seconds": elapsed_before + time.time() - started,
+            },
         )
 
     def record(entry: dict[str, Any]) -> None:
@@ -276,17 +302,26 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             inputs_np, targets_np = sampler.batch(step, config.batch_size)
-            inputs = torch.from_numpy(inputs_np).to(torch_device).contiguous(memory_format=memory_format)
+            inputs = (
+                torch.from_numpy(inputs_np).to(torch_device).contiguous(memory_format=memory_format)
+            )
             targets = torch.from_numpy(targets_np).to(torch_device)
-            use_bf16 = config.precision == "bf16" and step < config.iterations - config.fp32_final_iterations
+            use_bf16 = (
+                config.precision == "bf16"
+                and step < config.iterations - config.fp32_final_iterations
+            )
             autocast: AbstractContextManager[Any] = (
-                torch.autocast(torch_device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+                torch.autocast(torch_device.type, dtype=torch.bfloat16)
+                if use_bf16
+                else nullcontext()
             )
             with autocast:
                 output = model(inputs)
             loss = loss_fn(output, targets, config.loss)
             if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {float(loss)} at iteration {step}: lower lr or theta")
+                raise TrainingError(
+                    f"loss became {float(loss)} at iteration {step}: lower lr or theta"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             clip_gradients(model.parameters(), config.clip, config.theta, lr)
@@ -296,8 +331,16 @@ def train(
             window_steps += 1
             if step % config.log_every == 0 or step == config.iterations:
                 seconds = time.time() - window_start
-                record({"event": "train", "step": step, "loss": window_loss / window_steps, "lr": lr,
-                        "seconds_per_iter": seconds / window_steps, "bf16": use_bf16})
+                record(
+                    {
+                        "event": "train",
+                        "step": step,
+                        "loss": window_loss / window_steps,
+                        "lr": lr,
+                        "seconds_per_iter": seconds / window_steps,
+                        "bf16": use_bf16,
+                    }
+                )
                 window_loss, window_start, window_steps = 0.0, time.time(), 0
             if val_items and (step % config.validate_every == 0 or step == config.iterations):
                 scores = _validate(model, val_items, torch_device)
@@ -305,8 +348,13 @@ def train(
                 record({"event": "validate", "step": step, **scores, "mean": mean_psnr})
                 if mean_psnr > best.get("mean", -math.inf):
                     best = {**scores, "mean": mean_psnr, "step": step}
-                    save_weights(model, out_dir / "best.safetensors", scales=tuple(float(s) for s in config.scales),
-                                 training=training_metadata(), evaluation={"validation": best})
+                    save_weights(
+                        model,
+                        out_dir / "best.safetensors",
+                        scales=tuple(float(s) for s in config.scales),
+                        training=training_metadata(),
+                        evaluation={"validation": best},
+                    )
                 window_start = time.time()
             if step % config.checkpoint_every == 0:
                 checkpoint()
@@ -318,11 +366,18 @@ def train(
             signal.signal(signal.SIGTERM, previous_handler)
     final: Path | None = None
     if not interrupted:
-        final = save_weights(model, out_dir / "final.safetensors", scales=tuple(float(s) for s in config.scales),
-                             training=training_metadata(), evaluation={"validation": best})
+        final = save_weights(
+            model,
+            out_dir / "final.safetensors",
+            scales=tuple(float(s) for s in config.scales),
+            training=training_metadata(),
+            evaluation={"validation": best},
+        )
     record({"event": "stopped" if interrupted else "finished", "step": step})
     log.close()
-    return TrainResult(out_dir, step, interrupted, best, final, elapsed_before + time.time() - started)
+    return TrainResult(
+        out_dir, step, interrupted, best, final, elapsed_before + time.time() - started
+    )
 
 
 def _main_thread() -> bool:

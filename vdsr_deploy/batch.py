@@ -802,7 +802,6 @@ class _Job:
             if task.failed or self.halted():
                 return
             rows = self._finish_rows(band, y)
-            self._write_in_order(task, band.index, rows)
             self.emit(
                 {
                     "event": "band",
@@ -811,6 +810,7 @@ class _Job:
                     "bands": len(task.spans),
                 }
             )
+            self._write_in_order(task, band.index, rows)
         except VdsrError as error:
             self.fail_task(task, str(error))
         except MemoryError:

@@ -95,7 +95,9 @@ def hr_luma(path: Path) -> NDArray[np.float64]:
 def list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise InvalidInputError(f"{folder}: not a folder")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    paths = sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
     if not paths:
         raise InvalidInputError(f"{folder}: no images found")
     return paths
@@ -109,12 +111,16 @@ def prepare_items(paths: Iterable[Path], scales: Sequence[int]) -> list[EvalItem
         for scale in scales:
             hr = np.asarray(protocol.modcrop(y, scale), dtype=np.float64)
             if min(hr.shape) < 2 * scale + 11:
-                raise InvalidInputError(f"{path}: {hr.shape[1]}x{hr.shape[0]} is too small to evaluate at x{scale}")
+                raise InvalidInputError(
+                    f"{path}: {hr.shape[1]}x{hr.shape[0]} is too small to evaluate at x{scale}"
+                )
             items.append(EvalItem(path.stem, scale, hr, protocol.degrade(hr, scale)))
     return items
 
 
-def score(items: Sequence[EvalItem], upscale_y: UpscaleY, *, dataset: str = "", backend: str = "") -> EvalReport:
+def score(
+    items: Sequence[EvalItem], upscale_y: UpscaleY, *, dataset: str = "", backend: str = ""
+) -> EvalReport:
     """Run ``upscale_y`` on every item; PSNR/SSIM (peak 255 scale, shave = scale) vs HR.
 
     The output is clipped to [0, 1] and, like the MATLAB evaluation scripts, compared in
@@ -124,7 +130,9 @@ def score(items: Sequence[EvalItem], upscale_y: UpscaleY, *, dataset: str = "", 
     for item in items:
         sr = np.clip(upscale_y(item.bicubic_y.astype(np.float32)).astype(np.float64), 0.0, 1.0)
         if sr.shape != item.hr_y.shape:
-            raise InvalidInputError(f"{item.name}: model returned shape {sr.shape}, expected {item.hr_y.shape}")
+            raise InvalidInputError(
+                f"{item.name}: model returned shape {sr.shape}, expected {item.hr_y.shape}"
+            )
         hr255, sr255, bic255 = item.hr_y * 255, sr * 255, item.bicubic_y * 255
         s = item.scale
         scores.append(
@@ -150,7 +158,9 @@ def score(items: Sequence[EvalItem], upscale_y: UpscaleY, *, dataset: str = "", 
                 ssim=_mean(i.ssim for i in group),
             )
         )
-    return EvalReport(dataset=dataset, backend=backend, images=tuple(scores), summaries=tuple(summaries))
+    return EvalReport(
+        dataset=dataset, backend=backend, images=tuple(scores), summaries=tuple(summaries)
+    )
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -194,7 +204,13 @@ def render_markdown(report: EvalReport) -> str:
         lines.append(
             f"| x{s.scale} | {s.images} | {s.bicubic_psnr:.2f} | {s.bicubic_ssim:.4f} | {s.psnr:.2f} | {s.ssim:.4f} | {paper_cols} |"
         )
-    lines += ["", "| image | scale | bicubic PSNR | PSNR | bicubic SSIM | SSIM |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| image | scale | bicubic PSNR | PSNR | bicubic SSIM | SSIM |",
+        "|---|---|---|---|---|---|",
+    ]
     for i in report.images:
-        lines.append(f"| {i.name} | x{i.scale} | {i.bicubic_psnr:.2f} | {i.psnr:.2f} | {i.bicubic_ssim:.4f} | {i.ssim:.4f} |")
+        lines.append(
+            f"| {i.name} | x{i.scale} | {i.bicubic_psnr:.2f} | {i.psnr:.2f} | {i.bicubic_ssim:.4f} | {i.ssim:.4f} |"
+        )
     return "\n".join(lines) + "\n"

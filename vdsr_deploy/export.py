@@ -51,19 +51,31 @@ def build_graph(model: VDSR, precision: str, metadata: dict[str, str]) -> onnx.M
     initializers: list[onnx.TensorProto] = []
     current = INPUT_NAME
     if precision == "fp16":
-        nodes.append(helper.make_node("Cast", [INPUT_NAME], ["input_fp16"], to=TensorProto.FLOAT16, name="cast_in"))
+        nodes.append(
+            helper.make_node(
+                "Cast", [INPUT_NAME], ["input_fp16"], to=TensorProto.FLOAT16, name="cast_in"
+            )
+        )
         current = "input_fp16"
     state = model.state_dict()
     for index in range(model.depth):
         weight = state[f"body.{2 * index}.weight"].detach().cpu().numpy().astype(numpy_type)
         bias = state[f"body.{2 * index}.bias"].detach().cpu().numpy().astype(numpy_type)
         w_name, b_name = f"conv{index + 1}.weight", f"conv{index + 1}.bias"
-        initializers += [numpy_helper.from_array(weight, w_name), numpy_helper.from_array(bias, b_name)]
+        initializers += [
+            numpy_helper.from_array(weight, w_name),
+            numpy_helper.from_array(bias, b_name),
+        ]
         conv_out = f"conv{index + 1}"
         nodes.append(
             helper.make_node(
-                "Conv", [current, w_name, b_name], [conv_out], name=conv_out,
-                kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1],
+                "Conv",
+                [current, w_name, b_name],
+                [conv_out],
+                name=conv_out,
+                kernel_shape=[3, 3],
+                pads=[1, 1, 1, 1],
+                strides=[1, 1],
             )
         )
         current = conv_out
@@ -72,10 +84,16 @@ def build_graph(model: VDSR, precision: str, metadata: dict[str, str]) -> onnx.M
             nodes.append(helper.make_node("Relu", [current], [relu_out], name=relu_out))
             current = relu_out
     if precision == "fp16":
-        nodes.append(helper.make_node("Cast", [current], ["residual"], to=TensorProto.FLOAT, name="cast_out"))
+        nodes.append(
+            helper.make_node("Cast", [current], ["residual"], to=TensorProto.FLOAT, name="cast_out")
+        )
         current = "residual"
-    nodes.append(helper.make_node("Add", [INPUT_NAME, current], [OUTPUT_NAME], name="global_residual"))
-    graph = helper.make_graph(nodes, "vdsr", [graph_input], [graph_output], initializer=initializers)
+    nodes.append(
+        helper.make_node("Add", [INPUT_NAME, current], [OUTPUT_NAME], name="global_residual")
+    )
+    graph = helper.make_graph(
+        nodes, "vdsr", [graph_input], [graph_output], initializer=initializers
+    )
     onnx_model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
@@ -83,7 +101,9 @@ def build_graph(model: VDSR, precision: str, metadata: dict[str, str]) -> onnx.M
         producer_version=__version__,
     )
     onnx_model.ir_version = 8
-    onnx_model.doc_string = "VDSR (Kim et al. 2016): input = bicubic-upscaled Y in [0,1], (N,1,H,W) float32"
+    onnx_model.doc_string = (
+        "VDSR (Kim et al. 2016): input = bicubic-upscaled Y in [0,1], (N,1,H,W) float32"
+    )
     for key, value in metadata.items():
         entry = onnx_model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -128,8 +148,12 @@ def verify(onnx_model: onnx.ModelProto, model: VDSR, precision: str, seed: int =
     try:
         import onnxruntime
     except ImportError as error:
-        raise BuildError("verifying an export needs onnxruntime: pip install 'vdsr-deploy[cpu]'") from error
-    session = onnxruntime.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
+        raise BuildError(
+            "verifying an export needs onnxruntime: pip install 'vdsr-deploy[cpu]'"
+        ) from error
+    session = onnxruntime.InferenceSession(
+        onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     rng = np.random.default_rng(seed)
     worst = 0.0
     model = model.float().eval()
@@ -139,7 +163,9 @@ def verify(onnx_model: onnx.ModelProto, model: VDSR, precision: str, seed: int =
         with torch.inference_mode():
             reference = model(torch.from_numpy(batch)).numpy()
         if ort_out.shape != reference.shape:
-            raise BuildError(f"ONNX output shape {ort_out.shape} != PyTorch {reference.shape} for input {shape}")
+            raise BuildError(
+                f"ONNX output shape {ort_out.shape} != PyTorch {reference.shape} for input {shape}"
+            )
         worst = max(worst, float(np.max(np.abs(ort_out - reference))))
     if not np.isfinite(worst) or worst > VERIFY_TOLERANCE[precision]:
         raise BuildError(
@@ -183,7 +209,10 @@ def ensure_onnx(model: VDSR, info: WeightsInfo, precision: str, cache_dir: Path)
     path = cache_dir / default_onnx_name(info.sha256, precision)
     if path.is_file():
         meta = read_metadata(path)
-        if meta.get("vdsr.weights_sha256") == info.sha256 and meta.get("vdsr.precision") == precision:
+        if (
+            meta.get("vdsr.weights_sha256") == info.sha256
+            and meta.get("vdsr.precision") == precision
+        ):
             return path
     export_onnx(model, path, precision=precision, info=info, overwrite=True)
     return path

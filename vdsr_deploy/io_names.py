@@ -36,7 +36,9 @@ class ShapeProfile:
                     f"{self.min[axis]}, {self.opt[axis]}, {self.max[axis]}"
                 )
         if self.min[1] != CHANNELS or self.max[1] != CHANNELS:
-            raise ConfigError(f"profile: expected {CHANNELS} channel, got {self.min[1]}..{self.max[1]}")
+            raise ConfigError(
+                f"profile: expected {CHANNELS} channel, got {self.min[1]}..{self.max[1]}"
+            )
 
     def contains(self, shape: Shape) -> bool:
         return all(self.min[a] <= shape[a] <= self.max[a] for a in range(4))
@@ -53,7 +55,9 @@ class ShapeProfile:
         return cls(shape("min"), shape("opt"), shape("max"))
 
 
-def profile_for_tiles(tiling: TileConfig, batch: int, *, max_side: int | None = None) -> ShapeProfile:
+def profile_for_tiles(
+    tiling: TileConfig, batch: int, *, max_side: int | None = None
+) -> ShapeProfile:
     """The profile matching what the tiler feeds: full tiles of ``tile`` x ``tile`` at
     ``batch`` (the optimum), and anything from 1x1 up to a tile for images or axes smaller
     than a tile. With ``tile`` 0 (whole images), ``max_side`` bounds the image side."""

@@ -73,7 +73,5 @@ def flops_per_pixel(depth: int = 20, channels: int = 64) -> int:
 def count_weights(model: nn.Module, *, with_bias: bool = False) -> int:
     """Number of conv weights (biases excluded unless asked)."""
     return sum(
-        p.numel()
-        for name, p in model.named_parameters()
-        if with_bias or not name.endswith("bias")
+        p.numel() for name, p in model.named_parameters() if with_bias or not name.endswith("bias")
     )

@@ -83,7 +83,9 @@ def _resize_axis(image: FloatArray, axis: int, out_length: int, scale: float) ->
     moved = np.moveaxis(image, axis, 0)
     gathered = moved[indices]  # (out, taps, ...)
     expand = (slice(None), slice(None)) + (None,) * (moved.ndim - 1)
-    result = np.einsum("ot...,ot...->o...", gathered, np.broadcast_to(weights[expand], gathered.shape))
+    result = np.einsum(
+        "ot...,ot...->o...", gathered, np.broadcast_to(weights[expand], gathered.shape)
+    )
     return np.moveaxis(result, 0, axis)
 
 
@@ -176,7 +178,9 @@ def shave(image: NDArray[np.generic], border: int) -> NDArray[np.generic]:
     return image[border:-border, border:-border]
 
 
-def psnr(a: NDArray[np.floating], b: NDArray[np.floating], *, border: int = 0, peak: float = 1.0) -> float:
+def psnr(
+    a: NDArray[np.floating], b: NDArray[np.floating], *, border: int = 0, peak: float = 1.0
+) -> float:
     """PSNR in dB of two same-shape arrays after shaving ``border`` px (``peak`` = max value)."""
     if a.shape != b.shape:
         raise InvalidInputError(f"expected equal shapes, got {a.shape} and {b.shape}")
@@ -201,7 +205,9 @@ def _filter_valid(image: FloatArray, window: FloatArray) -> FloatArray:
     return result
 
 
-def ssim(a: NDArray[np.floating], b: NDArray[np.floating], *, border: int = 0, peak: float = 1.0) -> float:
+def ssim(
+    a: NDArray[np.floating], b: NDArray[np.floating], *, border: int = 0, peak: float = 1.0
+) -> float:
     """SSIM (Wang et al. 2004, the reference ``ssim_index.m``) on 2-D arrays.
 
     11x11 Gaussian window with sigma 1.5, K1 = 0.01, K2 = 0.03, 'valid' filtering, after

@@ -94,7 +94,9 @@ def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int) -> Runner:
     if backend == "onnxruntime":
         from vdsr_deploy.runners.onnxruntime import OnnxRuntimeRunner, OrtOptions
 
-        onnx_path = spec.onnx or _exported_onnx(spec, engines_dir, "fp16" if spec.precision == "fp16" else "fp32")
+        onnx_path = spec.onnx or _exported_onnx(
+            spec, engines_dir, "fp16" if spec.precision == "fp16" else "fp32"
+        )
         from vdsr_deploy.io_names import profile_for_tiles
 
         profile = profile_for_tiles(tiling, batch) if tiling.tile else None

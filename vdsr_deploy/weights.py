@@ -99,7 +99,9 @@ def save_weights(
     from safetensors.torch import save_file
 
     target = Path(path)
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()
+    }
     meta = {
         "format_version": FORMAT_VERSION,
         "architecture": "vdsr",
@@ -127,7 +129,9 @@ def _expected_shapes(depth: int, channels: int) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def validate_state_dict(state: dict[str, torch.Tensor], depth: int, channels: int, source: str) -> None:
+def validate_state_dict(
+    state: dict[str, torch.Tensor], depth: int, channels: int, source: str
+) -> None:
     """Raise :class:`WeightsError` naming the first problem found."""
     found_layers = len([n for n in state if n.endswith(".weight")])
     if found_layers != depth:
@@ -146,7 +150,9 @@ def validate_state_dict(state: dict[str, torch.Tensor], depth: int, channels: in
             raise WeightsError(f"{source}: {name} contains NaN or Inf")
 
 
-def load_weights(path: Path | str | None = None, *, device: str = "cpu") -> tuple[VDSR, WeightsInfo]:
+def load_weights(
+    path: Path | str | None = None, *, device: str = "cpu"
+) -> tuple[VDSR, WeightsInfo]:
     """Load a VDSR from safetensors (``None``: the shipped default), validated, in eval mode."""
     from safetensors import SafetensorError, safe_open
 

@@ -35,7 +35,12 @@ def test_norm_clipping() -> None:
 
 def test_paper_schedule() -> None:
     config = load_config("paper")
-    assert (config.optimizer, config.momentum, config.weight_decay, config.batch_size) == ("sgd", 0.9, 1e-4, 64)
+    assert (config.optimizer, config.momentum, config.weight_decay, config.batch_size) == (
+        "sgd",
+        0.9,
+        1e-4,
+        64,
+    )
     assert learning_rate(config, 0) == pytest.approx(0.1)
     assert learning_rate(config, 2489) == pytest.approx(0.1)
     assert learning_rate(config, 2490) == pytest.approx(0.01)
@@ -106,20 +111,44 @@ def test_tiny_training_reduces_loss_and_resumes(tmp_path: Path) -> None:
     write_images(tmp_path / "hr", [(48, 52), (57, 45)])
     write_images(tmp_path / "val", [(36, 36)])
     config = TrainConfig(
-        name="tiny", depth=4, channels=8, patch_size=17, batch_size=8, optimizer="adam", lr=2e-3,
-        weight_decay=0.0, schedule="cosine", clip="none", loss="mean", iterations=60, precision="fp32",
-        log_every=10, validate_every=30, checkpoint_every=20, seed=1,
+        name="tiny",
+        depth=4,
+        channels=8,
+        patch_size=17,
+        batch_size=8,
+        optimizer="adam",
+        lr=2e-3,
+        weight_decay=0.0,
+        schedule="cosine",
+        clip="none",
+        loss="mean",
+        iterations=60,
+        precision="fp32",
+        log_every=10,
+        validate_every=30,
+        checkpoint_every=20,
+        seed=1,
     )
     with pytest.raises(TrainingError, match="nothing to resume"):
         train(config, data_dirs=[tmp_path / "hr"], out_dir=tmp_path / "run", resume=True)
     half = config.replace(iterations=30)
-    first = train(half, data_dirs=[tmp_path / "hr"], out_dir=tmp_path / "run", val_dir=tmp_path / "val")
+    first = train(
+        half, data_dirs=[tmp_path / "hr"], out_dir=tmp_path / "run", val_dir=tmp_path / "val"
+    )
     assert first.iterations_done == 30 and not first.interrupted
     with pytest.raises(TrainingError, match="exists: pass --resume"):
         train(config, data_dirs=[tmp_path / "hr"], out_dir=tmp_path / "run")
-    result = train(config, data_dirs=[tmp_path / "hr"], out_dir=tmp_path / "run", val_dir=tmp_path / "val", resume=True)
+    result = train(
+        config,
+        data_dirs=[tmp_path / "hr"],
+        out_dir=tmp_path / "run",
+        val_dir=tmp_path / "val",
+        resume=True,
+    )
     assert result.iterations_done == 60
-    entries = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    entries = [
+        json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    ]
     losses = [e["loss"] for e in entries if e["event"] == "train"]
     assert losses[-1] < losses[0]
     assert any(e["event"] == "validate" for e in entries)

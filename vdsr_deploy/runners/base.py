@@ -88,7 +88,9 @@ class Runner(ABC):
             )
         result = self._infer(np.ascontiguousarray(batch))
         if result.shape != batch.shape:
-            raise VdsrError(f"{self.info.label}: expected output shape {batch.shape}, got {result.shape}")
+            raise VdsrError(
+                f"{self.info.label}: expected output shape {batch.shape}, got {result.shape}"
+            )
         return result
 
     @abstractmethod

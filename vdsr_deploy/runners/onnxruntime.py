@@ -36,7 +36,9 @@ class OrtOptions:
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
-            raise ConfigError(f"provider: expected one of {tuple(PROVIDERS)}, got {self.provider!r}")
+            raise ConfigError(
+                f"provider: expected one of {tuple(PROVIDERS)}, got {self.provider!r}"
+            )
         if self.threads < 0:
             raise ConfigError(f"threads: expected >= 0 (0 = all cores), got {self.threads}")
 
@@ -99,7 +101,11 @@ class OnnxRuntimeRunner(Runner):
             backend="onnxruntime",
             device=self._options.provider,
             precision="fp16" if "fp16" in self._path.name else "fp32",
-            details={"onnx": str(self._path), "providers": active, "threads": self._options.threads},
+            details={
+                "onnx": str(self._path),
+                "providers": active,
+                "threads": self._options.threads,
+            },
         )
 
     def activate(self) -> None:
@@ -128,7 +134,9 @@ class OnnxRuntimeRunner(Runner):
                 str(self._path), sess_options=settings, providers=provider_list(self._options)
             )
         except Exception as error:  # onnxruntime raises its own untyped exceptions
-            raise BackendUnavailableError(f"{self._path}: ONNX Runtime cannot load it ({error})") from error
+            raise BackendUnavailableError(
+                f"{self._path}: ONNX Runtime cannot load it ({error})"
+            ) from error
         if wanted not in self._session.get_providers():
             raise BackendUnavailableError(f"{wanted} could not be initialised for {self._path}")
 

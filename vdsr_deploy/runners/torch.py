@@ -22,7 +22,9 @@ def resolve_device(device: str) -> torch.device:
     except RuntimeError as error:
         raise ConfigError(f"device: expected cpu, cuda or cuda:N, got {device!r}") from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailableError(f"device {device!r}: PyTorch sees no CUDA GPU on this machine")
+        raise BackendUnavailableError(
+            f"device {device!r}: PyTorch sees no CUDA GPU on this machine"
+        )
     return resolved
 
 
@@ -87,7 +89,9 @@ class TorchRunner(Runner):
 
     def deactivate(self) -> None:
         if self._saved_tf32 is not None:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._saved_tf32
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = (
+                self._saved_tf32
+            )
             self._saved_tf32 = None
         if self._precision == "fp16":
             self._model.body.float()
