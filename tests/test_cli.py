@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -35,8 +34,26 @@ def upscale_folder(tmp_path: Path, weights: Path, backend: str) -> Path:
             make_image(inputs / f"{mode}.png", mode)
     out = tmp_path / f"out-{backend}"
     code, text = invoke(
-        "upscale", str(inputs), "-o", str(out), "-s", "2", "-w", str(weights), "--backend", backend,
-        "--device", "cpu", "--tile", "48", "--halo", "20", "--batch", "3", "--engines-dir", str(tmp_path / "eng"),
+        "upscale",
+        str(inputs),
+        "-o",
+        str(out),
+        "-s",
+        "2",
+        "-w",
+        str(weights),
+        "--backend",
+        backend,
+        "--device",
+        "cpu",
+        "--tile",
+        "48",
+        "--halo",
+        "20",
+        "--batch",
+        "3",
+        "--engines-dir",
+        str(tmp_path / "eng"),
         "--quiet",
     )
     assert code == 0, text
@@ -44,7 +61,10 @@ def upscale_folder(tmp_path: Path, weights: Path, backend: str) -> Path:
 
 
 def test_upscale_modes_and_backends_agree(tmp_path: Path, tiny_weights: Path) -> None:
-    outputs = {backend: upscale_folder(tmp_path, tiny_weights, backend) for backend in ("torch", "onnxruntime")}
+    outputs = {
+        backend: upscale_folder(tmp_path, tiny_weights, backend)
+        for backend in ("torch", "onnxruntime")
+    }
     for mode in MODES:
         images = {backend: Image.open(out / f"{mode}.png") for backend, out in outputs.items()}
         assert all(image.mode == mode and image.size == (74, 58) for image in images.values())
@@ -54,32 +74,81 @@ def test_upscale_modes_and_backends_agree(tmp_path: Path, tiny_weights: Path) ->
 
 def test_non_integer_scale_and_single_file_output(tmp_path: Path, tiny_weights: Path) -> None:
     source = make_image(tmp_path / "a.png", "RGB", (31, 23))
-    code, text = invoke("upscale", str(source), "-o", str(tmp_path / "b.jpg"), "-s", "2.5", "-w", str(tiny_weights),
-                        "--backend", "torch", "--device", "cpu", "-q")
+    code, text = invoke(
+        "upscale",
+        str(source),
+        "-o",
+        str(tmp_path / "b.jpg"),
+        "-s",
+        "2.5",
+        "-w",
+        str(tiny_weights),
+        "--backend",
+        "torch",
+        "--device",
+        "cpu",
+        "-q",
+    )
     assert code == 0, text
     assert Image.open(tmp_path / "b.jpg").size == (78, 58)
-    code, text = invoke("upscale", str(source), "-o", str(tmp_path / "b.jpg"), "-s", "2.5", "-w", str(tiny_weights),
-                        "--backend", "torch", "--device", "cpu", "-q")
+    code, text = invoke(
+        "upscale",
+        str(source),
+        "-o",
+        str(tmp_path / "b.jpg"),
+        "-s",
+        "2.5",
+        "-w",
+        str(tiny_weights),
+        "--backend",
+        "torch",
+        "--device",
+        "cpu",
+        "-q",
+    )
     assert code == 0 and "skipped" in text
 
 
 def test_user_errors_are_one_sentence(tmp_path: Path, tiny_weights: Path) -> None:
     source = make_image(tmp_path / "a.png", "RGB")
-    code, text = invoke("upscale", str(source), "-o", str(tmp_path / "o"), "-w", str(tmp_path / "nope.safetensors"))
-    assert code == 1 and "nope.safetensors: weights file not found" in text and "Traceback" not in text
-    code, text = invoke("upscale", str(source), "-o", str(tmp_path / "o"), "-s", "0.5", "-w", str(tiny_weights))
+    code, text = invoke(
+        "upscale", str(source), "-o", str(tmp_path / "o"), "-w", str(tmp_path / "nope.safetensors")
+    )
+    assert (
+        code == 1 and "nope.safetensors: weights file not found" in text and "Traceback" not in text
+    )
+    code, text = invoke(
+        "upscale", str(source), "-o", str(tmp_path / "o"), "-s", "0.5", "-w", str(tiny_weights)
+    )
     assert code == 1 and "scale: expected a factor > 1" in text
-    code, text = invoke("upscale", str(source), "-o", str(tmp_path / "o"), "--tile", "30", "-w", str(tiny_weights))
+    code, text = invoke(
+        "upscale", str(source), "-o", str(tmp_path / "o"), "--tile", "30", "-w", str(tiny_weights)
+    )
     assert code == 1 and "tile: expected > 2 * halo" in text
-    code, text = invoke("upscale", str(source), "-o", str(tmp_path / "o"), "--backend", "tensorrt", "--device", "cpu",
-                        "-w", str(tiny_weights), "--engines-dir", str(tmp_path / "eng"))
+    code, text = invoke(
+        "upscale",
+        str(source),
+        "-o",
+        str(tmp_path / "o"),
+        "--backend",
+        "tensorrt",
+        "--device",
+        "cpu",
+        "-w",
+        str(tiny_weights),
+        "--engines-dir",
+        str(tmp_path / "eng"),
+    )
     assert code == 1 and "Traceback" not in text and text.count("\n") <= 3
 
 
 def test_export_command(tmp_path: Path, tiny_weights: Path) -> None:
     code, text = invoke("export", "-o", str(tmp_path), "-w", str(tiny_weights))
     assert code == 0, text
-    assert len(list(tmp_path.glob("*-fp32.onnx"))) == 1 and len(list(tmp_path.glob("*-fp16.onnx"))) == 1
+    assert (
+        len(list(tmp_path.glob("*-fp32.onnx"))) == 1
+        and len(list(tmp_path.glob("*-fp16.onnx"))) == 1
+    )
     code, text = invoke("export", "-o", str(tmp_path), "-w", str(tiny_weights))
     assert code == 1 and "already exists" in text
 
@@ -88,8 +157,22 @@ def test_eval_command_writes_reports(tmp_path: Path, tiny_weights: Path) -> None
     folder = tmp_path / "hr"
     folder.mkdir()
     make_image(folder / "x.png", "RGB", (61, 47))
-    code, text = invoke("eval", str(folder), "-s", "2", "-s", "3", "-w", str(tiny_weights), "--backend", "torch",
-                        "--device", "cpu", "--out", str(tmp_path / "reports"))
+    code, text = invoke(
+        "eval",
+        str(folder),
+        "-s",
+        "2",
+        "-s",
+        "3",
+        "-w",
+        str(tiny_weights),
+        "--backend",
+        "torch",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "reports"),
+    )
     assert code == 0, text
     report = json.loads((tmp_path / "reports" / "hr.json").read_text())
     assert [s["scale"] for s in report["summaries"]] == [2, 3]

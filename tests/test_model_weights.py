@@ -75,7 +75,7 @@ def test_weights_validation_messages(tmp_path: Path, tiny_model: VDSR) -> None:
     ):
         load_weights(tmp_path / "wrong.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(WeightsError, match="junk.safetensors: not a readable safetensors file"):
+    with pytest.raises(WeightsError, match=r"junk\.safetensors: not a readable safetensors file"):
         load_weights(tmp_path / "junk.safetensors")
     with pytest.raises(WeightsError, match="not found"):
         load_weights(tmp_path / "missing.safetensors")

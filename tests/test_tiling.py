@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -31,7 +33,7 @@ def test_plan_axis_cores_partition_and_windows_stay_inside(
         return
     spans = plan_axis(length, tile, halo)
     assert spans[0].core_start == 0 and spans[-1].core_stop == length
-    for span, following in zip(spans, spans[1:], strict=False):
+    for span, following in itertools.pairwise(spans):
         assert span.core_stop == following.core_start
     for span in spans:
         assert 0 <= span.start <= span.core_start < span.core_stop <= span.stop <= length

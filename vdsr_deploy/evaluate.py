@@ -202,7 +202,8 @@ def render_markdown(report: EvalReport) -> str:
         paper = PAPER_PSNR.get(report.dataset.lower(), {}).get(s.scale)
         paper_cols = f"{paper[0]:.2f} | {paper[1]:.2f}" if paper else "- | -"
         lines.append(
-            f"| x{s.scale} | {s.images} | {s.bicubic_psnr:.2f} | {s.bicubic_ssim:.4f} | {s.psnr:.2f} | {s.ssim:.4f} | {paper_cols} |"
+            f"| x{s.scale} | {s.images} | {s.bicubic_psnr:.2f} | {s.bicubic_ssim:.4f} "
+            f"| {s.psnr:.2f} | {s.ssim:.4f} | {paper_cols} |"
         )
     lines += [
         "",

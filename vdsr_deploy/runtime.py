@@ -112,10 +112,7 @@ def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int) -> Runner:
         from vdsr_deploy.engine import create_tensorrt_runner
 
         precision = spec.precision if spec.precision in ("fp16", "fp32") else "fp16"
-        if spec.engine is None:
-            onnx_path = spec.onnx or _exported_onnx(spec, engines_dir, precision)
-        else:
-            onnx_path = spec.onnx
+        onnx_path = spec.onnx if spec.engine is not None else spec.onnx or _exported_onnx(spec, engines_dir, precision)
         return create_tensorrt_runner(
             onnx_path=onnx_path,
             engine_path=spec.engine,

@@ -13,6 +13,7 @@ rounding.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -84,7 +85,7 @@ def plan_axis(length: int, tile: int, halo: int) -> list[Span]:
     count = math.ceil((length - 2 * halo) / core)
     starts = [(index * (length - tile)) // (count - 1) for index in range(count)]
     boundaries = [0]
-    for previous, current in zip(starts, starts[1:], strict=False):
+    for previous, current in itertools.pairwise(starts):
         boundaries.append((previous + tile + current) // 2)
     boundaries.append(length)
     return [

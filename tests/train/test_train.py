@@ -102,7 +102,7 @@ def test_data_errors(tmp_path: Path) -> None:
         find_images([tmp_path / "empty"])
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "x.png").write_bytes(b"junk")
-    with pytest.raises(TrainingError, match="x.png"):
+    with pytest.raises(TrainingError, match=r"x\.png"):
         prepare_pairs(find_images([tmp_path / "broken"]), [2], 11)
 
 
@@ -152,5 +152,6 @@ def test_tiny_training_reduces_loss_and_resumes(tmp_path: Path) -> None:
     losses = [e["loss"] for e in entries if e["event"] == "train"]
     assert losses[-1] < losses[0]
     assert any(e["event"] == "validate" for e in entries)
-    model, info = load_weights(result.final_weights)
+    assert result.final_weights is not None
+    _, info = load_weights(result.final_weights)
     assert info.training["recipe"]["name"] == "tiny" and info.training["iterations"] == 60

@@ -51,10 +51,10 @@ class Runner(ABC):
         """Input shapes this runner accepts (``None``: any shape)."""
         return None
 
-    def activate(self) -> None:
+    def activate(self) -> None:  # noqa: B027 - optional hook
         """Allocate sessions/memory. Called by ``__enter__``."""
 
-    def deactivate(self) -> None:
+    def deactivate(self) -> None:  # noqa: B027 - optional hook
         """Free what :meth:`activate` allocated. Called by ``__exit__``."""
 
     def __enter__(self) -> Runner:
