@@ -189,7 +189,8 @@ def _validate(
             tensor = torch.from_numpy(np.ascontiguousarray(y))[None, None].to(device)
             if device.type == "cpu":
                 tensor = tensor.contiguous(memory_format=torch.channels_last)
-            return model(tensor)[0, 0].float().cpu().numpy()
+            result: np.ndarray = model(tensor)[0, 0].float().cpu().numpy()
+            return result
 
     report = evaluate.score(items, run)
     model.train()
@@ -244,7 +245,7 @@ def train(
     torch.manual_seed(config.seed)
     model = VDSR(depth=config.depth, channels=config.channels).to(torch_device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
+    model = model.to(memory_format=memory_format)  # type: ignore[call-overload]
     optimizer = make_optimizer(model, config)
     step = 0
     best: dict[str, float] = {}
@@ -323,7 +324,7 @@ def train(
                     f"loss became {float(loss)} at iteration {step}: lower lr or theta"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             clip_gradients(model.parameters(), config.clip, config.theta, lr)
             optimizer.step()
             step += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -129,9 +130,10 @@ def imresize(
             continue
         result = _resize_axis(result, axis, lengths[axis], scales[axis])
     if np.issubdtype(input_dtype, np.integer):
-        info = np.iinfo(input_dtype)
+        info = np.iinfo(input_dtype)  # type: ignore[type-var]
         rounded = np.sign(result) * np.floor(np.abs(result) + 0.5)
-        return np.clip(rounded, info.min, info.max).astype(input_dtype)
+        integer_result: NDArray[np.generic] = np.clip(rounded, info.min, info.max).astype(input_dtype)
+        return integer_result
     return result
 
 
@@ -163,19 +165,21 @@ def ycbcr2rgb(ycbcr: NDArray[np.floating]) -> FloatArray:
     return rgb
 
 
-def modcrop(image: NDArray[np.generic], scale: int) -> NDArray[np.generic]:
+def modcrop(image: NDArray[Any], scale: int) -> NDArray[Any]:
     """Crop the bottom/right so height and width divide by ``scale`` (keep top-left)."""
     if scale < 1:
         raise InvalidInputError(f"expected an integer scale >= 1, got {scale}")
     height, width = image.shape[:2]
-    return image[: height - height % scale, : width - width % scale]
+    cropped: NDArray[Any] = image[: height - height % scale, : width - width % scale]
+    return cropped
 
 
-def shave(image: NDArray[np.generic], border: int) -> NDArray[np.generic]:
+def shave(image: NDArray[Any], border: int) -> NDArray[Any]:
     """Remove ``border`` pixels from every side."""
     if border <= 0:
         return image
-    return image[border:-border, border:-border]
+    inner: NDArray[Any] = image[border:-border, border:-border]
+    return inner
 
 
 def psnr(
@@ -195,7 +199,8 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> FloatArray:
     coords = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
     g = np.exp(-(coords**2) / (2 * sigma * sigma))
     window: FloatArray = np.outer(g, g)
-    return window / window.sum()
+    normalised: FloatArray = window / window.sum()
+    return normalised
 
 
 def _filter_valid(image: FloatArray, window: FloatArray) -> FloatArray:

@@ -112,9 +112,11 @@ def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int) -> Runner:
         from vdsr_deploy.engine import create_tensorrt_runner
 
         precision = spec.precision if spec.precision in ("fp16", "fp32") else "fp16"
-        onnx_path = spec.onnx if spec.engine is not None else spec.onnx or _exported_onnx(spec, engines_dir, precision)
+        given_onnx: Path | None = spec.onnx
+        if spec.engine is None and given_onnx is None:
+            given_onnx = _exported_onnx(spec, engines_dir, precision)
         return create_tensorrt_runner(
-            onnx_path=onnx_path,
+            onnx_path=given_onnx,
             engine_path=spec.engine,
             engines_dir=engines_dir,
             tiling=tiling,

@@ -76,7 +76,7 @@ class TorchRunner(Runner):
 
     def activate(self) -> None:
         memory_format = torch.channels_last if self._channels_last else torch.contiguous_format
-        self._model = self._model.to(self._device, memory_format=memory_format).eval()
+        self._model = self._model.to(self._device).to(memory_format=memory_format).eval()  # type: ignore[call-overload]
         if self._precision == "fp16":
             self._model.body.half()
         if self._device.type == "cuda":
