@@ -186,3 +186,23 @@ def test_info_command() -> None:
     data = json.loads(text)
     assert "CPUExecutionProvider" in data["onnxruntime providers"]
     assert "default weights" in data and "tensorrt" in data
+
+
+def test_train_command_errors_and_tiny_run(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    code, text = invoke("train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run"))
+    assert code == 1 and "no images found" in text and "Traceback" not in text
+    code, text = invoke("train", "--out", str(tmp_path / "run"))
+    assert code == 1 and "--data" in text
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    make_image(hr / "a.png", "RGB", (53, 49))
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(
+        'name = "tiny"\ndepth = 3\nchannels = 4\npatch_size = 15\nbatch_size = 4\noptimizer = "adam"\n'
+        'lr = 1e-3\nweight_decay = 0.0\nschedule = "cosine"\nclip = "none"\nloss = "mean"\niterations = 6\n'
+        'precision = "fp32"\nlog_every = 2\nvalidate_every = 3\ncheckpoint_every = 3\n'
+    )
+    code, text = invoke("train", "-c", str(recipe), "--data", str(hr), "--val", str(hr), "--out", str(tmp_path / "run"))
+    assert code == 0, text
+    assert (tmp_path / "run" / "final.safetensors").is_file() and (tmp_path / "run" / "last.safetensors").is_file()

@@ -63,37 +63,43 @@ def _console() -> Any:
 
 
 def _runner_spec(
-    backend: str, device: str, precision: str, provider: str, weights: Path | None,
-    onnx: Path | None, engine: Path | None, engines_dir: Path | None, threads: int,
+    backend: str,
+    device: str,
+    precision: str,
+    provider: str,
+    weights: Path | None,
+    onnx: Path | None,
+    engine: Path | None,
+    engines_dir: Path | None,
+    threads: int,
 ) -> Any:
     from vdsr_deploy.runtime import RunnerSpec
 
     return RunnerSpec(
-        backend=backend, device=device, precision=precision, provider=provider, weights=weights,
-        onnx=onnx, engine=engine, engines_dir=engines_dir, threads=threads,
+        backend=backend,
+        device=device,
+        precision=precision,
+        provider=provider,
+        weights=weights,
+        onnx=onnx,
+        engine=engine,
+        engines_dir=engines_dir,
+        threads=threads,
     )
 
 
 @app.command()
 def upscale(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Output folder (or a file for one input).")
-    ],
-    scale: Annotated[
-        float, typer.Option("--scale", "-s", help="Upscaling factor > 1 (2, 3, 4 or any).")
-    ] = 2.0,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (or a file for one input).")],
+    scale: Annotated[float, typer.Option("--scale", "-s", help="Upscaling factor > 1 (2, 3, 4 or any).")] = 2.0,
     weights: WeightsOption = None,
     backend: BackendOption = "auto",
     device: DeviceOption = "auto",
     precision: PrecisionOption = "fp32",
     provider: ProviderOption = "cpu",
-    onnx: Annotated[
-        Path | None, typer.Option("--onnx", help="Use this ONNX file (onnxruntime/tensorrt).")
-    ] = None,
-    engine: Annotated[
-        Path | None, typer.Option("--engine", help="Use this TensorRT engine.")
-    ] = None,
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="Use this ONNX file (onnxruntime/tensorrt).")] = None,
+    engine: Annotated[Path | None, typer.Option("--engine", help="Use this TensorRT engine.")] = None,
     engines_dir: EnginesOption = None,
     tile: TileOption = 256,
     halo: HaloOption = 20,
@@ -116,9 +122,7 @@ def upscale(
     ] = 1024,
     quality: Annotated[int, typer.Option("--quality", help="JPEG/WebP quality 1..100.")] = 95,
     jobs: Annotated[str, typer.Option("--jobs", "-j", help="load:save worker threads.")] = "2:2",
-    report: Annotated[
-        Path | None, typer.Option("--report", help="Write a JSON summary (every file) here.")
-    ] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write a JSON summary (every file) here.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Upscale images (RGB via YCbCr, gray, alpha, 16-bit) with exact tiling on any runtime.
@@ -138,20 +142,22 @@ def upscale(
         load_threads, save_threads = _parse_jobs(jobs)
         tiling = TileConfig(tile=tile, halo=halo)
         config = JobConfig(
-            inputs=tuple(inputs), output=output, fmt=fmt, overwrite=overwrite,
-            max_pixels=max_pixels, pipeline=PipelineConfig(scale=scale, tiling=tiling, batch=batch),
-            load_threads=load_threads, save_threads=save_threads, memory_mb=memory_mb,
-            quality=quality, model=_model_identity(weights, onnx, engine),
+            inputs=tuple(inputs),
+            output=output,
+            fmt=fmt,
+            overwrite=overwrite,
+            max_pixels=max_pixels,
+            pipeline=PipelineConfig(scale=scale, tiling=tiling, batch=batch),
+            load_threads=load_threads,
+            save_threads=save_threads,
+            memory_mb=memory_mb,
+            quality=quality,
+            model=_model_identity(weights, onnx, engine),
         )
-        spec = _runner_spec(
-            backend, device, precision, provider, weights, onnx, engine, engines_dir, threads
-        )
+        spec = _runner_spec(backend, device, precision, provider, weights, onnx, engine, engines_dir, threads)
         try:
             with open_runner(spec, tiling=tiling, batch=batch) as runner:
-                console.print(
-                    f"[dim]runtime {runner.info.label}, tile {tile or 'whole image'}, "
-                    f"batch {batch}[/dim]"
-                )
+                console.print(f"[dim]runtime {runner.info.label}, tile {tile or 'whole image'}, batch {batch}[/dim]")
                 with _progress(console, quiet) as on_event:
                     summary = run_job(config, runner, on_event, stop=stop.event)
         except KeyboardInterrupt:
@@ -220,9 +226,15 @@ def _progress(console: Any, quiet: bool) -> Iterator[Callable[[dict[str, Any]], 
     )
 
     progress = Progress(
-        TextColumn("[bold]upscale"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TextColumn("[dim]{task.fields[detail]}"),
-        TimeElapsedColumn(), console=console, disable=quiet, transient=False,
+        TextColumn("[bold]upscale"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("[dim]{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
     )
     task = progress.add_task("upscale", total=None, rate="", detail="")
     started = False
@@ -234,9 +246,7 @@ def _progress(console: Any, quiet: bool) -> Iterator[Callable[[dict[str, Any]], 
             started = True
             progress.update(task, total=event["total"])
         elif kind == "done":
-            progress.update(
-                task, advance=1, rate=f"{event['megapixels_per_second']:.3f} Mpx/s", detail=""
-            )
+            progress.update(task, advance=1, rate=f"{event['megapixels_per_second']:.3f} Mpx/s", detail="")
         elif kind == "band" and event["bands"] > 1:
             name = Path(event["file"]).name
             progress.update(task, detail=f"{name} band {event['band']}/{event['bands']}")
@@ -267,9 +277,14 @@ def _render_summary(console: Any, summary: Any) -> None:
 
 @app.command()
 def export(
-    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the ONNX files.")] = Path("engines"),
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the ONNX files.")] = Path(
+        "engines"
+    ),
     weights: WeightsOption = None,
-    precision: Annotated[list[str], typer.Option("--precision", "-p", help="fp32 and/or fp16 (repeatable).")] = ["fp32", "fp16"],  # noqa: B006
+    precision: Annotated[list[str], typer.Option("--precision", "-p", help="fp32 and/or fp16 (repeatable).")] = [
+        "fp32",
+        "fp16",
+    ],  # noqa: B006
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
 ) -> None:
     """Export dynamic-shape ONNX (FP32, and FP16 for TensorRT), verified against PyTorch."""
@@ -280,7 +295,9 @@ def export(
     with _user_errors():
         model, info = load_weights(weights)
         for p in precision:
-            result = export_onnx(model, output_dir / default_onnx_name(info.sha256, p), precision=p, info=info, overwrite=overwrite)
+            result = export_onnx(
+                model, output_dir / default_onnx_name(info.sha256, p), precision=p, info=info, overwrite=overwrite
+            )
             console.print(
                 f"{result.path}  ({p}; ORT vs PyTorch max |diff| {result.max_abs_diff:.2e} on shapes "
                 f"{', '.join('x'.join(map(str, s)) for s in result.shapes_checked)})"
@@ -294,29 +311,17 @@ def build(
         typer.Option("--onnx", help="Build from this ONNX (default: the weights' ONNX, exported)."),
     ] = None,
     weights: WeightsOption = None,
-    precision: Annotated[
-        str, typer.Option("--precision", "-p", help="fp16 | fp32 (TF32 off, for parity).")
-    ] = "fp16",
+    precision: Annotated[str, typer.Option("--precision", "-p", help="fp16 | fp32 (TF32 off, for parity).")] = "fp16",
     engines_dir: EnginesOption = None,
     tile: TileOption = 256,
     halo: HaloOption = 20,
     batch: BatchOption = 4,
-    max_side: Annotated[
-        int | None, typer.Option("--max-side", help="Largest image side when --tile 0.")
-    ] = None,
-    contexts: Annotated[
-        int, typer.Option("--contexts", help="Execution contexts in flight (one profile each).")
-    ] = 2,
-    workspace: Annotated[
-        int, typer.Option("--workspace", help="Builder workspace limit in MiB.")
-    ] = 1024,
-    opt_level: Annotated[
-        int, typer.Option("--opt-level", help="TensorRT builder optimization level 0..5.")
-    ] = 3,
+    max_side: Annotated[int | None, typer.Option("--max-side", help="Largest image side when --tile 0.")] = None,
+    contexts: Annotated[int, typer.Option("--contexts", help="Execution contexts in flight (one profile each).")] = 2,
+    workspace: Annotated[int, typer.Option("--workspace", help="Builder workspace limit in MiB.")] = 1024,
+    opt_level: Annotated[int, typer.Option("--opt-level", help="TensorRT builder optimization level 0..5.")] = 3,
     gpu: Annotated[int, typer.Option("--gpu", "-g", help="CUDA device index.")] = 0,
-    rebuild: Annotated[
-        bool, typer.Option("--rebuild", help="Build even when a matching engine is cached.")
-    ] = False,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Build even when a matching engine is cached.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Build (or find) the TensorRT engine for a tile size and batch: engine + JSON sidecar."""
@@ -326,23 +331,28 @@ def build(
 
     with _user_errors():
         config = EngineBuildConfig.for_tiles(
-            TileConfig(tile=tile, halo=halo), batch, max_side=max_side, precision=precision,
-            contexts=contexts, workspace_bytes=workspace << 20, optimization_level=opt_level,
+            TileConfig(tile=tile, halo=halo),
+            batch,
+            max_side=max_side,
+            precision=precision,
+            contexts=contexts,
+            workspace_bytes=workspace << 20,
+            optimization_level=opt_level,
         )
         record = ensure_engine(
-            config, engines_dir or default_engines_dir(),
-            onnx_path=onnx, weights=weights, device=gpu, rebuild=rebuild,
+            config,
+            engines_dir or default_engines_dir(),
+            onnx_path=onnx,
+            weights=weights,
+            device=gpu,
+            rebuild=rebuild,
         )
     described = record.describe()
     if as_json:
         typer.echo(json.dumps(described, indent=2))
         return
     console = _console()
-    state = (
-        f"built in {described['build_seconds']:.1f} s"
-        if record.built
-        else "cached, matches this GPU and TensorRT"
-    )
+    state = f"built in {described['build_seconds']:.1f} s" if record.built else "cached, matches this GPU and TensorRT"
     console.print(f"{described['engine']}  ({state})")
     for reason in described["replaced_because"]:
         console.print(f"  [yellow]rebuilt[/yellow]: the cached engine was {reason}")
@@ -398,8 +408,13 @@ def evaluate_command(
         for s in report.summaries:
             paper = PAPER_PSNR.get(report.dataset.lower(), {}).get(s.scale)
             table.add_row(
-                f"x{s.scale}", str(s.images), f"{s.bicubic_psnr:.2f}", f"{s.bicubic_ssim:.4f}",
-                f"{s.psnr:.2f}", f"{s.ssim:.4f}", f"{paper[0]:.2f}/{paper[1]:.2f}" if paper else "-",
+                f"x{s.scale}",
+                str(s.images),
+                f"{s.bicubic_psnr:.2f}",
+                f"{s.bicubic_ssim:.4f}",
+                f"{s.psnr:.2f}",
+                f"{s.ssim:.4f}",
+                f"{paper[0]:.2f}/{paper[1]:.2f}" if paper else "-",
             )
         console.print(table)
     if out is not None:
@@ -412,10 +427,14 @@ def evaluate_command(
 
 @app.command()
 def train(
-    config: Annotated[str, typer.Option("--config", "-c", help="Recipe: built-in name (paper, fast) or a TOML file.")] = "fast",
+    config: Annotated[
+        str, typer.Option("--config", "-c", help="Recipe: built-in name (paper, fast) or a TOML file.")
+    ] = "fast",
     data: Annotated[list[Path] | None, typer.Option("--data", help="HR training image folders (repeatable).")] = None,
     val: Annotated[Path | None, typer.Option("--val", help="Validation folder (e.g. Set5).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, log, weights.")] = Path("runs/vdsr"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, log, weights.")] = Path(
+        "runs/vdsr"
+    ),
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.safetensors.")] = False,
     iterations: Annotated[int | None, typer.Option("--iterations", help="Override the recipe's iterations.")] = None,
     device: DeviceOption = "auto",
@@ -434,15 +453,20 @@ def train(
         if iterations is not None:
             recipe = recipe.replace(iterations=iterations)
         progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(), console=console,
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
         )
         task = progress.add_task("train", total=recipe.iterations, status="preparing data")
 
         def on_event(event: dict[str, Any]) -> None:
             if event["event"] == "train":
                 progress.update(
-                    task, completed=event["step"],
+                    task,
+                    completed=event["step"],
                     status=f"loss {event['loss']:.5f} lr {event['lr']:.2e} {1 / event['seconds_per_iter']:.2f} it/s",
                 )
             elif event["event"] == "validate":
@@ -450,7 +474,9 @@ def train(
                 progress.console.print(f"step {event['step']}: validation PSNR {scores}")
 
         with progress:
-            result = run_training(recipe, data_dirs=data, out_dir=out, val_dir=val, resume=resume, device=device, on_event=on_event)
+            result = run_training(
+                recipe, data_dirs=data, out_dir=out, val_dir=val, resume=resume, device=device, on_event=on_event
+            )
     state = "stopped early (resume with --resume)" if result.interrupted else "finished"
     console.print(f"{state} at iteration {result.iterations_done}; best {result.best_psnr}; run folder {out}")
     if result.interrupted:
@@ -459,9 +485,7 @@ def train(
 
 @app.command()
 def validate(
-    folder: Annotated[
-        Path | None, typer.Argument(help="Folder of images (default: the bundled sample image).")
-    ] = None,
+    folder: Annotated[Path | None, typer.Argument(help="Folder of images (default: the bundled sample image).")] = None,
     hr: Annotated[
         Path | None,
         typer.Option(
@@ -481,22 +505,17 @@ def validate(
             "Default: all (unavailable ones are skipped).",
         ),
     ] = None,
-    scale: Annotated[
-        float, typer.Option("--scale", "-s", help="Upscaling factor (integer with --hr).")
-    ] = 2.0,
+    scale: Annotated[float, typer.Option("--scale", "-s", help="Upscaling factor (integer with --hr).")] = 2.0,
     device: DeviceOption = "auto",
     provider: ProviderOption = "cpu",
     onnx: Annotated[
         list[Path] | None,
         typer.Option(
             "--onnx",
-            help="ONNX file to check instead of exporting one "
-            "(repeatable; matched by its precision).",
+            help="ONNX file to check instead of exporting one (repeatable; matched by its precision).",
         ),
     ] = None,
-    engine: Annotated[
-        Path | None, typer.Option("--engine", help="TensorRT engine to check (its sidecar too).")
-    ] = None,
+    engine: Annotated[Path | None, typer.Option("--engine", help="TensorRT engine to check (its sidecar too).")] = None,
     engines_dir: EnginesOption = None,
     tile: TileOption = 256,
     halo: HaloOption = 20,
@@ -513,9 +532,7 @@ def validate(
     ] = True,
     out: Annotated[
         Path | None,
-        typer.Option(
-            "--out", "-o", help="Write validate.json, validate.md and validate-heatmap.png here."
-        ),
+        typer.Option("--out", "-o", help="Write validate.json, validate.md and validate-heatmap.png here."),
     ] = None,
     threads: ThreadsOption = 0,
 ) -> None:
@@ -574,9 +591,7 @@ def validate(
             (out / "validate.json").write_text(report.to_json())
             (out / "validate.md").write_text(render_markdown(report))
             heatmap = write_heatmap(report, out / "validate-heatmap.png")
-        console.print(
-            f"reports written to {out}" + ("" if heatmap else " (no heatmap: no pair ran)")
-        )
+        console.print(f"reports written to {out}" + ("" if heatmap else " (no heatmap: no pair ran)"))
     if not report.passed:
         raise typer.Exit(1)
 
@@ -587,14 +602,9 @@ def _render_validation(console: Any, report: Any) -> None:
     from vdsr_deploy.parity_report import SUMMARY_COLUMNS, summary_row
 
     colours = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
-    table = Table(
-        title=f"parity vs {report.reference} "
-        f"(x{report.scale:g}, tile {report.tiling.tile or 'whole'})"
-    )
+    table = Table(title=f"parity vs {report.reference} (x{report.scale:g}, tile {report.tiling.tile or 'whole'})")
     for column in SUMMARY_COLUMNS:
-        table.add_column(
-            column, justify="left" if column in ("pair", "candidate", "status") else "right"
-        )
+        table.add_column(column, justify="left" if column in ("pair", "candidate", "status") else "right")
     for pair in report.pairs:
         cells = list(summary_row(pair))
         cells[2] = f"[{colours.get(pair.status, 'white')}]{cells[2]}[/]"
@@ -628,38 +638,26 @@ def bench(
         list[int] | None,
         typer.Option("--tile", "-t", help="Tile side (repeatable; 0 = whole image)."),
     ] = None,
-    batches: Annotated[
-        list[int] | None, typer.Option("--batch", help="Tiles per runner call (repeatable).")
-    ] = None,
+    batches: Annotated[list[int] | None, typer.Option("--batch", help="Tiles per runner call (repeatable).")] = None,
     halo: HaloOption = 20,
     size: Annotated[str, typer.Option("--size", help="Output image size, HxW or N.")] = "256x256",
-    scale: Annotated[
-        float, typer.Option("--scale", "-s", help="Upscaling factor of the test image.")
-    ] = 2.0,
+    scale: Annotated[float, typer.Option("--scale", "-s", help="Upscaling factor of the test image.")] = 2.0,
     weights: WeightsOption = None,
     device: DeviceOption = "auto",
     provider: ProviderOption = "cpu",
     onnx: Annotated[
         Path | None,
-        typer.Option(
-            "--onnx", help="ONNX file for the onnxruntime settings (e.g. an INT8 QDQ model)."
-        ),
+        typer.Option("--onnx", help="ONNX file for the onnxruntime settings (e.g. an INT8 QDQ model)."),
     ] = None,
     engines_dir: EnginesOption = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs per setting first.")] = 1,
-    repeats: Annotated[
-        int, typer.Option("--repeats", help="Timed runs per setting (at most).")
-    ] = 10,
-    max_seconds: Annotated[
-        float, typer.Option("--max-seconds", help="Stop repeating a setting after this.")
-    ] = 60.0,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed runs per setting (at most).")] = 10,
+    max_seconds: Annotated[float, typer.Option("--max-seconds", help="Stop repeating a setting after this.")] = 60.0,
     threads: ThreadsOption = 0,
     pipeline: Annotated[
         bool, typer.Option("--pipeline/--no-pipeline", help="Also time the whole upscale path.")
     ] = True,
-    baseline: Annotated[
-        str | None, typer.Option("--baseline", help="Setting name to report ratios against.")
-    ] = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", help="Setting name to report ratios against.")] = None,
     note: Annotated[str, typer.Option("--note", help="Free text stored with the results.")] = "",
     out: Annotated[
         Path | None,
@@ -707,9 +705,7 @@ def bench(
 
         def on_event(event: dict[str, Any]) -> None:
             if event["event"] in ("skipped", "error"):
-                console.print(
-                    f"[yellow]{event['setting']}: {event['event']} ({event['reason']})[/yellow]"
-                )
+                console.print(f"[yellow]{event['setting']}: {event['event']} ({event['reason']})[/yellow]")
             elif event["event"] == "warmup":
                 console.print(f"[dim]warming up {event['setting']}[/dim]")
 
@@ -749,9 +745,7 @@ def _render_bench(console: Any, result: dict[str, Any]) -> None:
     size = "x".join(str(v) for v in result["config"]["size"])
     table = Table(title=f"vdsr bench — {size} output, {result['machine']['cpu']}")
     for column in BENCH_COLUMNS:
-        table.add_column(
-            column, justify="left" if column in ("setting", "runner", "tiles x batch") else "right"
-        )
+        table.add_column(column, justify="left" if column in ("setting", "runner", "tiles x batch") else "right")
     for row in bench_rows(result):
         table.add_row(*row)
     console.print(table)

@@ -1,0 +1,89 @@
+"""After training: plot validation PSNR against iterations, evaluate, and ship the weights.
+
+    python -m train.report runs/fast --val ../shared/data/val/set5 ../shared/data/val/set14 \
+        --ship vdsr_deploy/assets/vdsr_default.safetensors --reports docs/quality
+
+Evaluation uses :mod:`vdsr_deploy.evaluate` (the paper's protocol) on the PyTorch fp32
+runner; the figures are stored in the shipped weights' metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from vdsr_deploy.evaluate import PAPER_PSNR, EvalReport, evaluate_folders, render_markdown
+from vdsr_deploy.runtime import RunnerSpec
+from vdsr_deploy.weights import load_weights, save_weights
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_validation(log: list[dict[str, Any]], png: Path, title: str) -> None:
+    """Validation PSNR per scale (and the bicubic baseline) against iterations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = [e for e in log if e["event"] == "validate"]
+    scales = sorted(int(k[1:]) for k in entries[0] if k.startswith("x") and k[1:].isdigit())
+    figure, axes = plt.subplots(1, len(scales), figsize=(4.2 * len(scales), 3.6))
+    for axis, scale in zip(axes, scales, strict=True):
+        steps = [e["step"] for e in entries]
+        axis.plot(steps, [e[f"x{scale}"] for e in entries], marker="o", label="VDSR (this run)")
+        axis.axhline(entries[0][f"bicubic_x{scale}"], color="grey", linestyle="--", label="bicubic")
+        paper = PAPER_PSNR["set5"].get(scale)
+        if paper:
+            axis.axhline(paper[1], color="red", linestyle=":", label="paper VDSR")
+        axis.set_title(f"Set5 x{scale}")
+        axis.set_xlabel("iteration")
+        axis.set_ylabel("PSNR (dB, Y)")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(png, dpi=110)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="training run folder (log.jsonl, final.safetensors)")
+    parser.add_argument("--weights", type=Path, help="weights to evaluate (default RUN/final.safetensors)")
+    parser.add_argument("--val", type=Path, nargs="+", required=True, help="HR folders to evaluate on")
+    parser.add_argument("--reports", type=Path, required=True, help="folder for Markdown/JSON reports and the plot")
+    parser.add_argument("--ship", type=Path, help="write the evaluated weights here (with the results)")
+    args = parser.parse_args()
+
+    log = read_log(args.run / "log.jsonl")
+    plot_validation(log, args.reports / "validation_psnr.png", f"training run {args.run.name}")
+    weights = args.weights or args.run / "final.safetensors"
+    reports: list[EvalReport] = evaluate_folders(args.val, [2, 3, 4], RunnerSpec(backend="torch", weights=weights))
+    args.reports.mkdir(parents=True, exist_ok=True)
+    for report in reports:
+        (args.reports / f"{report.dataset}.json").write_text(json.dumps(report.to_dict(), indent=2))
+        (args.reports / f"{report.dataset}.md").write_text(render_markdown(report))
+    if args.ship:
+        model, info = load_weights(weights)
+        evaluation = {
+            r.dataset: {
+                f"x{s.scale}": {
+                    "psnr": round(s.psnr, 3),
+                    "ssim": round(s.ssim, 4),
+                    "bicubic_psnr": round(s.bicubic_psnr, 3),
+                }
+                for s in r.summaries
+            }
+            for r in reports
+        }
+        save_weights(model, args.ship, scales=info.scales, training=info.training, evaluation=evaluation)
+
+
+if __name__ == "__main__":
+    main()
