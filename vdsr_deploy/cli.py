@@ -281,10 +281,9 @@ def export(
         "engines"
     ),
     weights: WeightsOption = None,
-    precision: Annotated[list[str], typer.Option("--precision", "-p", help="fp32 and/or fp16 (repeatable).")] = [
-        "fp32",
-        "fp16",
-    ],  # noqa: B006
+    precision: Annotated[
+        list[str] | None, typer.Option("--precision", "-p", help="fp32 and/or fp16 (repeatable; default both).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
 ) -> None:
     """Export dynamic-shape ONNX (FP32, and FP16 for TensorRT), verified against PyTorch."""
@@ -294,7 +293,7 @@ def export(
     console = _console()
     with _user_errors():
         model, info = load_weights(weights)
-        for p in precision:
+        for p in precision or ["fp32", "fp16"]:
             result = export_onnx(
                 model, output_dir / default_onnx_name(info.sha256, p), precision=p, info=info, overwrite=overwrite
             )

@@ -109,8 +109,9 @@ def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int) -> Runner:
         )
         return OnnxRuntimeRunner(onnx_path, options)
     if backend == "tensorrt":
-        from vdsr_deploy.engine import create_tensorrt_runner
+        from vdsr_deploy.engine import create_tensorrt_runner, require_tensorrt
 
+        require_tensorrt()  # before exporting anything for it
         precision = spec.precision if spec.precision in ("fp16", "fp32") else "fp16"
         given_onnx: Path | None = spec.onnx
         if spec.engine is None and given_onnx is None:
