@@ -74,38 +74,12 @@ def test_upscale_modes_and_backends_agree(tmp_path: Path, tiny_weights: Path) ->
 
 def test_non_integer_scale_and_single_file_output(tmp_path: Path, tiny_weights: Path) -> None:
     source = make_image(tmp_path / "a.png", "RGB", (31, 23))
-    code, text = invoke(
-        "upscale",
-        str(source),
-        "-o",
-        str(tmp_path / "b.jpg"),
-        "-s",
-        "2.5",
-        "-w",
-        str(tiny_weights),
-        "--backend",
-        "torch",
-        "--device",
-        "cpu",
-        "-q",
-    )
+    command = ["upscale", str(source), "-o", str(tmp_path / "b.jpg"), "-s", "2.5", "-w", str(tiny_weights)]
+    command += ["--backend", "torch", "--device", "cpu", "-q"]
+    code, text = invoke(*command)
     assert code == 0, text
     assert Image.open(tmp_path / "b.jpg").size == (78, 58)
-    code, text = invoke(
-        "upscale",
-        str(source),
-        "-o",
-        str(tmp_path / "b.jpg"),
-        "-s",
-        "2.5",
-        "-w",
-        str(tiny_weights),
-        "--backend",
-        "torch",
-        "--device",
-        "cpu",
-        "-q",
-    )
+    code, text = invoke(*command)
     assert code == 0 and "skipped" in text
 
 
