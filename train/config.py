@@ -13,8 +13,8 @@ from vdsr_deploy.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("step", "cosine")
-CLIP_MODES = ("value_lr", "norm_lr", "none")
-LOSSES = ("half_sum", "mean")
+CLIP_MODES = ("value_lr", "value_base_lr", "norm_lr", "none")
+LOSSES = ("half_sum", "mean", "l1")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -22,8 +22,11 @@ PRECISIONS = ("fp32", "bf16")
 class TrainConfig:
     """One training recipe. ``value_lr`` clipping is the paper's: every gradient element is
     clipped to ``[-theta/lr, theta/lr]`` with the current lr; ``norm_lr`` clips the global
-    gradient norm to ``theta/lr`` instead. ``half_sum`` loss is ``0.5 * sum / batch`` (the
-    Euclidean loss of the paper's framework); ``mean`` is the per-pixel mean squared error."""
+    gradient norm to ``theta/lr`` instead; ``value_base_lr`` clips every element to
+    ``[-theta/base_lr, theta/base_lr]`` with the recipe's base lr, so the step bound of a
+    clipped element (``lr * theta / base_lr``) shrinks as the lr decays. ``half_sum`` loss is ``0.5 * sum / batch`` (the
+    Euclidean loss of the paper's framework); ``mean`` is the per-pixel mean squared error;
+    ``l1`` the per-pixel mean absolute error."""
 
     name: str = "paper"
     depth: int = 20

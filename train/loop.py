@@ -28,7 +28,7 @@ from train.data import PatchSampler, find_images, prepare_pairs
 from vdsr_deploy import evaluate
 from vdsr_deploy.errors import TrainingError
 from vdsr_deploy.model import VDSR
-from vdsr_deploy.weights import save_weights
+from vdsr_deploy.weights import load_weights, save_weights
 
 EventSink = Callable[[dict[str, Any]], None]
 CHECKPOINT_META_KEY = "vdsr_checkpoint"
@@ -46,14 +46,24 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def clip_gradients(parameters: Iterable[nn.Parameter], mode: str, theta: float, lr: float) -> None:
+def clip_gradients(
+    parameters: Iterable[nn.Parameter], mode: str, theta: float, lr: float, base_lr: float | None = None
+) -> None:
     """The paper's adjustable clipping: each gradient element to ``[-theta/lr, theta/lr]``.
 
-    ``norm_lr`` instead scales the whole gradient so its L2 norm is at most ``theta/lr``.
+    With SGD, a clipped element then moves by at most ``theta`` per step whatever the lr, so
+    the lr schedule stops annealing once most elements are clipped. ``value_base_lr`` clips to
+    ``theta/base_lr`` instead (a fixed bound: the step bound decays with the lr). ``norm_lr``
+    scales the whole gradient so its L2 norm is at most ``theta/lr``.
     """
     grads = [p.grad for p in parameters if p.grad is not None]
     bound = theta / lr
-    if mode == "value_lr":
+    if mode == "value_base_lr":
+        if base_lr is None:
+            raise TrainingError("value_base_lr clipping needs the recipe's base lr")
+        for grad in grads:
+            grad.clamp_(-theta / base_lr, theta / base_lr)
+    elif mode == "value_lr":
         for grad in grads:
             grad.clamp_(-bound, bound)
     elif mode == "norm_lr":
@@ -76,6 +86,8 @@ def loss_fn(output: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tens
     diff = output.float() - target
     if kind == "half_sum":
         return 0.5 * diff.pow(2).sum() / output.shape[0]
+    if kind == "l1":
+        return diff.abs().mean()
     return diff.pow(2).mean()
 
 
@@ -206,6 +218,7 @@ def train(
     out_dir: Path,
     val_dir: Path | None = None,
     resume: bool = False,
+    init_weights: Path | None = None,
     device: str = "auto",
     on_event: EventSink | None = None,
 ) -> TrainResult:
@@ -214,7 +227,9 @@ def train(
     ``out_dir/last.safetensors`` (resumable checkpoint), ``best.safetensors`` and
     ``final.safetensors`` (weights format, with the recipe and results in the metadata),
     ``log.jsonl``. ``resume`` continues from ``last.safetensors``; without it an existing
-    checkpoint is an error, so no run is overwritten by accident.
+    checkpoint is an error, so no run is overwritten by accident. ``init_weights`` starts a new
+    run from a weights file (fine-tuning; fresh optimizer state); its training record is kept
+    in the metadata as ``initialised_from`` so the total compute stays accounted for.
     """
     emit = on_event or (lambda event: None)
     started = time.time()
@@ -231,6 +246,8 @@ def train(
         )
     if resume and not last_path.exists():
         raise TrainingError(f"{last_path}: nothing to resume from")
+    if resume and init_weights is not None:
+        raise TrainingError("--init-weights starts a new run; it cannot be combined with --resume")
 
     paths = find_images(data_dirs)
     emit({"event": "preparing", "images": len(paths)})
@@ -250,6 +267,9 @@ def train(
     step = 0
     best: dict[str, float] = {}
     elapsed_before = 0.0
+    initialised_from: dict[str, Any] | None = None
+    if init_weights is not None:
+        initialised_from = _initialise_from(model, init_weights, config)
     if resume:
         meta = load_checkpoint(last_path, model, optimizer)
         if meta.get("config", {}).get("name") != config.name:
@@ -258,6 +278,7 @@ def train(
             )
         step = int(meta["step"])
         best = dict(meta.get("best", {}))
+        initialised_from = meta.get("initialised_from")
         elapsed_before = float(meta.get("wall_seconds", 0.0))
     log = (out_dir / "log.jsonl").open("a")
 
@@ -271,6 +292,7 @@ def train(
                 "config": config.to_dict(),
                 "best": best,
                 "wall_seconds": elapsed_before + time.time() - started,
+                "initialised_from": initialised_from,
             },
         )
 
@@ -287,6 +309,7 @@ def train(
             "hardware": _hardware(),
             "data": [str(d) for d in data_dirs],
             "training_pairs": len(pairs),
+            **({"initialised_from": initialised_from} if initialised_from else {}),
         }
 
     stop = _StopFlag()
@@ -325,7 +348,7 @@ def train(
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
-            clip_gradients(model.parameters(), config.clip, config.theta, lr)
+            clip_gradients(model.parameters(), config.clip, config.theta, lr, config.lr)
             optimizer.step()
             step += 1
             window_loss += loss.item()
@@ -379,6 +402,26 @@ def train(
     return TrainResult(
         out_dir, step, interrupted, best, final, elapsed_before + time.time() - started
     )
+
+
+def _initialise_from(model: nn.Module, path: Path, config: TrainConfig) -> dict[str, Any]:
+    """Copy the weights of ``path`` into ``model``; return what to record about them."""
+    source, info = load_weights(path)
+    if (info.depth, info.channels) != (config.depth, config.channels):
+        raise TrainingError(
+            f"{path}: expected depth {config.depth} x {config.channels} channels (the recipe), "
+            f"got depth {info.depth} x {info.channels}"
+        )
+    with torch.no_grad():
+        model.load_state_dict(source.state_dict())
+    return {
+        "path": str(path),
+        "sha256": info.sha256,
+        "iterations": info.training.get("iterations"),
+        "wall_seconds": info.training.get("wall_seconds"),
+        "recipe": info.training.get("recipe", {}).get("name"),
+        "initialised_from": info.training.get("initialised_from"),
+    }
 
 
 def _main_thread() -> bool:

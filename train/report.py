@@ -23,16 +23,31 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_validation(log: list[dict[str, Any]], png: Path, title: str) -> None:
+def chain_logs(logs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Validation entries of runs that continue one another (``init_weights``), with each
+    run's steps offset by the iterations of the runs before it, in order."""
+    chained: list[dict[str, Any]] = []
+    offset = 0
+    for log in logs:
+        entries = [e for e in log if e["event"] == "validate"]
+        chained.extend({**e, "step": e["step"] + offset} for e in entries)
+        steps = [e["step"] for e in log if "step" in e]
+        offset += max(steps, default=0)
+    return chained
+
+
+def plot_validation(entries: list[dict[str, Any]], png: Path, title: str) -> None:
     """Validation PSNR per scale (and the bicubic baseline) against iterations."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    entries = [e for e in log if e["event"] == "validate"]
+    if not entries:
+        raise SystemExit("no validation entries in the log: train with --val to get a curve")
     scales = sorted(int(k[1:]) for k in entries[0] if k.startswith("x") and k[1:].isdigit())
-    figure, axes = plt.subplots(1, len(scales), figsize=(4.2 * len(scales), 3.6))
+    figure, grid = plt.subplots(1, len(scales), figsize=(4.2 * len(scales), 3.6), squeeze=False)
+    axes = list(grid[0])
     for axis, scale in zip(axes, scales, strict=True):
         steps = [e["step"] for e in entries]
         axis.plot(steps, [e[f"x{scale}"] for e in entries], marker="o", label="VDSR (this run)")
@@ -58,11 +73,20 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, help="weights to evaluate (default RUN/final.safetensors)")
     parser.add_argument("--val", type=Path, nargs="+", required=True, help="HR folders to evaluate on")
     parser.add_argument("--reports", type=Path, required=True, help="folder for Markdown/JSON reports and the plot")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="earlier runs this one was initialised from (oldest first), to plot the whole curve",
+    )
     parser.add_argument("--ship", type=Path, help="write the evaluated weights here (with the results)")
     args = parser.parse_args()
 
-    log = read_log(args.run / "log.jsonl")
-    plot_validation(log, args.reports / "validation_psnr.png", f"training run {args.run.name}")
+    runs = [*args.before, args.run]
+    entries = chain_logs([read_log(run / "log.jsonl") for run in runs])
+    title = "training run " + " -> ".join(run.name for run in runs)
+    plot_validation(entries, args.reports / "validation_psnr.png", title)
     weights = args.weights or args.run / "final.safetensors"
     reports: list[EvalReport] = evaluate_folders(args.val, [2, 3, 4], RunnerSpec(backend="torch", weights=weights))
     args.reports.mkdir(parents=True, exist_ok=True)

@@ -435,6 +435,10 @@ def train(
         "runs/vdsr"
     ),
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.safetensors.")] = False,
+    init_weights: Annotated[
+        Path | None,
+        typer.Option("--init-weights", help="Start from these weights (fine-tune; new optimizer state)."),
+    ] = None,
     iterations: Annotated[int | None, typer.Option("--iterations", help="Override the recipe's iterations.")] = None,
     device: DeviceOption = "auto",
 ) -> None:
@@ -474,7 +478,14 @@ def train(
 
         with progress:
             result = run_training(
-                recipe, data_dirs=data, out_dir=out, val_dir=val, resume=resume, device=device, on_event=on_event
+                recipe,
+                data_dirs=data,
+                out_dir=out,
+                val_dir=val,
+                resume=resume,
+                init_weights=init_weights,
+                device=device,
+                on_event=on_event,
             )
     state = "stopped early (resume with --resume)" if result.interrupted else "finished"
     console.print(f"{state} at iteration {result.iterations_done}; best {result.best_psnr}; run folder {out}")

@@ -26,6 +26,15 @@ def test_value_clipping_scales_with_lr() -> None:
     assert torch.allclose(parameter.grad, torch.tensor([-3.0, -0.05, 0.0, 0.05, 3.0]))
 
 
+def test_value_clipping_with_base_lr_is_fixed() -> None:
+    parameter = torch.nn.Parameter(torch.zeros(4))
+    parameter.grad = torch.tensor([-5.0, -0.05, 0.05, 5.0])
+    clip_gradients([parameter], "value_base_lr", theta=0.01, lr=0.001, base_lr=0.1)  # bound 0.1
+    assert torch.equal(parameter.grad, torch.tensor([-0.1, -0.05, 0.05, 0.1]))
+    with pytest.raises(TrainingError, match="base lr"):
+        clip_gradients([parameter], "value_base_lr", theta=0.01, lr=0.001)
+
+
 def test_norm_clipping() -> None:
     parameter = torch.nn.Parameter(torch.zeros(2))
     parameter.grad = torch.tensor([3.0, 4.0])
@@ -155,3 +164,54 @@ def test_tiny_training_reduces_loss_and_resumes(tmp_path: Path) -> None:
     assert result.final_weights is not None
     _, info = load_weights(result.final_weights)
     assert info.training["recipe"]["name"] == "tiny" and info.training["iterations"] == 60
+
+
+def test_fine_tune_from_weights_records_the_source(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    write_images(tmp_path / "hr", [(40, 43)])
+    config = TrainConfig(
+        name="tiny",
+        depth=3,
+        channels=4,
+        patch_size=15,
+        batch_size=4,
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=0.0,
+        clip="none",
+        loss="mean",
+        iterations=4,
+        precision="fp32",
+        seed=2,
+    )
+    source = train(config, data_dirs=[tmp_path / "hr"], out_dir=tmp_path / "first")
+    assert source.final_weights is not None
+    with pytest.raises(TrainingError, match="cannot be combined with --resume"):
+        train(
+            config,
+            data_dirs=[tmp_path / "hr"],
+            out_dir=tmp_path / "first",
+            resume=True,
+            init_weights=source.final_weights,
+        )
+    with pytest.raises(TrainingError, match="expected depth 5 x 4 channels"):
+        train(
+            config.replace(depth=5),
+            data_dirs=[tmp_path / "hr"],
+            out_dir=tmp_path / "wrong",
+            init_weights=source.final_weights,
+        )
+    tuned = train(
+        config.replace(iterations=2, lr=1e-12),
+        data_dirs=[tmp_path / "hr"],
+        out_dir=tmp_path / "tuned",
+        init_weights=source.final_weights,
+    )
+    assert tuned.final_weights is not None
+    before, source_info = load_weights(source.final_weights)
+    after, info = load_weights(tuned.final_weights)
+    # lr 1e-12: the fine-tuned weights are the source weights (plus rounding-level steps).
+    for (name, old), new in zip(before.state_dict().items(), after.state_dict().values(), strict=True):
+        assert torch.allclose(old, new, atol=1e-6), name
+    origin = info.training["initialised_from"]
+    assert origin["sha256"] == source_info.sha256 and origin["iterations"] == 4
