@@ -131,7 +131,7 @@ def builtin_config_path(name: str) -> Path:
 
 
 def load_config(name_or_path: str | Path) -> TrainConfig:
-    """A TOML file path, or the name of a built-in recipe (``paper``, ``fast``)."""
+    """A TOML file path, or the name of a built-in recipe (``paper``, ``fast``, ``ft_l1``)."""
     path = Path(name_or_path)
     if not path.is_file():
         builtin = builtin_config_path(str(name_or_path))

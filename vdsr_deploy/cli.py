@@ -427,7 +427,7 @@ def evaluate_command(
 @app.command()
 def train(
     config: Annotated[
-        str, typer.Option("--config", "-c", help="Recipe: built-in name (paper, fast) or a TOML file.")
+        str, typer.Option("--config", "-c", help="Recipe: built-in name (paper, fast, ft_l1) or a TOML file.")
     ] = "fast",
     data: Annotated[list[Path] | None, typer.Option("--data", help="HR training image folders (repeatable).")] = None,
     val: Annotated[Path | None, typer.Option("--val", help="Validation folder (e.g. Set5).")] = None,

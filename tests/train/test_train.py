@@ -57,6 +57,9 @@ def test_paper_schedule() -> None:
     fast = load_config("fast")
     assert learning_rate(fast, 0) == pytest.approx(fast.lr / fast.warmup_iterations)
     assert learning_rate(fast, fast.iterations) == pytest.approx(fast.min_lr)
+    fine_tune = load_config("ft_l1")
+    assert (fine_tune.name, fine_tune.loss, fine_tune.optimizer) == ("ft_l1", "l1", "adam")
+    assert learning_rate(fine_tune, fine_tune.iterations) == pytest.approx(fine_tune.min_lr)
 
 
 def test_config_validation(tmp_path: Path) -> None:
