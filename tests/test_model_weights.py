@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from vdsr_deploy.errors import ConfigError, WeightsError
 from vdsr_deploy.model import VDSR, count_weights, flops_per_pixel, multiply_adds_per_pixel
-from vdsr_deploy.weights import load_weights, save_weights
+from vdsr_deploy.weights import load_weights, save_weights, training_summary
 
 
 def test_paper_architecture() -> None:
@@ -79,3 +79,16 @@ def test_weights_validation_messages(tmp_path: Path, tiny_model: VDSR) -> None:
         load_weights(tmp_path / "junk.safetensors")
     with pytest.raises(WeightsError, match="not found"):
         load_weights(tmp_path / "missing.safetensors")
+
+
+def test_training_summary_follows_the_fine_tuning_chain() -> None:
+    stage_one = {"recipe": "fast", "iterations": 3000, "wall_seconds": 7200.0, "initialised_from": None}
+    training = {
+        "recipe": {"name": "ft_l1", "batch_size": 32},
+        "iterations": 3300,
+        "wall_seconds": 7560.0,
+        "initialised_from": stage_one,
+    }
+    assert training_summary(training) == "fast 3,000 it -> ft_l1 3,300 it (batch 32; 4.1 h wall)"
+    assert training_summary({"recipe": {"name": "fast"}, "iterations": 5}) == "fast 5 it"
+    assert training_summary({}) == "no training record"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import platform
+from pathlib import Path
 from typing import Any
 
 from vdsr_deploy import __version__
@@ -46,5 +47,24 @@ def system_info() -> dict[str, Any]:
         "tensorrt": tensorrt_status(),
         "cuda-python": _version("cuda-python") or _version("cuda-bindings") or "not installed",
         "default weights": str(weights) + ("" if weights.is_file() else " (MISSING)"),
+        **_weights_record(weights),
         "engines dir": str(default_engines_dir()),
     }
+
+
+def _weights_record(path: Path) -> dict[str, str]:
+    """How the default weights were trained and what they scored (from their metadata)."""
+    from vdsr_deploy.errors import VdsrError
+    from vdsr_deploy.weights import load_weights, training_summary
+
+    try:
+        _, info = load_weights(path)
+    except VdsrError as error:
+        return {"weights record": f"unreadable ({error})"}
+    record = {"weights training": training_summary(info.training)}
+    set5 = info.evaluation.get("set5", {})
+    if set5:
+        record["weights Set5 PSNR"] = " / ".join(
+            f"{key} {value['psnr']:.2f}" for key, value in sorted(set5.items()) if "psnr" in value
+        )
+    return record

@@ -189,3 +189,27 @@ def load_weights(
         evaluation=dict(meta.get("evaluation", {})),
     )
     return model, info
+
+
+def training_summary(training: dict[str, Any]) -> str:
+    """One line on how weights were trained, following ``initialised_from`` back to the start:
+    e.g. ``fast 3,000 it -> ft_l1 3,300 it (batch 32; 4.1 h wall)``."""
+    stages: list[tuple[str, Any, Any]] = []
+    node: dict[str, Any] | None = training.get("initialised_from")
+    while node:
+        stages.append((str(node.get("recipe") or "?"), node.get("iterations"), node.get("wall_seconds")))
+        node = node.get("initialised_from")
+    stages.reverse()
+    recipe = training.get("recipe", {})
+    if not recipe and not stages:
+        return "no training record"
+    stages.append((str(recipe.get("name", "?")), training.get("iterations"), training.get("wall_seconds")))
+    parts = [
+        f"{name} {iterations:,} it" if isinstance(iterations, int) else f"{name} ? it"
+        for name, iterations, _ in stages
+    ]
+    seconds = [float(wall) for _, _, wall in stages if isinstance(wall, int | float)]
+    extras = [f"batch {recipe['batch_size']}"] if "batch_size" in recipe else []
+    if len(seconds) == len(stages):
+        extras.append(f"{sum(seconds) / 3600:.1f} h wall")
+    return " -> ".join(parts) + (f" ({'; '.join(extras)})" if extras else "")
