@@ -56,20 +56,19 @@ def clip_gradients(
     ``theta/base_lr`` instead (a fixed bound: the step bound decays with the lr). ``norm_lr``
     scales the whole gradient so its L2 norm is at most ``theta/lr``.
     """
-    grads = [p.grad for p in parameters if p.grad is not None]
-    bound = theta / lr
-    if mode == "value_base_lr":
-        if base_lr is None:
-            raise TrainingError("value_base_lr clipping needs the recipe's base lr")
-        for grad in grads:
-            grad.clamp_(-theta / base_lr, theta / base_lr)
-    elif mode == "value_lr":
-        for grad in grads:
-            grad.clamp_(-bound, bound)
-    elif mode == "norm_lr":
-        _clip_norm(grads, bound)
-    elif mode != "none":
+    if mode == "none":
+        return
+    if mode not in ("value_lr", "value_base_lr", "norm_lr"):
         raise TrainingError(f"unknown clip mode {mode!r}")
+    if mode == "value_base_lr" and base_lr is None:
+        raise TrainingError("value_base_lr clipping needs the recipe's base lr")
+    bound = theta / (base_lr if mode == "value_base_lr" and base_lr is not None else lr)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if mode == "norm_lr":
+        _clip_norm(grads, bound)
+        return
+    for grad in grads:
+        grad.clamp_(-bound, bound)
 
 
 def _clip_norm(grads: Sequence[torch.Tensor], bound: float) -> None:
