@@ -247,6 +247,7 @@ def train(
         raise TrainingError(f"{last_path}: nothing to resume from")
     if resume and init_weights is not None:
         raise TrainingError("--init-weights starts a new run; it cannot be combined with --resume")
+    initial = _load_initial_weights(init_weights, config) if init_weights is not None else None
 
     paths = find_images(data_dirs)
     emit({"event": "preparing", "images": len(paths)})
@@ -267,8 +268,9 @@ def train(
     best: dict[str, float] = {}
     elapsed_before = 0.0
     initialised_from: dict[str, Any] | None = None
-    if init_weights is not None:
-        initialised_from = _initialise_from(model, init_weights, config)
+    if initial is not None:
+        state, initialised_from = initial
+        model.load_state_dict(state)
     if resume:
         meta = load_checkpoint(last_path, model, optimizer)
         if meta.get("config", {}).get("name") != config.name:
@@ -403,17 +405,17 @@ def train(
     )
 
 
-def _initialise_from(model: nn.Module, path: Path, config: TrainConfig) -> dict[str, Any]:
-    """Copy the weights of ``path`` into ``model``; return what to record about them."""
+def _load_initial_weights(
+    path: Path, config: TrainConfig
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state dict of ``path`` (checked against the recipe) and what to record about it."""
     source, info = load_weights(path)
     if (info.depth, info.channels) != (config.depth, config.channels):
         raise TrainingError(
             f"{path}: expected depth {config.depth} x {config.channels} channels (the recipe), "
             f"got depth {info.depth} x {info.channels}"
         )
-    with torch.no_grad():
-        model.load_state_dict(source.state_dict())
-    return {
+    record = {
         "path": str(path),
         "sha256": info.sha256,
         "iterations": info.training.get("iterations"),
@@ -421,6 +423,7 @@ def _initialise_from(model: nn.Module, path: Path, config: TrainConfig) -> dict[
         "recipe": info.training.get("recipe", {}).get("name"),
         "initialised_from": info.training.get("initialised_from"),
     }
+    return source.state_dict(), record
 
 
 def _main_thread() -> bool:
