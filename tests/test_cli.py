@@ -8,6 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vdsr_deploy.cli import app
+from vdsr_deploy.weights import load_weights
 
 
 def make_image(path: Path, mode: str, size: tuple[int, int] = (37, 29)) -> Path:
@@ -180,3 +181,26 @@ def test_train_command_errors_and_tiny_run(tmp_path: Path) -> None:
     code, text = invoke("train", "-c", str(recipe), "--data", str(hr), "--val", str(hr), "--out", str(tmp_path / "run"))
     assert code == 0, text
     assert (tmp_path / "run" / "final.safetensors").is_file() and (tmp_path / "run" / "last.safetensors").is_file()
+
+
+def test_train_time_budget_sets_the_iterations(tmp_path: Path) -> None:
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    make_image(hr / "a.png", "RGB", (41, 37))
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(
+        'name = "tiny"\ndepth = 3\nchannels = 4\npatch_size = 13\nbatch_size = 2\noptimizer = "adam"\n'
+        'lr = 1e-3\nweight_decay = 0.0\nschedule = "cosine"\nclip = "none"\nloss = "l1"\niterations = 1\n'
+        'precision = "fp32"\nlog_every = 5\nvalidate_every = 1000\ncheckpoint_every = 1000\n'
+    )
+    run = tmp_path / "run"
+    code, text = invoke("train", "-c", str(recipe), "--data", str(hr), "--out", str(run), "--time-budget", "2")
+    assert code == 0, text
+    assert "time budget 2 s on cpu" in text and "iterations" in text
+    _, info = load_weights(run / "final.safetensors")
+    fitted = info.training["recipe"]["iterations"]
+    assert fitted > 1 and info.training["iterations"] == fitted
+    code, text = invoke(
+        "train", "-c", str(recipe), "--data", str(hr), "--out", str(run), "--time-budget", "2", "--resume"
+    )
+    assert code == 1 and "drop --iterations/--resume" in text

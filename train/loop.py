@@ -13,7 +13,7 @@ import os
 import platform
 import signal
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ from train.data import PatchSampler, find_images, prepare_pairs
 from vdsr_deploy import evaluate
 from vdsr_deploy.errors import TrainingError
 from vdsr_deploy.model import VDSR
+from vdsr_deploy.runners.torch import resolve_device
 from vdsr_deploy.weights import load_weights, save_weights
 
 EventSink = Callable[[dict[str, Any]], None]
@@ -88,6 +89,33 @@ def loss_fn(output: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tens
     if kind == "l1":
         return diff.abs().mean()
     return diff.pow(2).mean()
+
+
+def training_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    config: TrainConfig,
+    lr: float,
+    *,
+    bf16: bool,
+) -> torch.Tensor | None:
+    """One optimizer step (bf16 autocast when ``bf16``); the loss, or None (and no update)
+    when the loss is not finite."""
+    autocast: AbstractContextManager[Any] = (
+        torch.autocast(inputs.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    )
+    with autocast:
+        output = model(inputs)
+    loss = loss_fn(output, targets, config.loss)
+    if not torch.isfinite(loss):
+        return None
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    clip_gradients(model.parameters(), config.clip, config.theta, lr, config.lr)
+    optimizer.step()
+    return loss.detach()
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -219,6 +247,7 @@ def train(
     resume: bool = False,
     init_weights: Path | None = None,
     device: str = "auto",
+    data_workers: int = 0,
     on_event: EventSink | None = None,
 ) -> TrainResult:
     """Train VDSR with ``config``; checkpoints, log and weights go to ``out_dir``.
@@ -229,14 +258,14 @@ def train(
     checkpoint is an error, so no run is overwritten by accident. ``init_weights`` starts a new
     run from a weights file (fine-tuning; fresh optimizer state); its training record is kept
     in the metadata as ``initialised_from`` so the total compute stays accounted for.
+    ``data_workers`` > 0 cuts the batches in that many worker processes ahead of the model
+    (the batches are the same either way: each is a function of the seed and its step).
     """
+    if data_workers < 0:
+        raise TrainingError(f"data workers: expected >= 0, got {data_workers}")
     emit = on_event or (lambda event: None)
     started = time.time()
-    torch_device = torch.device(
-        "cuda"
-        if device == "auto" and torch.cuda.is_available()
-        else ("cpu" if device == "auto" else device)
-    )
+    torch_device = resolve_device(device)
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path = out_dir / "last.safetensors"
     if last_path.exists() and not resume:
@@ -259,6 +288,8 @@ def train(
         evaluate.prepare_items(evaluate.list_images(val_dir), config.scales) if val_dir else []
     )
 
+    if torch_device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed patch shape: pick the fastest kernels once
     torch.manual_seed(config.seed)
     model = VDSR(depth=config.depth, channels=config.channels).to(torch_device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -318,6 +349,13 @@ def train(
     interrupted = False
     window_loss, window_start, window_steps = 0.0, time.time(), 0
     model.train()
+    batches = batch_stream(
+        sampler,
+        range(step, config.iterations),
+        config.batch_size,
+        workers=data_workers,
+        pin_memory=torch_device.type == "cuda",
+    )
     try:
         while step < config.iterations:
             if stop.requested:
@@ -326,31 +364,18 @@ def train(
             lr = learning_rate(config, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            inputs_np, targets_np = sampler.batch(step, config.batch_size)
-            inputs = (
-                torch.from_numpy(inputs_np).to(torch_device).contiguous(memory_format=memory_format)
+            inputs_cpu, targets_cpu = next(batches)
+            inputs = inputs_cpu.to(torch_device, non_blocking=True).contiguous(
+                memory_format=memory_format
             )
-            targets = torch.from_numpy(targets_np).to(torch_device)
+            targets = targets_cpu.to(torch_device, non_blocking=True)
             use_bf16 = (
                 config.precision == "bf16"
                 and step < config.iterations - config.fp32_final_iterations
             )
-            autocast: AbstractContextManager[Any] = (
-                torch.autocast(torch_device.type, dtype=torch.bfloat16)
-                if use_bf16
-                else nullcontext()
-            )
-            with autocast:
-                output = model(inputs)
-            loss = loss_fn(output, targets, config.loss)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {float(loss)} at iteration {step}: lower lr or theta"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            clip_gradients(model.parameters(), config.clip, config.theta, lr, config.lr)
-            optimizer.step()
+            loss = training_step(model, optimizer, inputs, targets, config, lr, bf16=use_bf16)
+            if loss is None:
+                raise TrainingError(f"loss stopped being finite at iteration {step}: lower lr or theta")
             step += 1
             window_loss += loss.item()
             window_steps += 1
@@ -386,6 +411,7 @@ def train(
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        batches.close()
         checkpoint()
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
@@ -424,6 +450,51 @@ def _load_initial_weights(
         "initialised_from": info.training.get("initialised_from"),
     }
     return source.state_dict(), record
+
+
+class _StepBatches(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Item ``i`` is the batch of step ``steps[i]``, so worker processes can cut it."""
+
+    def __init__(self, sampler: PatchSampler, steps: range, batch_size: int) -> None:
+        self.sampler = sampler
+        self.steps = steps
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = self.sampler.batch(self.steps[index], self.batch_size)
+        return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+
+def batch_stream(
+    sampler: PatchSampler,
+    steps: range,
+    batch_size: int,
+    *,
+    workers: int = 0,
+    pin_memory: bool = False,
+) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
+    """The batches of ``steps`` in order, as float32 CPU tensors ``(batch, 1, P, P)``.
+
+    With ``workers`` > 0 they are cut ahead of time in worker processes; the result is the
+    same batches in the same order as with ``workers == 0``.
+    """
+    dataset = _StepBatches(sampler, steps, batch_size)
+    if workers == 0:
+        for index in range(len(dataset)):
+            yield dataset[index]
+        return
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4,
+    )
+    yield from loader
 
 
 def _main_thread() -> bool:

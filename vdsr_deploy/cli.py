@@ -11,9 +11,12 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    from train.config import TrainConfig
 
 app = typer.Typer(
     name="vdsr",
@@ -440,6 +443,16 @@ def train(
         typer.Option("--init-weights", help="Start from these weights (fine-tune; new optimizer state)."),
     ] = None,
     iterations: Annotated[int | None, typer.Option("--iterations", help="Override the recipe's iterations.")] = None,
+    time_budget: Annotated[
+        float | None,
+        typer.Option(
+            "--time-budget",
+            help="Seconds to train for: measure the step time here and set the iterations to fit.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Processes cutting batches ahead of the model (0: inline).")
+    ] = 0,
     device: DeviceOption = "auto",
 ) -> None:
     """Train VDSR (paper recipe or a faster one) with checkpoints, resume and validation."""
@@ -453,6 +466,10 @@ def train(
     console = _console()
     with _user_errors():
         recipe = load_config(config)
+        if time_budget is not None:
+            if iterations is not None or resume:
+                _fail("--time-budget sets the iterations of a new run: drop --iterations/--resume")
+            recipe = _fit_to_budget(recipe, time_budget, device, console)
         if iterations is not None:
             recipe = recipe.replace(iterations=iterations)
         progress = Progress(
@@ -485,12 +502,29 @@ def train(
                 resume=resume,
                 init_weights=init_weights,
                 device=device,
+                data_workers=workers,
                 on_event=on_event,
             )
     state = "stopped early (resume with --resume)" if result.interrupted else "finished"
     console.print(f"{state} at iteration {result.iterations_done}; best {result.best_psnr}; run folder {out}")
     if result.interrupted:
         raise typer.Exit(130)
+
+
+def _fit_to_budget(recipe: TrainConfig, seconds: float, device: str, console: Any) -> TrainConfig:
+    """``recipe`` with as many iterations as fit in ``seconds`` at the step time measured here."""
+    from train.budget import iterations_for_budget, measure_step_times
+    from vdsr_deploy.runners.torch import resolve_device
+
+    torch_device = resolve_device(device)
+    times = measure_step_times(recipe, torch_device)
+    fitted = iterations_for_budget(recipe, seconds, times)
+    precision = f"{times.mixed * 1e3:.1f} ms bf16, " if recipe.precision == "bf16" else ""
+    console.print(
+        f"time budget {seconds:g} s on {torch_device}: {precision}{times.fp32 * 1e3:.1f} ms fp32 "
+        f"per step of {recipe.batch_size} -> {fitted:,} iterations"
+    )
+    return recipe.replace(iterations=fitted)
 
 
 @app.command()

@@ -8,9 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
+from train.budget import StepTimes, iterations_for_budget, measure_step_times
 from train.config import TrainConfig, load_config
 from train.data import PatchSampler, dihedral, find_images, prepare_pairs
-from train.loop import clip_gradients, learning_rate, train
+from train.loop import batch_stream, clip_gradients, learning_rate, make_optimizer, train, training_step
 from vdsr_deploy import protocol
 from vdsr_deploy.errors import ConfigError, TrainingError
 from vdsr_deploy.weights import load_weights
@@ -218,3 +219,71 @@ def test_fine_tune_from_weights_records_the_source(tmp_path: Path) -> None:
         assert torch.allclose(old, new, atol=1e-6), name
     origin = info.training["initialised_from"]
     assert origin["sha256"] == source_info.sha256 and origin["iterations"] == 4
+
+
+def test_worker_processes_cut_the_same_batches_in_order(tmp_path: Path) -> None:
+    write_images(tmp_path / "hr", [(45, 53), (61, 47)])
+    sampler = PatchSampler(prepare_pairs(find_images([tmp_path / "hr"]), [2, 3], 21), patch_size=21, seed=3)
+    steps = range(5, 12)
+    inline = list(batch_stream(sampler, steps, 6))
+    workers = list(batch_stream(sampler, steps, 6, workers=2))
+    assert len(inline) == len(workers) == 7
+    for (a_in, a_out), (b_in, b_out), step in zip(inline, workers, steps, strict=True):
+        expected_in, expected_out = sampler.batch(step, 6)
+        assert a_in.dtype == torch.float32 and a_in.shape == (6, 1, 21, 21)
+        assert np.array_equal(a_in.numpy(), expected_in) and np.array_equal(a_out.numpy(), expected_out)
+        assert torch.equal(a_in, b_in) and torch.equal(a_out, b_out)
+
+
+def test_training_with_workers_matches_inline(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    write_images(tmp_path / "hr", [(40, 43)])
+    config = TrainConfig(
+        name="tiny", depth=3, channels=4, patch_size=15, batch_size=4, optimizer="adam", lr=1e-3,
+        weight_decay=0.0, clip="none", loss="l1", iterations=5, precision="fp32", seed=4,
+    )  # fmt: skip
+    inline = train(config, data_dirs=[tmp_path / "hr"], out_dir=tmp_path / "inline")
+    ahead = train(config, data_dirs=[tmp_path / "hr"], out_dir=tmp_path / "ahead", data_workers=2)
+    assert inline.final_weights is not None and ahead.final_weights is not None
+    a, _ = load_weights(inline.final_weights)
+    b, _ = load_weights(ahead.final_weights)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    with pytest.raises(TrainingError, match="expected >= 0, got -1"):
+        train(config, data_dirs=[tmp_path / "hr"], out_dir=tmp_path / "bad", data_workers=-1)
+
+
+def test_a_non_finite_loss_stops_training_without_updating(tmp_path: Path) -> None:
+    config = TrainConfig(name="tiny", depth=3, channels=4, optimizer="adam", clip="none", loss="mean")
+    model = torch.nn.Conv2d(1, 1, 3, padding=1)
+    optimizer = make_optimizer(model, config)
+    before = model.weight.detach().clone()
+    inputs = torch.full((2, 1, 5, 5), float("nan"))
+    assert training_step(model, optimizer, inputs, torch.zeros(2, 1, 5, 5), config, 1e-3, bf16=False) is None
+    assert torch.equal(model.weight, before)
+    loss = training_step(model, optimizer, torch.ones(2, 1, 5, 5), torch.zeros(2, 1, 5, 5), config, 1e-3, bf16=False)
+    assert loss is not None and float(loss) > 0 and not torch.equal(model.weight, before)
+
+
+def test_iterations_for_a_time_budget() -> None:
+    fp32 = TrainConfig(name="t", precision="fp32", warmup_iterations=10)
+    assert iterations_for_budget(fp32, 100.0, StepTimes(mixed=0.5, fp32=0.5)) == 180  # 90 s / 0.5
+    assert iterations_for_budget(fp32, 100.0, StepTimes(0.5, 0.5), step_share=1.0) == 200
+    mixed = TrainConfig(name="t", precision="bf16", fp32_final_iterations=20, warmup_iterations=0)
+    # 90 s: 20 fp32 steps at 1 s, then 70 s of bf16 steps at 0.25 s
+    assert iterations_for_budget(mixed, 100.0, StepTimes(mixed=0.25, fp32=1.0)) == 20 + 280
+    with pytest.raises(TrainingError, match="does not cover the recipe's 20 final fp32"):
+        iterations_for_budget(mixed, 10.0, StepTimes(mixed=0.25, fp32=1.0))
+    with pytest.raises(TrainingError, match="the recipe needs at least 11"):
+        iterations_for_budget(fp32, 5.0, StepTimes(0.5, 0.5))
+    with pytest.raises(TrainingError, match="expected > 0 seconds, got 0"):
+        iterations_for_budget(fp32, 0.0, StepTimes(0.5, 0.5))
+
+
+def test_step_times_are_measured_on_the_recipe() -> None:
+    torch.set_num_threads(1)
+    tiny = TrainConfig(name="t", depth=3, channels=4, patch_size=9, batch_size=2, precision="fp32")
+    times = measure_step_times(tiny, torch.device("cpu"), warmup=1, repeats=2)
+    assert 0 < times.fp32 < 5 and times.mixed == times.fp32
+    mixed = measure_step_times(tiny.replace(precision="bf16"), torch.device("cpu"), warmup=0, repeats=1)
+    assert mixed.mixed > 0 and mixed.fp32 > 0
