@@ -38,7 +38,7 @@ def test_device_info_and_versions() -> None:
     assert info.name and info.compute_capability >= (7, 0)
     assert info.total_memory > 1 << 30 and info.multiprocessors > 0
     assert info.sm.startswith("sm")
-    assert cuda.driver_version() >= cuda.runtime_version() > 0
+    assert cuda.driver_version() > 0 and cuda.runtime_version() > 0  # minor-version compatibility: either may be newer
 
 
 def test_pinned_round_trip_through_device_memory() -> None:
