@@ -1,4 +1,4 @@
-"""After training: plot validation PSNR against iterations, evaluate, and ship the weights.
+"""After training: plot validation PSNR against training patches seen, evaluate, and ship the weights.
 
     python -m train.report runs/fast --val ../shared/data/val/set5 ../shared/data/val/set14 \
         --ship vdsr_deploy/assets/vdsr_default.safetensors --reports docs/quality
@@ -23,21 +23,39 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def chain_logs(logs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Validation entries of runs that continue one another (``init_weights``), with each
-    run's steps offset by the iterations of the runs before it, in order."""
+def chain_logs(runs: list[tuple[list[dict[str, Any]], int]]) -> list[dict[str, Any]]:
+    """Validation entries of runs that continue one another (``init_weights``), in order.
+
+    ``runs`` holds each run's log and batch size. Each entry's ``step`` is offset by the
+    iterations of the runs before it, and ``patches`` counts the training patches seen so far
+    over the whole chain (iterations x batch size per run), the fair axis when batch sizes
+    differ between runs.
+    """
     chained: list[dict[str, Any]] = []
-    offset = 0
-    for log in logs:
-        entries = [e for e in log if e["event"] == "validate"]
-        chained.extend({**e, "step": e["step"] + offset} for e in entries)
-        steps = [e["step"] for e in log if "step" in e]
-        offset += max(steps, default=0)
+    step_offset = patch_offset = 0
+    for log, batch_size in runs:
+        for entry in (e for e in log if e["event"] == "validate"):
+            chained.append(
+                {
+                    **entry,
+                    "step": entry["step"] + step_offset,
+                    "patches": patch_offset + entry["step"] * batch_size,
+                }
+            )
+        iterations = max((e["step"] for e in log if "step" in e), default=0)
+        step_offset += iterations
+        patch_offset += iterations * batch_size
     return chained
 
 
+def run_batch_size(run: Path) -> int:
+    """The batch size of a finished run, from the recipe in its final weights."""
+    _, info = load_weights(run / "final.safetensors")
+    return int(info.training["recipe"]["batch_size"])
+
+
 def plot_validation(entries: list[dict[str, Any]], png: Path, title: str) -> None:
-    """Validation PSNR per scale (and the bicubic baseline) against iterations."""
+    """Validation PSNR per scale (and the bicubic baseline) against training patches seen."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,14 +67,14 @@ def plot_validation(entries: list[dict[str, Any]], png: Path, title: str) -> Non
     figure, grid = plt.subplots(1, len(scales), figsize=(4.2 * len(scales), 3.6), squeeze=False)
     axes = list(grid[0])
     for axis, scale in zip(axes, scales, strict=True):
-        steps = [e["step"] for e in entries]
-        axis.plot(steps, [e[f"x{scale}"] for e in entries], marker="o", label="VDSR (this run)")
+        patches = [e["patches"] / 1e6 for e in entries]
+        axis.plot(patches, [e[f"x{scale}"] for e in entries], marker="o", label="VDSR (this run)")
         axis.axhline(entries[0][f"bicubic_x{scale}"], color="grey", linestyle="--", label="bicubic")
         paper = PAPER_PSNR["set5"].get(scale)
         if paper:
             axis.axhline(paper[1], color="red", linestyle=":", label="paper VDSR")
         axis.set_title(f"Set5 x{scale}")
-        axis.set_xlabel("iteration")
+        axis.set_xlabel("training patches seen (millions)")
         axis.set_ylabel("PSNR (dB, Y)")
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -84,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
 
     runs = [*args.before, args.run]
-    entries = chain_logs([read_log(run / "log.jsonl") for run in runs])
+    entries = chain_logs([(read_log(run / "log.jsonl"), run_batch_size(run)) for run in runs])
     title = "training run " + " -> ".join(run.name for run in runs)
     plot_validation(entries, args.reports / "validation_psnr.png", title)
     weights = args.weights or args.run / "final.safetensors"
