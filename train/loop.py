@@ -410,6 +410,11 @@ def train(
                 checkpoint()
     except KeyboardInterrupt:
         interrupted = True
+    except RuntimeError as error:  # e.g. CUDA out of memory, a data worker killed
+        raise TrainingError(
+            f"training failed at iteration {step} ({error}); the last checkpoint is kept in "
+            f"{last_path}: continue with --resume"
+        ) from error
     finally:
         batches.close()
         checkpoint()
@@ -493,8 +498,16 @@ def batch_stream(
         num_workers=workers,
         pin_memory=pin_memory,
         prefetch_factor=4,
+        worker_init_fn=_ignore_stop_signals,
     )
     yield from loader
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Workers leave Ctrl-C and SIGTERM to the training process, which stops cleanly and then
+    shuts them down (a worker killed first would abort the run with DataLoader's error)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _main_thread() -> bool:

@@ -287,3 +287,51 @@ def test_step_times_are_measured_on_the_recipe() -> None:
     assert 0 < times.fp32 < 5 and times.mixed == times.fp32
     mixed = measure_step_times(tiny.replace(precision="bf16"), torch.device("cpu"), warmup=0, repeats=1)
     assert mixed.mixed > 0 and mixed.fp32 > 0
+
+
+def test_a_runtime_error_mid_run_keeps_the_checkpoint_and_says_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import train.loop as loop
+
+    torch.set_num_threads(1)
+    write_images(tmp_path / "hr", [(40, 43)])
+    config = TrainConfig(
+        name="tiny", depth=3, channels=4, patch_size=15, batch_size=4, optimizer="adam", lr=1e-3,
+        weight_decay=0.0, clip="none", loss="l1", iterations=10, precision="fp32", seed=4,
+    )  # fmt: skip
+    real_step = loop.training_step
+    calls = {"n": 0}
+
+    def failing_step(*args: object, **kwargs: object) -> torch.Tensor | None:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real_step(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "training_step", failing_step)
+    with pytest.raises(TrainingError, match=r"failed at iteration 3 \(CUDA out of memory.*continue with --resume"):
+        train(config, data_dirs=[tmp_path / "hr"], out_dir=tmp_path / "run")
+    monkeypatch.setattr(loop, "training_step", real_step)
+    resumed = train(config, data_dirs=[tmp_path / "hr"], out_dir=tmp_path / "run", resume=True)
+    assert resumed.iterations_done == 10 and resumed.final_weights is not None
+
+
+def _stop_signals_then_exit() -> None:
+    import os
+    import signal
+
+    from train.loop import _ignore_stop_signals
+
+    _ignore_stop_signals(0)
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_data_workers_leave_stop_signals_to_the_training_process() -> None:
+    import multiprocessing
+
+    process = multiprocessing.get_context("fork").Process(target=_stop_signals_then_exit)
+    process.start()
+    process.join(10)
+    assert process.exitcode == 0  # neither SIGTERM nor SIGINT ended it
