@@ -169,6 +169,12 @@ def test_train_command_errors_and_tiny_run(tmp_path: Path) -> None:
     assert code == 1 and "no images found" in text and "Traceback" not in text
     code, text = invoke("train", "--out", str(tmp_path / "run"))
     assert code == 1 and "--data" in text
+    code, text = invoke(
+        "train", "--data", str(tmp_path / "empty"), "--init-weights", str(tmp_path / "nope.safetensors"),
+        "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert code == 1 and "nope.safetensors: weights file not found" in text
+    assert text.split("error:")[0].strip() == ""  # no empty progress bar before the error
     hr = tmp_path / "hr"
     hr.mkdir()
     make_image(hr / "a.png", "RGB", (53, 49))

@@ -483,6 +483,7 @@ def train(
         task = progress.add_task("train", total=recipe.iterations, status="preparing data")
 
         def on_event(event: dict[str, Any]) -> None:
+            progress.start()  # on the first event: an error before it prints no empty bar
             if event["event"] == "train":
                 progress.update(
                     task,
@@ -493,7 +494,7 @@ def train(
                 scores = " ".join(f"x{s} {event[f'x{s}']:.2f}" for s in recipe.scales)
                 progress.console.print(f"step {event['step']}: validation PSNR {scores}")
 
-        with progress:
+        try:
             result = run_training(
                 recipe,
                 data_dirs=data,
@@ -505,6 +506,8 @@ def train(
                 data_workers=workers,
                 on_event=on_event,
             )
+        finally:
+            progress.stop()
     state = "stopped early (resume with --resume)" if result.interrupted else "finished"
     console.print(f"{state} at iteration {result.iterations_done}; best {result.best_psnr}; run folder {out}")
     if result.interrupted:
