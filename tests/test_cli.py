@@ -200,7 +200,9 @@ def test_train_time_budget_sets_the_iterations(tmp_path: Path) -> None:
         'precision = "fp32"\nlog_every = 5\nvalidate_every = 1000\ncheckpoint_every = 1000\n'
     )
     run = tmp_path / "run"
-    code, text = invoke("train", "-c", str(recipe), "--data", str(hr), "--out", str(run), "--time-budget", "2")
+    code, text = invoke(
+        "train", "-c", str(recipe), "--data", str(hr), "--out", str(run), "--time-budget", "2", "--device", "cpu"
+    )
     assert code == 0, text
     assert "time budget 2 s on cpu" in text and "iterations" in text
     _, info = load_weights(run / "final.safetensors")
