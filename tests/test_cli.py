@@ -163,6 +163,17 @@ def test_info_command() -> None:
     assert "default weights" in data and "tensorrt" in data
 
 
+def write_tiny_recipe(path: Path, **values: object) -> Path:
+    """A 3-layer, 4-channel Adam recipe as a TOML file; ``values`` are TOML literals to add."""
+    lines = [
+        'name = "tiny"', "depth = 3", "channels = 4", 'optimizer = "adam"', "lr = 1e-3",
+        "weight_decay = 0.0", 'schedule = "cosine"', 'clip = "none"', 'precision = "fp32"',
+    ]  # fmt: skip
+    lines += [f"{key} = {value}" for key, value in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def test_train_command_errors_and_tiny_run(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     code, text = invoke("train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run"))
@@ -178,12 +189,10 @@ def test_train_command_errors_and_tiny_run(tmp_path: Path) -> None:
     hr = tmp_path / "hr"
     hr.mkdir()
     make_image(hr / "a.png", "RGB", (53, 49))
-    recipe = tmp_path / "tiny.toml"
-    recipe.write_text(
-        'name = "tiny"\ndepth = 3\nchannels = 4\npatch_size = 15\nbatch_size = 4\noptimizer = "adam"\n'
-        'lr = 1e-3\nweight_decay = 0.0\nschedule = "cosine"\nclip = "none"\nloss = "mean"\niterations = 6\n'
-        'precision = "fp32"\nlog_every = 2\nvalidate_every = 3\ncheckpoint_every = 3\n'
-    )
+    recipe = write_tiny_recipe(
+        tmp_path / "tiny.toml", patch_size=15, batch_size=4, loss='"mean"', iterations=6, log_every=2,
+        validate_every=3, checkpoint_every=3,
+    )  # fmt: skip
     code, text = invoke("train", "-c", str(recipe), "--data", str(hr), "--val", str(hr), "--out", str(tmp_path / "run"))
     assert code == 0, text
     assert (tmp_path / "run" / "final.safetensors").is_file() and (tmp_path / "run" / "last.safetensors").is_file()
@@ -193,12 +202,10 @@ def test_train_time_budget_sets_the_iterations(tmp_path: Path) -> None:
     hr = tmp_path / "hr"
     hr.mkdir()
     make_image(hr / "a.png", "RGB", (41, 37))
-    recipe = tmp_path / "tiny.toml"
-    recipe.write_text(
-        'name = "tiny"\ndepth = 3\nchannels = 4\npatch_size = 13\nbatch_size = 2\noptimizer = "adam"\n'
-        'lr = 1e-3\nweight_decay = 0.0\nschedule = "cosine"\nclip = "none"\nloss = "l1"\niterations = 1\n'
-        'precision = "fp32"\nlog_every = 5\nvalidate_every = 1000\ncheckpoint_every = 1000\n'
-    )
+    recipe = write_tiny_recipe(
+        tmp_path / "tiny.toml", patch_size=13, batch_size=2, loss='"l1"', iterations=1, log_every=5,
+        validate_every=1000, checkpoint_every=1000,
+    )  # fmt: skip
     run = tmp_path / "run"
     code, text = invoke(
         "train", "-c", str(recipe), "--data", str(hr), "--out", str(run), "--time-budget", "2", "--device", "cpu"

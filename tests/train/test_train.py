@@ -88,6 +88,15 @@ def write_images(folder: Path, sizes: list[tuple[int, int]]) -> None:
         Image.fromarray((smooth * 255).astype(np.uint8)).save(folder / f"img{index}.png")
 
 
+def tiny_config(**changes: object) -> TrainConfig:
+    """A 3-layer, 4-channel Adam recipe on 15x15 patches for fast CPU tests."""
+    base = TrainConfig(
+        name="tiny", depth=3, channels=4, patch_size=15, batch_size=4, optimizer="adam", lr=1e-3,
+        weight_decay=0.0, clip="none", loss="l1", precision="fp32",
+    )  # fmt: skip
+    return base.replace(**changes)
+
+
 def test_pairs_and_sampler(tmp_path: Path) -> None:
     write_images(tmp_path / "hr", [(45, 53), (61, 47), (20, 20)])
     pairs = prepare_pairs(find_images([tmp_path / "hr"]), [2, 3], patch_size=21)
@@ -173,21 +182,7 @@ def test_tiny_training_reduces_loss_and_resumes(tmp_path: Path) -> None:
 def test_fine_tune_from_weights_records_the_source(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     write_images(tmp_path / "hr", [(40, 43)])
-    config = TrainConfig(
-        name="tiny",
-        depth=3,
-        channels=4,
-        patch_size=15,
-        batch_size=4,
-        optimizer="adam",
-        lr=1e-3,
-        weight_decay=0.0,
-        clip="none",
-        loss="mean",
-        iterations=4,
-        precision="fp32",
-        seed=2,
-    )
+    config = tiny_config(loss="mean", iterations=4, seed=2)
     source = train(config, data_dirs=[tmp_path / "hr"], out_dir=tmp_path / "first")
     assert source.final_weights is not None
     with pytest.raises(TrainingError, match="cannot be combined with --resume"):
@@ -238,10 +233,7 @@ def test_worker_processes_cut_the_same_batches_in_order(tmp_path: Path) -> None:
 def test_training_with_workers_matches_inline(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     write_images(tmp_path / "hr", [(40, 43)])
-    config = TrainConfig(
-        name="tiny", depth=3, channels=4, patch_size=15, batch_size=4, optimizer="adam", lr=1e-3,
-        weight_decay=0.0, clip="none", loss="l1", iterations=5, precision="fp32", seed=4,
-    )  # fmt: skip
+    config = tiny_config(iterations=5, seed=4)
     # on the CPU: cuDNN's autotuned kernels would make two GPU runs differ in the last bits
     inline = train(config, data_dirs=[tmp_path / "hr"], out_dir=tmp_path / "inline", device="cpu")
     ahead = train(config, data_dirs=[tmp_path / "hr"], out_dir=tmp_path / "ahead", data_workers=2, device="cpu")
@@ -297,10 +289,7 @@ def test_a_runtime_error_mid_run_keeps_the_checkpoint_and_says_resume(
 
     torch.set_num_threads(1)
     write_images(tmp_path / "hr", [(40, 43)])
-    config = TrainConfig(
-        name="tiny", depth=3, channels=4, patch_size=15, batch_size=4, optimizer="adam", lr=1e-3,
-        weight_decay=0.0, clip="none", loss="l1", iterations=10, precision="fp32", seed=4,
-    )  # fmt: skip
+    config = tiny_config(iterations=10, seed=4)
     real_step = loop.training_step
     calls = {"n": 0}
 
