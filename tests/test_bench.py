@@ -124,7 +124,7 @@ def test_settings_and_sweep_are_validated() -> None:
     with pytest.raises(ConfigError):
         BenchSetting("onnxruntime", "bf16")
     with pytest.raises(ConfigError):
-        BenchSetting("onnxruntime", "int8")  # needs a quantized --onnx
+        BenchSetting("tensorrt", "int8")  # INT8 is an ONNX Runtime (CPU) path
     with pytest.raises(ConfigError):
         BenchConfig(settings=(BenchSetting(), BenchSetting()))  # duplicate names
     with pytest.raises(ConfigError):

@@ -47,6 +47,8 @@ def upscale_folder(tmp_path: Path, weights: Path, backend: str) -> Path:
         backend,
         "--device",
         "cpu",
+        "--precision",
+        "fp32",  # the reference on both (auto may pick a lossy fast path)
         "--tile",
         "48",
         "--halo",

@@ -45,6 +45,10 @@ from vdsr_deploy.tiling import TileConfig
 from vdsr_deploy.weights import load_weights, save_weights
 
 TILING = TileConfig(tile=40, halo=4)  # depth-3 model: radius 3, so halo 4 is exact
+LOOSE_INT8 = Tolerance(
+    max_abs=1.0, p99_abs=0.5, mean_abs=0.25, min_identical_8bit=0.0, max_lsb_8bit=255,
+    min_psnr_db=15.0, max_task_psnr_drop_db=5.0,
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -237,6 +241,9 @@ def test_validate_end_to_end(tmp_path: Path, weights: Path) -> None:
         tolerances=ToleranceConfig(
             fp16=replace(TOLERANCE_FP16, min_identical_8bit=0.9),
             bf16=replace(TOLERANCE_BF16, min_identical_8bit=0.5, min_psnr_db=40.0),
+            # the INT8 model is built on first use, calibrated on the shipped tiles; random
+            # weights quantize far worse than trained ones: this checks the plumbing
+            int8=LOOSE_INT8,
         ),
     )
     report = validate(config, small_images())
@@ -245,7 +252,7 @@ def test_validate_end_to_end(tmp_path: Path, weights: Path) -> None:
     assert status["onnxruntime-fp16"] == PASSED
     assert status["torch-bf16"] == PASSED
     assert status["untiled"] == PASSED
-    assert status["onnxruntime-int8"] == SKIPPED
+    assert status["onnxruntime-int8"] == PASSED
     if not torch.cuda.is_available():
         assert status["torch-fp16"] == SKIPPED and status["tensorrt-fp16"] == SKIPPED
     assert report.passed
@@ -259,7 +266,7 @@ def test_validate_end_to_end(tmp_path: Path, weights: Path) -> None:
     markdown = render_markdown(report)
     assert "PASSED" in markdown and "onnxruntime-fp16" in markdown
     ran = [p for p in report.pairs if p.status != SKIPPED]
-    assert len(ran) == (5 if torch.cuda.is_available() else 4)  # + torch-fp16 on a GPU
+    assert len(ran) == (6 if torch.cuda.is_available() else 5)  # + torch-fp16 on a GPU
     assert len(heatmap_panels(report)) == len(ran)
     assert write_heatmap(report, tmp_path / "heat.png") is not None
     assert (tmp_path / "heat.png").stat().st_size > 1000

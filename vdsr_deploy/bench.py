@@ -35,17 +35,13 @@ from numpy.typing import NDArray
 
 from vdsr_deploy import colour
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError, VdsrError
+from vdsr_deploy.precision import BACKEND_PRECISIONS, PRECISIONS
 from vdsr_deploy.runners.base import Runner
 from vdsr_deploy.tiling import DEFAULT_HALO, TileConfig, extract, plan_tiles
 
 SCHEMA = "vdsr-bench/1"
-SUPPORTED: dict[str, tuple[str, ...]] = {
-    "torch": ("fp32", "fp16", "bf16"),
-    "onnxruntime": ("fp32", "fp16", "int8"),
-    "tensorrt": ("fp32", "fp16"),
-}
+SUPPORTED = BACKEND_PRECISIONS
 BACKENDS = tuple(SUPPORTED)
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 EventSink = Callable[[dict[str, Any]], None]
 
 
@@ -53,7 +49,8 @@ EventSink = Callable[[dict[str, Any]], None]
 class BenchSetting:
     """One configuration to time. ``channels_last``/``allow_tf32`` apply to torch;
     ``onnx`` makes onnxruntime/tensorrt use that file (e.g. an INT8 QDQ model, which is
-    then ``precision`` int8); ``label`` names it in tables (default: derived)."""
+    then ``precision`` int8; without it, int8 uses the cached INT8 model, built on first
+    use); ``label`` names it in tables (default: derived)."""
 
     backend: str = "torch"
     precision: str = "fp32"
@@ -75,10 +72,6 @@ class BenchSetting:
             raise ConfigError(
                 f"{self.backend} has no {self.precision} path "
                 f"(it has {', '.join(SUPPORTED[self.backend])})"
-            )
-        if self.precision == "int8" and self.onnx is None:
-            raise ConfigError(
-                "precision int8: expected backend onnxruntime with a quantized --onnx file"
             )
         if self.batch < 1:
             raise ConfigError(f"batch: expected >= 1, got {self.batch}")
@@ -124,9 +117,6 @@ def sweep(
         for precision in dict.fromkeys(wanted):
             if precision not in SUPPORTED[backend]:
                 notes.append(f"{backend} has no {precision} path: left out")
-                continue
-            if precision == "int8" and onnx is None:
-                notes.append("onnxruntime int8 needs a quantized model (--onnx): left out")
                 continue
             for tile in tiles:
                 for batch in batches:
@@ -370,7 +360,7 @@ def open_bench_runner(setting: BenchSetting, config: BenchConfig) -> Runner:
     spec = RunnerSpec(
         backend=setting.backend,
         device=setting.device,
-        precision="fp32" if setting.precision == "int8" else setting.precision,
+        precision=setting.precision,
         provider=setting.provider,
         weights=config.weights,
         onnx=setting.onnx,

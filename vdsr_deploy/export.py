@@ -19,6 +19,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from vdsr_deploy import __version__
+from vdsr_deploy.artifacts import VERIFIED_METADATA, remember_metadata
+from vdsr_deploy.artifacts import default_onnx_name as default_onnx_name
 from vdsr_deploy.errors import BuildError, ConfigError
 from vdsr_deploy.io_names import DYNAMIC_AXES, INPUT_NAME, OPSET, OUTPUT_NAME
 from vdsr_deploy.model import VDSR
@@ -193,25 +195,36 @@ def export_onnx(
     except onnx.checker.ValidationError as error:
         raise BuildError(f"onnx.checker rejected the {precision} graph: {error}") from error
     worst = verify(onnx_model, model, precision)
+    # recorded so that later runs trust the file without verifying it again (the measured
+    # difference is left out: it would make the file's bytes depend on this CPU)
+    verified = {
+        "against": "PyTorch FP32 on CPU",
+        "max_abs_tolerance": VERIFY_TOLERANCE[precision],
+        "shapes": [list(s) for s in VERIFY_SHAPES],
+        "passed": True,
+    }
+    metadata[VERIFIED_METADATA] = json.dumps(verified)
+    entry = onnx_model.metadata_props.add()
+    entry.key, entry.value = VERIFIED_METADATA, metadata[VERIFIED_METADATA]
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.tmp")
     onnx.save(onnx_model, str(temporary))
     temporary.replace(target)
+    remember_metadata(target, metadata)
     return ExportResult(target, precision, worst, VERIFY_SHAPES, metadata)
-
-
-def default_onnx_name(weights_sha256: str, precision: str) -> str:
-    return f"vdsr-{weights_sha256[:12]}-{precision}.onnx"
 
 
 def ensure_onnx(model: VDSR, info: WeightsInfo, precision: str, cache_dir: Path) -> Path:
     """The ONNX for these weights in ``cache_dir``, exported (and verified) if missing."""
     path = cache_dir / default_onnx_name(info.sha256, precision)
     if path.is_file():
-        meta = read_metadata(path)
+        from vdsr_deploy.artifacts import onnx_metadata
+
+        meta = onnx_metadata(path)
         if (
             meta.get("vdsr.weights_sha256") == info.sha256
             and meta.get("vdsr.precision") == precision
+            and VERIFIED_METADATA in meta
         ):
             return path
     export_onnx(model, path, precision=precision, info=info, overwrite=True)

@@ -1100,11 +1100,6 @@ def _candidate_factory(
         and not _wants_cuda(config.device, cuda)
     ):
         return "PyTorch fp16 needs a CUDA device (bf16 is the CPU half-precision path)"
-    if candidate.precision == "int8" and "int8" not in onnx_by_precision:
-        return (
-            "no INT8 ONNX given (make one with vdsr_deploy.quantize or benchmarks/cpu.py, "
-            "then pass it with --onnx)"
-        )
     if candidate.backend == "tensorrt":
         try:
             from vdsr_deploy.engine import tensorrt_available, tensorrt_status
@@ -1125,7 +1120,7 @@ def _candidate_factory(
     spec = RunnerSpec(
         backend=candidate.backend,
         device=device,
-        precision="fp32" if candidate.precision == "int8" else candidate.precision,
+        precision=candidate.precision,
         provider=config.provider,
         weights=config.weights,
         onnx=onnx_by_precision.get(candidate.precision) if candidate.backend != "torch" else None,

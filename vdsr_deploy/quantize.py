@@ -15,8 +15,10 @@ onnxruntime is imported only inside the functions.
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,19 @@ def calibration_planes(paths: Sequence[Path], config: QuantizeConfig) -> list[ND
     return planes
 
 
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime.quantization warns on the root logger ("consider pre-processing"); the
+    VDSR graph has nothing to pre-process, so keep those lines off the user's terminal."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def _conv_names(model: Any) -> list[str]:
     return [node.name for node in model.graph.node if node.op_type == "Conv"]
 
@@ -175,19 +190,20 @@ def quantize_int8(
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.tmp")
     try:
-        quantize_static(
-            str(fp32_onnx),
-            str(temporary),
-            _Reader(),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["Conv", "Relu"],
-            per_channel=config.per_channel,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=excluded,
-            calibrate_method=method,
-            extra_options=extra,
-        )
+        with _quiet_root_logger():
+            quantize_static(
+                str(fp32_onnx),
+                str(temporary),
+                _Reader(),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["Conv", "Relu"],
+                per_channel=config.per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=excluded,
+                calibrate_method=method,
+                extra_options=extra,
+            )
     except Exception as error:  # onnxruntime.quantization raises assorted exception types
         temporary.unlink(missing_ok=True)
         raise BuildError(f"INT8 quantization of {fp32_onnx} failed: {error}") from error

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError
+from vdsr_deploy.precision import CHOICES, check_backend_precision, check_precision
 from vdsr_deploy.runners.base import Runner
 from vdsr_deploy.tiling import TileConfig
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "bf16")
 ENGINES_DIR_ENV = "VDSR_ENGINES_DIR"
 
 
@@ -33,7 +33,7 @@ class RunnerSpec:
 
     backend: str = "auto"
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     provider: str = "cpu"
     weights: Path | None = None
     onnx: Path | None = None
@@ -44,8 +44,9 @@ class RunnerSpec:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
+        check_precision(self.precision, CHOICES)
+        if self.backend != "auto" and self.precision != "auto":
+            check_backend_precision(self.backend, self.precision)
         if self.threads < 0:
             raise ConfigError(f"threads: expected >= 0 (0 = all cores), got {self.threads}")
 
@@ -59,7 +60,9 @@ def resolve_backend(spec: RunnerSpec) -> str:
     Runtime on CPU (faster than PyTorch on CPU, measured in benchmarks/), else PyTorch."""
     if spec.backend != "auto":
         return spec.backend
-    if spec.device in ("auto", "cuda") or spec.device.startswith("cuda"):
+    from vdsr_deploy.precision import nvidia_driver_present
+
+    if spec.device.startswith("cuda") or (spec.device == "auto" and nvidia_driver_present()):
         from vdsr_deploy.engine import tensorrt_available
 
         if tensorrt_available() and _cuda_available():
@@ -68,6 +71,8 @@ def resolve_backend(spec: RunnerSpec) -> str:
             return "torch"
     if spec.precision == "bf16":
         return "torch"
+    if spec.precision == "int8":
+        return "onnxruntime"
     return "onnxruntime" if onnxruntime_installed() else "torch"
 
 
@@ -78,13 +83,19 @@ def _cuda_available() -> bool:
 
 
 def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int) -> Runner:
-    """An inactive runner for ``spec``, with any artifact it needs built or found."""
+    """An inactive runner for ``spec``, with any artifact it needs built or found
+    (``auto`` precision is resolved first: see :func:`vdsr_deploy.fastpath.resolve_spec`)."""
+    engines_dir = spec.engines_dir or default_engines_dir()
+    if spec.precision == "auto":
+        from vdsr_deploy.fastpath import resolve_spec
+
+        spec, _ = resolve_spec(spec, engines_dir)
     backend = resolve_backend(spec)
-    if spec.threads:
+    check_backend_precision(backend, spec.precision)
+    if spec.threads and backend == "torch":
         import torch
 
         torch.set_num_threads(spec.threads)
-    engines_dir = spec.engines_dir or default_engines_dir()
     if backend == "torch":
         from vdsr_deploy.runners.torch import TorchRunner
         from vdsr_deploy.weights import load_weights
@@ -94,9 +105,7 @@ def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int) -> Runner:
     if backend == "onnxruntime":
         from vdsr_deploy.runners.onnxruntime import OnnxRuntimeRunner, OrtOptions
 
-        onnx_path = spec.onnx or _exported_onnx(
-            spec, engines_dir, "fp16" if spec.precision == "fp16" else "fp32"
-        )
+        onnx_path = spec.onnx or _ort_model(spec, engines_dir)
         from vdsr_deploy.io_names import profile_for_tiles
 
         profile = profile_for_tiles(tiling, batch) if tiling.tile else None
@@ -106,6 +115,7 @@ def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int) -> Runner:
             cache_dir=engines_dir / "ort-trt-cache" if spec.provider == "tensorrt" else None,
             profile=profile,
             fp16=spec.precision == "fp16",
+            optimized_dir=engines_dir / "ort-optimized" if spec.provider == "cpu" else None,
         )
         return OnnxRuntimeRunner(onnx_path, options)
     if backend == "tensorrt":
@@ -125,6 +135,18 @@ def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int) -> Runner:
             precision=precision,
         )
     raise BackendUnavailableError(f"unknown backend {backend!r}")
+
+
+def _ort_model(spec: RunnerSpec, engines_dir: Path) -> Path:
+    """The ONNX that ONNX Runtime runs for ``spec``: the cached INT8 model (built on first
+    use), or the exported FP32/FP16 graph (found from the weights file without torch when
+    it is already there)."""
+    from vdsr_deploy.fastpath import cached_onnx, int8_artifact
+
+    if spec.precision == "int8":
+        return int8_artifact(spec, engines_dir).path
+    precision = "fp16" if spec.precision == "fp16" else "fp32"
+    return cached_onnx(spec.weights, engines_dir, precision) or _exported_onnx(spec, engines_dir, precision)
 
 
 def _exported_onnx(spec: RunnerSpec, engines_dir: Path, precision: str) -> Path:

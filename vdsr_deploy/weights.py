@@ -13,12 +13,15 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from vdsr_deploy.errors import WeightsError
-from vdsr_deploy.model import VDSR
+
+if TYPE_CHECKING:  # torch is imported where used: a run on ONNX Runtime never needs it
+    import numpy as np
+    import torch
+
+    from vdsr_deploy.model import VDSR
 
 METADATA_KEY = "vdsr"
 FORMAT_VERSION = 1
@@ -78,13 +81,38 @@ def file_sha256(path: Path) -> str:
 
 def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
     """Hash of tensor names, shapes and fp32 values: identical for identical weights."""
+    import torch
+
+    return _arrays_sha256(
+        {name: tensor.detach().to("cpu", torch.float32).contiguous().numpy() for name, tensor in state.items()}
+    )
+
+
+def _arrays_sha256(arrays: dict[str, np.ndarray[Any, Any]]) -> str:
+    import numpy as np
+
     digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().to("cpu", torch.float32).contiguous()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name], dtype=np.float32)
         digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.numpy().tobytes())
+        digest.update(str(tuple(int(d) for d in array.shape)).encode())
+        digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+def weights_file_sha256(path: Path | str | None = None) -> str:
+    """:func:`state_dict_sha256` of a weights file (``None``: the shipped one), read with
+    numpy: no torch import, for finding cached artifacts fast. Not a validation (use
+    :func:`load_weights` for that)."""
+    from safetensors import SafetensorError, safe_open
+
+    resolved = resolve_weights_path(path)
+    try:
+        with safe_open(str(resolved), framework="np") as handle:
+            arrays = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as error:
+        raise WeightsError(f"{resolved}: not a readable safetensors file ({error})") from error
+    return _arrays_sha256(arrays)
 
 
 def save_weights(
@@ -96,6 +124,7 @@ def save_weights(
     evaluation: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` as safetensors with its metadata, atomically (temp file + rename)."""
+    import torch
     from safetensors.torch import save_file
 
     target = Path(path)
@@ -133,6 +162,8 @@ def validate_state_dict(
     state: dict[str, torch.Tensor], depth: int, channels: int, source: str
 ) -> None:
     """Raise :class:`WeightsError` naming the first problem found."""
+    import torch
+
     found_layers = len([n for n in state if n.endswith(".weight")])
     if found_layers != depth:
         raise WeightsError(f"{source}: expected {depth} conv layers, found {found_layers}")
@@ -155,6 +186,8 @@ def load_weights(
 ) -> tuple[VDSR, WeightsInfo]:
     """Load a VDSR from safetensors (``None``: the shipped default), validated, in eval mode."""
     from safetensors import SafetensorError, safe_open
+
+    from vdsr_deploy.model import VDSR
 
     resolved = resolve_weights_path(path)
     try:

@@ -24,7 +24,11 @@ PROVIDERS = {
 @dataclass(frozen=True)
 class OrtOptions:
     """Session settings. ``provider``: cpu, cuda or tensorrt. For tensorrt, the engine and
-    timing caches go to ``cache_dir`` and ``profile`` sets trt_profile_min/opt/max_shapes."""
+    timing caches go to ``cache_dir`` and ``profile`` sets trt_profile_min/opt/max_shapes.
+    ``optimized_dir`` (CPU): keep the optimised graph there and load it next time instead
+    of optimising again (see :func:`vdsr_deploy.ort_session.session_options`).
+    ``spinning``: let idle ONNX Runtime threads spin (off: on a few shared cores a
+    spinning pool takes CPU from the image loaders and from other work)."""
 
     provider: str = "cpu"
     threads: int = 0
@@ -33,6 +37,8 @@ class OrtOptions:
     profile: ShapeProfile | None = None
     fp16: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    optimized_dir: Path | None = None
+    spinning: bool = False
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -93,6 +99,8 @@ class OnnxRuntimeRunner(Runner):
         self._path = Path(onnx_path)
         self._options = options or OrtOptions()
         self._session: Any = None
+        self._precision = "fp16" if "fp16" in self._path.name else "int8" if "int8" in self._path.name else "fp32"
+        self._loaded_from = self._path
 
     @property
     def info(self) -> RunnerInfo:
@@ -100,11 +108,12 @@ class OnnxRuntimeRunner(Runner):
         return RunnerInfo(
             backend="onnxruntime",
             device=self._options.provider,
-            precision="fp16" if "fp16" in self._path.name else "fp32",
+            precision=self._precision,
             details={
                 "onnx": str(self._path),
                 "providers": active,
                 "threads": self._options.threads,
+                "loaded_from": str(self._loaded_from),
             },
         )
 
@@ -122,23 +131,32 @@ class OnnxRuntimeRunner(Runner):
                 f"(have {', '.join(onnxruntime.get_available_providers())}); "
                 "install onnxruntime-gpu instead of onnxruntime for cuda/tensorrt"
             )
-        settings = onnxruntime.SessionOptions()
-        settings.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self._options.threads:
-            settings.intra_op_num_threads = self._options.threads
-        settings.log_severity_level = 3
+        from vdsr_deploy.ort_session import OptimizedGraph, session_options
+
         if self._options.cache_dir is not None:
             self._options.cache_dir.mkdir(parents=True, exist_ok=True)
+        cached = (
+            OptimizedGraph.for_model(self._path, self._options.optimized_dir)
+            if self._options.optimized_dir is not None and self._options.provider == "cpu"
+            else None
+        )
+        settings, source = session_options(onnxruntime, self._options, self._path, cached)
         try:
             self._session = onnxruntime.InferenceSession(
-                str(self._path), sess_options=settings, providers=provider_list(self._options)
+                str(source), sess_options=settings, providers=provider_list(self._options)
             )
         except Exception as error:  # onnxruntime raises its own untyped exceptions
             raise BackendUnavailableError(
                 f"{self._path}: ONNX Runtime cannot load it ({error})"
             ) from error
+        if cached is not None:
+            cached.commit()
+        self._loaded_from = source
         if wanted not in self._session.get_providers():
             raise BackendUnavailableError(f"{wanted} could not be initialised for {self._path}")
+        declared = self._session.get_modelmeta().custom_metadata_map.get("vdsr.precision")
+        if declared:
+            self._precision = str(declared)
 
     def deactivate(self) -> None:
         self._session = None

@@ -1,0 +1,145 @@
+"""The cached INT8 artifact: made on first use, keyed, and never used when its key differs.
+
+:func:`ensure_int8_onnx` returns the static INT8 QDQ model of some weights from the
+engines dir, building it when missing or stale: calibrated (:mod:`vdsr_deploy.quantize`) on
+the tiles that ship with the package (:mod:`vdsr_deploy.quality`), its quality cost
+measured on the held-out tiles against ONNX Runtime FP32, and both recorded in its
+metadata. The key is the weights hash + the calibration recipe (settings and the
+calibration data's hash) + the onnxruntime version; it names the file and is stored inside
+it (``vdsr.int8_key``), so a changed key builds a new file and a file whose recorded key does
+not match is rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vdsr_deploy.artifacts import onnx_metadata, remember_metadata
+from vdsr_deploy.errors import BackendUnavailableError, BuildError
+from vdsr_deploy.quality import SCALES, CalibrationSet, load_calibration_set, quality_cost
+from vdsr_deploy.quantize import QuantizeConfig, quantize_int8
+
+KEY_METADATA = "vdsr.int8_key"
+COST_METADATA = "vdsr.quality_cost_db"
+RECIPE_VERSION = 1
+DEFAULT_RECIPE = QuantizeConfig(tile=96, scales=SCALES, method="minmax", per_channel=True)
+"""Measured in benchmarks/cpu.py: MinMax, per-channel weights, first/last conv in FP32."""
+
+
+@dataclass(frozen=True)
+class Int8Artifact:
+    """A usable INT8 model: where it is, its key and its recorded quality cost per scale."""
+
+    path: Path
+    key: dict[str, Any]
+    cost_db: dict[str, float]
+    built: bool
+
+
+def onnxruntime_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for distribution in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            continue
+    raise BackendUnavailableError("INT8 needs onnxruntime: pip install 'vdsr-deploy[cpu]'")
+
+
+def int8_key(weights_sha256: str, recipe: QuantizeConfig, calibration_sha256: str) -> dict[str, Any]:
+    """Everything the INT8 model depends on; equal keys give the same model."""
+    return {
+        "weights_sha256": weights_sha256,
+        "recipe": {**asdict(recipe), "scales": list(recipe.scales), "version": RECIPE_VERSION},
+        "calibration_sha256": calibration_sha256,
+        "onnxruntime": onnxruntime_version(),
+    }
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def int8_path(engines_dir: Path, key: dict[str, Any]) -> Path:
+    return Path(engines_dir) / f"vdsr-{key['weights_sha256'][:12]}-int8-{key_digest(key)}.onnx"
+
+
+def recorded(path: Path, key: dict[str, Any]) -> Int8Artifact | None:
+    """The artifact at ``path`` if its recorded key equals ``key`` (else None)."""
+    if not path.is_file():
+        return None
+    try:
+        metadata = onnx_metadata(path)
+        stored_key = json.loads(metadata.get(KEY_METADATA, "null"))
+        cost = json.loads(metadata.get(COST_METADATA, "null"))
+    except (BuildError, ValueError):
+        return None
+    if stored_key != key or metadata.get("vdsr.precision") != "int8" or not isinstance(cost, dict):
+        return None
+    return Int8Artifact(path, key, {str(k): float(v) for k, v in cost.items()}, built=False)
+
+
+def ensure_int8_onnx(
+    weights_sha256: str,
+    fp32_onnx: Callable[[], Path],
+    engines_dir: Path,
+    *,
+    recipe: QuantizeConfig = DEFAULT_RECIPE,
+    calibration: CalibrationSet | None = None,
+) -> Int8Artifact:
+    """The INT8 model for these weights and ``recipe`` in ``engines_dir``, built from the
+    FP32 ONNX (``fp32_onnx()`` is only called when a build is needed) if missing or stale."""
+    calibration = calibration or load_calibration_set()
+    key = int8_key(weights_sha256, recipe, calibration.sha256)
+    target = int8_path(engines_dir, key)
+    found = recorded(target, key)
+    if found is not None:
+        return found
+    return build_int8(fp32_onnx(), target, key, recipe, calibration)
+
+
+def build_int8(
+    fp32_onnx: Path,
+    target: Path,
+    key: dict[str, Any],
+    recipe: QuantizeConfig,
+    calibration: CalibrationSet,
+) -> Int8Artifact:
+    """Calibrate, quantize, measure the cost on the held-out tiles, record key and cost in
+    the metadata, then move into place atomically."""
+    from vdsr_deploy.quality import calibration_inputs
+    from vdsr_deploy.runners.onnxruntime import OnnxRuntimeRunner
+
+    planes = calibration_inputs(calibration, recipe.scales)
+    config = QuantizeConfig(**{**asdict(recipe), "tiles": len(planes)})
+    work = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.build")
+    try:
+        quantize_int8(fp32_onnx, work, planes, config, overwrite=True)
+        with OnnxRuntimeRunner(fp32_onnx) as reference, OnnxRuntimeRunner(work) as candidate:
+            cost = quality_cost(reference.infer, candidate.infer, calibration, recipe.scales)
+        metadata = _add_metadata(work, {KEY_METADATA: json.dumps(key, sort_keys=True), COST_METADATA: json.dumps(cost)})
+        work.replace(target)
+    finally:
+        work.unlink(missing_ok=True)
+    remember_metadata(target, metadata)
+    return Int8Artifact(target, key, cost, built=True)
+
+
+def _add_metadata(path: Path, entries: dict[str, str]) -> dict[str, str]:
+    import onnx
+
+    model = onnx.load(str(path))
+    existing = {p.key: p for p in model.metadata_props}
+    for name, value in entries.items():
+        entry = existing.get(name) or model.metadata_props.add()
+        entry.key, entry.value = name, value
+    onnx.save(model, str(path))
+    return {p.key: p.value for p in model.metadata_props}

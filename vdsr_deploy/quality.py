@@ -1,0 +1,142 @@
+"""What a lossy fast path costs, measured on data that ships with the package.
+
+``assets/calibration_tiles.npz`` holds small 96x96 HR tiles (Y, uint8) cut from the paper's
+training images (T91 + BSD200; ``benchmarks/make_calibration_tiles.py`` regenerates them
+and records each tile's source). The first ``calibration`` tiles calibrate INT8 activation
+ranges; the rest are held out to measure quality: each is degraded by the paper's protocol
+at x2, x3 and x4, run through the reference and the candidate, and scored against the HR
+tile (PSNR on Y, peak 255, shave = scale). :func:`quality_cost` returns the mean PSNR
+change per scale, the figure ``--precision auto`` reads from an artifact's record.
+
+:func:`cached_cost` keeps such a record for paths without an ONNX artifact to carry it
+(PyTorch bf16): a JSON file keyed like an artifact (weights, versions, CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vdsr_deploy import protocol
+from vdsr_deploy.errors import InvalidInputError, VdsrError
+
+CALIBRATION_ASSET = "calibration_tiles.npz"
+TILE = 96
+SCALES = (2, 3, 4)
+COST_DECIMALS = 4
+Infer = Callable[[NDArray[np.float32]], NDArray[np.float32]]
+"""A batch ``(N, 1, H, W)`` float32 network input -> output of the same shape."""
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """HR Y tiles in [0, 1] (``(N, TILE, TILE)`` float64), where each came from, and how many
+    of the first calibrate (the rest are held out for :func:`quality_cost`)."""
+
+    hr: NDArray[np.float64]
+    sources: tuple[str, ...]
+    calibration: int
+    sha256: str
+
+    def __post_init__(self) -> None:
+        if self.hr.ndim != 3 or not 0 < self.calibration < self.hr.shape[0]:
+            raise InvalidInputError(
+                f"calibration set: expected (N, H, W) tiles with 0 < calibration < N, got "
+                f"{self.hr.shape} and {self.calibration}"
+            )
+
+    @property
+    def calibration_tiles(self) -> NDArray[np.float64]:
+        return self.hr[: self.calibration]
+
+    @property
+    def held_out(self) -> NDArray[np.float64]:
+        return self.hr[self.calibration :]
+
+
+def default_calibration_path() -> Path:
+    return Path(str(resources.files("vdsr_deploy.assets").joinpath(CALIBRATION_ASSET)))
+
+
+def load_calibration_set(path: Path | None = None) -> CalibrationSet:
+    """The shipped calibration tiles (or those in ``path``), with the file's sha256."""
+    source = Path(path) if path is not None else default_calibration_path()
+    try:
+        raw = source.read_bytes()
+        with np.load(source, allow_pickle=False) as data:
+            hr = np.asarray(data["hr_y"], dtype=np.float64) / 255.0
+            sources = tuple(str(s) for s in data["source"])
+            calibration = int(data["calibration"])
+    except (OSError, KeyError, ValueError) as error:
+        raise VdsrError(f"{source}: cannot read the calibration tiles ({error})") from error
+    return CalibrationSet(hr, sources, calibration, hashlib.sha256(raw).hexdigest())
+
+
+def degraded(tiles: NDArray[np.float64], scale: int) -> NDArray[np.float32]:
+    """Network inputs ``(N, 1, H, W)``: each HR tile down and up by MATLAB bicubic."""
+    planes = [protocol.degrade(protocol.modcrop(tile, scale), scale) for tile in tiles]
+    return np.ascontiguousarray(np.stack(planes)[:, None], dtype=np.float32)
+
+
+def calibration_inputs(calibration: CalibrationSet, scales: Sequence[int] = SCALES) -> list[NDArray[np.float32]]:
+    """One ``(H, W)`` plane per calibration tile and scale (tile-major, deterministic)."""
+    batches = [degraded(calibration.calibration_tiles, s) for s in scales]
+    return [batch[i, 0] for i in range(calibration.calibration) for batch in batches]
+
+
+def _mean_psnr(outputs: NDArray[np.float32], hr: NDArray[np.float64], scale: int) -> float:
+    scores = []
+    for output, target in zip(outputs[:, 0], hr, strict=True):
+        sr = np.clip(output.astype(np.float64), 0.0, 1.0) * 255.0
+        scores.append(protocol.psnr(sr, target * 255.0, border=scale, peak=255))
+    return math.fsum(scores) / len(scores)
+
+
+def quality_cost(
+    reference: Infer,
+    candidate: Infer,
+    calibration: CalibrationSet,
+    scales: Sequence[int] = SCALES,
+) -> dict[str, float]:
+    """Mean task-PSNR change (candidate - reference, dB) on the held-out tiles per scale,
+    keyed ``x2``, ``x3``, ...; rounded to 1e-4 dB so that records compare exactly."""
+    cost: dict[str, float] = {}
+    for scale in scales:
+        hr = np.stack([protocol.modcrop(t, scale) for t in calibration.held_out])
+        inputs = degraded(calibration.held_out, scale)
+        delta = _mean_psnr(candidate(inputs), hr, scale) - _mean_psnr(reference(inputs), hr, scale)
+        cost[f"x{scale}"] = round(delta, COST_DECIMALS)
+    return cost
+
+
+def cached_cost(record: Path, key: Mapping[str, Any], measure: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """The cost recorded in ``record`` when its key equals ``key``; otherwise measured now
+    and recorded (atomically). A record with another key is never used."""
+    try:
+        stored = json.loads(record.read_text(encoding="utf-8"))
+        if isinstance(stored, dict) and stored.get("key") == dict(key):
+            return {str(k): float(v) for k, v in stored["cost_db"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    cost = measure()
+    record.parent.mkdir(parents=True, exist_ok=True)
+    temporary = record.with_name(f".{record.name}.{_unique()}.tmp")
+    temporary.write_text(json.dumps({"key": dict(key), "cost_db": cost}, indent=2), encoding="utf-8")
+    temporary.replace(record)
+    return cost
+
+
+def _unique() -> str:
+    import os
+    import threading
+
+    return f"{os.getpid()}-{threading.get_ident()}"
