@@ -1,0 +1,217 @@
+"""The cached INT8 artifact (made on first use, keyed, never used stale), --precision int8 /
+auto on the command line, and the fast start (no torch, no re-verification, cached graph)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from vdsr_deploy import int8 as int8_module
+from vdsr_deploy.artifacts import onnx_metadata, sidecar_path
+from vdsr_deploy.cli import app
+from vdsr_deploy.export import ensure_onnx, export_onnx
+from vdsr_deploy.fastpath import cached_onnx
+from vdsr_deploy.int8 import COST_METADATA, DEFAULT_RECIPE, KEY_METADATA, ensure_int8_onnx
+from vdsr_deploy.model import VDSR
+from vdsr_deploy.quality import load_calibration_set, quality_cost
+from vdsr_deploy.runners.onnxruntime import OnnxRuntimeRunner, OrtOptions
+from vdsr_deploy.weights import load_weights, weights_file_sha256
+
+pytest.importorskip("onnxruntime")
+
+
+def _fp32(tmp_path: Path, weights: Path) -> Path:
+    model, info = load_weights(weights)
+    return ensure_onnx(model, info, "fp32", tmp_path / "eng")
+
+
+def test_weights_hash_without_torch_matches(tiny_weights: Path) -> None:
+    assert weights_file_sha256(tiny_weights) == load_weights(tiny_weights)[1].sha256
+
+
+def test_int8_is_built_once_recorded_and_reused(tmp_path: Path, tiny_weights: Path) -> None:
+    engines = tmp_path / "eng"
+    sha = weights_file_sha256(tiny_weights)
+    calls: list[int] = []
+
+    def fp32() -> Path:
+        calls.append(1)
+        return _fp32(tmp_path, tiny_weights)
+
+    first = ensure_int8_onnx(sha, fp32, engines)
+    assert first.built and calls == [1] and first.path.is_file()
+    metadata = onnx_metadata(first.path)
+    assert metadata["vdsr.precision"] == "int8" and metadata["vdsr.weights_sha256"] == sha
+    key = json.loads(metadata[KEY_METADATA])
+    assert key["weights_sha256"] == sha and key["onnxruntime"] and key["recipe"]["method"] == "minmax"
+    assert key["calibration_sha256"] == load_calibration_set().sha256
+    assert set(json.loads(metadata[COST_METADATA])) == {"x2", "x3", "x4"} == set(first.cost_db)
+    stamp = first.path.stat().st_mtime_ns
+    again = ensure_int8_onnx(sha, fp32, engines)
+    assert not again.built and calls == [1] and again.path == first.path and again.cost_db == first.cost_db
+    assert first.path.stat().st_mtime_ns == stamp
+
+
+def test_int8_is_rebuilt_when_its_key_changes(
+    tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engines = tmp_path / "eng"
+    sha = weights_file_sha256(tiny_weights)
+    first = ensure_int8_onnx(sha, lambda: _fp32(tmp_path, tiny_weights), engines)
+    other_recipe = ensure_int8_onnx(
+        sha, lambda: _fp32(tmp_path, tiny_weights), engines, recipe=replace(DEFAULT_RECIPE, per_channel=False)
+    )
+    assert other_recipe.built and other_recipe.path != first.path
+    monkeypatch.setattr(int8_module, "onnxruntime_version", lambda: "0.0.0-other")
+    other_runtime = ensure_int8_onnx(sha, lambda: _fp32(tmp_path, tiny_weights), engines)
+    assert other_runtime.built and other_runtime.path not in (first.path, other_recipe.path)
+    assert other_runtime.key["onnxruntime"] == "0.0.0-other"
+
+
+def test_a_file_whose_recorded_key_differs_is_never_used(tmp_path: Path, tiny_weights: Path) -> None:
+    engines = tmp_path / "eng"
+    sha = weights_file_sha256(tiny_weights)
+    first = ensure_int8_onnx(sha, lambda: _fp32(tmp_path, tiny_weights), engines)
+    # put another model's INT8 file (another key inside) under this key's name
+    other = VDSR(depth=4, channels=8)
+    other_weights = tmp_path / "other.safetensors"
+    from vdsr_deploy.weights import save_weights
+
+    save_weights(other, other_weights)
+    other_sha = weights_file_sha256(other_weights)
+    foreign = ensure_int8_onnx(other_sha, lambda: _fp32(tmp_path / "o", other_weights), tmp_path / "other-eng")
+    first.path.write_bytes(foreign.path.read_bytes())
+    rebuilt = ensure_int8_onnx(sha, lambda: _fp32(tmp_path, tiny_weights), engines)
+    assert rebuilt.built and json.loads(onnx_metadata(rebuilt.path)[KEY_METADATA])["weights_sha256"] == sha
+
+
+def test_quality_cost_is_zero_for_the_same_model_and_negative_for_a_worse_one() -> None:
+    calibration = load_calibration_set()
+
+    def identity(batch: np.ndarray) -> np.ndarray:
+        return batch
+
+    def noisy(batch: np.ndarray) -> np.ndarray:
+        return batch + np.random.default_rng(0).normal(0, 0.02, batch.shape).astype(np.float32)
+
+    assert quality_cost(identity, identity, calibration) == {"x2": 0.0, "x3": 0.0, "x4": 0.0}
+    worse = quality_cost(identity, noisy, calibration)
+    assert all(value < -0.1 for value in worse.values()), worse
+    assert calibration.calibration == 20 and len(calibration.held_out) == 12
+    assert all(s.startswith(("t91/", "bsd200/")) for s in calibration.sources)
+
+
+def _invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output + (result.stderr if result.stderr_bytes else "")
+
+
+def test_cli_int8_auto_and_fp32_on_a_fresh_engines_dir(tmp_path: Path, tiny_weights: Path) -> None:
+    from PIL import Image
+
+    source = tmp_path / "a.png"
+    pixels = (np.random.default_rng(3).random((29, 37, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(source)
+    engines = tmp_path / "eng"
+    outputs = {}
+    for precision in ("int8", "auto", "fp32"):
+        out = tmp_path / f"out-{precision}"
+        args = ["upscale", str(source), "-o", str(out), "-w", str(tiny_weights), "--engines-dir", str(engines)]
+        code, text = _invoke(*args, "--precision", precision, "--tile", "48", "--halo", "20", "-q")
+        assert code == 0, text
+        first = text.strip().splitlines()[0]
+        assert first.startswith("runtime "), text
+        if precision == "auto":
+            assert "auto:" in first
+        else:
+            assert f":{precision}," in first
+        outputs[precision] = np.asarray(Image.open(out / "a.png"), dtype=int)
+    assert list(engines.glob("vdsr-*-int8-*.onnx"))
+    code, text = _invoke(
+        "upscale", str(source), "-o", str(tmp_path / "t"), "-w", str(tiny_weights), "-b", "torch", "-p", "fp32", "-q"
+    )
+    reference = np.asarray(Image.open(tmp_path / "t" / "a.png"), dtype=int)
+    assert np.max(np.abs(outputs["fp32"] - reference)) <= 1  # --precision fp32 is the reference
+    code, text = _invoke("export", "-o", str(engines), "-w", str(tiny_weights), "-p", "int8")
+    assert code == 0 and "cached, key matches" in text, text
+
+
+def test_an_unverified_export_is_not_trusted(tmp_path: Path, tiny_weights: Path) -> None:
+    engines = tmp_path / "eng"
+    assert cached_onnx(tiny_weights, engines, "fp32") is None
+    path = _fp32(tmp_path, tiny_weights)
+    assert cached_onnx(tiny_weights, engines, "fp32") == path
+    metadata = onnx_metadata(path)
+    assert json.loads(metadata["vdsr.verified"])["passed"] is True
+    # an ONNX from an exporter that did not record its verification is re-exported
+    import onnx
+
+    model = onnx.load(str(path))
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key != "vdsr.verified"]
+    del model.metadata_props[:]
+    for key, value in kept:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    assert "vdsr.verified" not in onnx_metadata(path)  # the sidecar copy followed the rewrite
+    assert cached_onnx(tiny_weights, engines, "fp32") is None
+    model_, info = load_weights(tiny_weights)
+    assert "vdsr.verified" in onnx_metadata(ensure_onnx(model_, info, "fp32", engines))
+    assert sidecar_path(path).is_file()
+
+
+def test_optimized_graph_is_cached_and_gives_identical_output(tmp_path: Path, tiny_model: VDSR) -> None:
+    onnx_path = export_onnx(tiny_model, tmp_path / "m.onnx").path
+    options = OrtOptions(optimized_dir=tmp_path / "opt")
+    batch = np.random.default_rng(0).random((2, 1, 33, 21), dtype=np.float32)
+    with OnnxRuntimeRunner(onnx_path, options) as runner:
+        first = runner.infer(batch)
+        assert runner.info.details["loaded_from"] == str(onnx_path)
+    cached = list((tmp_path / "opt").glob("*.ort.onnx"))
+    assert len(cached) == 1
+    with OnnxRuntimeRunner(onnx_path, options) as runner:
+        assert runner.info.details["loaded_from"] == str(cached[0])
+        assert np.array_equal(runner.infer(batch), first)
+    export_onnx(replace_weights(tiny_model), onnx_path, overwrite=True)  # another model, same path
+    with OnnxRuntimeRunner(onnx_path, options) as runner:
+        assert runner.info.details["loaded_from"] == str(onnx_path)  # not the stale graph
+
+
+def replace_weights(model: VDSR) -> VDSR:
+    import copy
+
+    import torch
+
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.body[0].bias.add_(0.1)
+    return other
+
+
+def test_onnxruntime_run_with_cached_artifacts_never_imports_torch(tmp_path: Path, tiny_weights: Path) -> None:
+    engines = tmp_path / "eng"
+    _fp32(tmp_path, tiny_weights)
+    ensure_int8_onnx(weights_file_sha256(tiny_weights), lambda: _fp32(tmp_path, tiny_weights), engines)
+    script = (
+        "import sys, numpy as np\nfrom pathlib import Path\n"
+        "from vdsr_deploy.runtime import RunnerSpec, open_runner\n"
+        "from vdsr_deploy.tiling import TileConfig\n"
+        "for p in ('fp32', 'int8'):\n"
+        f"    spec = RunnerSpec(backend='onnxruntime', precision=p, weights=Path({str(tiny_weights)!r}), "
+        f"engines_dir=Path({str(engines)!r}))\n"
+        "    with open_runner(spec, tiling=TileConfig(tile=48, halo=20), batch=1) as r:\n"
+        "        r.infer(np.zeros((1, 1, 48, 48), np.float32))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -1,0 +1,98 @@
+"""--precision auto: CPU flags -> candidate paths -> the first within the quality limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from vdsr_deploy.errors import ConfigError
+from vdsr_deploy.precision import (
+    MAX_AUTO_COST_DB,
+    CpuPath,
+    check_precision,
+    choose_cpu_path,
+    choose_precision,
+    cpu_flags,
+    cpu_paths,
+)
+from vdsr_deploy.runtime import RunnerSpec
+
+SAPPHIRE_RAPIDS = frozenset({"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"})
+ZEN4 = frozenset({"avx512f", "avx512_vnni", "avx512_bf16"})
+CASCADE_LAKE = frozenset({"avx512f", "avx512_vnni"})
+HASWELL = frozenset({"avx2", "fma"})
+
+
+def test_cpu_flags_are_read_from_cpuinfo_text() -> None:
+    x86 = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 avx512_vnni\n\nprocessor\t: 1\nflags: other\n"
+    assert cpu_flags(x86) == {"fpu", "avx2", "avx512_vnni"}  # the first processor's
+    assert cpu_flags("processor : 0\nFeatures : fp asimd asimddp bf16\n") == {"fp", "asimd", "asimddp", "bf16"}
+    assert cpu_flags("processor : 0\n") == frozenset()
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (SAPPHIRE_RAPIDS, ["bf16", "int8", "fp32"]),  # AMX: bf16 on the tiles first
+        (ZEN4, ["int8", "bf16", "fp32"]),  # avx512_bf16 without AMX: INT8 first
+        (CASCADE_LAKE, ["int8", "fp32"]),  # no bf16 hardware: bf16 (emulated, slow) never offered
+        (HASWELL, ["fp32"]),
+        (frozenset(), ["fp32"]),
+    ],
+)
+def test_cpu_paths_follow_the_flags_never_assumed(flags: frozenset[str], expected: list[str]) -> None:
+    paths = cpu_paths(flags)
+    assert [p.precision for p in paths] == expected
+    assert paths[-1] == CpuPath("fp32", "onnxruntime", paths[-1].why)
+    assert all(p.backend == ("torch" if p.precision == "bf16" else "onnxruntime") for p in paths)
+
+
+def test_auto_takes_the_first_path_within_the_limit_and_says_why() -> None:
+    costs = {"bf16": {"x2": -0.01, "x3": -0.02, "x4": -0.06}, "int8": {"x2": -0.03, "x3": 0.01, "x4": -0.05}}
+    asked: list[str] = []
+
+    def cost(path: CpuPath) -> dict[str, float]:
+        asked.append(path.precision)
+        return costs[path.precision]
+
+    choice = choose_cpu_path(cpu_paths(SAPPHIRE_RAPIDS), cost)
+    assert (choice.precision, choice.backend) == ("int8", "onnxruntime")
+    assert asked == ["bf16", "int8"]  # fp32 needs no record
+    assert len(choice.passed_over) == 1 and "bf16" in choice.passed_over[0] and "0.060" in choice.passed_over[0]
+    assert "x4 -0.050" in choice.reason and choice.requested == "auto"
+    line = choice.describe()
+    assert line.startswith("precision int8 on onnxruntime, auto:") and "passed over" in line
+    # reproducible: the same flags and records give the same choice
+    assert choose_cpu_path(cpu_paths(SAPPHIRE_RAPIDS), lambda p: costs[p.precision]) == choice
+
+
+def test_auto_falls_back_to_fp32_when_no_path_qualifies() -> None:
+    choice = choose_cpu_path(cpu_paths(ZEN4), lambda p: "build failed" if p.precision == "int8" else {"x2": -0.2})
+    assert choice.precision == "fp32" and choice.backend == "onnxruntime"
+    assert choice.passed_over == ("int8 (build failed)", f"bf16 (costs 0.200 dB > {MAX_AUTO_COST_DB:g}: x2 -0.200)")
+
+
+def test_choose_precision_cuda_named_backend_and_concrete() -> None:
+    never = lambda p: pytest.fail("no cost should be read")  # noqa: E731
+    assert choose_precision("auto", backend="tensorrt", cuda=True, quality_cost=never).precision == "fp16"
+    assert choose_precision("fp32", backend="torch", cuda=False, flags=SAPPHIRE_RAPIDS).describe() == (
+        "precision fp32 on torch (as asked)"
+    )
+    # a named backend restricts auto to that backend's precisions (PyTorch has no INT8)
+    choice = choose_precision(
+        "auto", backend="torch", cuda=False, flags=CASCADE_LAKE, quality_cost=lambda p: {"x2": 0.0}
+    )
+    assert (choice.precision, choice.backend) == ("fp32", "torch")
+    choice = choose_precision(
+        "auto", backend="onnxruntime", cuda=False, flags=SAPPHIRE_RAPIDS, quality_cost=lambda p: {"x2": 0.0}
+    )
+    assert (choice.precision, choice.backend) == ("int8", "onnxruntime")
+
+
+def test_precision_names_have_one_home() -> None:
+    with pytest.raises(ConfigError, match="expected one of auto, fp32, fp16, bf16, int8"):
+        check_precision("int4")
+    with pytest.raises(ConfigError, match="torch has no int8 path"):
+        RunnerSpec(backend="torch", precision="int8")
+    with pytest.raises(ConfigError, match="tensorrt has no bf16 path"):
+        RunnerSpec(backend="tensorrt", precision="bf16")
+    assert RunnerSpec().precision == "auto"
