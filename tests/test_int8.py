@@ -16,13 +16,13 @@ from typer.testing import CliRunner
 
 from vdsr_deploy import int8 as int8_module
 from vdsr_deploy.artifacts import onnx_metadata, sidecar_path
+from vdsr_deploy.backends.onnxruntime import OnnxRuntimeRunner, OrtOptions
 from vdsr_deploy.cli import app
 from vdsr_deploy.export import ensure_onnx, export_onnx
 from vdsr_deploy.fastpath import cached_onnx
 from vdsr_deploy.int8 import COST_METADATA, DEFAULT_RECIPE, KEY_METADATA, ensure_int8_onnx
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.quality import load_calibration_set, quality_cost
-from vdsr_deploy.runners.onnxruntime import OnnxRuntimeRunner, OrtOptions
 from vdsr_deploy.weights import load_weights, weights_file_sha256
 
 pytest.importorskip("onnxruntime")
@@ -202,7 +202,7 @@ def test_onnxruntime_run_with_cached_artifacts_never_imports_torch(tmp_path: Pat
     ensure_int8_onnx(weights_file_sha256(tiny_weights), lambda: _fp32(tmp_path, tiny_weights), engines)
     script = (
         "import sys, numpy as np\nfrom pathlib import Path\n"
-        "from vdsr_deploy.runtime import RunnerSpec, open_runner\n"
+        "from vdsr_deploy.backends.factory import RunnerSpec, open_runner\n"
         "from vdsr_deploy.tiling import TileConfig\n"
         "for p in ('fp32', 'int8'):\n"
         f"    spec = RunnerSpec(backend='onnxruntime', precision=p, weights=Path({str(tiny_weights)!r}), "

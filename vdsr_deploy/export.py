@@ -24,9 +24,10 @@ from vdsr_deploy.artifacts import default_onnx_name as default_onnx_name
 from vdsr_deploy.errors import BuildError, ConfigError
 from vdsr_deploy.io_names import DYNAMIC_AXES, INPUT_NAME, OPSET, OUTPUT_NAME
 from vdsr_deploy.model import VDSR
+from vdsr_deploy.precision import ONNX_PRECISIONS
 from vdsr_deploy.weights import WeightsInfo, state_dict_sha256
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ONNX_PRECISIONS
 # Verification tolerances against PyTorch fp32, max abs difference on [0, 1] data.
 VERIFY_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
 VERIFY_SHAPES: tuple[tuple[int, int, int, int], ...] = ((2, 1, 37, 53), (1, 1, 64, 31))

@@ -1,4 +1,4 @@
-"""Resolving ``--precision`` for a :class:`~vdsr_deploy.runtime.RunnerSpec`, and finding the
+"""Resolving ``--precision`` for a :class:`~vdsr_deploy.backends.factory.RunnerSpec`, and finding the
 artifacts a CPU path needs without importing what the run does not use.
 
 :func:`resolve_spec` turns ``auto`` into a concrete precision and backend (the decision,
@@ -21,8 +21,8 @@ from vdsr_deploy.artifacts import VERIFIED_METADATA
 from vdsr_deploy.precision import AUTO, CpuPath, PrecisionChoice, choose_precision, nvidia_driver_present
 
 if TYPE_CHECKING:
+    from vdsr_deploy.backends.factory import RunnerSpec
     from vdsr_deploy.int8 import Int8Artifact
-    from vdsr_deploy.runtime import RunnerSpec
 
 
 def wants_cuda(spec: RunnerSpec) -> bool:
@@ -34,16 +34,16 @@ def wants_cuda(spec: RunnerSpec) -> bool:
         return True
     if spec.device != "auto" or not nvidia_driver_present():
         return False
-    import torch
+    from vdsr_deploy.backends.device import cuda_available
 
-    return bool(torch.cuda.is_available())
+    return cuda_available()
 
 
 def resolve_spec(spec: RunnerSpec, engines_dir: Path) -> tuple[RunnerSpec, PrecisionChoice]:
     """``spec`` with a concrete precision (and, for ``auto`` on the CPU, the chosen backend
     and INT8 artifact), and the choice as data."""
     if spec.precision != AUTO:
-        from vdsr_deploy.runtime import resolve_backend
+        from vdsr_deploy.backends.factory import resolve_backend
 
         return spec, choose_precision(spec.precision, backend=resolve_backend(spec), cuda=False)
     if spec.onnx is not None or spec.engine is not None:
@@ -97,9 +97,9 @@ def bf16_cost(spec: RunnerSpec, engines_dir: Path) -> dict[str, float]:
     record in ``engines_dir`` (keyed by weights, torch version, CPU and calibration data)."""
     import torch
 
+    from vdsr_deploy.backends.torch import TorchRunner
     from vdsr_deploy.precision import engines_cache_key
     from vdsr_deploy.quality import cached_cost, load_calibration_set, quality_cost
-    from vdsr_deploy.runners.torch import TorchRunner
     from vdsr_deploy.weights import load_weights
 
     model, info = load_weights(spec.weights)

@@ -115,8 +115,8 @@ def build_int8(
 ) -> Int8Artifact:
     """Calibrate, quantize, measure the cost on the held-out tiles, record key and cost in
     the metadata, then move into place atomically."""
+    from vdsr_deploy.backends.onnxruntime import OnnxRuntimeRunner
     from vdsr_deploy.quality import calibration_inputs
-    from vdsr_deploy.runners.onnxruntime import OnnxRuntimeRunner
 
     planes = calibration_inputs(calibration, recipe.scales)
     config = QuantizeConfig(**{**asdict(recipe), "tiles": len(planes)})

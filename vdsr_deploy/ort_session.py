@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vdsr_deploy.runners.onnxruntime import OrtOptions
+    from vdsr_deploy.backends.onnxruntime import OrtOptions
 
 
 @dataclass(frozen=True)

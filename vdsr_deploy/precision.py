@@ -3,7 +3,7 @@
 :func:`cpu_paths` lists the CPU paths this machine supports, fastest first (an ordering
 measured in ``benchmarks/cpu.py``, see benchmarks/README.md), from the CPU's feature
 flags (``/proc/cpuinfo``), never assumed. :func:`choose_precision` returns the decision as
-data with its reason, like :func:`vdsr_deploy.engine.select_engine`: the first CPU path
+data with its reason, like :func:`vdsr_deploy.backends.tensorrt.cache.select_engine`: the first CPU path
 whose measured quality cost (recorded with its artifact) is within
 :data:`MAX_AUTO_COST_DB` at every scale, else FP32; on CUDA, FP16. Nothing here imports a
 runtime, so the choice is cheap and reproducible: the same flags, versions and recorded
