@@ -765,27 +765,46 @@ def bench(
         Path | None,
         typer.Option("--out", "-o", help="Write bench.json, bench.md and bench.png here."),
     ] = None,
+    cpu_paths: Annotated[
+        bool,
+        typer.Option(
+            "--cpu-paths",
+            help="Time every CPU path (ONNX Runtime fp32 as the baseline, PyTorch fp32/bf16, "
+            "ONNX Runtime int8) at the first --tile/--batch.",
+        ),
+    ] = False,
+    hr: Annotated[
+        list[Path] | None,
+        typer.Option("--hr", help="HR folder (repeatable, e.g. Set5, Set14): task-PSNR cost of each lossy setting."),
+    ] = None,
 ) -> None:
     """Throughput and latency per backend/precision/tile/batch, bare runtime and whole pipeline."""
     from vdsr_deploy.bench import BenchConfig, benchmark, render_markdown, sweep, write_plot
 
     console = _console()
     with _user_errors():
-        onnx_precision = None
-        if onnx is not None:
-            from vdsr_deploy.export import read_metadata
+        if cpu_paths:
+            from vdsr_deploy.cpu_bench import BASELINE, cpu_path_settings
 
-            onnx_precision = read_metadata(onnx).get("vdsr.precision", "fp32")
-        settings, notes = sweep(
-            backends or ["torch", "onnxruntime"],
-            precisions or ["fp32"],
-            tiles or [256],
-            batches or [1],
-            device=device,
-            provider=provider,
-            onnx=onnx,
-            onnx_precision=onnx_precision,
-        )
+            settings = cpu_path_settings((tiles or [256])[0], batch=(batches or [1])[0])
+            notes: list[str] = []
+            baseline = baseline or BASELINE
+        else:
+            onnx_precision = None
+            if onnx is not None:
+                from vdsr_deploy.export import read_metadata
+
+                onnx_precision = read_metadata(onnx).get("vdsr.precision", "fp32")
+            settings, notes = sweep(
+                backends or ["torch", "onnxruntime"],
+                precisions or ["fp32"],
+                tiles or [256],
+                batches or [1],
+                device=device,
+                provider=provider,
+                onnx=onnx,
+                onnx_precision=onnx_precision,
+            )
         for line in notes:
             console.print(f"[yellow]{line}[/yellow]")
         config = BenchConfig(
@@ -812,12 +831,23 @@ def bench(
                 console.print(f"[dim]warming up {event['setting']}[/dim]")
 
         result = benchmark(config, on_event=on_event)
+        costs = ""
+        if hr:
+            from vdsr_deploy.cpu_bench import cost_markdown, quality_costs
+
+            reference = baseline or settings[0].name
+            scored = [s for s in settings if s.precision != "fp32" or s.name == reference]
+            console.print(f"[dim]scoring {', '.join(p.name for p in hr)} (whole images, x2/x3/x4)...[/dim]")
+            result["task_psnr"] = quality_costs(hr, [2, 3, 4], scored, config, reference)
+            costs = cost_markdown(result, result["task_psnr"], reference)
     _render_bench(console, result)
+    if costs:
+        console.print(costs)
     if out is not None:
         with _user_errors():
             out.mkdir(parents=True, exist_ok=True)
             (out / "bench.json").write_text(json.dumps(result, indent=2))
-            (out / "bench.md").write_text(render_markdown(result))
+            (out / "bench.md").write_text(render_markdown(result) + ("\n" + costs if costs else ""))
             write_plot(result, out / "bench.png")
         console.print(f"results written to {out}")
     if any(r["status"] == "error" for r in result["results"]):
