@@ -9,11 +9,12 @@ and ``benchmarks/cpu.py`` are thin wrappers over these.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.bench import BenchConfig, BenchSetting, open_bench_runner, task_psnr
 from vdsr_deploy.precision import BF16_FLAGS, MAX_AUTO_COST_DB, cpu_flags
 
@@ -54,6 +55,8 @@ def quality_costs(
     settings: Sequence[BenchSetting],
     config: BenchConfig,
     baseline: str = BASELINE,
+    *,
+    opener: Callable[[BenchSetting, BenchConfig], Runner] = open_bench_runner,
 ) -> dict[str, Any]:
     """Task PSNR of every setting on every folder of HR images (whole images), and each
     one's difference to ``baseline`` per scale: ``{folder: task_psnr table}``."""
@@ -61,7 +64,7 @@ def quality_costs(
     order = [baseline, *[name for name in by_name if name != baseline]]
     tables: dict[str, Any] = {}
     with ExitStack() as stack:
-        runners = {name: stack.enter_context(open_bench_runner(by_name[name], config)) for name in order}
+        runners = {name: stack.enter_context(opener(by_name[name], config)) for name in order}
         for folder in folders:
             tables[Path(folder).name] = task_psnr(Path(folder), scales, runners)
     return tables
@@ -106,7 +109,7 @@ def cost_markdown(result: dict[str, Any], tables: dict[str, Any], baseline: str 
         if name == baseline:
             cells.append("reference")
         elif name not in worst:
-            cells.append("FP32: not scored")
+            cells.append("not scored")
         else:
             cells.append("yes" if worst[name] <= MAX_AUTO_COST_DB else "no")
         lines.append("| " + " | ".join(cells) + " |")
