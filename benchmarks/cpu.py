@@ -91,14 +91,15 @@ def main() -> None:
         note=args.note,
     )
     result = benchmark(config, on_event=lambda e: print(json.dumps(e), flush=True))
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M")
+    args.out.mkdir(parents=True, exist_ok=True)
+    base = args.out / f"cpu-{stamp}"
+    base.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")  # the timings, before scoring
     if args.hr:
         print("scoring " + ", ".join(p.name for p in args.hr) + " (whole images)...", flush=True)
         lossy = [s for s in settings if s.precision != "fp32" or s.name == BASELINE]
         result["task_psnr"] = quality_costs(args.hr, args.scales, lossy, config)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M")
-    args.out.mkdir(parents=True, exist_ok=True)
-    base = args.out / f"cpu-{stamp}"
-    base.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+        base.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     markdown = render_markdown(result, title=f"CPU benchmark {stamp}")
     if "task_psnr" in result:
         markdown += "\n## Every CPU path: speed vs ONNX Runtime fp32 and task-PSNR cost\n\n"

@@ -6,8 +6,10 @@ residual ``Add`` stay FP32, so the input keeps full precision, the residual is n
 to an 8-bit grid, and the output keeps the input's exact values where the residual is
 small. Activation ranges come from calibration on real images: HR training pictures
 degraded by the paper's protocol (MATLAB bicubic down and up, Y channel) and cut into
-tiles. Validate the result with ``vdsr validate --onnx model-int8.onnx`` (the int8
-tolerance) and measure its task PSNR with ``vdsr eval``; ``benchmarks/cpu.py`` does both.
+tiles. Users never call this directly: :mod:`vdsr_deploy.int8` makes the cached model
+``--precision int8`` runs (calibrated on the tiles shipped in ``assets/``). Check it with
+``vdsr validate -r onnxruntime-int8`` (the int8 tolerance) and ``vdsr eval -b onnxruntime
+-p int8``; ``benchmarks/cpu.py`` measures its speed and Set5/Set14 cost.
 
 onnxruntime is imported only inside the functions.
 """
