@@ -107,25 +107,21 @@ class CpuPath:
 def cpu_paths(flags: frozenset[str]) -> tuple[CpuPath, ...]:
     """The CPU paths ``flags`` support, fastest first; FP32 (the reference) is always last.
 
-    Ordering, from ``benchmarks/cpu.py`` (ratios to ONNX Runtime FP32 in one run):
-    with AMX (amx_bf16), PyTorch bf16 channels-last runs on the AMX tiles and beats ONNX
-    Runtime INT8; with avx512_bf16 but no AMX (e.g. AMD Zen 4/5), INT8 (~2.5x) beats bf16
-    (~2x); without avx512_bf16/AMX, bf16 is emulated and 3-4x *slower* than FP32, so it is
-    never offered; INT8 needs VNNI (avx512_vnni, avx_vnni or amx_int8) to pay off.
+    Ordering, from ``benchmarks/cpu.py`` (ratios to ONNX Runtime FP32 in one run, see
+    benchmarks/README.md): INT8 QDQ on ONNX Runtime needs VNNI (avx512_vnni, avx_vnni or
+    amx_int8) and ran 3.1x on the 2-core Xeon with AMX (PyTorch bf16 on the AMX tiles:
+    1.9x in the same run) and ~2.5x on an AMD Zen 5 (bf16 ~2x); it also starts without
+    importing PyTorch. bf16 channels-last on PyTorch comes next where the CPU has bf16
+    hardware (avx512_bf16 or amx_bf16); without it bf16 is emulated and 3-4x *slower* than
+    FP32, so it is never offered.
     """
     vnni = sorted(flags & VNNI_FLAGS)
     bf16 = sorted(flags & BF16_FLAGS)
-    int8 = CpuPath("int8", "onnxruntime", f"static INT8 QDQ on ONNX Runtime ({'/'.join(vnni)})")
     paths: list[CpuPath] = []
-    if "amx_bf16" in flags:
-        paths.append(CpuPath("bf16", "torch", "bf16 channels-last on PyTorch (AMX tiles)"))
-        if vnni:
-            paths.append(int8)
-    else:
-        if vnni:
-            paths.append(int8)
-        if bf16:
-            paths.append(CpuPath("bf16", "torch", f"bf16 channels-last on PyTorch ({bf16[0]})"))
+    if vnni:
+        paths.append(CpuPath("int8", "onnxruntime", f"static INT8 QDQ on ONNX Runtime ({'/'.join(vnni)})"))
+    if bf16:
+        paths.append(CpuPath("bf16", "torch", f"bf16 channels-last on PyTorch ({'/'.join(bf16)})"))
     paths.append(CpuPath("fp32", "onnxruntime", "the FP32 reference on ONNX Runtime"))
     return tuple(paths)
 
