@@ -1,0 +1,138 @@
+"""The device pipeline's logic on the CPU device: out-of-memory retries with halved tiles
+(a fake runner raises torch.cuda.OutOfMemoryError), the runner adapter, ``--tile auto``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from numpy.typing import NDArray
+
+from vdsr_deploy.device_pipeline import (
+    DeviceUpscaler,
+    activation_bytes_per_pixel,
+    auto_tile,
+    infer_tensor,
+    tensor_device,
+)
+from vdsr_deploy.errors import ConfigError, VdsrError
+from vdsr_deploy.model import VDSR
+from vdsr_deploy.pipeline import PipelineConfig
+from vdsr_deploy.runners.base import Runner, RunnerInfo
+from vdsr_deploy.runners.torch import TorchRunner
+from vdsr_deploy.tiling import TileConfig
+
+
+class OutOfMemoryAbove(Runner):
+    """Runs ``inner`` but raises CUDA out-of-memory for tiles with a side above ``limit``."""
+
+    def __init__(self, inner: Runner, limit: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.limit = limit
+        self.shapes: list[tuple[int, ...]] = []
+
+    @property
+    def info(self) -> RunnerInfo:
+        return RunnerInfo("fake-oom", "cpu", "fp32")
+
+    def _infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        self.shapes.append(batch.shape)
+        if max(batch.shape[2:]) > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner.infer(batch)
+
+
+def _image(rng: np.random.Generator) -> NDArray[np.uint8]:
+    return rng.integers(0, 256, (45, 39, 3)).astype(np.uint8)
+
+
+@pytest.fixture
+def inner(tiny_model: VDSR) -> TorchRunner:
+    return TorchRunner(tiny_model, device="cpu")
+
+
+def test_out_of_memory_halves_the_tile_and_keeps_the_result(
+    rng: np.random.Generator, inner: TorchRunner
+) -> None:
+    samples = _image(rng)
+    whole = PipelineConfig(scale=2.0, tiling=TileConfig(tile=0, halo=10), batch=2)
+    with inner:
+        expected = DeviceUpscaler(inner, whole).upscale(samples)
+        notes: list[str] = []
+        fake = OutOfMemoryAbove(inner, limit=40)
+        with fake:
+            upscaler = DeviceUpscaler(fake, whole, on_note=notes.append)
+            got = upscaler.upscale(samples)
+            again = upscaler.upscale(samples)  # the smaller tile is used directly now
+    diff = np.abs(got.astype(int) - expected.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.999
+    np.testing.assert_array_equal(again, got)
+    # 90x78 whole -> 45 -> 22 is below 2 * halo + 1? no: 45 > 40 fails, 22 fits
+    assert upscaler.tile_limit == 22
+    assert notes == [
+        "out of device memory at tile 90 (batch 1): halved the tile to 45 and retried",
+        "out of device memory at tile 45 (batch 2): halved the tile to 22 and retried",
+    ]
+    assert max(max(s[2:]) for s in fake.shapes[-3:]) <= 22
+
+
+def test_out_of_memory_below_the_smallest_tile_is_a_clear_error(
+    rng: np.random.Generator, inner: TorchRunner
+) -> None:
+    config = PipelineConfig(scale=2.0, tiling=TileConfig(tile=64, halo=10), batch=4)
+    with inner, OutOfMemoryAbove(inner, limit=10) as fake:
+        with pytest.raises(VdsrError, match="out of device memory even at tile 32"):
+            DeviceUpscaler(fake, config).upscale(_image(rng))
+
+
+def test_runner_without_a_device_form_goes_through_the_host(inner: TorchRunner) -> None:
+    with inner:
+        assert tensor_device(inner) == "cpu"
+        batch = torch.rand(2, 1, 30, 30)
+        np.testing.assert_array_equal(
+            infer_tensor(inner, batch).numpy(), inner.infer(batch.numpy())
+        )
+
+
+def test_runner_with_a_device_form_is_called_with_the_stream() -> None:
+    class DeviceForm(OutOfMemoryAbove):
+        tensor_device = "cpu"
+
+        def infer_tensor(self, batch: torch.Tensor, *, stream: object = None) -> torch.Tensor:
+            self.calls.append(stream)
+            return batch + 1
+
+    runner = DeviceForm(TorchRunner(VDSR(depth=2, channels=2)), limit=1000)
+    runner.calls = []  # type: ignore[attr-defined]
+    batch = torch.zeros(1, 1, 4, 4)
+    assert torch.equal(infer_tensor(runner, batch, stream=None), batch + 1)
+    assert runner.calls == [None]  # type: ignore[attr-defined]
+
+
+# --tile auto
+
+
+def test_auto_tile_is_whole_image_when_it_fits() -> None:
+    per_pixel = activation_bytes_per_pixel(64, "fp16")
+    sizes = [(2160, 3840), (1080, 1920)]
+    budget = 4 * 2160 * 3840 * per_pixel
+    assert auto_tile(sizes, budget_bytes=budget, batch=4, halo=20, bytes_per_pixel=per_pixel) == 0
+
+
+def test_auto_tile_is_the_largest_multiple_that_fits() -> None:
+    per_pixel = activation_bytes_per_pixel(64, "fp32")
+    assert per_pixel == 2 * 64 * 4 + 12
+    budget = 1 << 30
+    tile = auto_tile([(24000, 24000)], budget_bytes=budget, batch=2, halo=20, bytes_per_pixel=per_pixel)
+    assert tile % 32 == 0
+    assert 2 * tile * tile * per_pixel <= budget < 2 * (tile + 32) ** 2 * per_pixel
+
+
+def test_auto_tile_never_exceeds_the_image_and_refuses_tiny_budgets() -> None:
+    assert auto_tile([(100, 3000)], budget_bytes=100 * 3000 * 10 - 1, batch=1, halo=20,
+                     bytes_per_pixel=10) <= 3000  # fmt: skip
+    with pytest.raises(ConfigError, match="fits no tile"):
+        auto_tile([(4000, 4000)], budget_bytes=1000, batch=1, halo=20, bytes_per_pixel=524)
+    with pytest.raises(ConfigError, match="no images"):
+        auto_tile([], budget_bytes=1 << 30, batch=1, halo=20, bytes_per_pixel=524)
