@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from numpy.typing import NDArray
 
+from vdsr_deploy.batch import JobConfig, run_job
 from vdsr_deploy.device_pipeline import (
     DeviceUpscaler,
     activation_bytes_per_pixel,
@@ -16,6 +19,7 @@ from vdsr_deploy.device_pipeline import (
     tensor_device,
 )
 from vdsr_deploy.errors import ConfigError, VdsrError
+from vdsr_deploy.imageio import read_image, write_image
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig
 from vdsr_deploy.runners.base import Runner, RunnerInfo
@@ -43,8 +47,8 @@ class OutOfMemoryAbove(Runner):
         return self.inner.infer(batch)
 
 
-def _image(rng: np.random.Generator) -> NDArray[np.uint8]:
-    return rng.integers(0, 256, (45, 39, 3)).astype(np.uint8)
+def _image(rng: np.random.Generator, shape: tuple[int, int, int] = (45, 39, 3)) -> NDArray[np.uint8]:
+    return rng.integers(0, 256, shape).astype(np.uint8)
 
 
 @pytest.fixture
@@ -55,26 +59,26 @@ def inner(tiny_model: VDSR) -> TorchRunner:
 def test_out_of_memory_halves_the_tile_and_keeps_the_result(
     rng: np.random.Generator, inner: TorchRunner
 ) -> None:
-    samples = _image(rng)
-    whole = PipelineConfig(scale=2.0, tiling=TileConfig(tile=0, halo=10), batch=2)
+    samples = _image(rng, (100, 80, 3))
+    whole = PipelineConfig(scale=2.0, tiling=TileConfig(tile=0, halo=4), batch=2)
     with inner:
         expected = DeviceUpscaler(inner, whole).upscale(samples)
         notes: list[str] = []
-        fake = OutOfMemoryAbove(inner, limit=40)
+        fake = OutOfMemoryAbove(inner, limit=60)
         with fake:
             upscaler = DeviceUpscaler(fake, whole, on_note=notes.append)
             got = upscaler.upscale(samples)
+            calls = len(fake.shapes)
             again = upscaler.upscale(samples)  # the smaller tile is used directly now
     diff = np.abs(got.astype(int) - expected.astype(int))
     assert diff.max() <= 1 and (diff == 0).mean() > 0.999
     np.testing.assert_array_equal(again, got)
-    # 90x78 whole -> 45 -> 22 is below 2 * halo + 1? no: 45 > 40 fails, 22 fits
-    assert upscaler.tile_limit == 22
+    assert upscaler.tile_limit == 50  # 200x160 whole -> 100 (still too large) -> 50
     assert notes == [
-        "out of device memory at tile 90 (batch 1): halved the tile to 45 and retried",
-        "out of device memory at tile 45 (batch 2): halved the tile to 22 and retried",
+        "out of device memory at tile 200 (batch 1): halved the tile to 100 and retried",
+        "out of device memory at tile 100 (batch 2): halved the tile to 50 and retried",
     ]
-    assert max(max(s[2:]) for s in fake.shapes[-3:]) <= 22
+    assert all(max(shape[2:]) <= 50 for shape in fake.shapes[calls:])
 
 
 def test_out_of_memory_below_the_smallest_tile_is_a_clear_error(
@@ -82,7 +86,7 @@ def test_out_of_memory_below_the_smallest_tile_is_a_clear_error(
 ) -> None:
     config = PipelineConfig(scale=2.0, tiling=TileConfig(tile=64, halo=10), batch=4)
     with inner, OutOfMemoryAbove(inner, limit=10) as fake:
-        with pytest.raises(VdsrError, match="out of device memory even at tile 32"):
+        with pytest.raises(VdsrError, match="out of device memory even at tile 64 .* below 52 px"):
             DeviceUpscaler(fake, config).upscale(_image(rng))
 
 
@@ -136,3 +140,47 @@ def test_auto_tile_never_exceeds_the_image_and_refuses_tiny_budgets() -> None:
         auto_tile([(4000, 4000)], budget_bytes=1000, batch=1, halo=20, bytes_per_pixel=524)
     with pytest.raises(ConfigError, match="no images"):
         auto_tile([], budget_bytes=1 << 30, batch=1, halo=20, bytes_per_pixel=524)
+
+
+# the batch job on the device path
+
+
+def test_job_on_the_device_path_writes_what_the_host_path_writes(
+    tmp_path: Path, rng: np.random.Generator, inner: TorchRunner
+) -> None:
+    sources = tmp_path / "in"
+    sources.mkdir()
+    write_image(sources / "rgba.png", rng.random((33, 47, 4)), bit_depth=8)
+    write_image(sources / "gray16.png", rng.random((29, 21, 1)), bit_depth=16)
+    write_image(sources / "rgb.jpg", rng.random((40, 31, 3)), bit_depth=8)
+    pipeline = PipelineConfig(scale=2.5, tiling=TileConfig(tile=40, halo=8), batch=3)
+    outputs = {}
+    with inner:
+        for device_path in (False, True):
+            config = JobConfig(inputs=(str(sources),), output=tmp_path / f"out-{device_path}", pipeline=pipeline,
+                               memory_mb=16)  # fmt: skip
+            summary = run_job(config, inner, device_path=device_path)
+            assert summary.ok and len(summary.done) == 3
+            outputs[device_path] = {p.name: read_image(p) for p in sorted(config.output.iterdir()) if not p.name.startswith(".")}
+    assert outputs[True].keys() == outputs[False].keys() and len(outputs[True]) == 3
+    for name, host in outputs[False].items():
+        device = outputs[True][name]
+        assert device.bit_depth == host.bit_depth and device.samples.shape == host.samples.shape, name
+        diff = np.abs(device.samples.astype(int) - host.samples.astype(int))
+        assert diff.max() <= 1, name
+        if host.bit_depth == 8:
+            assert (diff == 0).all(axis=2).mean() >= 0.9999, name
+
+
+def test_job_reports_out_of_memory_retries_as_notes(
+    tmp_path: Path, rng: np.random.Generator, inner: TorchRunner
+) -> None:
+    write_image(tmp_path / "a.png", rng.random((40, 40, 3)), bit_depth=8)
+    pipeline = PipelineConfig(scale=2.0, tiling=TileConfig(tile=0, halo=4), batch=1)
+    config = JobConfig(inputs=(str(tmp_path / "a.png"),), output=tmp_path / "out", pipeline=pipeline)
+    with inner, OutOfMemoryAbove(inner, limit=50) as fake:
+        summary = run_job(config, fake, device_path=True)
+    assert summary.ok and len(summary.done) == 1
+    assert [n.message for n in summary.notes] == [
+        "out of device memory at tile 80 (batch 1): halved the tile to 40 and retried"
+    ]

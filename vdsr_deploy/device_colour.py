@@ -112,7 +112,7 @@ class DeviceColour:
             )
         if samples.dtype not in (np.uint8, np.uint16):
             raise InvalidInputError(f"expected uint8 or uint16 samples, got {samples.dtype}")
-        host = torch.from_numpy(np.ascontiguousarray(samples))
+        host = torch.from_numpy(np.require(samples, requirements=["C", "W"]))
         if self.device.type != "cuda":
             return host.to(self.device)
         pinned = host.pin_memory()

@@ -15,7 +15,7 @@ device computes band *k + 1*.
 Out of memory: when the runner raises ``torch.cuda.OutOfMemoryError``, the tile is halved
 and the same windows are re-run as smaller tiles (exact: every kept pixel keeps its full
 receptive field inside its sub-window), once per size, and a note is recorded; later work
-uses the smaller tile directly. Below ``2 * halo + 1`` it gives up with a clear error.
+uses the smaller tile directly. Below ``2 * halo + MIN_CORE`` it gives up with a clear error.
 
 The runner is used through its device form, ``runner.infer_tensor(batch, stream=...)`` with
 ``runner.tensor_device``; runners that only have the numpy form are called through a host
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import torch
 
 Samples = NDArray[Any]  # uint8 or uint16
+MIN_CORE = 32  # smallest tile core worth running: below it the halo's recomputation dominates
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,6 +57,12 @@ def tensor_device(runner: Runner) -> str:
         return str(device)
     named = runner.info.device  # host-only runners: keep the pixels where the runner computes
     return named if named.startswith("cuda") else "cpu"
+
+
+def use_device_path(runner: Runner) -> bool:
+    """Whether jobs should take the device path for ``runner``: when it computes on CUDA.
+    On the CPU the numpy path stays (faster there: benchmarks/pipeline_overhead.py)."""
+    return tensor_device(runner).startswith("cuda")
 
 
 def infer_tensor(
@@ -141,7 +148,7 @@ class DeviceUpscaler:
         self.config = config
         self.device = torch.device(tensor_device(runner))
         self.colour = DeviceColour(self.device, compute_dtype=compute_dtype)
-        self._on_note = on_note or (lambda message: None)
+        self.on_note: Callable[[str], None] = on_note or (lambda message: None)
         self._oom = _OomState()
         cuda = self.device.type == "cuda"
         self._copy = torch.cuda.Stream(self.device) if cuda else None  # type: ignore[no-untyped-call]
@@ -264,17 +271,18 @@ class DeviceUpscaler:
         halo = self.config.tiling.halo
         current = min(side, self._oom.tile_limit or side)
         smaller = current // 2
-        if smaller <= 2 * halo or smaller in self._oom.tried:
+        floor = 2 * halo + MIN_CORE
+        if smaller < floor or smaller in self._oom.tried:
             raise VdsrError(
-                f"out of device memory even at tile {current} (batch {batch}); the tile cannot "
-                f"be halved below {2 * halo + 1} with halo {halo}: free device memory or lower "
-                "--batch"
+                f"out of device memory even at tile {current} (batch {batch}); halving it would "
+                f"go below {floor} px (halo {halo} each side + a {MIN_CORE} px core): free device "
+                "memory or lower --batch"
             )
         self._oom.tried.add(smaller)
         self._oom.tile_limit = smaller
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        self._on_note(
+        self.on_note(
             f"out of device memory at tile {current} (batch {batch}): halved the tile to "
             f"{smaller} and retried"
         )
@@ -335,7 +343,7 @@ def auto_tile(
     side = math.isqrt(budget_bytes // (batch * bytes_per_pixel))
     side -= side % multiple
     longest = max(max(h, w) for h, w in sizes)
-    smallest = 2 * halo + multiple
+    smallest = 2 * halo + max(multiple, MIN_CORE)
     if side < smallest:
         raise ConfigError(
             f"--tile auto: {budget_bytes / 2**20:.0f} MiB fits no tile of at least {smallest} px "
