@@ -14,6 +14,7 @@ from vdsr_deploy.errors import InvalidInputError
 from vdsr_deploy.imageio import quantize
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig, upscale_pixels
+from vdsr_deploy.runners.base import Runner
 from vdsr_deploy.runners.torch import TorchRunner
 from vdsr_deploy.tiling import TileConfig
 
@@ -28,7 +29,8 @@ def _samples(rng: np.random.Generator, shape: tuple[int, int, int], bits: int) -
     yy, xx = np.mgrid[0:h, 0:w]
     base = 0.5 + 0.35 * np.sin(xx[..., None] / 5.0 + np.arange(c)) * np.cos(yy[..., None] / 7.0)
     noisy = np.clip(base + rng.normal(0.0, 0.08, shape), 0.0, 1.0)
-    return np.round(noisy * peak).astype(np.uint8 if bits == 8 else np.uint16)
+    result: np.ndarray = np.round(noisy * peak).astype(np.uint8 if bits == 8 else np.uint16)
+    return result
 
 
 def _identity_model() -> VDSR:
@@ -42,7 +44,7 @@ def _identity_model() -> VDSR:
     return model
 
 
-def _reference(samples: np.ndarray, runner: TorchRunner, config: PipelineConfig, bits: int) -> np.ndarray:
+def _reference(samples: np.ndarray, runner: Runner, config: PipelineConfig, bits: int) -> np.ndarray:
     peak = np.float32(65535.0 if samples.dtype == np.uint16 else 255.0)
     return quantize(upscale_pixels(samples.astype(np.float32) / peak, runner, config), bits)
 
@@ -130,7 +132,7 @@ def test_bad_samples_are_refused() -> None:
     device = DeviceColour("cpu")
     with pytest.raises(InvalidInputError, match="uint8 or uint16"):
         device.upload(np.zeros((4, 4, 3), dtype=np.float32))
-    with pytest.raises(InvalidInputError, match="C in 1..4"):
+    with pytest.raises(InvalidInputError, match=r"C in 1\.\.4"):
         device.upload(np.zeros((4, 4, 5), dtype=np.uint8))
     with pytest.raises(InvalidInputError, match="start < stop"):
         device.prepare_rows(torch.zeros((4, 4, 3), dtype=torch.uint8), 2.0, 3, 3)

@@ -85,9 +85,12 @@ def test_out_of_memory_below_the_smallest_tile_is_a_clear_error(
     rng: np.random.Generator, inner: TorchRunner
 ) -> None:
     config = PipelineConfig(scale=2.0, tiling=TileConfig(tile=64, halo=10), batch=4)
-    with inner, OutOfMemoryAbove(inner, limit=10) as fake:
-        with pytest.raises(VdsrError, match="out of device memory even at tile 64 .* below 52 px"):
-            DeviceUpscaler(fake, config).upscale(_image(rng))
+    with (
+        inner,
+        OutOfMemoryAbove(inner, limit=10) as fake,
+        pytest.raises(VdsrError, match=r"out of device memory even at tile 64 .* below 52 px"),
+    ):
+        DeviceUpscaler(fake, config).upscale(_image(rng))
 
 
 def test_runner_without_a_device_form_goes_through_the_host(inner: TorchRunner) -> None:
@@ -102,16 +105,17 @@ def test_runner_without_a_device_form_goes_through_the_host(inner: TorchRunner) 
 def test_runner_with_a_device_form_is_called_with_the_stream() -> None:
     class DeviceForm(OutOfMemoryAbove):
         tensor_device = "cpu"
+        calls: list[object]
 
         def infer_tensor(self, batch: torch.Tensor, *, stream: object = None) -> torch.Tensor:
             self.calls.append(stream)
             return batch + 1
 
     runner = DeviceForm(TorchRunner(VDSR(depth=2, channels=2)), limit=1000)
-    runner.calls = []  # type: ignore[attr-defined]
+    runner.calls = []
     batch = torch.zeros(1, 1, 4, 4)
     assert torch.equal(infer_tensor(runner, batch, stream=None), batch + 1)
-    assert runner.calls == [None]  # type: ignore[attr-defined]
+    assert runner.calls == [None]
 
 
 # --tile auto
@@ -161,7 +165,8 @@ def test_job_on_the_device_path_writes_what_the_host_path_writes(
                                memory_mb=16)  # fmt: skip
             summary = run_job(config, inner, device_path=device_path)
             assert summary.ok and len(summary.done) == 3
-            outputs[device_path] = {p.name: read_image(p) for p in sorted(config.output.iterdir()) if not p.name.startswith(".")}
+            written = sorted(p for p in config.output.iterdir() if not p.name.startswith("."))
+            outputs[device_path] = {p.name: read_image(p) for p in written}
     assert outputs[True].keys() == outputs[False].keys() and len(outputs[True]) == 3
     for name, host in outputs[False].items():
         device = outputs[True][name]
