@@ -189,3 +189,29 @@ def test_job_reports_out_of_memory_retries_as_notes(
     assert [n.message for n in summary.notes] == [
         "out of device memory at tile 80 (batch 1): halved the tile to 40 and retried"
     ]
+
+
+def test_cli_tile_auto_sizes_the_tile_from_the_inputs(tmp_path: Path, tiny_weights: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vdsr_deploy.cli import app
+
+    image = tmp_path / "a.png"
+    write_image(image, np.random.default_rng(0).random((30, 50, 3)), bit_depth=8)
+    base = ["upscale", str(image), "-o", str(tmp_path / "out"), "-w", str(tiny_weights), "-b", "torch",
+            "--device", "cpu", "-q"]  # fmt: skip
+    result = CliRunner().invoke(app, [*base, "--tile", "auto", "--memory-mb", "16"])
+    assert result.exit_code == 0, result.output
+    # 60x100 output x 4 tiles fits 16 MiB at (2 * 8 channels * 4 + 12) B/pixel: whole images
+    assert "--tile auto: whole images" in result.output and "tile whole image" in result.output
+    result = CliRunner().invoke(app, [*base, "--tile", "big"])
+    assert result.exit_code == 1 and "--tile: expected a side in pixels, 0 or auto" in result.output
+
+
+def test_choose_tile_on_the_cpu_uses_memory_mb() -> None:
+    from vdsr_deploy.autotile import choose_tile
+
+    chosen = choose_tile([(6000, 6000)], scale=2.0, batch=4, halo=20, device="cpu", precision="fp32",
+                         channels=64, memory_mb=256)  # fmt: skip
+    assert chosen.tile == 352  # isqrt(256 MiB / (4 x 524 B)) = 357, down to a multiple of 32
+    assert "--memory-mb 256" in chosen.reason
