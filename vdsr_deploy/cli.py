@@ -733,7 +733,14 @@ def bench(
     ] = None,
     batches: Annotated[list[int] | None, typer.Option("--batch", help="Tiles per runner call (repeatable).")] = None,
     halo: HaloOption = 20,
-    size: Annotated[str, typer.Option("--size", help="Output image size, HxW or N.")] = "256x256",
+    size: Annotated[
+        str | None,
+        typer.Option("--size", help="Output image size, HxW or N (default 256x256; on a GPU 2160x3840)."),
+    ] = None,
+    frames: Annotated[
+        int | None,
+        typer.Option("--frames", help="Also time a batch job over N PNG frames (default 0; on a GPU 8)."),
+    ] = None,
     scale: Annotated[float, typer.Option("--scale", "-s", help="Upscaling factor of the test image.")] = 2.0,
     weights: WeightsOption = None,
     device: DeviceOption = "auto",
@@ -779,10 +786,14 @@ def bench(
         )
         for line in notes:
             console.print(f"[yellow]{line}[/yellow]")
+        from vdsr_deploy.bench import large_work_defaults
+
+        default_size, default_frames = large_work_defaults(settings)
         config = BenchConfig(
             settings=tuple(settings),
             weights=weights,
-            size=_parse_size(size),
+            size=_parse_size(size) if size is not None else default_size,
+            frames=frames if frames is not None else default_frames,
             halo=halo,
             scale=scale,
             warmup=warmup,
