@@ -48,7 +48,7 @@ def test_job_path_halo_and_output_pixel_gflops(tmp_path: Path, weights: Path) ->
     assert item["pipeline_path"] == "host"  # CPU runners keep the numpy path
     markdown = render_markdown(result)
     assert "halo 2." in markdown or "halo 1." in markdown
-    assert "| torch-fp32-t24-b2 |" in markdown and "(3) |" in markdown and "unknown GPU" in markdown
+    assert "| torch-fp32-t24-b2 |" in markdown and "(3) |" in markdown and "not a GPU" in markdown
 
 
 def test_tf32_is_set_per_case_and_restored() -> None:

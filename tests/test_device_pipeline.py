@@ -16,6 +16,7 @@ from vdsr_deploy.device_pipeline import (
     activation_bytes_per_pixel,
     auto_tile,
     infer_tensor,
+    int32_pixel_limit,
     tensor_device,
 )
 from vdsr_deploy.errors import ConfigError, VdsrError
@@ -135,6 +136,17 @@ def test_auto_tile_is_the_largest_multiple_that_fits() -> None:
     tile = auto_tile([(24000, 24000)], budget_bytes=budget, batch=2, halo=20, bytes_per_pixel=per_pixel)
     assert tile % 32 == 0
     assert 2 * tile * tile * per_pixel <= budget < 2 * (tile + 32) ** 2 * per_pixel
+
+
+def test_auto_tile_keeps_feature_maps_within_32_bit_indexing() -> None:
+    limit = int32_pixel_limit(64)
+    assert limit == (2**31 - 1) // 64
+    huge_budget = 1 << 50
+    assert auto_tile([(5000, 5000)], budget_bytes=huge_budget, batch=1, halo=20, bytes_per_pixel=268,
+                     max_pixels=limit) == 0  # fmt: skip
+    tile = auto_tile([(12000, 12000)], budget_bytes=huge_budget, batch=1, halo=20, bytes_per_pixel=268,
+                     max_pixels=limit)  # fmt: skip
+    assert tile == 5792 - 5792 % 32 and 64 * tile * tile < 2**31
 
 
 def test_auto_tile_never_exceeds_the_image_and_refuses_tiny_budgets() -> None:

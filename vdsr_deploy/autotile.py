@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vdsr_deploy.colour import output_shape
-from vdsr_deploy.device_pipeline import activation_bytes_per_pixel, auto_tile
+from vdsr_deploy.device_pipeline import activation_bytes_per_pixel, auto_tile, int32_pixel_limit
 from vdsr_deploy.errors import ConfigError, VdsrError
 
 MIB = 1 << 20
@@ -65,7 +65,14 @@ def choose_tile(
     outputs = [output_shape(h, w, scale) for h, w in sizes]
     budget, where = budget_bytes(device, memory_mb)
     per_pixel = activation_bytes_per_pixel(channels, precision)
-    tile = auto_tile(outputs, budget_bytes=budget, batch=batch, halo=halo, bytes_per_pixel=per_pixel)
+    tile = auto_tile(
+        outputs,
+        budget_bytes=budget,
+        batch=batch,
+        halo=halo,
+        bytes_per_pixel=per_pixel,
+        max_pixels=int32_pixel_limit(channels) if device.startswith("cuda") else None,
+    )
     chosen = "whole images" if tile == 0 else f"tile {tile}"
     return AutoTile(tile, f"--tile auto: {chosen} ({per_pixel} B/pixel x batch {batch} within {where})")
 

@@ -948,6 +948,11 @@ def render_markdown(result: dict[str, Any], title: str = "vdsr bench") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _no_peak(item: dict[str, Any]) -> str:
+    on_cuda = str((item.get("runner") or {}).get("device", "")).startswith("cuda")
+    return "unknown GPU" if on_cuda else "not a GPU"
+
+
 def _device_lines(result: dict[str, Any]) -> list[str]:
     """End-to-end jobs and the share of the GPU's dense limit, when measured."""
     rows = [r for r in result["results"] if r.get("job") or r.get("device_peak")]
@@ -972,7 +977,7 @@ def _device_lines(result: dict[str, Any]) -> list[str]:
             f"{item['job_vs_runtime']:.2f}" if job else "-",
             f"{rt['equivalent_gflops_per_second'] / 1e3:.1f}",
             shares,
-            f"{peak['peak_tflops']:.0f} TFLOP/s {peak['precision']} ({peak['source']})" if peak else "unknown GPU",
+            f"{peak['peak_tflops']:.0f} TFLOP/s {peak['precision']} ({peak['source']})" if peak else _no_peak(item),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [

@@ -317,6 +317,12 @@ def activation_bytes_per_pixel(channels: int = 64, precision: str = "fp32") -> i
     return 2 * channels * element + 3 * 4
 
 
+def int32_pixel_limit(channels: int = 64) -> int:
+    """Pixels of one network input whose widest feature map (``channels`` planes) still has
+    fewer than 2**31 elements: cuDNN's convolutions index with 32 bits."""
+    return (2**31 - 1) // channels
+
+
 def auto_tile(
     sizes: list[tuple[int, int]],
     *,
@@ -325,11 +331,13 @@ def auto_tile(
     halo: int,
     bytes_per_pixel: int,
     multiple: int = 32,
+    max_pixels: int | None = None,
 ) -> int:
     """The tile for ``--tile auto``: 0 (whole images) when ``batch`` of the largest output
     image fits ``budget_bytes`` at ``bytes_per_pixel``, else the largest side (a multiple of
-    ``multiple``) whose ``batch`` tiles fit. Pure arithmetic; raises ConfigError when not even
-    the smallest useful tile (``2 * halo + multiple``) fits."""
+    ``multiple``) whose ``batch`` tiles fit. ``max_pixels``: pixels one network input may have
+    at most (e.g. :func:`int32_pixel_limit`). Pure arithmetic; raises ConfigError when not
+    even the smallest useful tile (``2 * halo + max(multiple, MIN_CORE)``) fits."""
     if not sizes:
         raise ConfigError("--tile auto: no images to size the tile for")
     if budget_bytes <= 0 or batch < 1 or bytes_per_pixel < 1 or multiple < 1:
@@ -338,9 +346,11 @@ def auto_tile(
             f"{budget_bytes}, {batch}, {bytes_per_pixel}"
         )
     largest = max(h * w for h, w in sizes)
-    if batch * largest * bytes_per_pixel <= budget_bytes:
+    if batch * largest * bytes_per_pixel <= budget_bytes and (max_pixels is None or largest <= max_pixels):
         return 0
     side = math.isqrt(budget_bytes // (batch * bytes_per_pixel))
+    if max_pixels is not None:
+        side = min(side, math.isqrt(max_pixels))
     side -= side % multiple
     longest = max(max(h, w) for h, w in sizes)
     smallest = 2 * halo + max(multiple, MIN_CORE)
