@@ -74,7 +74,7 @@ def stage_parity(out: Path, smoke: bool) -> None:
     from vdsr_deploy.device_pipeline import DeviceUpscaler
     from vdsr_deploy.imageio import quantize
     from vdsr_deploy.pipeline import PipelineConfig, upscale_pixels
-    from vdsr_deploy.runners.torch import TorchRunner
+    from vdsr_deploy.backends.torch import TorchRunner
     from vdsr_deploy.tiling import TileConfig
     from vdsr_deploy.weights import load_weights
 
@@ -187,7 +187,7 @@ def stage_huge(out: Path, smoke: bool) -> None:
     from vdsr_deploy.batch import JobConfig, run_job
     from vdsr_deploy.imageio import probe_image
     from vdsr_deploy.pipeline import PipelineConfig
-    from vdsr_deploy.runners.torch import TorchRunner
+    from vdsr_deploy.backends.torch import TorchRunner
     from vdsr_deploy.tiling import TileConfig
     from vdsr_deploy.weights import load_weights
 

@@ -15,16 +15,15 @@ from vdsr_deploy.device_pipeline import (
     DeviceUpscaler,
     activation_bytes_per_pixel,
     auto_tile,
-    infer_tensor,
     int32_pixel_limit,
-    tensor_device,
+    use_device_path,
 )
 from vdsr_deploy.errors import ConfigError, VdsrError
 from vdsr_deploy.imageio import read_image, write_image
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig
-from vdsr_deploy.runners.base import Runner, RunnerInfo
-from vdsr_deploy.runners.torch import TorchRunner
+from vdsr_deploy.backends.base import Runner, RunnerInfo
+from vdsr_deploy.backends.torch import TorchRunner
 from vdsr_deploy.tiling import TileConfig
 
 
@@ -94,29 +93,14 @@ def test_out_of_memory_below_the_smallest_tile_is_a_clear_error(
         DeviceUpscaler(fake, config).upscale(_image(rng))
 
 
-def test_runner_without_a_device_form_goes_through_the_host(inner: TorchRunner) -> None:
-    with inner:
-        assert tensor_device(inner) == "cpu"
-        batch = torch.rand(2, 1, 30, 30)
-        np.testing.assert_array_equal(
-            infer_tensor(inner, batch).numpy(), inner.infer(batch.numpy())
-        )
+def test_the_device_path_is_chosen_for_cuda_runners_only(inner: TorchRunner) -> None:
+    class OnCuda(OutOfMemoryAbove):
+        @property
+        def tensor_device(self) -> str:
+            return "cuda:0"
 
-
-def test_runner_with_a_device_form_is_called_with_the_stream() -> None:
-    class DeviceForm(OutOfMemoryAbove):
-        tensor_device = "cpu"
-        calls: list[object]
-
-        def infer_tensor(self, batch: torch.Tensor, *, stream: object = None) -> torch.Tensor:
-            self.calls.append(stream)
-            return batch + 1
-
-    runner = DeviceForm(TorchRunner(VDSR(depth=2, channels=2)), limit=1000)
-    runner.calls = []
-    batch = torch.zeros(1, 1, 4, 4)
-    assert torch.equal(infer_tensor(runner, batch, stream=None), batch + 1)
-    assert runner.calls == [None]
+    assert not use_device_path(inner)
+    assert use_device_path(OnCuda(inner, limit=1000))
 
 
 # --tile auto

@@ -17,9 +17,9 @@ and the same windows are re-run as smaller tiles (exact: every kept pixel keeps 
 receptive field inside its sub-window), once per size, and a note is recorded; later work
 uses the smaller tile directly. Below ``2 * halo + MIN_CORE`` it gives up with a clear error.
 
-The runner is used through its device form, ``runner.infer_tensor(batch, stream=...)`` with
-``runner.tensor_device``; runners that only have the numpy form are called through a host
-round trip (:func:`infer_tensor`).
+The runner is used through its device form, ``runner.infer_tensor(batch, stream=...)`` on
+``runner.tensor_device`` (runtimes with a host form only make that a synchronous round
+trip themselves).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from vdsr_deploy.colour import output_shape
 from vdsr_deploy.device_colour import DeviceColour
 from vdsr_deploy.errors import ConfigError, VdsrError
 from vdsr_deploy.pipeline import PipelineConfig
-from vdsr_deploy.runners.base import Runner
+from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.tiling import Span, TileConfig, plan_axis, plan_tiles
 
 if TYPE_CHECKING:
@@ -47,38 +47,13 @@ MIN_CORE = 32  # smallest tile core worth running: below it the halo's recomputa
 
 
 # ---------------------------------------------------------------------------------------------
-# The runner's device form (adapter until every runner has it)
-
-
-def tensor_device(runner: Runner) -> str:
-    """The torch device the runner's :func:`infer_tensor` takes (``cpu`` for host-only runners)."""
-    device = getattr(runner, "tensor_device", None)
-    if device:
-        return str(device)
-    named = runner.info.device  # host-only runners: keep the pixels where the runner computes
-    return named if named.startswith("cuda") else "cpu"
+# The runner's device form
 
 
 def use_device_path(runner: Runner) -> bool:
     """Whether jobs should take the device path for ``runner``: when it computes on CUDA.
     On the CPU the numpy path stays (faster there: benchmarks/pipeline_overhead.py)."""
-    return tensor_device(runner).startswith("cuda")
-
-
-def infer_tensor(
-    runner: Runner, batch: torch.Tensor, *, stream: torch.cuda.Stream | None = None
-) -> torch.Tensor:
-    """``runner.infer_tensor`` when the runner has it; else a synchronous host round trip
-    through ``runner.infer`` (float32 ``(N, 1, H, W)`` in, same shape out, on ``batch``'s
-    device)."""
-    import torch
-
-    method = getattr(runner, "infer_tensor", None)
-    if method is not None:
-        result: torch.Tensor = method(batch, stream=stream)
-        return result
-    host = batch.detach().to("cpu", torch.float32).contiguous().numpy()
-    return torch.from_numpy(runner.infer(host)).to(batch.device)
+    return runner.tensor_device.startswith("cuda")
 
 
 def _out_of_memory_error() -> type[BaseException]:
@@ -146,7 +121,7 @@ class DeviceUpscaler:
 
         self.runner = runner
         self.config = config
-        self.device = torch.device(tensor_device(runner))
+        self.device = torch.device(runner.tensor_device)
         self.colour = DeviceColour(self.device, compute_dtype=compute_dtype)
         self.on_note: Callable[[str], None] = on_note or (lambda message: None)
         self._oom = _OomState()
@@ -258,7 +233,7 @@ class DeviceUpscaler:
             outputs: list[torch.Tensor] = []
             for start in range(0, len(windows), batch):
                 stacked = torch.stack(windows[start : start + batch])[:, None].contiguous()
-                result = infer_tensor(self.runner, stacked, stream=self._compute)
+                result = self.runner.infer_tensor(stacked, stream=self._compute)
                 outputs.extend(result[:, 0])
             return outputs
         except _out_of_memory_error():
