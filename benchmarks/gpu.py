@@ -71,10 +71,10 @@ def _compare(got: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
 def stage_parity(out: Path, smoke: bool) -> None:
     import torch
 
+    from vdsr_deploy.backends.torch import TorchRunner
     from vdsr_deploy.device_pipeline import DeviceUpscaler
     from vdsr_deploy.imageio import quantize
     from vdsr_deploy.pipeline import PipelineConfig, upscale_pixels
-    from vdsr_deploy.backends.torch import TorchRunner
     from vdsr_deploy.tiling import TileConfig
     from vdsr_deploy.weights import load_weights
 
@@ -184,10 +184,10 @@ def stage_huge(out: Path, smoke: bool) -> None:
     import torch
 
     from vdsr_deploy.autotile import choose_tile
+    from vdsr_deploy.backends.torch import TorchRunner
     from vdsr_deploy.batch import JobConfig, run_job
     from vdsr_deploy.imageio import probe_image
     from vdsr_deploy.pipeline import PipelineConfig
-    from vdsr_deploy.backends.torch import TorchRunner
     from vdsr_deploy.tiling import TileConfig
     from vdsr_deploy.weights import load_weights
 

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from vdsr_deploy import colour
+from vdsr_deploy.backends.base import Runner
+from vdsr_deploy.backends.torch import TorchRunner
 from vdsr_deploy.device_colour import DeviceColour
 from vdsr_deploy.device_pipeline import DeviceUpscaler
 from vdsr_deploy.errors import InvalidInputError
 from vdsr_deploy.imageio import quantize
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig, upscale_pixels
-from vdsr_deploy.backends.base import Runner
-from vdsr_deploy.backends.torch import TorchRunner
 from vdsr_deploy.tiling import TileConfig
 
 SCALES = (2.0, 3.0, 4.0, 2.5)

@@ -10,6 +10,8 @@ import pytest
 import torch
 from numpy.typing import NDArray
 
+from vdsr_deploy.backends.base import Runner, RunnerInfo
+from vdsr_deploy.backends.torch import TorchRunner
 from vdsr_deploy.batch import JobConfig, run_job
 from vdsr_deploy.device_pipeline import (
     DeviceUpscaler,
@@ -22,8 +24,6 @@ from vdsr_deploy.errors import ConfigError, VdsrError
 from vdsr_deploy.imageio import read_image, write_image
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig
-from vdsr_deploy.backends.base import Runner, RunnerInfo
-from vdsr_deploy.backends.torch import TorchRunner
 from vdsr_deploy.tiling import TileConfig
 
 

@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.colour import output_shape
 from vdsr_deploy.device_colour import DeviceColour
 from vdsr_deploy.errors import ConfigError, VdsrError
 from vdsr_deploy.pipeline import PipelineConfig
-from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.tiling import Span, TileConfig, plan_axis, plan_tiles
 
 if TYPE_CHECKING:
