@@ -213,7 +213,7 @@ class DeviceColour:
         def pixels(a: int, b: int, first: int, last: int) -> torch.Tensor:
             # the reference's float32 pixels (samples / peak), then the compute dtype, (C, R, W)
             part = samples[a:b, :, first:last].to(torch.float32) / float(np.float32(peak))
-            converted: torch.Tensor = part.to(self.dtype).permute(2, 0, 1)
+            converted: torch.Tensor = part.to(self.dtype).permute(2, 0, 1).contiguous()
             return converted
 
         def colour_rows(a: int, b: int) -> torch.Tensor:
