@@ -73,3 +73,20 @@ def test_device_peaks_scale_with_the_multiprocessors() -> None:
     half = device_peak_tflops("NVIDIA H100 80GB HBM3", 66, "tf32")
     assert half is not None and half[0] == pytest.approx(494.7 / 2) and "66/132 SMs" in half[1]
     assert device_peak_tflops("NVIDIA GeForce RTX 4090", 128, "fp16") is None
+
+
+def test_device_forms_are_timed_for_runners_on_a_device(
+    tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a CUDA runner gets (here on the CPU device): the bare runner on batches already on
+    its device through infer_tensor, the pipeline through the device path."""
+    import vdsr_deploy.device_pipeline as device_pipeline
+
+    monkeypatch.setattr(device_pipeline, "use_device_path", lambda runner: True)
+    setting = BenchSetting("torch", "fp32", device="cpu", tile=24, batch=2)
+    config = BenchConfig(settings=(setting,), weights=weights, size=(50, 44), halo=4, warmup=0,
+                         repeats=1, min_repeats=1, frames=2)  # fmt: skip
+    item = benchmark(config)["results"][0]
+    assert item["status"] == "ok", item["reason"]
+    assert item["runtime_form"] == "device tensors" and item["pipeline_path"] == "device"
+    assert item["pipeline"]["megapixels_per_second"] > 0 and item["job"]["frames"] == 2

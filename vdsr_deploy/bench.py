@@ -4,9 +4,11 @@ For every :class:`BenchSetting` (backend, precision, tile, batch, ...), :func:`b
 times two things on the same in-memory image:
 
 - ``runtime``: the bare runner on the image's tiles, pre-cut and pre-stacked into the same
-  batches the pipeline would form (only ``runner.infer`` is timed);
+  batches the pipeline would form (only the runner is timed: ``runner.infer`` on host arrays,
+  or for a runner on CUDA ``runner.infer_tensor`` on batches already on the device);
 - ``pipeline``: :func:`~vdsr_deploy.pipeline.upscale_pixels` on the low-resolution RGB
-  image (colour conversion, MATLAB bicubic, tiling, batching, stitching, back to RGB);
+  image (colour conversion, MATLAB bicubic, tiling, batching, stitching, back to RGB; for a
+  runner on CUDA the device path, uint8 samples in and out);
 
 and reports latency percentiles per image, megapixels/s and images/s of the output size,
 and their ratio (the pipeline overhead). Warm-up runs come first; with ``interleave`` the
@@ -368,6 +370,7 @@ class _Case:
     pipeline: _Timings = field(default_factory=_Timings)
     job: _Timings = field(default_factory=_Timings)
     device: Any = None  # the DeviceUpscaler of a runner that computes on CUDA
+    device_batches: list[Any] = field(default_factory=list)  # the workload on that device
     status: str = "ok"
     reason: str = ""
     spent: float = 0.0
@@ -534,9 +537,14 @@ def benchmark(
             case.workload = make_workload(lr, config.scale, tiling, setting.batch)
             case.timer = _Timer(_on_cuda(runner))
             if use_device_path(runner):
+                import torch
+
                 case.device = DeviceUpscaler(
                     runner, PipelineConfig(scale=config.scale, tiling=tiling, batch=setting.batch)
                 )
+                case.device_batches = [
+                    torch.from_numpy(b).to(runner.tensor_device) for b in case.workload.batches
+                ]
         pipeline_configs = {
             case.setting.name: PipelineConfig(
                 scale=config.scale, tiling=case.workload.tiling, batch=case.setting.batch
@@ -547,6 +555,10 @@ def benchmark(
 
         def run_runtime(case: _Case) -> None:
             assert case.runner is not None and case.workload is not None
+            if case.device_batches:  # device tensors in, device tensors out: no host copies
+                for on_device in case.device_batches:
+                    case.runner.infer_tensor(on_device)
+                return
             for stacked in case.workload.batches:
                 case.runner.infer(stacked)
 
@@ -695,6 +707,7 @@ def _case_result(
         runtime=summarize(case.runtime, workload, flops),
         pipeline=summarize(case.pipeline, workload, flops) if case.pipeline.seconds else None,
         pipeline_path="device" if case.device is not None else "host",
+        runtime_form="device tensors" if case.device_batches else "host arrays",
     )
     if case.job.seconds:
         job = summarize(case.job, workload, flops)
