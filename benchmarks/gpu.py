@@ -81,12 +81,12 @@ def stage_parity(out: Path, smoke: bool) -> None:
     size = (96, 80) if smoke else (540, 960)
     lr = bench_image((2 * size[0], 2 * size[1]), 2.0)
     samples = quantize(lr, 8)
-    model, info = load_weights(None)
+    _, info = load_weights(None)
     rows: list[dict[str, Any]] = []
     for tile in (0, 512):
         config = PipelineConfig(scale=2.0, tiling=TileConfig(tile=tile, halo=20), batch=4)
         started = time.perf_counter()
-        with TorchRunner(model, device="cpu", precision="fp32") as cpu:
+        with TorchRunner(load_weights(None)[0], device="cpu", precision="fp32") as cpu:
             reference = quantize(upscale_pixels(samples.astype(np.float32) / 255, cpu, config), 8)
         reference_s = time.perf_counter() - started
         for precision in ("fp32", "fp16"):
@@ -94,7 +94,7 @@ def stage_parity(out: Path, smoke: bool) -> None:
                 rows.append({"tile": tile or "whole", "precision": precision, "status": "skipped",
                              "reason": "CPU smoke"})  # fmt: skip
                 continue
-            with TorchRunner(model, device=_device(smoke), precision=precision) as runner:
+            with TorchRunner(load_weights(None)[0], device=_device(smoke), precision=precision) as runner:
                 for compute in ("float64", "float32"):
                     upscaler = DeviceUpscaler(runner, config, compute_dtype=compute)
                     upscaler.upscale(samples)  # warm-up
