@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -211,3 +212,31 @@ def test_choose_tile_on_the_cpu_uses_memory_mb() -> None:
                          channels=64, memory_mb=256)  # fmt: skip
     assert chosen.tile == 352  # isqrt(256 MiB / (4 x 524 B)) = 357, down to a multiple of 32
     assert "--memory-mb 256" in chosen.reason
+
+
+def test_job_fails_only_the_file_whose_colour_planes_run_out_of_memory(
+    tmp_path: Path, rng: np.random.Generator, inner: TorchRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vdsr_deploy.device_colour import DeviceColour
+
+    write_image(tmp_path / "big.png", rng.random((40, 40, 3)), bit_depth=8)
+    write_image(tmp_path / "small.png", rng.random((10, 12, 3)), bit_depth=8)
+    original = DeviceColour.prepare_rows
+
+    def prepare_rows(self: DeviceColour, samples: torch.Tensor, scale: float, start: int, stop: int) -> Any:
+        if samples.shape[0] > 20:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return original(self, samples, scale, start, stop)
+
+    monkeypatch.setattr(DeviceColour, "prepare_rows", prepare_rows)
+    pipeline = PipelineConfig(scale=2.0, tiling=TileConfig(tile=0, halo=4), batch=1)
+    config = JobConfig(inputs=(str(tmp_path / "big.png"), str(tmp_path / "small.png")), output=tmp_path / "out",
+                       pipeline=pipeline)  # fmt: skip
+    with inner:
+        summary = run_job(config, inner, device_path=True)
+    assert [item.source.name for item in summary.done] == ["small.png"]
+    assert [(f.source.name, f.reason) for f in summary.failed] == [
+        ("big.png", "out of device memory for a band of 80x80 output pixels (colour planes): lower --tile "
+                    "(CUDA out of memory. Tried to allocate 9.00 GiB)")
+    ]  # fmt: skip
+    assert not (tmp_path / "out" / "big.png").exists()

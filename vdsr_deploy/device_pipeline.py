@@ -175,6 +175,15 @@ class DeviceUpscaler:
         return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
 
     def _band(self, samples: torch.Tensor, span: Span, width: int, bit_depth: int) -> torch.Tensor:
+        try:
+            return self._band_work(samples, span, width, bit_depth)
+        except _out_of_memory_error() as error:  # the colour planes, not the runner (retried there)
+            raise VdsrError(
+                f"out of device memory for a band of {span.length}x{width} output pixels "
+                f"(colour planes): lower --tile ({error})"
+            ) from error
+
+    def _band_work(self, samples: torch.Tensor, span: Span, width: int, bit_depth: int) -> torch.Tensor:
         import torch
 
         tiling = self.config.tiling
