@@ -249,6 +249,15 @@ def _fmt(value: Any, spec: str = ".4g") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _machine() -> dict[str, Any]:
+    """machine_info(), or what can be said without torch (the report must not fail)."""
+    try:
+        return machine_info()
+    except ImportError as error:
+        return {"cpu": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count(),
+                "memory_gib": None, "gpu": f"unknown ({error})"}  # fmt: skip
+
+
 def stage_report(out: Path, results: Path, smoke: bool) -> Path:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M")
     stages: dict[str, Any] = {}
@@ -262,7 +271,7 @@ def stage_report(out: Path, results: Path, smoke: bool) -> Path:
         "schema": "vdsr-gpu-check/1",
         "created": stamp,
         "smoke": smoke,
-        "machine": machine_info(),
+        "machine": _machine(),
         "versions": versions(),
         "stage_status": statuses,
         "stages": stages,
