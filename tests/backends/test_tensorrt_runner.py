@@ -48,7 +48,7 @@ from vdsr_deploy.errors import (
 from vdsr_deploy.io_names import profile_for_tiles
 from vdsr_deploy.tiling import TileConfig
 
-GPU = DeviceInfo(index=0, name="NVIDIA Fake GPU", compute_capability=(8, 9))
+GPU = DeviceInfo(index=0, name="NVIDIA Fake GPU", compute_capability=(8, 9), multiprocessors=1)
 TRT_VERSION = "10.13.0.35"
 MAX_SHAPE = (3, 1, 8, 8)
 
@@ -142,6 +142,9 @@ class FakeCuda:
 
     def cudaSetDevice(self, device: int) -> tuple[Status]:
         return (OK,)
+
+    def cudaRuntimeGetVersion(self) -> tuple[Status, int]:
+        return OK, 12080
 
     def cudaGetDeviceProperties(self, device: int) -> tuple[Status, Any]:
         name = GPU.name.encode() + b"\0"
@@ -455,7 +458,7 @@ def write_engine(
     config = EngineBuildConfig(
         profile=profile_for_tiles(TileConfig(tile=8, halo=2), MAX_SHAPE[0]), contexts=2
     )
-    key = engine_key("ab" * 32, config, gpu, version)
+    key = engine_key("ab" * 32, config, gpu, version, cuda_major=12)
     path = folder / trt_cache.engine_file_name(key)
     path.write_bytes(blob)
     sidecar = EngineSidecar(
@@ -476,6 +479,8 @@ def write_engine(
         build_seconds=1.0,
         layers=3,
         fp16_layers=2,
+        multiprocessors=gpu.multiprocessors,
+        cuda_major=12,
     )
     write_sidecar(sidecar_path(path), sidecar)
     return path

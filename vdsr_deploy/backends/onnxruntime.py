@@ -95,6 +95,10 @@ class OnnxRuntimeRunner(Runner):
         self._session: Any = None
 
     @property
+    def options(self) -> OrtOptions:
+        return self._options
+
+    @property
     def info(self) -> RunnerInfo:
         active = self._session.get_providers() if self._session is not None else []
         return RunnerInfo(

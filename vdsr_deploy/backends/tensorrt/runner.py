@@ -359,6 +359,10 @@ class TensorRTRunner(Runner):
         self._lock = threading.Lock()
 
     @property
+    def engine_path(self) -> Path:
+        return self._path
+
+    @property
     def sidecar(self) -> EngineSidecar:
         return self._sidecar
 
@@ -404,7 +408,9 @@ class TensorRTRunner(Runner):
         import tensorrt as trt
 
         gpu = cuda.require_device(self._device)
-        reasons = environment_reasons(self._sidecar, gpu, tensorrt_version)
+        reasons = environment_reasons(
+            self._sidecar, gpu, tensorrt_version, cuda_major=cuda.runtime_version() // 1000
+        )
         if reasons:
             raise EngineMismatchError(
                 f"{self._path.name} cannot run here: {'; '.join(reasons)}; rebuild it on this "
