@@ -214,3 +214,41 @@ def test_cache_reuses_and_explains(onnx_files: dict[str, Path], engines_dir: Pat
             first.sidecar.tensorrt_version,
             cuda_major=cuda_major,
         )
+
+
+def test_device_form_on_streams_equals_the_host_form(
+    onnx_files: dict[str, Path], engines_dir: Path
+) -> None:
+    """infer_tensor on CUDA tensors, enqueued on two caller streams without host syncs,
+    gives what infer gives; buffers the runner owns keep their addresses; partial chunks
+    are padded so every chunk replays the one graph of its context."""
+    import torch
+
+    from vdsr_deploy.backends.tensorrt.runner import TensorRTRunner
+
+    path = find_or_build_engine(
+        onnx_files["fp16"], EngineBuildConfig.for_tiles(TILING, BATCH), engines_dir
+    ).path
+    batches = [
+        np.random.default_rng(seed).random((BATCH + 1 + seed, 1, 64, 64), dtype=np.float32)
+        for seed in range(4)
+    ]
+    with TensorRTRunner(path) as runner:
+        assert runner.tensor_device == "cuda:0"
+        host = [runner.infer(b) for b in batches]
+        streams = [torch.cuda.Stream(), torch.cuda.Stream()]
+        inputs = [torch.from_numpy(b).cuda() for b in batches]
+        for stream in streams:
+            stream.wait_stream(torch.cuda.current_stream())
+        outputs = []
+        for index, tensor in enumerate(inputs):
+            stream = streams[index % 2]
+            with torch.cuda.stream(stream):
+                outputs.append(runner.infer_tensor(tensor, stream=stream))
+        for stream in streams:
+            stream.synchronize()
+        stats = runner.info.details["stats"]
+    for result, expected in zip(outputs, host, strict=True):
+        np.testing.assert_array_equal(result.cpu().numpy(), expected)
+    assert stats["captures"] == 2  # one 4x64x64 graph per context, partial chunks padded
+    assert stats["graph_launches"] > stats["captures"]
