@@ -104,31 +104,20 @@ def make_sidecar(
         str(overrides.pop("tensorrt_version", TRT)),
         cuda_major=CUDA_MAJOR,
     )
-    values: dict[str, object] = {
-        "engine_file": engine_file_name(key),
-        "engine_sha256": "00" * 32,
-        "engine_bytes": 1234,
-        "onnx_file": "vdsr-fp16.onnx",
-        "onnx_sha256": key.onnx_sha256,
-        "weights_sha256": WEIGHTS_SHA,
-        "precision": key.precision,
-        "profiles": key.profiles,
-        "tensorrt_version": key.tensorrt_version,
-        "gpu_name": key.gpu_name,
-        "compute_capability": key.compute_capability,
-        "workspace_bytes": key.workspace_bytes,
-        "optimization_level": key.optimization_level,
-        "tf32": key.tf32,
-        "build_seconds": 12.5,
-        "layers": 22,
-        "fp16_layers": 20,
-        "created": "2026-01-01T00:00:00+00:00",
-        "timing_cache": "engines/timing.cache",
-        "multiprocessors": key.multiprocessors,
-        "cuda_major": key.cuda_major,
-    }
-    values.update(overrides)
-    return EngineSidecar(**values)  # type: ignore[arg-type]
+    sidecar = EngineSidecar.from_key(
+        key,
+        engine_file=engine_file_name(key),
+        engine_sha256="00" * 32,
+        engine_bytes=1234,
+        onnx_file="vdsr-fp16.onnx",
+        weights_sha256=WEIGHTS_SHA,
+        build_seconds=12.5,
+        layers=22,
+        fp16_layers=20,
+        created="2026-01-01T00:00:00+00:00",
+        timing_cache="engines/timing.cache",
+    )
+    return dataclasses.replace(sidecar, **overrides)  # type: ignore[arg-type]
 
 
 # -- configuration ---------------------------------------------------------------------

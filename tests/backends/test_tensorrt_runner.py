@@ -443,26 +443,16 @@ def write_engine(
     key = engine_key("ab" * 32, config, gpu, version, cuda_major=12)
     path = folder / trt_cache.engine_file_name(key)
     path.write_bytes(blob)
-    sidecar = EngineSidecar(
+    sidecar = EngineSidecar.from_key(
+        key,
         engine_file=path.name,
         engine_sha256=hashlib.sha256(blob).hexdigest(),
         engine_bytes=len(blob),
         onnx_file="tiny.onnx",
-        onnx_sha256=key.onnx_sha256,
         weights_sha256=None,
-        precision="fp16",
-        profiles=key.profiles,
-        tensorrt_version=version,
-        gpu_name=gpu.name,
-        compute_capability=gpu.compute_capability,
-        workspace_bytes=key.workspace_bytes,
-        optimization_level=key.optimization_level,
-        tf32=True,
         build_seconds=1.0,
         layers=3,
         fp16_layers=2,
-        multiprocessors=gpu.multiprocessors,
-        cuda_major=12,
     )
     write_sidecar(sidecar_path(path), sidecar)
     return path

@@ -283,29 +283,18 @@ def _build(
         summary = _inspect(blob, config, logger, sink)
     check_precision(summary, config.precision)
     atomic_write_bytes(engine_path, blob)
-    sidecar = EngineSidecar(
+    sidecar = EngineSidecar.from_key(
+        wanted,
         engine_file=engine_path.name,
         engine_sha256=hashlib.sha256(blob).hexdigest(),
         engine_bytes=len(blob),
         onnx_file=onnx_path.name,
-        onnx_sha256=wanted.onnx_sha256,
         weights_sha256=metadata.get(WEIGHTS_METADATA_KEY),
-        precision=config.precision,
-        profiles=config.profiles,
-        tensorrt_version=tensorrt_version,
-        gpu_name=gpu.name,
-        compute_capability=gpu.compute_capability,
-        workspace_bytes=config.workspace_bytes,
-        optimization_level=config.optimization_level,
-        tf32=config.tf32,
         build_seconds=round(build_seconds, 3),
         layers=summary.layers,
         fp16_layers=summary.fp16_layers,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         timing_cache=str(cache_path),
-        multiprocessors=gpu.multiprocessors,
-        cuda_major=target.cuda_major,
-        build_recipe=wanted.build_recipe,
     )
     write_sidecar(sidecar_path(engine_path), sidecar)
     return EngineRecord(path=engine_path, sidecar=sidecar, built=True)

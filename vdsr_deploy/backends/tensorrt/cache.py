@@ -268,6 +268,49 @@ class EngineSidecar:
     build_recipe: int = BUILD_RECIPE
     schema: int = SIDECAR_SCHEMA
 
+    @classmethod
+    def from_key(
+        cls,
+        key: EngineKey,
+        *,
+        engine_file: str,
+        engine_sha256: str,
+        engine_bytes: int,
+        onnx_file: str,
+        weights_sha256: str | None,
+        build_seconds: float,
+        layers: int,
+        fp16_layers: int,
+        created: str = "",
+        timing_cache: str | None = None,
+    ) -> EngineSidecar:
+        """The sidecar of an engine built for ``key``, with the facts of its build."""
+        return cls(
+            engine_file=engine_file,
+            engine_sha256=engine_sha256,
+            engine_bytes=engine_bytes,
+            onnx_file=onnx_file,
+            onnx_sha256=key.onnx_sha256,
+            weights_sha256=weights_sha256,
+            precision=key.precision,
+            profiles=key.profiles,
+            tensorrt_version=key.tensorrt_version,
+            gpu_name=key.gpu_name,
+            compute_capability=key.compute_capability,
+            workspace_bytes=key.workspace_bytes,
+            optimization_level=key.optimization_level,
+            tf32=key.tf32,
+            build_seconds=build_seconds,
+            layers=layers,
+            fp16_layers=fp16_layers,
+            vdsr_deploy_version=key.package_version,
+            created=created,
+            timing_cache=timing_cache,
+            multiprocessors=key.multiprocessors,
+            cuda_major=key.cuda_major,
+            build_recipe=key.build_recipe,
+        )
+
     @property
     def key(self) -> EngineKey:
         return EngineKey(
