@@ -124,7 +124,7 @@ def test_onnxruntime_gets_the_device_index_and_a_cache_per_profile_and_precision
     assert options(provider="cpu", device="cpu").device_id == 0
 
 
-def test_tensorrt_gets_the_device_index(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_tensorrt_gets_the_device_index_and_graph_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     seen: dict[str, Any] = {}
     monkeypatch.setattr(factory, "create_tensorrt_runner", lambda **kwargs: seen.update(kwargs))
     monkeypatch.setitem(factory.REGISTRY, "tensorrt", factory.Backend(
@@ -136,8 +136,11 @@ def test_tensorrt_gets_the_device_index(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     engine = tmp_path / "given.engine"
     open_runner(
-        RunnerSpec(backend="tensorrt", device="cuda:2", precision="fp16", engine=engine),
+        RunnerSpec(
+            backend="tensorrt", device="cuda:2", precision="fp16", engine=engine, cuda_graphs=False
+        ),
         tiling=TILES,
         batch=4,
     )
     assert seen["device"] == 2 and seen["engine_path"] == engine and seen["precision"] == "fp16"
+    assert seen["cuda_graphs"] is False

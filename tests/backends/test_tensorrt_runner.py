@@ -168,6 +168,10 @@ class FakeOps:
         else:
             recording.append(work)
 
+    def empty_like(self, tensor: torch.Tensor, stream: FakeStream) -> torch.Tensor:
+        self.log.append(("allocate", stream.handle))
+        return torch.empty_like(tensor)
+
     def copy(self, target: torch.Tensor, source: torch.Tensor, stream: FakeStream) -> None:
         self.log.append(("copy", stream.handle))
         self.run_or_record(stream.handle, lambda: target.copy_(source))
@@ -315,6 +319,7 @@ def test_each_chunk_is_ordered_after_the_caller_and_the_caller_after_it() -> Non
     run(pipeline, ops, random_batch(5))
     first, second = 101, 102
     assert ops.log == [
+        ("allocate", 1),  # the output belongs to the caller's stream
         ("wait", first, 1),
         ("copy", first),
         ("execute", first),

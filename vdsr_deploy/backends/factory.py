@@ -45,7 +45,8 @@ def default_engines_dir() -> Path:
 class RunnerSpec:
     """Which runtime to use and how. ``provider`` applies to onnxruntime (cpu, cuda,
     tensorrt). ``onnx``/``engine`` use a given artifact instead of building one.
-    ``channels_last``/``allow_tf32`` apply to PyTorch (benchmarks vary them)."""
+    ``channels_last``/``allow_tf32`` apply to PyTorch, ``cuda_graphs`` to PyTorch on CUDA
+    and TensorRT (benchmarks vary them)."""
 
     backend: str = "auto"
     device: str = "auto"
@@ -58,6 +59,7 @@ class RunnerSpec:
     threads: int = 0
     channels_last: bool = True
     allow_tf32: bool = False
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -157,6 +159,7 @@ def _open_torch(spec: RunnerSpec, tiling: TileConfig, batch: int) -> Runner:
         precision=spec.precision,
         channels_last=spec.channels_last,
         allow_tf32=spec.allow_tf32,
+        cuda_graphs=spec.cuda_graphs,
     )
 
 
@@ -216,6 +219,7 @@ def _open_tensorrt(spec: RunnerSpec, tiling: TileConfig, batch: int) -> Runner:
         batch=batch,
         precision=precision,
         device=cuda_index(spec.device),
+        cuda_graphs=spec.cuda_graphs,
         weights_sha256=weights_sha256,
     )
 

@@ -184,9 +184,7 @@ class ExecutionPipeline:
         enqueue, copy the real rows out, all on that context's stream."""
         if not self._slots:
             raise VdsrError("the TensorRT execution pipeline was released")
-        import torch
-
-        output = torch.empty_like(batch)
+        output = self._ops.empty_like(batch, caller)
         count, height, width = int(batch.shape[0]), int(batch.shape[2]), int(batch.shape[3])
         if height > self._max_shape[2] or width > self._max_shape[3]:
             raise InvalidInputError(

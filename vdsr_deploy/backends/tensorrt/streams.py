@@ -48,6 +48,9 @@ class DeviceOps(Protocol):
     def zeros(self, count: int) -> torch.Tensor:
         """A new flat float32 buffer of ``count`` elements on :attr:`device`."""
 
+    def empty_like(self, tensor: torch.Tensor, stream: Stream) -> torch.Tensor:
+        """A new tensor like ``tensor``, allocated for use on ``stream``."""
+
     def copy(self, target: torch.Tensor, source: torch.Tensor, stream: Stream) -> None: ...
 
     def wait(self, stream: Stream, other: Stream) -> None:
@@ -109,6 +112,12 @@ class TorchCudaOps:
             count, dtype=self._torch.float32, device=self._device
         )
         return buffer
+
+    def empty_like(self, tensor: torch.Tensor, stream: Stream) -> torch.Tensor:
+        assert isinstance(stream, TorchStream)
+        with self._torch.cuda.stream(stream.stream):
+            result: torch.Tensor = self._torch.empty_like(tensor)
+        return result
 
     def copy(self, target: torch.Tensor, source: torch.Tensor, stream: Stream) -> None:
         assert isinstance(stream, TorchStream)
