@@ -133,10 +133,12 @@ def _onnxruntime_unavailable(spec: RunnerSpec) -> str | None:
 
 def _tensorrt_unavailable(spec: RunnerSpec) -> str | None:
     from vdsr_deploy.backends.tensorrt.cuda import INSTALL_HINT, cuda_python_available
-    from vdsr_deploy.backends.tensorrt.library import tensorrt_available, tensorrt_status
+    from vdsr_deploy.backends.tensorrt.library import require_tensorrt
 
-    if not tensorrt_available():
-        return f"TensorRT is not usable here: {tensorrt_status()}"
+    try:
+        require_tensorrt()
+    except BackendUnavailableError as error:
+        return str(error)
     if not cuda_python_available():
         return INSTALL_HINT
     if not cuda_available():
