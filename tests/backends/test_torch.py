@@ -85,3 +85,21 @@ def test_a_failed_capture_switches_graphs_off_and_the_runner_runs_eagerly() -> N
 def test_cpu_runner_reports_graphs_off(tiny_model: VDSR) -> None:
     with TorchRunner(tiny_model, device="cpu") as runner:
         assert runner.info.details["cuda_graphs"] == "off (CPU)"
+
+
+def test_the_callers_model_is_left_as_it_was(tiny_model: VDSR) -> None:
+    before = {name: value.clone() for name, value in tiny_model.state_dict().items()}
+    with TorchRunner(tiny_model, device="cpu", precision="bf16", channels_last=True) as runner:
+        runner.infer(np.zeros((1, 1, 8, 8), dtype=np.float32))
+        with torch.no_grad():  # the caller may still use (and even change) its model
+            tiny_model.body[0].bias += 1.0
+        after_change = runner.infer(np.zeros((1, 1, 8, 8), dtype=np.float32))
+    with torch.no_grad():
+        tiny_model.body[0].bias -= 1.0
+    for name, value in tiny_model.state_dict().items():
+        assert value.dtype == torch.float32 and value.device.type == "cpu"
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0)
+    with TorchRunner(tiny_model, device="cpu", precision="bf16") as runner:
+        np.testing.assert_array_equal(
+            runner.infer(np.zeros((1, 1, 8, 8), dtype=np.float32)), after_change
+        )

@@ -14,6 +14,7 @@ are what ships; ``cuda_graphs=False`` gives plain eager execution for comparison
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections import OrderedDict
@@ -27,7 +28,7 @@ from numpy.typing import NDArray
 
 from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.backends.device import resolve_device
-from vdsr_deploy.errors import ConfigError
+from vdsr_deploy.errors import ConfigError, VdsrError
 from vdsr_deploy.model import VDSR
 
 _LOG = logging.getLogger(__name__)
@@ -164,6 +165,7 @@ class TorchRunner(Runner):
         self._channels_last = channels_last
         self._allow_tf32 = allow_tf32
         self._model = model
+        self._body: torch.nn.Module | None = None  # a copy on the device, while active
         self._saved_flags: tuple[bool, bool, bool] | None = None
         self._cuda_graphs = cuda_graphs and self._device.type == "cuda"
         self._graphs: ShapeGraphs | None = None
@@ -200,9 +202,11 @@ class TorchRunner(Runner):
 
     def activate(self) -> None:
         memory_format = torch.channels_last if self._channels_last else torch.contiguous_format
-        self._model = self._model.to(self._device).to(memory_format=memory_format).eval()  # type: ignore[call-overload]
-        if self._precision == "fp16":
-            self._model.body.half()
+        # A copy: the caller's model stays where it is, in its dtype (runners of one model
+        # on two devices, or fp32 and fp16, can be open at once).
+        body = copy.deepcopy(self._model.body).to(self._device).eval()
+        body = body.to(memory_format=memory_format)  # type: ignore[call-overload]
+        self._body = body.half() if self._precision == "fp16" else body
         if self._device.type == "cuda":
             self._saved_flags = (
                 torch.backends.cuda.matmul.allow_tf32,
@@ -227,8 +231,7 @@ class TorchRunner(Runner):
                 torch.backends.cudnn.benchmark,
             ) = self._saved_flags
             self._saved_flags = None
-        if self._precision == "fp16":
-            self._model.body.float()
+        self._body = None
 
     @property
     def tensor_device(self) -> str:
@@ -252,18 +255,21 @@ class TorchRunner(Runner):
             return self._forward(batch)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        body = self._body
+        if body is None:
+            raise VdsrError(f"{self.info.label}: not activated")
         memory_format = torch.channels_last if self._channels_last else torch.contiguous_format
         # no_grad, not inference_mode: callers may modify the output in place afterwards.
         with torch.no_grad():
             x = batch.contiguous(memory_format=memory_format)
             if self._precision == "fp16":
-                residual = self._model.body(x.half()).float()
+                residual = body(x.half()).float()
             elif self._precision == "bf16":
                 # no autocast weight cache: it would outlive a CUDA graph capture
                 with torch.autocast(self._device.type, dtype=torch.bfloat16, cache_enabled=False):
-                    residual = self._model.body(x)
+                    residual = body(x)
                 residual = residual.float()
             else:
-                residual = self._model.body(x)
+                residual = body(x)
             output: torch.Tensor = (x + residual).contiguous()
             return output
