@@ -60,3 +60,15 @@ def test_global_flags_are_restored() -> None:
         assert torch.backends.cudnn.benchmark is True
         assert torch.backends.cudnn.allow_tf32 is False
     assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32) == saved
+
+
+def test_each_call_uses_its_own_runners_tf32_setting() -> None:
+    """Opening and closing another runner in between (a TF32 on/off benchmark) must not
+    change what a runner runs with."""
+    batch = torch.rand(1, 1, 16, 16, device="cuda")
+    with TorchRunner(_model(), device="cuda", allow_tf32=True) as allowed:
+        with TorchRunner(_model(), device="cuda", allow_tf32=False):
+            pass  # restores the flags it found
+        torch.backends.cudnn.allow_tf32 = False  # something else changed the global flag
+        allowed.infer_tensor(batch)
+        assert torch.backends.cudnn.allow_tf32 is True

@@ -213,14 +213,20 @@ class TorchRunner(Runner):
                 torch.backends.cudnn.allow_tf32,
                 torch.backends.cudnn.benchmark,
             )
-            torch.backends.cuda.matmul.allow_tf32 = self._allow_tf32
-            torch.backends.cudnn.allow_tf32 = self._allow_tf32
-            torch.backends.cudnn.benchmark = True
+            self._apply_flags()
         if self._cuda_graphs:
             device = self._device
             self._graphs = ShapeGraphs(
                 lambda shape: capture_cuda_graph(self._forward, shape, device)
             )
+
+    def _apply_flags(self) -> None:
+        """This runner's TF32 and cudnn.benchmark settings. They are process-wide, so they
+        are set again on every call: another runner opened or closed in between (a
+        benchmark comparing TF32 on and off) cannot change what this one runs with."""
+        torch.backends.cuda.matmul.allow_tf32 = self._allow_tf32
+        torch.backends.cudnn.allow_tf32 = self._allow_tf32
+        torch.backends.cudnn.benchmark = True
 
     def deactivate(self) -> None:
         self._graphs = None
@@ -247,6 +253,7 @@ class TorchRunner(Runner):
         if self._device.type != "cuda":
             return self._forward(batch)
         stream = stream or torch.cuda.current_stream(self._device)
+        self._apply_flags()
         if self._graphs is not None:
             output = self._graphs.launch(batch, stream)
             if output is not None:
