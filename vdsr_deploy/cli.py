@@ -139,7 +139,7 @@ def upscale(
     the output folder) are skipped, the rest redone. Ctrl-C / SIGTERM stop cleanly (exit
     130 / 143) without leaving partial files.
     """
-    from vdsr_deploy.backends.factory import open_runner
+    from vdsr_deploy.backends.factory import choose_backend, open_runner
     from vdsr_deploy.batch import JobConfig, run_job, stop_on_signals
     from vdsr_deploy.pipeline import PipelineConfig
     from vdsr_deploy.tiling import TileConfig
@@ -166,6 +166,9 @@ def upscale(
             quality=quality,
             model=_model_identity(weights, onnx, engine),
         )
+        if spec.backend == "auto":
+            choice = choose_backend(spec)
+            console.print(f"[dim]backend auto -> {choice.backend}: {choice.reason}[/dim]")
         try:
             with open_runner(spec, tiling=tiling, batch=batch) as runner:
                 console.print(
@@ -199,7 +202,7 @@ def _upscale_tile(
     max_pixels: int,
 ) -> Any:
     from vdsr_deploy.autotile import AutoTile, parse_tile, resolve_tile
-    from vdsr_deploy.backends.factory import resolve_backend
+    from vdsr_deploy.backends.factory import choose_backend
 
     if parse_tile(tile) is not None:
         return AutoTile(int(tile), "")
@@ -213,7 +216,7 @@ def _upscale_tile(
         scale=scale,
         batch=batch,
         halo=halo,
-        backend=resolve_backend(spec),
+        backend=choose_backend(spec).backend,
         device=spec.device,
         provider=spec.provider,
         precision=spec.precision,
