@@ -17,6 +17,10 @@ from pathlib import Path
 
 SIDECAR_SUFFIX = ".meta.json"
 VERIFIED_METADATA = "vdsr.verified"
+EXPORTER_METADATA_KEY = "vdsr.exporter"
+EXPORTER_VERSION = 2
+"""Bump when the exporter's graph or metadata change: ONNX files of an older exporter found
+in an engines folder are then re-exported (and engines built from them rebuilt, by hash)."""
 """Metadata key of the export's verification against PyTorch (written once, at export)."""
 
 

@@ -19,9 +19,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from vdsr_deploy import __version__
+from vdsr_deploy.artifacts import EXPORTER_METADATA_KEY as EXPORTER_METADATA_KEY
+from vdsr_deploy.artifacts import EXPORTER_VERSION as EXPORTER_VERSION
 from vdsr_deploy.artifacts import VERIFIED_METADATA, remember_metadata
 from vdsr_deploy.artifacts import default_onnx_name as default_onnx_name
 from vdsr_deploy.errors import BuildError, ConfigError
+from vdsr_deploy.fileops import atomic_path
 from vdsr_deploy.io_names import DYNAMIC_AXES, INPUT_NAME, OPSET, OUTPUT_NAME
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.precision import ONNX_PRECISIONS
@@ -114,9 +117,9 @@ def build_graph(model: VDSR, precision: str, metadata: dict[str, str]) -> onnx.M
 
 
 def export_metadata(model: VDSR, info: WeightsInfo | None, precision: str) -> dict[str, str]:
-    """Metadata carried in the ONNX file: what made it, from which weights."""
-    import torch
-
+    """Metadata carried in the ONNX file: what made it, from which weights. Nothing here
+    depends on the installed torch, so the file (and its hash, part of the engine cache
+    key) is the same for the same weights whatever torch exported it."""
     weights_hash = info.sha256 if info else state_dict_sha256(model.state_dict())
     return {
         "vdsr.precision": precision,
@@ -126,9 +129,8 @@ def export_metadata(model: VDSR, info: WeightsInfo | None, precision: str) -> di
         "vdsr.channels": str(model.channels),
         "vdsr.input": INPUT_NAME,
         "vdsr.output": OUTPUT_NAME,
-        "vdsr.versions": json.dumps(
-            {"vdsr_deploy": __version__, "torch": torch.__version__, "onnx": onnx.__version__}
-        ),
+        EXPORTER_METADATA_KEY: str(EXPORTER_VERSION),
+        "vdsr.versions": json.dumps({"vdsr_deploy": __version__, "onnx": onnx.__version__}),
     }
 
 
@@ -208,15 +210,15 @@ def export_onnx(
     entry = onnx_model.metadata_props.add()
     entry.key, entry.value = VERIFIED_METADATA, metadata[VERIFIED_METADATA]
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
-    onnx.save(onnx_model, str(temporary))
-    temporary.replace(target)
+    with atomic_path(target) as temporary:
+        onnx.save(onnx_model, str(temporary))
     remember_metadata(target, metadata)
     return ExportResult(target, precision, worst, VERIFY_SHAPES, metadata)
 
 
 def ensure_onnx(model: VDSR, info: WeightsInfo, precision: str, cache_dir: Path) -> Path:
-    """The ONNX for these weights in ``cache_dir``, exported (and verified) if missing."""
+    """The ONNX for these weights in ``cache_dir``, exported (and verified) if missing, or
+    if the one there is for other weights or precision or from an older exporter."""
     path = cache_dir / default_onnx_name(info.sha256, precision)
     if path.is_file():
         from vdsr_deploy.artifacts import onnx_metadata
@@ -226,6 +228,7 @@ def ensure_onnx(model: VDSR, info: WeightsInfo, precision: str, cache_dir: Path)
             meta.get("vdsr.weights_sha256") == info.sha256
             and meta.get("vdsr.precision") == precision
             and VERIFIED_METADATA in meta
+            and meta.get(EXPORTER_METADATA_KEY) == str(EXPORTER_VERSION)
         ):
             return path
     export_onnx(model, path, precision=precision, info=info, overwrite=True)

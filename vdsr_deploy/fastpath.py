@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vdsr_deploy.artifacts import VERIFIED_METADATA
+from vdsr_deploy.artifacts import EXPORTER_METADATA_KEY, EXPORTER_VERSION, VERIFIED_METADATA
 from vdsr_deploy.precision import AUTO, CpuPath, PrecisionChoice, choose_precision, nvidia_driver_present
 
 if TYPE_CHECKING:
@@ -43,9 +43,9 @@ def resolve_spec(spec: RunnerSpec, engines_dir: Path) -> tuple[RunnerSpec, Preci
     """``spec`` with a concrete precision (and, for ``auto`` on the CPU, the chosen backend
     and INT8 artifact), and the choice as data."""
     if spec.precision != AUTO:
-        from vdsr_deploy.backends.factory import resolve_backend
+        from vdsr_deploy.backends.factory import choose_backend
 
-        return spec, choose_precision(spec.precision, backend=resolve_backend(spec), cuda=False)
+        return spec, choose_precision(spec.precision, backend=choose_backend(spec).backend, cuda=False)
     if spec.onnx is not None or spec.engine is not None:
         given = spec.onnx or spec.engine
         precision = _given_precision(spec)
@@ -148,6 +148,7 @@ def cached_onnx(weights: Path | None, engines_dir: Path, precision: str) -> Path
         metadata.get("vdsr.weights_sha256") == sha
         and metadata.get("vdsr.precision") == precision
         and VERIFIED_METADATA in metadata
+        and metadata.get(EXPORTER_METADATA_KEY) == str(EXPORTER_VERSION)
     ):
         return path
     return None

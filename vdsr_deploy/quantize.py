@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from vdsr_deploy import protocol
 from vdsr_deploy.errors import BackendUnavailableError, BuildError, ConfigError, InvalidInputError
+from vdsr_deploy.fileops import temporary_path
 from vdsr_deploy.io_names import INPUT_NAME
 
 METHODS = ("minmax", "percentile", "entropy")
@@ -190,7 +191,7 @@ def quantize_int8(
         extra["CalibPercentile"] = config.percentile
     started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
+    temporary = temporary_path(target)
     try:
         with _quiet_root_logger():
             quantize_static(

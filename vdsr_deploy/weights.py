@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vdsr_deploy.errors import WeightsError
+from vdsr_deploy.fileops import atomic_path
 
 if TYPE_CHECKING:  # torch is imported where used: a run on ONNX Runtime never needs it
     import numpy as np
@@ -69,14 +70,6 @@ def resolve_weights_path(path: Path | str | None) -> Path:
             )
         raise WeightsError(f"{resolved}: weights file not found")
     return resolved
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -142,9 +135,8 @@ def save_weights(
         "evaluation": evaluation or {},
     }
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
-    save_file(state, str(temporary), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
-    temporary.replace(target)
+    with atomic_path(target) as temporary:
+        save_file(state, str(temporary), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
     return target
 
 
