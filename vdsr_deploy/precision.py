@@ -88,9 +88,12 @@ def cpu_model(cpuinfo: str | None = None) -> str:
 
 
 def nvidia_driver_present() -> bool:
-    """Whether an NVIDIA driver is loaded (Linux): without one there is no CUDA device, so
-    CPU runs need not import torch just to ask. Elsewhere, assume there may be one."""
-    if not Path("/proc").is_dir():
+    """Whether an NVIDIA driver may be loaded: without one (Linux: no /proc/driver/nvidia,
+    no /dev/nvidiactl) there is no CUDA device, so CPU runs need not import torch just to
+    ask. Once torch is imported anyway, asking it costs nothing: True, let it answer."""
+    import sys
+
+    if "torch" in sys.modules or not Path("/proc").is_dir():
         return True
     return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
 
