@@ -5,9 +5,9 @@ engines dir, building it when missing or stale: calibrated (:mod:`vdsr_deploy.qu
 the tiles that ship with the package (:mod:`vdsr_deploy.quality`), its quality cost
 measured on the held-out tiles against ONNX Runtime FP32, and both recorded in its
 metadata. The key is the weights hash + the calibration recipe (settings and the
-calibration data's hash) + the onnxruntime version; it names the file and is stored inside
-it (``vdsr.int8_key``), so a changed key builds a new file and a file whose recorded key does
-not match is rebuilt, never used.
+calibration data's hash) + the onnxruntime version + the exporter version of the FP32
+graph; it names the file and is stored inside it (``vdsr.int8_key``), so a changed key
+builds a new file and a file whose recorded key does not match is rebuilt, never used.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from vdsr_deploy.artifacts import onnx_metadata, remember_metadata
+from vdsr_deploy.artifacts import EXPORTER_VERSION, onnx_metadata, remember_metadata
 from vdsr_deploy.errors import BackendUnavailableError, BuildError
 from vdsr_deploy.quality import SCALES, CalibrationSet, load_calibration_set, quality_cost
 from vdsr_deploy.quantize import QuantizeConfig, quantize_int8
@@ -61,6 +61,7 @@ def int8_key(weights_sha256: str, recipe: QuantizeConfig, calibration_sha256: st
         "recipe": {**asdict(recipe), "scales": list(recipe.scales), "version": RECIPE_VERSION},
         "calibration_sha256": calibration_sha256,
         "onnxruntime": onnxruntime_version(),
+        "exporter": EXPORTER_VERSION,  # the FP32 graph it is quantized from
     }
 
 
