@@ -127,6 +127,19 @@ def upscale(
     jobs: Annotated[str, typer.Option("--jobs", "-j", help="load:save worker threads.")] = "2:2",
     report: Annotated[Path | None, typer.Option("--report", help="Write a JSON summary (every file) here.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="Run on Ray: local (start Ray here), auto (this node's cluster), ray://host:port. Needs [cluster].",
+        ),
+    ] = None,
+    actors: Annotated[
+        int, typer.Option("--actors", help="With --cluster: workers (0 = one per GPU, else one per 2 CPUs).")
+    ] = 0,
+    retries: Annotated[
+        int, typer.Option("--retries", help="With --cluster: retries of an image whose worker died.")
+    ] = 2,
 ) -> None:
     """Upscale images (RGB via YCbCr, gray, alpha, 16-bit) with exact tiling on any runtime.
 
@@ -159,10 +172,14 @@ def upscale(
         )
         spec = _runner_spec(backend, device, precision, provider, weights, onnx, engine, engines_dir, threads)
         try:
-            with open_runner(spec, tiling=tiling, batch=batch) as runner:
-                console.print(f"[dim]runtime {runner.info.label}, tile {tile or 'whole image'}, batch {batch}[/dim]")
-                with _progress(console, quiet) as on_event:
-                    summary = run_job(config, runner, on_event, stop=stop.event)
+            if cluster is not None:
+                summary = _upscale_on_cluster(config, spec, cluster, actors, retries, console, quiet, stop.event)
+            else:
+                with open_runner(spec, tiling=tiling, batch=batch) as runner:
+                    label = f"runtime {runner.info.label}, tile {tile or 'whole image'}, batch {batch}"
+                    console.print(f"[dim]{label}[/dim]")
+                    with _progress(console, quiet) as on_event:
+                        summary = run_job(config, runner, on_event, stop=stop.event)
         except KeyboardInterrupt:
             stop.event.set()
         if summary is None:
@@ -175,6 +192,36 @@ def upscale(
         raise typer.Exit(stop.exit_code)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _upscale_on_cluster(
+    config: Any, spec: Any, address: str, actors: int, retries: int, console: Any, quiet: bool, stop: Any
+) -> Any:
+    """``vdsr upscale --cluster``: the same job on a pool of Ray workers (vdsr_deploy.cluster)."""
+    from dataclasses import replace
+
+    from vdsr_deploy.cluster import ClusterConfig, OpenRunner, run_cluster_job
+
+    cluster = ClusterConfig(address=address, actors=actors, retries=retries)
+    # Workers may start elsewhere: give them absolute paths.
+    spec = replace(
+        spec,
+        **{k: Path(v).absolute() for k in ("weights", "onnx", "engine", "engines_dir") if (v := getattr(spec, k))},
+    )
+    with _progress(console, quiet) as on_event:
+
+        def on_cluster_event(event: dict[str, Any]) -> None:
+            if event["event"] == "start":
+                console.print(
+                    f"[dim]runtime {event['runner']} on {event['workers']} Ray workers "
+                    f"({event['worker_resources']}), tile {config.pipeline.tiling.tile or 'whole image'}[/dim]"
+                )
+            elif event["event"] == "retry":
+                console.print(f"[yellow]retry[/yellow] {event['file']}: {event['reason']}")
+            on_event(event)
+
+        factory = OpenRunner(spec, config.pipeline.tiling, config.pipeline.batch)
+        return run_cluster_job(config, cluster, factory, on_cluster_event, stop=stop, device=spec.device)
 
 
 def _model_identity(weights: Path | None, onnx: Path | None, engine: Path | None) -> str:
