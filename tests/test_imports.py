@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("onnxruntime", "tensorrt", "cuda", "matplotlib")
+HEAVY = ("onnxruntime", "tensorrt", "cuda", "matplotlib", "ray", "tritonclient", "grpc")
 
 
 def modules_after(code: str) -> set[str]:
@@ -24,7 +24,8 @@ def test_import_package_is_light() -> None:
 def test_submodules_import_without_runtimes() -> None:
     loaded = modules_after(
         "import vdsr_deploy.cli, vdsr_deploy.engine, vdsr_deploy.runners.tensorrt, "
-        "vdsr_deploy.runners.onnxruntime, vdsr_deploy.runners.cuda, vdsr_deploy.tiling, vdsr_deploy.protocol"
+        "vdsr_deploy.runners.onnxruntime, vdsr_deploy.runners.cuda, vdsr_deploy.tiling, vdsr_deploy.protocol, "
+        "vdsr_deploy.cluster, vdsr_deploy.cluster.worker, vdsr_deploy.triton"
     )
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}
 

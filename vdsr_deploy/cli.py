@@ -335,12 +335,30 @@ def export(
         list[str] | None, typer.Option("--precision", "-p", help="fp32 and/or fp16 (repeatable; default both).")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
+    triton: Annotated[
+        Path | None,
+        typer.Option("--triton", help="Write a Triton model repository here instead (needs [triton])."),
+    ] = None,
+    tile: TileOption = 256,
+    halo: HaloOption = 20,
+    batch: Annotated[int, typer.Option("--batch", help="With --triton: max_batch_size (tiles per request).")] = 4,
+    engine: Annotated[
+        Path | None, typer.Option("--engine", help="With --triton: this FP16 TensorRT engine (and its .json).")
+    ] = None,
+    engines_dir: EnginesOption = None,
 ) -> None:
-    """Export dynamic-shape ONNX (FP32, and FP16 for TensorRT), verified against PyTorch."""
+    """Export dynamic-shape ONNX (FP32, and FP16 for TensorRT), verified against PyTorch.
+
+    With --triton DIR: a Triton Inference Server model repository (ONNX Runtime model, and the
+    FP16 TensorRT plan where TensorRT and a GPU are usable), every config.pbtxt validated.
+    """
     from vdsr_deploy.export import default_onnx_name, export_onnx
     from vdsr_deploy.weights import load_weights
 
     console = _console()
+    if triton is not None:
+        _export_triton(console, triton, weights, tile, halo, batch, engine, engines_dir, overwrite)
+        return
     with _user_errors():
         model, info = load_weights(weights)
         for p in precision or ["fp32", "fp16"]:
@@ -351,6 +369,38 @@ def export(
                 f"{result.path}  ({p}; ORT vs PyTorch max |diff| {result.max_abs_diff:.2e} on shapes "
                 f"{', '.join('x'.join(map(str, s)) for s in result.shapes_checked)})"
             )
+
+
+def _export_triton(
+    console: Any,
+    directory: Path,
+    weights: Path | None,
+    tile: int,
+    halo: int,
+    batch: int,
+    engine: Path | None,
+    engines_dir: Path | None,
+    overwrite: bool,
+) -> None:
+    from vdsr_deploy.runtime import default_engines_dir
+    from vdsr_deploy.tiling import TileConfig
+    from vdsr_deploy.triton import export_triton
+
+    with _user_errors():
+        result = export_triton(
+            directory,
+            weights=weights,
+            tiling=TileConfig(tile=tile, halo=halo),
+            batch=batch,
+            engines_dir=engines_dir or default_engines_dir(),
+            engine=engine,
+            overwrite=overwrite,
+        )
+    for config in result.configs:
+        console.print(f"{config}  (validated with Triton's model_config schema)")
+    for note in result.notes:
+        console.print(f"[yellow]note[/yellow]: {note}")
+    console.print(f"serve: tritonserver --model-repository {directory.absolute()}  (see README: Triton)")
 
 
 @app.command()
