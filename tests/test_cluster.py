@@ -24,12 +24,12 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
+from vdsr_deploy.backends.base import Runner, RunnerInfo
+from vdsr_deploy.backends.torch import TorchRunner
 from vdsr_deploy.batch import JobConfig, run_job
 from vdsr_deploy.manifest import MANIFEST_NAME, Manifest
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig
-from vdsr_deploy.runners.base import Runner, RunnerInfo
-from vdsr_deploy.runners.torch import TorchRunner
 from vdsr_deploy.tiling import TileConfig
 
 ray = pytest.importorskip("ray")

@@ -214,7 +214,7 @@ class TritonExport:
 
 def tensorrt_model(engine: Path, sidecar_file: Path) -> TritonModel:
     """The TensorRT model for a built engine, from its sidecar's optimisation profiles."""
-    from vdsr_deploy.engine import read_sidecar
+    from vdsr_deploy.backends.tensorrt.cache import read_sidecar
 
     sidecar = read_sidecar(sidecar_file)
     profiles: tuple[ShapeProfile, ...] = sidecar.profiles
@@ -262,7 +262,7 @@ def export_triton(
         if plan is None:
             notes.append(f"{TENSORRT_MODEL} left out: {reason}")
     if plan is not None:
-        from vdsr_deploy.engine import sidecar_path
+        from vdsr_deploy.backends.tensorrt.cache import sidecar_path
 
         models.append(tensorrt_model(plan, sidecar_path(plan)))
     configs = write_repository(directory, models, overwrite=overwrite)
@@ -273,14 +273,12 @@ def _engine_here(
     weights: Path | None, tiling: TileConfig, batch: int, engines_dir: Path, *, required: bool
 ) -> tuple[Path | None, str]:
     """The FP16 engine for this GPU (found or built), or why there is none."""
-    from vdsr_deploy.engine import EngineBuildConfig, ensure_engine, tensorrt_available, tensorrt_status
+    from vdsr_deploy.backends.factory import RunnerSpec, unavailable_reason
+    from vdsr_deploy.backends.tensorrt.builder import ensure_engine
+    from vdsr_deploy.backends.tensorrt.cache import EngineBuildConfig
 
-    if not required:
-        if not tensorrt_available():
-            return None, f"TensorRT is not usable here ({tensorrt_status()})"
-        import torch
-
-        if not torch.cuda.is_available():
-            return None, "no CUDA GPU here (an engine is built for the GPU that will run it)"
+    reason = unavailable_reason(RunnerSpec(backend="tensorrt", device="cuda"))
+    if reason is not None and not required:
+        return None, reason
     config = EngineBuildConfig.for_tiles(tiling, batch, precision="fp16")
     return ensure_engine(config, engines_dir, weights=weights).path, ""

@@ -591,7 +591,7 @@ def _error_text(error: BaseException) -> str:
 
 @dataclass(frozen=True)
 class OpenRunner:
-    """The project's runner factory for a worker: :func:`vdsr_deploy.runtime.open_runner` with
+    """The project's runner factory for a worker: :func:`vdsr_deploy.backends.factory.open_runner` with
     ``spec`` (its thread count set from the placement when it is 0). Picklable."""
 
     spec: Any  # RunnerSpec
@@ -614,7 +614,7 @@ class _RunnerFromSpec:
     batch: int
 
     def __call__(self) -> Any:
-        from vdsr_deploy.runtime import open_runner
+        from vdsr_deploy.backends.factory import open_runner
 
         return open_runner(self.spec, tiling=self.tiling, batch=self.batch)
 

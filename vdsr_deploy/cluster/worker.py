@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.batch import JobConfig, JobSummary, run_job
 from vdsr_deploy.imageio import FORMAT_SUFFIX, TEMP_SUFFIX, file_digest
-from vdsr_deploy.runners.base import Runner
 
 RunnerFactory = Callable[[], Runner]
 SCRATCH_PREFIX = "vdsr-cluster-"
