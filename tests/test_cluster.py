@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -208,30 +208,6 @@ def test_killed_worker_is_retried_and_a_poison_image_is_reported(tmp_path: Path)
     assert len(retried) >= 2  # the image held by the worker that died once, and the poison
 
 
-def test_stop_then_rerun_resumes(tmp_path: Path) -> None:
-    make_folder(tmp_path / "in", count=8)
-    expected = single_process(tmp_path / "in", tmp_path / "local")
-    stop = threading.Event()
-
-    def on_event(event: dict[str, Any]) -> None:
-        if event["event"] == "done":
-            stop.set()  # what the SIGINT handler does (stop_on_signals)
-
-    config = ClusterConfig(chunk=1)
-    first = run_cluster_job(job(tmp_path / "in", tmp_path / "out"), config, Factory(), on_event, stop=stop)
-    assert first.interrupted and first.done and first.unfinished
-    assert len(first.done) + len(first.unfinished) == len(expected)
-    assert not [p for p in (tmp_path / "out").rglob("*") if p.name.endswith(".part")]
-    made = files(tmp_path / "out")
-    assert made == {name: expected[name] for name in made}  # only complete outputs
-    assert_recorded(tmp_path / "out", list(made))
-
-    second = run_cluster_job(job(tmp_path / "in", tmp_path / "out"), config, Factory())
-    assert second.ok and len(second.skipped) == len(made)
-    assert len(second.done) == len(expected) - len(made)
-    assert files(tmp_path / "out") == expected
-
-
 def test_workers_the_cluster_cannot_place_are_an_error_not_a_hang(tmp_path: Path) -> None:
     make_folder(tmp_path / "in", count=1)
     inputs, output = tmp_path / "in", tmp_path / "out"
@@ -252,52 +228,58 @@ def test_placement_rules() -> None:
     assert plan_placement(ClusterConfig(), {"CPU": 8.0}, "auto").actors == 4
 
 
-def test_cli_cluster_run_matches_and_reports(tmp_path: Path) -> None:
-    """The CLI on the running instance (``local`` reuses the one this process holds)."""
+@pytest.fixture
+def restore_torch_threads() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_cli_sigint_exits_130_and_the_rerun_resumes(tmp_path: Path, restore_torch_threads: None) -> None:
+    """A real SIGINT to a `vdsr upscale --cluster local` process (its own Ray instance) exits
+    130 leaving only complete, recorded outputs; the re-run (in this process: ``local``
+    reuses the instance held here) skips exactly those, makes the rest, and everything equals
+    plain `vdsr upscale` (same --threads as the workers)."""
     from typer.testing import CliRunner
 
     from vdsr_deploy.cli import app
     from vdsr_deploy.weights import save_weights
 
-    make_folder(tmp_path / "in", count=2)
-    weights = save_weights(tiny_model(), tmp_path / "tiny.safetensors")
-    common = ["--weights", str(weights), "--backend", "torch", "--device", "cpu", "--tile", "40"]
-    common += ["--halo", "3", "--batch", "1", "--quiet"]
-    local = CliRunner().invoke(app, ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "a"), *common])
-    assert local.exit_code == 0, local.output
-    report = tmp_path / "r.json"
-    args = ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "b"), *common, "--cluster", "local"]
-    result = CliRunner().invoke(app, [*args, "--report", str(report)])
-    assert result.exit_code == 0, result.output
-    assert files(tmp_path / "b") == files(tmp_path / "a")
-    data = json.loads(report.read_text())
-    assert data["exit_code"] == 0 and data["cluster"]["nodes"][0]["megapixels_per_second"] > 0
-
-
-def test_cli_sigint_exits_130_and_the_rerun_resumes(tmp_path: Path) -> None:
-    """A real SIGINT to a `vdsr upscale --cluster local` process (its own Ray instance)."""
-    from vdsr_deploy.weights import save_weights
-
     make_folder(tmp_path / "in", count=30)
     weights = save_weights(tiny_model(), tmp_path / "tiny.safetensors")
-    args = [sys.executable, "-m", "vdsr_deploy.cli", "upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out")]
-    args += ["--weights", str(weights), "--backend", "torch", "--device", "cpu", "--tile", "40", "--halo", "3"]
-    args += ["--quiet", "--cluster", "local", "--actors", "2", "--report", str(tmp_path / "r.json")]
+    common = ["--weights", str(weights), "--backend", "torch", "--device", "cpu", "--threads", "1"]
+    common += ["--tile", "40", "--halo", "3", "--batch", "1", "--quiet", "--report", str(tmp_path / "r.json")]
+    plain = CliRunner().invoke(app, ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "plain"), *common])
+    assert plain.exit_code == 0, plain.output
+    expected = files(tmp_path / "plain")
+    args = ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *common, "--cluster", "local"]
+    args += ["--actors", "2"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vdsr_deploy.cli", *args], stderr=subprocess.PIPE, text=True, env=env
+    )
     assert process.stderr is not None
     line = process.stderr.readline()  # printed when the workers are ready and the job starts
     assert "Ray workers" in line, line
+    manifest = tmp_path / "out" / MANIFEST_NAME
+    while not (manifest.exists() and manifest.read_text()) and process.poll() is None:
+        time.sleep(0.05)  # polls for a state (a first output recorded), not a duration
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=TEST_SECONDS)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["interrupted"] and report["exit_code"] == 130
-    assert len(report["done"]) + len(report["unfinished"]) == 33, report
+    assert len(report["done"]) + len(report["unfinished"]) == len(expected), (report["failed"], stderr)
     assert not [p for p in (tmp_path / "out").rglob("*") if p.name.endswith(".part")]
-    rerun = subprocess.run(args, capture_output=True, text=True, env=env, timeout=TEST_SECONDS)
-    assert rerun.returncode == 0, rerun.stderr
+    made = files(tmp_path / "out")
+    assert made and made == {name: expected[name] for name in made}  # only complete outputs
+    assert_recorded(tmp_path / "out", list(made))
+
+    rerun = CliRunner().invoke(app, args)
+    assert rerun.exit_code == 0, rerun.output
     again = json.loads((tmp_path / "r.json").read_text())
-    assert len(again["skipped"]) == len(report["done"]) and not again["failed"]
-    assert len(again["done"]) + len(again["skipped"]) == 33
+    assert len(again["skipped"]) == len(made) and not again["failed"]
+    assert files(tmp_path / "out") == expected
+    assert again["cluster"]["workers"] == 2 and again["cluster"]["worker_resources"] == {"CPU": 0.5, "GPU": 0.0}
+    assert sum(node["images"] for node in again["cluster"]["nodes"]) == len(expected) - len(made)

@@ -436,7 +436,7 @@ class _ClusterJob:
                         self.collect(result)
             if self.stop.is_set():
                 self._stop_workers(pool.busy)
-            for indices in queue if not pool.alive() else ():
+            for indices in queue if not (pool.alive() or self.stop.is_set()) else ():
                 for index in indices:
                     entry = self.pending.pop(index)
                     self.fail(entry.item.source, "no worker left: every worker died and none restarted")
