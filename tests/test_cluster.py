@@ -172,9 +172,11 @@ def test_cluster_outputs_equal_single_process_and_bad_files_are_reported(tmp_pat
     expected = single_process(tmp_path / "in", tmp_path / "local")
     (tmp_path / "in" / "broken.png").write_bytes(b"not an image at all")
     (tmp_path / "in" / "empty.jpg").write_bytes(b"")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".rgb0.png.k1ll3d.part").write_bytes(b"left by a killed worker")
     events: list[dict[str, Any]] = []
     summary = run_cluster_job(job(tmp_path / "in", tmp_path / "out"), ClusterConfig(), Factory(), events.append)
-    assert files(tmp_path / "out") == expected  # byte-identical, same names and tree
+    assert files(tmp_path / "out") == expected  # byte-identical, same names, no temporary left
     assert {f.source.name: f.reason for f in summary.failed} == {
         "broken.png": "not a recognised image format",
         "empty.jpg": "empty file (0 bytes)",

@@ -17,6 +17,7 @@ fraction of a CPU each), restarts one whose process dies, and moves results. The
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import os
 import threading
@@ -45,7 +46,7 @@ from vdsr_deploy.cluster.worker import (
     WorkerInfo,
     WorkerTask,
 )
-from vdsr_deploy.errors import ConfigError, VdsrError
+from vdsr_deploy.errors import BackendUnavailableError, ConfigError, VdsrError
 from vdsr_deploy.imageio import output_format, stale_temporaries
 from vdsr_deploy.manifest import Manifest
 
@@ -635,5 +636,7 @@ def run_cluster_job(
     for GPUs. Events are those of :func:`vdsr_deploy.batch.run_job` plus ``retry``; they
     arrive per finished call. ``stop`` ends the job cleanly (``summary.interrupted``).
     """
+    if importlib.util.find_spec("ray") is None:
+        raise BackendUnavailableError("--cluster needs Ray here and on every node: pip install 'vdsr-deploy[cluster]'")
     runner = _ClusterJob(job, cluster, open_runner, on_event or (lambda event: None), stop or threading.Event(), device)
     return runner.run()
