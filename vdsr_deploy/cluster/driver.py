@@ -47,7 +47,7 @@ from vdsr_deploy.cluster.worker import (
     WorkerTask,
 )
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError, VdsrError
-from vdsr_deploy.imageio import output_format, stale_temporaries
+from vdsr_deploy.imageio import FileDigest, output_format, stale_temporaries
 from vdsr_deploy.manifest import Manifest
 
 _POLL = 0.2
@@ -253,8 +253,6 @@ class _ClusterJob:
 
     def publish(self, entry: _Pending, result: ItemResult, node_ip: str) -> bool:
         """Record, then rename into place (what ImageWriter.publish does on one machine)."""
-        from vdsr_deploy.imageio import FileDigest
-
         target, temporary = entry.item.target, Path(result.temporary)
         assert self.manifest is not None
         try:
@@ -441,9 +439,10 @@ class _ClusterJob:
                 for index in indices:
                     entry = self.pending.pop(index)
                     self.fail(entry.item.source, "no worker left: every worker died and none restarted")
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # a second Ctrl-C: stop at once
             self.stop.set()
         finally:
+            _kill(pool.busy)
             self._close()
         self.summary.cluster = self._report(placement, resources, connect_seconds, ready_seconds, label)
         self.emit({"event": "finished", **self.summary.to_dict()})
@@ -462,9 +461,7 @@ class _ClusterJob:
                 busy.pop(ref)
                 with contextlib.suppress(ray.exceptions.RayError):
                     self.collect(ray.get(ref))
-        for handle, _ in busy.values():
-            with contextlib.suppress(Exception):
-                ray.kill(handle, no_restart=True)
+        _kill(busy)
 
     def _close(self) -> None:
         """Unfinished items: no temporary left behind (a killed worker may have left one)."""
@@ -512,6 +509,21 @@ class _ClusterJob:
                 for w in sorted(self.workers.values(), key=lambda w: w.worker)
             ],
         }
+
+
+def _kill(busy: dict[Any, tuple[Any, list[int]]], timeout: float = 10.0) -> None:
+    """Kill the workers of the calls in ``busy`` and wait (bounded) until they are gone, so
+    none writes a temporary after the job has removed them."""
+    import ray
+
+    if not busy:
+        return
+    for handle, _ in busy.values():
+        with contextlib.suppress(Exception):
+            ray.kill(handle, no_restart=True)
+    with contextlib.suppress(Exception):
+        ray.wait(list(busy), num_returns=len(busy), timeout=timeout)
+    busy.clear()
 
 
 class _Pool:
