@@ -38,12 +38,14 @@ from vdsr_deploy.cluster import (  # noqa: E402 - after the skip
     ClusterConfig,
     ClusterError,
     Placement,
+    local_runtime_env,
     plan_placement,
     run_cluster_job,
 )
 
 TILING = TileConfig(tile=40, halo=3)
 TEST_SECONDS = 120
+REPO = Path(__file__).resolve().parents[1]
 POISON_HEIGHT = 34  # output rows of the 17-row image: no other fixture has them
 
 
@@ -111,7 +113,7 @@ def hang_guard() -> Iterator[None]:
 @pytest.fixture(scope="module", autouse=True)
 def local_ray() -> Iterator[None]:
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, runtime_env=local_runtime_env())
     yield
     ray.shutdown()
 
@@ -256,9 +258,9 @@ def test_cli_sigint_exits_130_and_the_rerun_resumes(tmp_path: Path, restore_torc
     expected = files(tmp_path / "plain")
     args = ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *common, "--cluster", "local"]
     args += ["--actors", "2"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # as from a bare checkout
     process = subprocess.Popen(
-        [sys.executable, "-m", "vdsr_deploy.cli", *args], stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-m", "vdsr_deploy.cli", *args], stderr=subprocess.PIPE, text=True, env=env, cwd=REPO
     )
     assert process.stderr is not None
     line = process.stderr.readline()  # printed when the workers are ready and the job starts

@@ -14,6 +14,7 @@ from vdsr_deploy.cluster.driver import (
     ClusterSummary,
     OpenRunner,
     Placement,
+    local_runtime_env,
     plan_placement,
     run_cluster_job,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "ClusterSummary",
     "OpenRunner",
     "Placement",
+    "local_runtime_env",
     "plan_placement",
     "run_cluster_job",
 ]

@@ -126,6 +126,7 @@ def connect(config: ClusterConfig) -> float:
         if config.address == "local":
             ray.init(
                 address="local",
+                runtime_env=local_runtime_env(),
                 num_cpus=config.local_cpus,
                 num_gpus=config.local_gpus,
                 include_dashboard=False,
@@ -136,6 +137,14 @@ def connect(config: ClusterConfig) -> float:
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise ClusterError(f"cannot reach the Ray cluster at {config.address}: {error}") from error
     return time.perf_counter() - started
+
+
+def local_runtime_env() -> dict[str, Any]:
+    """Workers of a ``local`` instance import the same vdsr_deploy as this process (so a
+    checkout runs without being installed): its folder leads their PYTHONPATH."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    paths = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
 
 
 @dataclass(frozen=True)
