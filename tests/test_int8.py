@@ -215,3 +215,28 @@ def test_onnxruntime_run_with_cached_artifacts_never_imports_torch(tmp_path: Pat
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_bench_cpu_paths_reports_ratios_and_task_psnr_cost(tmp_path: Path, tiny_weights: Path) -> None:
+    from PIL import Image
+
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    pixels = (np.random.default_rng(7).random((60, 72, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(hr / "one.png")
+    out = tmp_path / "bench"
+    args = ["bench", "--cpu-paths", "--size", "48", "-t", "48", "--halo", "4", "--repeats", "1", "--warmup", "0"]
+    args += ["--no-pipeline", "-w", str(tiny_weights), "--engines-dir", str(tmp_path / "eng"), "--hr", str(hr)]
+    code, text = _invoke(*args, "-o", str(out))
+    assert code == 0, text
+    result = json.loads((out / "bench.json").read_text())
+    names = [r["name"] for r in result["results"]]
+    assert (
+        names[0] == "onnxruntime-fp32" and "onnxruntime-int8" in names and "torch-bf16-channels-last" in "".join(names)
+    )
+    assert all(r["ratio_vs_baseline"]["runtime"] > 0 for r in result["results"])
+    scored = result["task_psnr"]["hr"]["runners"]
+    assert set(scored) == {"onnxruntime-fp32", "onnxruntime-int8", next(n for n in names if "bf16" in n)}
+    assert all(set(v) == {"x2", "x3", "x4"} for v in scored.values())
+    markdown = (out / "bench.md").read_text()
+    assert "| onnxruntime-int8 |" in markdown and "within 0.05 dB" in markdown
