@@ -71,6 +71,30 @@ def resolve_backend(spec: RunnerSpec) -> str:
     return "onnxruntime" if onnxruntime_installed() else "torch"
 
 
+def ort_device_id(spec: RunnerSpec) -> int:
+    """The CUDA device index ONNX Runtime gets from ``--device``, or a ConfigError when the
+    device contradicts the provider (ONNX Runtime runs where its provider runs)."""
+    device = spec.device
+    if device == "auto":
+        return 0
+    if device == "cpu":
+        if spec.provider != "cpu":
+            raise ConfigError(
+                f"--device cpu contradicts --provider {spec.provider}: ONNX Runtime runs on the "
+                "provider's device (use --provider cpu)"
+            )
+        return 0
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise ConfigError(f"--device: expected auto, cpu, cuda or cuda:N, got {device!r}")
+    if spec.provider == "cpu":
+        raise ConfigError(
+            f"--device {device}: ONNX Runtime was chosen with --provider cpu, which runs on the "
+            "CPU; use --provider cuda or tensorrt for a GPU, or --device cpu"
+        )
+    return int(index or 0)
+
+
 def _cuda_available() -> bool:
     import torch
 
@@ -94,6 +118,7 @@ def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int) -> Runner:
     if backend == "onnxruntime":
         from vdsr_deploy.runners.onnxruntime import OnnxRuntimeRunner, OrtOptions
 
+        device_id = ort_device_id(spec)  # before exporting anything for it
         onnx_path = spec.onnx or _exported_onnx(
             spec, engines_dir, "fp16" if spec.precision == "fp16" else "fp32"
         )
@@ -106,6 +131,7 @@ def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int) -> Runner:
             cache_dir=engines_dir / "ort-trt-cache" if spec.provider == "tensorrt" else None,
             profile=profile,
             fp16=spec.precision == "fp16",
+            device_id=device_id,
         )
         return OnnxRuntimeRunner(onnx_path, options)
     if backend == "tensorrt":
