@@ -857,3 +857,16 @@ def test_onnxruntime_device_is_honoured_or_refused(tmp_path: Path) -> None:
         spec = RunnerSpec(backend="onnxruntime", device=device, provider=provider, onnx=onnx)
         with pytest.raises(ConfigError, match=f"--device {device}"):
             open_runner(spec, tiling=TILING, batch=1)
+
+
+def test_recorded_output_replaced_by_a_fifo_is_not_opened(tmp_path: Path, runner: Runner) -> None:
+    """Checking a recorded output hashes it; a FIFO in its place would block that read."""
+    _three_images(tmp_path / "in")
+    out = tmp_path / "out"
+    run_job(job([tmp_path / "in"], out), runner)
+    (out / "img1.png").unlink()
+    os.mkfifo(out / "img1.png")
+    again = run_job(job([tmp_path / "in"], out), runner)
+    reasons = {s.target.name: s.reason for s in again.skipped if s.target is not None}
+    assert reasons["img1.png"] == "exists and is not a regular file; left as it is"
+    assert not again.done and not again.failed

@@ -18,9 +18,10 @@ number of files and the runner is fed while files are decoded and encoded:
 
 So a huge image costs its decoded samples plus a few bands, never whole float planes.
 
-Never losing work: outputs are written to a temporary file and renamed into place; the
-resume manifest (:mod:`vdsr_deploy.manifest`) records each finished output with its size,
-SHA-256 and settings, so a re-run skips complete outputs and redoes the rest. A stop request
+Never losing work: one job at a time writes to an output folder (:mod:`vdsr_deploy.joblock`);
+outputs are written to a temporary file and renamed into place; the resume manifest
+(:mod:`vdsr_deploy.manifest`) records each finished output with its size, SHA-256 and
+settings, so a re-run skips complete outputs and redoes the rest. A stop request
 (:func:`stop_on_signals`: SIGINT/SIGTERM) or Ctrl-C ends the job cleanly: unfinished outputs
 leave no file behind and the summary lists what finished. A file that fails is reported with
 its name and the reason and the rest of the batch goes on.
