@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.batch import JobConfig, run_job, stop_on_signals
 from vdsr_deploy.errors import VdsrError
 from vdsr_deploy.pipeline import PipelineConfig
-from vdsr_deploy.runners.base import Runner, RunnerInfo
 from vdsr_deploy.tiling import TileConfig
 
 TILING = TileConfig(tile=40, halo=3)

@@ -23,14 +23,14 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
+from vdsr_deploy.backends.base import Runner, RunnerInfo
+from vdsr_deploy.backends.torch import TorchRunner
 from vdsr_deploy.batch import JobConfig, plan_outputs, run_job, stop_on_signals
 from vdsr_deploy.errors import ConfigError, ImageWriteError
 from vdsr_deploy.imageio import quantize, read_image, write_image
 from vdsr_deploy.manifest import MANIFEST_NAME
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig, upscale_pixels
-from vdsr_deploy.runners.base import Runner, RunnerInfo
-from vdsr_deploy.runners.torch import TorchRunner
 from vdsr_deploy.tiling import TileConfig
 from vdsr_deploy.weights import save_weights
 
@@ -847,7 +847,7 @@ def test_vanished_temporary_file_is_a_sentence(tmp_path: Path, runner: Runner) -
 
 def test_onnxruntime_device_is_honoured_or_refused(tmp_path: Path) -> None:
     """Issue 14 (6): --device was ignored by the ONNX Runtime backend."""
-    from vdsr_deploy.runtime import RunnerSpec, open_runner, ort_device_id
+    from vdsr_deploy.backends.factory import RunnerSpec, open_runner, ort_device_id
 
     assert ort_device_id(RunnerSpec(device="cuda:1", provider="cuda")) == 1
     assert ort_device_id(RunnerSpec(device="auto", provider="tensorrt")) == 0

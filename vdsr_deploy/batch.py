@@ -42,12 +42,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy import colour
+from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.errors import (
     ConfigError,
     ImageWriteError,
@@ -76,8 +77,10 @@ from vdsr_deploy.io_names import ShapeProfile
 from vdsr_deploy.joblock import JobLock, release_all
 from vdsr_deploy.manifest import Manifest, settings_key
 from vdsr_deploy.pipeline import FLUSH, Flush, PipelineConfig, upscale_planes
-from vdsr_deploy.runners.base import Runner, RunnerInfo
 from vdsr_deploy.tiling import Span, plan_axis
+
+if TYPE_CHECKING:
+    import torch
 
 EventSink = Callable[[dict[str, Any]], None]
 F32 = NDArray[np.float32]
@@ -530,10 +533,21 @@ class _StopCheckingRunner(Runner):
     def profile(self) -> ShapeProfile | None:
         return self._runner.profile
 
+    @property
+    def tensor_device(self) -> str:
+        return self._runner.tensor_device
+
     def infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         if self._halted():
             raise _Stopped
         return self._runner.infer(batch)
+
+    def infer_tensor(
+        self, batch: torch.Tensor, *, stream: torch.cuda.Stream | None = None
+    ) -> torch.Tensor:
+        if self._halted():
+            raise _Stopped
+        return self._runner.infer_tensor(batch, stream=stream)
 
     def _infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         return self._runner.infer(batch)
