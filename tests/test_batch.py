@@ -870,3 +870,33 @@ def test_recorded_output_replaced_by_a_fifo_is_not_opened(tmp_path: Path, runner
     reasons = {s.target.name: s.reason for s in again.skipped if s.target is not None}
     assert reasons["img1.png"] == "exists and is not a regular file; left as it is"
     assert not again.done and not again.failed
+
+
+def test_stop_interrupts_the_runner_call_in_flight(tmp_path: Path, runner: Runner) -> None:
+    """Issue 14 (5): a runner call can take seconds (a batch of big tiles on a CPU). A stop
+    request interrupts it (Runner.interrupt; ONNX Runtime: RunOptions.terminate) instead of
+    waiting for it. Deterministic: the call waits for its interrupt (60 s at most)."""
+
+    class Slow(Runner):
+        interrupted = threading.Event()
+
+        @property
+        def info(self) -> RunnerInfo:
+            return RunnerInfo("slow", "cpu", "fp32")
+
+        def interrupt(self) -> None:
+            Slow.interrupted.set()
+
+        def _infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+            stop.set()
+            if Slow.interrupted.wait(60):
+                raise RuntimeError("interrupted")
+            return runner.infer(batch)
+
+    Image.fromarray(smooth(30, 240, 3)).save(tmp_path / "wide.png")
+    stop = threading.Event()
+    with Slow() as slow:
+        summary = run_job(job([tmp_path / "wide.png"], tmp_path / "out"), slow, stop=stop)
+    assert Slow.interrupted.is_set()
+    assert summary.interrupted and not summary.done and not summary.failed
+    assert not temporaries(tmp_path / "out")

@@ -540,14 +540,24 @@ class _StopCheckingRunner(Runner):
     def infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         if self._halted():
             raise _Stopped
-        return self._runner.infer(batch)
+        try:
+            return self._runner.infer(batch)
+        except Exception:
+            if self._halted():  # interrupted by the stop (Runner.interrupt)
+                raise _Stopped from None
+            raise
 
     def infer_tensor(
         self, batch: torch.Tensor, *, stream: torch.cuda.Stream | None = None
     ) -> torch.Tensor:
         if self._halted():
             raise _Stopped
-        return self._runner.infer_tensor(batch, stream=stream)
+        try:
+            return self._runner.infer_tensor(batch, stream=stream)
+        except Exception:
+            if self._halted():
+                raise _Stopped from None
+            raise
 
     def _infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         return self._runner.infer(batch)
@@ -1042,6 +1052,13 @@ class _Job:
 
     # -- the whole job -----------------------------------------------------------------------
 
+    def interrupt_runner_on_stop(self) -> None:
+        """Interrupt the runner call in flight when a stop is requested (ends with the job)."""
+        while not self.stop.wait(_POLL):
+            if self.halt.is_set():
+                return
+        self.runner.interrupt()
+
     def run(self) -> JobSummary:
         """The whole job, holding the output folder's lock (one job per folder)."""
         with JobLock(_manifest_folder(self.config)):
@@ -1060,12 +1077,16 @@ class _Job:
             target=self.feed, args=(todo, decoders), name="vdsr-feed", daemon=True
         )
         preparer = threading.Thread(target=self.prepare_all, name="vdsr-prepare", daemon=True)
+        interrupter = threading.Thread(
+            target=self.interrupt_runner_on_stop, name="vdsr-interrupt", daemon=True
+        )
         writes: list[Future[None]] = []
         try:
             if self.halted():
                 raise _Stopped
             feeder.start()
             preparer.start()
+            interrupter.start()
             results = upscale_planes(
                 self.planes(),
                 _StopCheckingRunner(self.runner, self.halted),
@@ -1090,7 +1111,7 @@ class _Job:
         finally:
             self.halt.set()
             savers.shutdown(wait=True)
-            for thread in (feeder, preparer):
+            for thread in (feeder, preparer, interrupter):
                 if thread.is_alive():
                     thread.join()
             decoders.shutdown(wait=True, cancel_futures=True)
