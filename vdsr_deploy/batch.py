@@ -34,6 +34,7 @@ import os
 import queue
 import signal
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -310,11 +311,11 @@ def stop_on_signals(
     """Turn SIGINT/SIGTERM into a stop request for :func:`run_job` (pass ``request.event``).
 
     The first signal sets the request at once (from a watcher thread, whatever the main
-    thread is doing); the job then stops within about one runner call. A second signal
-    exits the process at once (:func:`exit_at_once`: temporary files removed, locks
-    released, exit code 128 + the first signal; no summary). Handlers are restored on
-    exit. Outside the main thread no handler can be installed and the request is only set
-    by hand.
+    thread is doing); the job then stops, interrupting the runner call in flight where the
+    runtime allows it (:meth:`Runner.interrupt`). A second signal exits the process at once
+    (:func:`exit_at_once`: temporary files removed, locks released, exit code 128 + the
+    first signal; no summary). Handlers are restored on exit. Outside the main thread no
+    handler can be installed and the request is only set by hand.
     """
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
@@ -362,8 +363,7 @@ def walk_skip_reason(path: Path) -> str | None:
         if path.is_symlink():
             return f"link that cannot be followed ({error.strerror or error})"
         return f"cannot be read ({error.strerror or error})"
-    reason = not_regular_reason(mode)
-    return None if reason is None or reason.startswith("is a folder") else reason
+    return None if stat.S_ISDIR(mode) else not_regular_reason(mode)
 
 
 @dataclass(frozen=True)
