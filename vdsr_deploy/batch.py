@@ -246,9 +246,12 @@ class StopRequest:
 def exit_at_once(signum: int) -> None:
     """End the process now: remove this process's temporary output files, release its job
     locks, exit with 128 + ``signum``. Completed outputs and their manifest records stay."""
-    remove_live_temporaries()
-    release_all()
-    os._exit(128 + signum)
+
+    def release_and_exit() -> None:
+        release_all()
+        os._exit(128 + signum)
+
+    remove_live_temporaries(then=release_and_exit)
 
 
 class _SignalWatcher:

@@ -24,7 +24,7 @@ import tempfile
 import threading
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -566,13 +566,16 @@ _live_temporaries: set[Path] = set()
 _live_lock = threading.Lock()
 
 
-def remove_live_temporaries() -> None:
-    """Delete every temporary output file this process has open (for an immediate exit)."""
+def remove_live_temporaries(then: Callable[[], object] | None = None) -> None:
+    """Delete every temporary output file this process has open, then call ``then`` (e.g.
+    ``os._exit``) while still holding the registry's lock, so no writer can create a new
+    temporary file in between."""
     with _live_lock:
-        paths = list(_live_temporaries)
-    for path in paths:
-        with contextlib.suppress(OSError):
-            path.unlink()
+        for path in _live_temporaries:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        if then is not None:
+            then()
 
 
 def _glob_escape(name: str) -> str:
