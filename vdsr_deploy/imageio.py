@@ -36,6 +36,7 @@ from numpy.typing import NDArray
 
 from vdsr_deploy.errors import ImageReadError, ImageWriteError
 from vdsr_deploy.faults import fault_point
+from vdsr_deploy.joblock import pid_alive
 
 DEFAULT_MAX_PIXELS = 20_000 * 20_000
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
@@ -542,22 +543,10 @@ def stale_temporaries(target: Path) -> list[Path]:
         pid = int(owner) if owner.isdigit() else 0
         if pid == os.getpid() and path in _live_temporaries:
             continue
-        if pid != os.getpid() and _process_exists(pid):
+        if pid != os.getpid() and pid_alive(pid):
             continue
         stale.append(path)
     return stale
-
-
-def _process_exists(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # Temporary files this process is writing: removed by remove_live_temporaries() when the
