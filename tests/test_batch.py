@@ -749,7 +749,10 @@ def test_second_signal_exits_at_once(tmp_path: Path) -> None:
     assert not temporaries(out)  # the held write's temporary file was removed
 
 
-def test_stop_is_checked_between_runner_calls(tmp_path: Path, runner: Runner) -> None:
+@pytest.mark.parametrize("device_path", [False, True])
+def test_stop_is_checked_between_runner_calls(
+    tmp_path: Path, runner: Runner, device_path: bool
+) -> None:
     """Issue 14 (5), deterministic: the tiles of one band of a big image take many runner
     calls; a stop request during one of them means no further call. Failed before: the
     whole band (14 calls here) ran first."""
@@ -771,9 +774,12 @@ def test_stop_is_checked_between_runner_calls(tmp_path: Path, runner: Runner) ->
     stop = threading.Event()
     with Stopping() as stopping:
         summary = run_job(
-            job([tmp_path / "wide.png"], tmp_path / "out"), stopping, stop=stop
+            job([tmp_path / "wide.png"], tmp_path / "out"),
+            stopping,
+            stop=stop,
+            device_path=device_path,
         )
-    assert summary.interrupted and not summary.done
+    assert summary.interrupted and not summary.done and not summary.failed
     assert Stopping.calls == 2
     assert not temporaries(tmp_path / "out")
 
