@@ -94,12 +94,14 @@ __all__ = [
     "JobConfig",
     "JobSummary",
     "Note",
+    "ResumePlan",
     "Skipped",
     "StopRequest",
     "WorkItem",
     "exit_at_once",
     "plan_job",
     "plan_outputs",
+    "plan_resume",
     "run_job",
     "stop_on_signals",
 ]
@@ -512,6 +514,49 @@ def _manifest_folder(config: JobConfig) -> Path:
     return config.output.parent if _is_single_file_output(config.output) else config.output
 
 
+@dataclass
+class ResumePlan:
+    """What a job will do, decided before any pixel is read: ``todo`` (item, whether it may
+    replace an existing output), what is ``skipped`` or ``failed`` and why, ``notes`` (why an
+    output is redone), the ``settings`` key outputs are recorded under, and the manifest."""
+
+    todo: list[tuple[WorkItem, bool]]
+    skipped: list[Skipped]
+    failed: list[Failure]
+    notes: list[Note]
+    settings: str
+    manifest: Manifest
+
+
+def plan_resume(
+    config: JobConfig, runner_label: str, *, halted: Callable[[], bool] | None = None
+) -> ResumePlan:
+    """:func:`plan_job` checked against the resume manifest (see docs/batch.md). Checking
+    an output hashes it: once ``halted()`` the rest is left in ``todo`` unchecked (a
+    stopped job lists it as unfinished)."""
+    items, failures, walk_skipped = plan_job(config)
+    p = config.pipeline
+    settings = settings_key(
+        {"scale": p.scale, "runner": runner_label, "model": config.model, "quality": config.quality}
+    )
+    plan = ResumePlan([], walk_skipped, failures, [], settings, Manifest(_manifest_folder(config)))
+    for position, item in enumerate(items):
+        if config.overwrite:
+            plan.todo.append((item, True))
+            continue
+        if halted is not None and halted():
+            plan.todo.extend((rest, False) for rest in items[position:])
+            break
+        verdict = plan.manifest.verdict(item.target, item.source, settings)
+        if verdict.state in ("foreign", "other_settings", "complete"):
+            plan.skipped.append(Skipped(item.source, item.target, verdict.reason))
+            continue
+        if verdict.reason != "new":
+            plan.notes.append(Note(item.source, verdict.reason))
+        plan.todo.append((item, verdict.replace_existing and item.target.exists()))
+    return plan
+
+
 # ---------------------------------------------------------------------------------------------
 # Running
 
@@ -738,38 +783,15 @@ class _Job:
             )
 
     def plan(self) -> list[tuple[WorkItem, bool]]:
-        config = self.config
-        items, failures, walk_skipped = plan_job(config)
-        for failure in failures:
+        plan = plan_resume(self.config, self.runner.info.label, halted=self.halted)
+        self.settings, self.manifest = plan.settings, plan.manifest
+        for failure in plan.failed:
             self.fail(failure.source, failure.reason)
-        for skipped in walk_skipped:
+        for skipped in plan.skipped:
             self.skip(skipped)
-        p = config.pipeline
-        self.settings = settings_key(
-            {
-                "scale": p.scale,
-                "runner": self.runner.info.label,
-                "model": config.model,
-                "quality": config.quality,
-            }
-        )
-        self.manifest = Manifest(_manifest_folder(config))
-        todo: list[tuple[WorkItem, bool]] = []
-        for position, item in enumerate(items):
-            if config.overwrite:
-                todo.append((item, True))
-                continue
-            if self.halted():  # checking outputs hashes them: stop here too; the rest is unfinished
-                todo.extend((rest, False) for rest in items[position:])
-                break
-            verdict = self.manifest.verdict(item.target, item.source, self.settings)
-            if verdict.state in ("foreign", "other_settings", "complete"):
-                self.skip(Skipped(item.source, item.target, verdict.reason))
-                continue
-            if verdict.reason != "new":
-                self.note(item.source, verdict.reason)
-            todo.append((item, verdict.replace_existing and item.target.exists()))
-        return todo
+        for note in plan.notes:
+            self.note(note.source, note.message)
+        return plan.todo
 
     # -- stage 1: headers, input budget, decoding --------------------------------------------
 
