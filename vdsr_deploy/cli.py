@@ -406,6 +406,15 @@ def export(
             "INT8 QDQ model for ONNX Runtime, calibrated on the shipped tiles (cached).",
         ),
     ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration",
+            help="With -p int8: calibrate on the images in this folder (96x96 tiles; the last images' "
+            "tiles are held out to measure the cost) instead of the shipped procedural tiles. Run the "
+            "result with upscale -b onnxruntime -p int8 --onnx FILE.",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
     triton: Annotated[
         Path | None,
@@ -424,6 +433,7 @@ def export(
     With --triton DIR: a Triton Inference Server model repository (ONNX Runtime model, and the
     FP16 TensorRT plan where TensorRT and a GPU are usable), every config.pbtxt validated.
     """
+    from vdsr_deploy.errors import ConfigError
     from vdsr_deploy.export import default_onnx_name, export_onnx
     from vdsr_deploy.precision import check_precision
     from vdsr_deploy.weights import load_weights
@@ -436,10 +446,12 @@ def export(
         wanted = precision or ["fp32", "fp16"]
         for p in wanted:
             check_precision(p, ("fp32", "fp16", "int8"))
+        if calibration is not None and "int8" not in wanted:
+            raise ConfigError("--calibration: applies to -p int8 only")
         model, info = load_weights(weights)
         for p in wanted:
             if p == "int8":
-                _export_int8(console, weights, output_dir, overwrite)
+                _export_int8(console, weights, output_dir, overwrite, calibration)
                 continue
             result = export_onnx(
                 model, output_dir / default_onnx_name(info.sha256, p), precision=p, info=info, overwrite=overwrite
@@ -450,23 +462,27 @@ def export(
             )
 
 
-def _export_int8(console: Any, weights: Path | None, output_dir: Path, overwrite: bool) -> None:
+def _export_int8(
+    console: Any, weights: Path | None, output_dir: Path, overwrite: bool, calibration_dir: Path | None
+) -> None:
     from vdsr_deploy.backends.factory import RunnerSpec
     from vdsr_deploy.fastpath import int8_artifact
     from vdsr_deploy.int8 import int8_path
+    from vdsr_deploy.quality import calibration_set_from_images, load_calibration_set
 
     spec = RunnerSpec(backend="onnxruntime", precision="int8", weights=weights, engines_dir=output_dir)
+    calibration = load_calibration_set() if calibration_dir is None else calibration_set_from_images(calibration_dir)
     if overwrite:
         from vdsr_deploy.int8 import DEFAULT_RECIPE, int8_key
-        from vdsr_deploy.quality import load_calibration_set
         from vdsr_deploy.weights import weights_file_sha256
 
-        key = int8_key(weights_file_sha256(weights), DEFAULT_RECIPE, load_calibration_set().sha256)
+        key = int8_key(weights_file_sha256(weights), DEFAULT_RECIPE, calibration.sha256)
         int8_path(output_dir, key).unlink(missing_ok=True)
-    artifact = int8_artifact(spec, output_dir)
+    artifact = int8_artifact(spec, output_dir, calibration)
     cost = ", ".join(f"{scale} {value:+.3f}" for scale, value in sorted(artifact.cost_db.items()))
     console.print(
         f"{artifact.path}  (int8 QDQ, {'built' if artifact.built else 'cached, key matches'}; "
+        f"calibration {calibration.origin}: {calibration.calibration} tiles, {len(calibration.held_out)} held out; "
         f"task PSNR vs ONNX Runtime fp32 on the held-out tiles: {cost} dB)"
     )
 

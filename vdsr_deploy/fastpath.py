@@ -23,6 +23,7 @@ from vdsr_deploy.precision import AUTO, CpuPath, PrecisionChoice, choose_precisi
 if TYPE_CHECKING:
     from vdsr_deploy.backends.factory import RunnerSpec
     from vdsr_deploy.int8 import Int8Artifact
+    from vdsr_deploy.quality import CalibrationSet
 
 
 def wants_cuda(spec: RunnerSpec) -> bool:
@@ -81,15 +82,16 @@ def _given_precision(spec: RunnerSpec) -> str:
     return "fp16"
 
 
-def int8_artifact(spec: RunnerSpec, engines_dir: Path) -> Int8Artifact:
-    """The cached INT8 model for ``spec``'s weights (built on first use)."""
+def int8_artifact(spec: RunnerSpec, engines_dir: Path, calibration: CalibrationSet | None = None) -> Int8Artifact:
+    """The cached INT8 model for ``spec``'s weights (built on first use), calibrated on the
+    shipped tiles or on ``calibration``."""
     from vdsr_deploy.int8 import ensure_int8_onnx
     from vdsr_deploy.weights import weights_file_sha256
 
     def fp32_onnx() -> Path:
         return cached_onnx(spec.weights, engines_dir, "fp32") or _export(spec, engines_dir, "fp32")
 
-    return ensure_int8_onnx(weights_file_sha256(spec.weights), fp32_onnx, engines_dir)
+    return ensure_int8_onnx(weights_file_sha256(spec.weights), fp32_onnx, engines_dir, calibration=calibration)
 
 
 def bf16_cost(spec: RunnerSpec, engines_dir: Path) -> dict[str, float]:

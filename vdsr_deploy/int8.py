@@ -2,10 +2,11 @@
 
 :func:`ensure_int8_onnx` returns the static INT8 QDQ model of some weights from the
 engines dir, building it when missing or stale: calibrated (:mod:`vdsr_deploy.quantize`) on
-the tiles that ship with the package (:mod:`vdsr_deploy.quality`), its quality cost
-measured on the held-out tiles against ONNX Runtime FP32, and both recorded in its
-metadata. The key is the weights hash + the calibration recipe (settings and the
-calibration data's hash) + the onnxruntime version + the exporter version of the FP32
+the procedurally drawn tiles that ship with the package, or a user's own images
+(:mod:`vdsr_deploy.quality`), its quality cost measured on the held-out tiles against ONNX
+Runtime FP32, and both recorded in its metadata (with where the calibration data came
+from). The key is the weights hash + the calibration recipe (settings and the calibration
+data's content hash) + the onnxruntime version + the exporter version of the FP32
 graph; it names the file and is stored inside it (``vdsr.int8_key``), so a changed key
 builds a new file and a file whose recorded key does not match is rebuilt, never used.
 """
@@ -28,6 +29,7 @@ from vdsr_deploy.quantize import QuantizeConfig, quantize_int8
 
 KEY_METADATA = "vdsr.int8_key"
 COST_METADATA = "vdsr.quality_cost_db"
+CALIBRATION_METADATA = "vdsr.calibration"
 RECIPE_VERSION = 1
 DEFAULT_RECIPE = QuantizeConfig(tile=96, scales=SCALES, method="minmax", per_channel=True)
 """Measured in benchmarks/cpu.py: MinMax, per-channel weights, first/last conv in FP32."""
@@ -126,7 +128,18 @@ def build_int8(
         quantize_int8(fp32_onnx, work, planes, config, overwrite=True)
         with OnnxRuntimeRunner(fp32_onnx) as reference, OnnxRuntimeRunner(work) as candidate:
             cost = quality_cost(reference.infer, candidate.infer, calibration, recipe.scales)
-        metadata = _add_metadata(work, {KEY_METADATA: json.dumps(key, sort_keys=True), COST_METADATA: json.dumps(cost)})
+        origin = {
+            "origin": calibration.origin,
+            "sha256": calibration.sha256,
+            "calibrate": calibration.calibration,
+            "held_out": len(calibration.held_out),
+        }
+        entries = {
+            KEY_METADATA: json.dumps(key, sort_keys=True),
+            COST_METADATA: json.dumps(cost),
+            CALIBRATION_METADATA: json.dumps(origin),
+        }
+        metadata = _add_metadata(work, entries)
         work.replace(target)
     finally:
         work.unlink(missing_ok=True)

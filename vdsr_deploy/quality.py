@@ -1,11 +1,13 @@
 """What a lossy fast path costs, measured on data that ships with the package.
 
-``assets/calibration_tiles.npz`` holds small 96x96 HR tiles (Y, uint8) cut from the paper's
-training images (T91 + BSD200; ``benchmarks/make_calibration_tiles.py`` regenerates them
-and records each tile's source). The first ``calibration`` tiles calibrate INT8 activation
-ranges; the rest are held out to measure quality: each is degraded by the paper's protocol
-at x2, x3 and x4, run through the reference and the candidate, and scored against the HR
-tile (PSNR on Y, peak 255, shave = scale). :func:`quality_cost` returns the mean PSNR
+``assets/calibration_tiles.npz`` holds small 96x96 HR tiles (Y, uint8) cut from
+procedurally drawn scenes (no third-party picture; ``benchmarks/make_calibration_tiles.py``
+renders them and records each tile's scene and position). The first ``calibration`` tiles
+calibrate INT8 activation ranges; the rest, from other scenes, are held out to measure
+quality: each is degraded by the paper's protocol at x2, x3 and x4, run through the
+reference and the candidate, and scored against the HR tile (PSNR on Y, peak 255, shave =
+scale). A user's own images can replace them (:func:`calibration_set_from_images`,
+``vdsr export -p int8 --calibration DIR``). :func:`quality_cost` returns the mean PSNR
 change per scale, the figure ``--precision auto`` reads from an artifact's record.
 
 :func:`cached_cost` keeps such a record for paths without an ONNX artifact to carry it
@@ -46,6 +48,8 @@ class CalibrationSet:
     sources: tuple[str, ...]
     calibration: int
     sha256: str
+    origin: str = "shipped"
+    """Where the tiles came from: ``shipped`` (the package's procedural tiles) or a folder."""
 
     def __post_init__(self) -> None:
         if self.hr.ndim != 3 or not 0 < self.calibration < self.hr.shape[0]:
@@ -68,17 +72,58 @@ def default_calibration_path() -> Path:
 
 
 def load_calibration_set(path: Path | None = None) -> CalibrationSet:
-    """The shipped calibration tiles (or those in ``path``), with the file's sha256."""
+    """The shipped calibration tiles (or those in ``path``), hashed by content."""
     source = Path(path) if path is not None else default_calibration_path()
     try:
-        raw = source.read_bytes()
         with np.load(source, allow_pickle=False) as data:
-            hr = np.asarray(data["hr_y"], dtype=np.float64) / 255.0
+            tiles = np.asarray(data["hr_y"], dtype=np.uint8)
             sources = tuple(str(s) for s in data["source"])
             calibration = int(data["calibration"])
-    except (OSError, KeyError, ValueError) as error:
+    except (OSError, KeyError, ValueError, TypeError) as error:
         raise VdsrError(f"{source}: cannot read the calibration tiles ({error})") from error
-    return CalibrationSet(hr, sources, calibration, hashlib.sha256(raw).hexdigest())
+    return _calibration_set(tiles, sources, calibration, "shipped" if path is None else str(source))
+
+
+def calibration_set_from_images(folder: Path, held_out_share: float = 0.375) -> CalibrationSet:
+    """A calibration set from the images in ``folder`` (a user's own kind of pictures): each
+    image's Y (rounded to 8 bits) cut into non-overlapping ``TILE`` tiles; the tiles of the
+    last images (about ``held_out_share`` of all tiles, at least one image's worth) are held
+    out, so they measure the cost on images that did not calibrate."""
+    from vdsr_deploy.evaluate import hr_luma, list_images
+
+    per_image: list[list[tuple[NDArray[np.uint8], str]]] = []
+    for path in list_images(Path(folder)):
+        y = np.rint(hr_luma(path) * 255.0).astype(np.uint8)
+        cut = [
+            (y[top : top + TILE, left : left + TILE], f"{path.name}@{top},{left}")
+            for top in range(0, y.shape[0] - TILE + 1, TILE)
+            for left in range(0, y.shape[1] - TILE + 1, TILE)
+        ]
+        if cut:
+            per_image.append(cut)
+    if len(per_image) < 2:
+        raise InvalidInputError(
+            f"{folder}: calibration needs at least 2 images of {TILE}x{TILE} px or more "
+            f"(some calibrate, the others measure the cost), found {len(per_image)}"
+        )
+    total = sum(len(tiles) for tiles in per_image)
+    held: list[tuple[NDArray[np.uint8], str]] = []
+    while per_image and (not held or len(held) < held_out_share * total) and len(per_image) > 1:
+        held = per_image.pop() + held
+    tiles = [tile for image in per_image for tile in image] + held
+    return _calibration_set(
+        np.stack([t for t, _ in tiles]), tuple(s for _, s in tiles), total - len(held), origin=str(folder)
+    )
+
+
+def _calibration_set(
+    tiles: NDArray[np.uint8], sources: tuple[str, ...], calibration: int, origin: str = "shipped"
+) -> CalibrationSet:
+    """Tiles in [0, 1], hashed by what they are (pixels, shape, split), not by file bytes."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([list(tiles.shape), calibration]).encode())
+    digest.update(np.ascontiguousarray(tiles, dtype=np.uint8).tobytes())
+    return CalibrationSet(tiles.astype(np.float64) / 255.0, sources, calibration, digest.hexdigest(), origin)
 
 
 def degraded(tiles: NDArray[np.float64], scale: int) -> NDArray[np.float32]:
