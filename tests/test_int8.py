@@ -106,7 +106,102 @@ def test_quality_cost_is_zero_for_the_same_model_and_negative_for_a_worse_one() 
     worse = quality_cost(identity, noisy, calibration)
     assert all(value < -0.1 for value in worse.values()), worse
     assert calibration.calibration == 20 and len(calibration.held_out) == 12
-    assert all(s.startswith(("t91/", "bsd200/")) for s in calibration.sources)
+
+
+def _scenes(sources: tuple[str, ...]) -> set[str]:
+    return {source.split("@")[0] for source in sources}
+
+
+def test_shipped_tiles_are_drawn_and_regenerated_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped tiles come from the procedural generator (no training image), held-out
+    tiles from scenes that never calibrate, and the generator reproduces them exactly."""
+    calibration = load_calibration_set()
+    calibrating = _scenes(calibration.sources[: calibration.calibration])
+    held_out = _scenes(calibration.sources[calibration.calibration :])
+    assert all(s.startswith(("v1:scene-", "v1:landscape-")) for s in calibrating | held_out)
+    assert not calibrating & held_out and len(held_out) >= 3
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import make_calibration_tiles as generator
+
+    seed = generator.HELD_OUT_SCENES[-1]  # one scene: the whole set takes ~30 s on a busy machine
+    drawn = generator.detailed_tiles(generator.luma_uint8(generator.render_scene(seed)), f"scene-{seed}", 4)
+    shipped = {s: t for s, t in zip(calibration.sources, calibration.hr, strict=True)}
+    for tile, source in drawn:
+        np.testing.assert_array_equal(tile, np.rint(shipped[f"v{generator.GENERATOR_VERSION}:{source}"] * 255))
+
+
+def test_calibration_hash_is_by_content_and_changes_with_it(tmp_path: Path) -> None:
+    shipped = load_calibration_set()
+    tiles = np.rint(shipped.hr * 255).astype(np.uint8)
+    copy = tmp_path / "copy.npz"
+    np.savez(copy, hr_y=tiles, source=np.array(shipped.sources), calibration=np.array(shipped.calibration))
+    assert load_calibration_set(copy).sha256 == shipped.sha256  # other zip bytes, same tiles
+    tiles[3, 40, 40] ^= 1
+    np.savez(copy, hr_y=tiles, source=np.array(shipped.sources), calibration=np.array(shipped.calibration))
+    assert load_calibration_set(copy).sha256 != shipped.sha256
+    np.savez(copy, hr_y=tiles, source=np.array(shipped.sources), calibration=np.array(shipped.calibration - 1))
+    assert load_calibration_set(copy).sha256 not in (shipped.sha256, load_calibration_set().sha256)
+
+
+def _photos(folder: Path, sizes: list[tuple[int, int]], seed: int = 5) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for index, (height, width) in enumerate(sizes):
+        pixels = (rng.random((height, width, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{index}.png")
+    return folder
+
+
+def test_calibration_from_images_holds_out_the_last_images(tmp_path: Path) -> None:
+    from vdsr_deploy.errors import InvalidInputError
+    from vdsr_deploy.quality import calibration_set_from_images
+
+    folder = _photos(tmp_path / "mine", [(200, 197), (97, 290), (101, 99), (150, 100)])
+    (folder / "notes.txt").write_text("not an image")
+    calibration = calibration_set_from_images(folder)
+    # 2x2 + 1x3 + 1x1 + 1x1 tiles of 96; the last images' tiles (>= 3/8 of 9) are held out
+    assert calibration.hr.shape == (9, 96, 96) and calibration.origin == str(folder)
+    assert _scenes(calibration.sources[calibration.calibration :]) == {"img1.png", "img2.png", "img3.png"}
+    assert calibration.calibration == 4 and not _scenes(calibration.sources[:4]) & {"img1.png"}
+    assert calibration_set_from_images(folder).sha256 == calibration.sha256
+    _photos(folder, [(200, 197)], seed=6)  # img0 changes
+    assert calibration_set_from_images(folder).sha256 != calibration.sha256
+    with pytest.raises(InvalidInputError, match="at least 2 images"):
+        calibration_set_from_images(_photos(tmp_path / "one", [(120, 120), (50, 300)]))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidInputError, match="no images"):
+        calibration_set_from_images(tmp_path / "empty")
+
+
+def test_export_int8_with_a_users_calibration_folder(tmp_path: Path, tiny_weights: Path) -> None:
+    from vdsr_deploy.int8 import CALIBRATION_METADATA
+
+    engines = tmp_path / "eng"
+    folder = _photos(tmp_path / "mine", [(192, 96), (96, 96)])
+    def run(*args: str) -> tuple[int, str]:
+        code, text = _invoke(*args)
+        return code, " ".join(text.split())  # rich wraps long lines
+
+    base = ["export", "-o", str(engines), "-w", str(tiny_weights), "-p", "int8"]
+    code, shipped_text = run(*base)
+    assert code == 0 and "calibration shipped: 20 tiles, 12 held out" in shipped_text, shipped_text
+    code, text = run(*base, "--calibration", str(folder))
+    assert code == 0 and "built" in text and "2 tiles, 1 held out" in text, text
+    models = sorted(engines.glob("vdsr-*-int8-*.onnx"), key=lambda p: p.stat().st_mtime_ns)
+    assert len(models) == 2  # a changed calibration set is another key, another file
+    metadata = onnx_metadata(models[-1])
+    recorded = json.loads(metadata[CALIBRATION_METADATA])
+    assert recorded["origin"] == str(folder) and recorded["calibrate"] == 2 and recorded["held_out"] == 1
+    assert json.loads(metadata[KEY_METADATA])["calibration_sha256"] == recorded["sha256"]
+    assert recorded["sha256"] != load_calibration_set().sha256
+    code, text = run(*base, "--calibration", str(folder))
+    assert code == 0 and "cached, key matches" in text, text
+    code, text = run("export", "-o", str(engines), "-w", str(tiny_weights), "--calibration", str(folder))
+    assert code == 1 and "error: --calibration: applies to -p int8 only" in text, text
+    code, text = run(*base, "--calibration", str(tmp_path / "missing"))
+    assert code == 1 and "missing: not a folder" in text and "Traceback" not in text, text
 
 
 def _invoke(*args: str) -> tuple[int, str]:

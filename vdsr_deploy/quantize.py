@@ -4,10 +4,10 @@ The 18 inner 64->64 convolutions (99.8% of the multiply-adds) get INT8 weights (
 channel, symmetric) and UINT8 activations; the first and last convolutions and the global
 residual ``Add`` stay FP32, so the input keeps full precision, the residual is not rounded
 to an 8-bit grid, and the output keeps the input's exact values where the residual is
-small. Activation ranges come from calibration on real images: HR training pictures
-degraded by the paper's protocol (MATLAB bicubic down and up, Y channel) and cut into
-tiles. Users never call this directly: :mod:`vdsr_deploy.int8` makes the cached model
-``--precision int8`` runs (calibrated on the tiles shipped in ``assets/``). Check it with
+small. Activation ranges come from calibration inputs: HR tiles degraded by the paper's
+protocol (MATLAB bicubic down and up, Y channel). Users never call this directly:
+:mod:`vdsr_deploy.int8` makes the cached model ``--precision int8`` runs (calibrated on the
+procedurally drawn tiles shipped in ``assets/``, or on a user's own images). Check it with
 ``vdsr validate -r onnxruntime-int8`` (the int8 tolerance) and ``vdsr eval -b onnxruntime
 -p int8``; ``benchmarks/cpu.py`` measures its speed and Set5/Set14 cost.
 
