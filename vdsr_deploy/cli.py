@@ -94,7 +94,7 @@ def _runner_spec(
 @app.command()
 def upscale(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or globs (paths or URIs: s3://...).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (or a file for one input); a path or a URI (s3://...).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (or file for one input); path or URI.")],
     scale: Annotated[float, typer.Option("--scale", "-s", help="Upscaling factor > 1 (2, 3, 4 or any).")] = 2.0,
     weights: WeightsOption = None,
     backend: BackendOption = "auto",

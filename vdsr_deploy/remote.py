@@ -283,6 +283,18 @@ def download(source: RemotePath, local: Path) -> None:
         raise ImageReadError(f"{source}: cannot read ({error})") from error
 
 
+def image_size(source: RemotePath) -> tuple[int, int] | None:
+    """(height, width) from the header of a remote image (Pillow reads a few ranges of the
+    object, not all of it); None when it cannot be read as an image."""
+    from PIL import Image
+
+    try:
+        with source.filesystem.open_input_file(source.fs_path) as handle, Image.open(handle) as image:
+            return image.height, image.width
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
 def temporary_name(target: Path) -> Path:
     """A hidden temporary name next to ``target`` (``.<name>.<random>.part``)."""
     return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}{_TEMP_SUFFIX}")
