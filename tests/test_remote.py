@@ -134,6 +134,18 @@ def test_file_uri_job_equals_the_local_run_and_resumes(tmp_path: Path, runner: T
     assert local_files(tmp_path / "out") == expected
 
 
+def test_local_and_uri_sides_mix(tmp_path: Path, runner: TorchRunner) -> None:
+    make_folder(tmp_path / "in")
+    expected = local_files(tmp_path / "in")  # only the names matter here
+    to_local = run(job([f"file://{tmp_path / 'in'}"], tmp_path / "a"), runner)
+    from_local = run(job([str(tmp_path / "in" / "sub")], f"file://{tmp_path / 'b'}"), runner)
+    assert to_local.ok and from_local.ok
+    assert set(local_files(tmp_path / "a")) == set(expected) - {"notes.txt"}
+    assert (tmp_path / "a" / MANIFEST_NAME).exists()  # a local output keeps its manifest in place
+    assert set(local_files(tmp_path / "b")) == {"alpha.png", "photo.jpg"}
+    assert local_files(tmp_path / "a")["sub/alpha.png"] == local_files(tmp_path / "b")["alpha.png"]
+
+
 def test_uri_globs_plan_like_local_globs(tmp_path: Path) -> None:
     make_folder(tmp_path / "in")
     (tmp_path / "in" / ".hidden.png").write_bytes(b"x")
@@ -221,6 +233,8 @@ def test_s3_to_s3_equals_the_local_run_resumes_and_reports_bad_objects(
     again = run(job([scans], out_uri), runner)
     assert not again.done and len(again.skipped) == 4  # the manifest (state folder) resumes it
     filesystem.delete_file(f"{bucket}/out/gray16.png")
+    with filesystem.open_output_stream(f"{bucket}/out/.gray16.png.k1ll3d.part") as out:
+        out.write(b"left by a killed process")
     third = run(job([scans], out_uri), runner)
     assert [str(item.target) for item in third.done] == [f"{out_uri}/gray16.png"]
     assert bucket_files(filesystem, f"{bucket}/out") == expected
