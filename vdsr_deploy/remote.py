@@ -158,6 +158,9 @@ class RemotePath(PosixPath):
     def is_file(self) -> bool:
         return self._type() == "File"
 
+    def is_symlink(self) -> bool:
+        return False  # object stores have no links; never ask the local disk
+
     def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
         info = self._info()
         if info.type.name == "NotFound":
