@@ -657,6 +657,19 @@ def run_staged_job(
     here): one in-process :class:`UpscaleWorker` on the open ``runner`` stages a few inputs at
     a time (downloads), runs ``run_job`` on them, uploads each output to a temporary key, and
     this driver records it and moves it into place, exactly as on a cluster."""
+    from vdsr_deploy.batch import _manifest_folder
+    from vdsr_deploy.joblock import JobLock
+    from vdsr_deploy.manifest import MANIFEST_NAME
+    from vdsr_deploy.remote import manifest_path
+
+    # One job per output: a local output folder's lock, or for a URI its state folder's.
+    with JobLock(manifest_path(_manifest_folder(job), MANIFEST_NAME).parent):
+        return _run_staged(job, runner, on_event, stop)
+
+
+def _run_staged(
+    job: JobConfig, runner: Runner, on_event: EventSink | None, stop: threading.Event | None
+) -> JobSummary:
     stop = stop or threading.Event()
     sink = on_event or (lambda event: None)
     job_state = _ClusterJob(job, ClusterConfig(), lambda placement: lambda: runner, sink, stop, "auto")
