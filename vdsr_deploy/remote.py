@@ -94,7 +94,7 @@ def _filesystem(path: RemotePath) -> Any:
             if key in _filesystems:
                 return _filesystems[key]
     try:
-        from pyarrow import fs
+        from pyarrow import fs  # type: ignore[import-untyped]
     except ImportError as error:
         raise BackendUnavailableError(
             f"{path}: URIs need pyarrow: pip install 'vdsr-deploy[cluster]' (or pyarrow)"
@@ -175,7 +175,7 @@ class RemotePath(PosixPath):
         return self.filesystem.open_input_stream(self.fs_path)
 
     def _list(self, recursive: bool) -> Iterator[RemotePath]:
-        from pyarrow import fs
+        from pyarrow import fs  # type: ignore[import-untyped]
 
         selector = fs.FileSelector(self.fs_path, recursive=recursive, allow_not_found=True)
         prefix = self.fs_path.rstrip("/") + "/"
