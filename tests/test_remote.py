@@ -261,3 +261,22 @@ def test_s3_object_vanishing_after_planning_is_reported(
     assert list(uploaded) == [results[0].temporary.split("/out/")[1]] and results[0].temporary.endswith(".part")
     assert len(next(iter(uploaded.values()))) == results[0].size
     assert not location(f"s3://{bucket}/out/a.png").exists()  # never written under the final key
+
+
+def test_cli_upscales_file_uris_and_resumes(tmp_path: Path, tiny_weights: Path) -> None:
+    """`vdsr upscale URI -o URI` (typer turns the option into a Path: scheme:/x must survive)."""
+    from typer.testing import CliRunner
+
+    from vdsr_deploy.cli import app
+
+    make_folder(tmp_path / "in")
+    (tmp_path / "in" / "bad.png").write_bytes(b"not an image")
+    command = ["upscale", f"file://{tmp_path / 'in'}", "-o", f"file://{tmp_path / 'out'}", "-w", str(tiny_weights)]
+    command += ["--backend", "torch", "--tile", "40", "--halo", "3", "--quiet"]
+    first = CliRunner().invoke(app, command)
+    assert first.exit_code == 1, first.output
+    text = "".join(first.output.split())  # rich wraps long lines
+    assert f"file://{tmp_path / 'in' / 'bad.png'}:notarecognisedimageformat" in text
+    assert set(local_files(tmp_path / "out")) == {"rgb.png", "gray16.png", "sub/alpha.png", "sub/photo.jpg"}
+    second = CliRunner().invoke(app, command)
+    assert "0done,4skipped,1failed" in "".join(second.output.split()), second.output
