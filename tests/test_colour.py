@@ -68,7 +68,7 @@ def test_identity_pipeline_equals_bicubic_with_alpha(channels: int, scale: float
     if channels in (2, 4):
         pixels[..., -1] = np.linspace(0, 1, 19, dtype=np.float32)[None, :] ** 2  # opaque at right
         pixels[:5, :, -1] = 0.0  # a fully transparent strip
-    with TorchRunner(identity_model(), channels_last=False) as runner:
+    with TorchRunner(identity_model(), device="cpu", channels_last=False) as runner:
         result = upscale_pixels(pixels, runner, PipelineConfig(scale=scale, tiling=TILING, batch=3))
     expected = bicubic_reference(pixels, scale)
     assert result.shape == expected.shape
@@ -90,7 +90,7 @@ def test_identity_job_writes_bicubic_files(tmp_path: Path) -> None:
         inputs=(str(inputs),), output=tmp_path / "out",
         pipeline=PipelineConfig(scale=2.0, tiling=TILING, batch=2),
     )  # fmt: skip
-    with TorchRunner(identity_model(), channels_last=False) as runner:
+    with TorchRunner(identity_model(), device="cpu", channels_last=False) as runner:
         summary = run_job(config, runner)
     assert len(summary.done) == 3 and not summary.failed
     for name in ("rgba.png", "la.png", "rgba16.png"):

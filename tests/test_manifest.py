@@ -59,7 +59,7 @@ def test_a_same_size_corrupted_output_is_redone(tmp_path: Path) -> None:
         pipeline=PipelineConfig(scale=2.0, tiling=TileConfig(tile=40, halo=3), batch=2),
     )
     events: list[dict[str, Any]] = []
-    with TorchRunner(VDSR(depth=3, channels=4).eval(), channels_last=False) as runner:
+    with TorchRunner(VDSR(depth=3, channels=4).eval(), device="cpu", channels_last=False) as runner:
         assert len(run_job(config, runner).done) == 2
         good = (out / "img0.png").read_bytes()
         flip_one_byte(out / "img0.png")

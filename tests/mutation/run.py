@@ -313,7 +313,7 @@ def say(text: str = "") -> None:
 @dataclass
 class Outcome:
     mutant: Mutant
-    state: str  # caught | MISSED | STALE (snippet not found exactly once)
+    state: str  # caught | MISSED | STALE (snippet not found exactly once) | ERROR
     seconds: float
     detail: str = ""
 
@@ -380,7 +380,9 @@ def run_mutant(mutant: Mutant, copy: Path, timeout: float) -> Outcome:
         code, tail = pytest(copy, mutant.tests, timeout)
     finally:
         path.write_text(original_text, encoding="utf-8")
-    state = "caught" if code != 0 else "MISSED"
+    # exit 1 = tests ran and failed; anything else (collection error, no tests, a broken
+    # environment) proves nothing about the tests and is reported, never counted as caught
+    state = {0: "MISSED", 1: "caught", 124: "caught"}.get(code, "ERROR")
     return Outcome(mutant, state, time.perf_counter() - started, tail)
 
 
@@ -389,7 +391,7 @@ def baseline(copy: Path, mutants: Sequence[Mutant], timeout: float) -> str:
     returns pytest's last line when they do not."""
     selected = list(dict.fromkeys(test for m in mutants for test in m.tests))
     code, tail = pytest(copy, selected, timeout, stop_early=False)
-    return "" if code == 0 else tail
+    return "" if code == 0 and " passed" in tail else tail or f"pytest exit code {code}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -415,7 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             failing = baseline(first, chosen, options.timeout)
             copies.put(first)
             if failing:
-                say(f"the selected tests fail WITHOUT any mutant; fix them first: {failing}")
+                say("the selected tests fail WITHOUT any mutant (fix them, or run this in the")
+                say(f"project's environment): {failing}")
                 return 2
             say(f"baseline: the selected tests pass unmutated ({time.perf_counter() - started:.0f} s)")
 
