@@ -95,7 +95,7 @@ def test_a_job_killed_between_manifest_and_rename_redoes_the_output(tmp_path: Pa
         from vdsr_deploy.batch import JobConfig, run_job
         from vdsr_deploy.model import VDSR
         from vdsr_deploy.pipeline import PipelineConfig
-        from vdsr_deploy.runners.torch import TorchRunner
+        from vdsr_deploy.backends.torch import TorchRunner
         from vdsr_deploy.tiling import TileConfig
 
         if sys.argv[1:] == ["kill"]:

@@ -21,7 +21,7 @@ from vdsr_deploy.batch import JobConfig, run_job
 from vdsr_deploy.imageio import quantize, read_image, write_image
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig, upscale_pixels
-from vdsr_deploy.runners.torch import TorchRunner
+from vdsr_deploy.backends.torch import TorchRunner
 from vdsr_deploy.tiling import TileConfig
 
 TILING = TileConfig(tile=32, halo=3)

@@ -14,7 +14,7 @@ from vdsr_deploy.imageio import file_digest, read_image
 from vdsr_deploy.manifest import Manifest, settings_key
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig
-from vdsr_deploy.runners.torch import TorchRunner
+from vdsr_deploy.backends.torch import TorchRunner
 from vdsr_deploy.tiling import TileConfig
 
 

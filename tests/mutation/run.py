@@ -425,9 +425,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         def work(m: Mutant) -> Outcome:
             copy = copies.get()
             try:
-                return run_mutant(m, copy, options.timeout)
+                outcome = run_mutant(m, copy, options.timeout)
             finally:
                 copies.put(copy)
+            say(f"  {outcome.state:<7} {outcome.seconds:5.1f} s  {m.name}")  # progress
+            return outcome
 
         with ThreadPoolExecutor(max(1, options.jobs)) as pool:
             outcomes = list(pool.map(work, chosen))
