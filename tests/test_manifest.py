@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vdsr_deploy.backends.torch import TorchRunner
 from vdsr_deploy.batch import JobConfig, run_job
 from vdsr_deploy.imageio import file_digest, read_image
 from vdsr_deploy.manifest import Manifest, settings_key
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig
-from vdsr_deploy.backends.torch import TorchRunner
 from vdsr_deploy.tiling import TileConfig
 
 

@@ -343,7 +343,7 @@ def pytest(copy: Path, args: Sequence[str], timeout: float, *, stop_early: bool 
     # no bytecode cache: a same-size mutant written in the same second as the original
     # would otherwise be run from the original's stale .pyc
     env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-profile=mutation", *args]
     if stop_early:
         command.insert(3, "-x")
     try:
@@ -386,17 +386,24 @@ def run_mutant(mutant: Mutant, copy: Path, timeout: float) -> Outcome:
     return Outcome(mutant, state, time.perf_counter() - started, tail)
 
 
-def baseline(copy: Path, mutants: Sequence[Mutant], timeout: float) -> str:
-    """Every selected test must pass on the unmutated copy (one run over their union);
-    returns pytest's last line when they do not."""
+def baseline(copies: Sequence[Path], mutants: Sequence[Mutant], timeout: float) -> str:
+    """Every selected test must pass on the unmutated copies (their union, split over the
+    copies and run side by side); returns pytest's last line of a failing part, if any."""
     selected = list(dict.fromkeys(test for m in mutants for test in m.tests))
-    code, tail = pytest(copy, selected, timeout, stop_early=False)
-    return "" if code == 0 and " passed" in tail else tail or f"pytest exit code {code}"
+    parts = [selected[index :: len(copies)] for index in range(len(copies))]
+    with ThreadPoolExecutor(len(copies)) as pool:
+        results = list(
+            pool.map(lambda job: pytest(job[0], job[1], timeout, stop_early=False), zip(copies, parts, strict=True))
+        )
+    for (code, tail), part in zip(results, parts, strict=True):
+        if part and not (code == 0 and " passed" in tail):
+            return tail or f"pytest exit code {code}"
+    return ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-j", "--jobs", type=int, default=2, help="parallel scratch copies")
+    parser.add_argument("-j", "--jobs", type=int, default=2, help="parallel scratch copies (2)")
     parser.add_argument("-k", "--select", default="", help="only mutants whose name contains this")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per test run")
@@ -409,13 +416,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="vdsr-mutation-") as scratch:
+        scratches = [make_scratch(ROOT, Path(scratch) / str(i)) for i in range(max(1, options.jobs))]
         copies: Queue[Path] = Queue()
-        for index in range(max(1, options.jobs)):
-            copies.put(make_scratch(ROOT, Path(scratch) / str(index)))
+        for copy in scratches:
+            copies.put(copy)
         if not options.no_baseline:
-            first = copies.get()
-            failing = baseline(first, chosen, options.timeout)
-            copies.put(first)
+            failing = baseline(scratches, chosen, options.timeout)
             if failing:
                 say("the selected tests fail WITHOUT any mutant (fix them, or run this in the")
                 say(f"project's environment): {failing}")
