@@ -97,8 +97,10 @@ def handled_error(*args: str) -> str:
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.output  # one sentence, last
+    assert "Traceback" not in result.output
+    return errors[0]
 
 
 @pytest.fixture
@@ -107,7 +109,10 @@ def tensorrt_absent(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)
 
 
-TENSORRT_ABSENT = "error: TensorRT is not usable here: not installed"
+TENSORRT_ABSENT = (
+    "error: TensorRT is not usable here (not installed): pip install 'vdsr-deploy[tensorrt-cu13]' "
+    "for a CUDA 13 driver, or 'vdsr-deploy[tensorrt-cu12]' for a CUDA 12 driver"
+)
 
 
 def test_user_errors_are_one_sentence(tmp_path: Path, tiny_weights: Path) -> None:
