@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,10 @@ def test_outputs_equal_the_single_image_pipeline(tmp_path: Path, runner: Runner)
 
 
 def test_tiles_of_several_images_share_a_batch(tmp_path: Path, runner: Runner) -> None:
+    """The first runner call is held until the producer has filled the band queue (seen
+    through the job's own ``begin`` events), so the next batch is full by construction."""
+    begun = threading.Semaphore(0)
+
     class Recording(Runner):
         def __init__(self) -> None:
             super().__init__()
@@ -120,15 +125,23 @@ def test_tiles_of_several_images_share_a_batch(tmp_path: Path, runner: Runner) -
             return RunnerInfo("recording", "cpu", "fp32")
 
         def _infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+            if not self.sizes:  # a busy accelerator: the producer gets ahead meanwhile
+                # image k + 4 begins only once image k + 3's band is queued: with k images
+                # in this call, the queue (size 4) then holds four more, all ready at once
+                for _ in range(min(12, batch.shape[0] + 5)):
+                    assert begun.acquire(timeout=120), "the producer stopped"
             self.sizes.append(int(batch.shape[0]))
-            time.sleep(0.03)  # a busy accelerator: the producer gets ahead
             return runner.infer(batch)
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["event"] == "begin":
+            begun.release()
 
     for index in range(12):
         Image.fromarray(smooth(15, 17, 3) + index).save(tmp_path / f"small{index:02d}.png")
     recording = Recording()
     with recording:
-        summary = run_job(job([tmp_path], tmp_path / "out", batch=4), recording)
+        summary = run_job(job([tmp_path], tmp_path / "out", batch=4, queue_size=4), recording, on_event)
     assert len(summary.done) == 12
     assert sum(recording.sizes) == 12  # one 30x34 tile per image
     assert max(recording.sizes) == 4  # four different images in one runner call
@@ -378,16 +391,41 @@ def _assert_clean(out: Path, summary: Any) -> None:
         read_image(item.target)  # complete and valid
 
 
+class StopAfterFirstDone(Runner):
+    """Wraps a runner; on its first call after an output was finished (``first_done``), it
+    calls ``stop()``. Inference runs in the job's calling thread, so the stop lands at a
+    fixed point of the job, never in a race with it: at least one output is complete, and
+    the bounded queues leave most of the ten images unstarted."""
+
+    def __init__(self, inner: Runner, stop: Callable[[], None]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.stop = stop
+        self.first_done = threading.Event()
+        self.stopped = False
+
+    @property
+    def info(self) -> RunnerInfo:
+        return RunnerInfo("stopping", "cpu", "fp32")
+
+    def _infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        if self.first_done.is_set() and not self.stopped:
+            self.stopped = True
+            self.stop()
+        return self.inner.infer(batch)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        if event["event"] == "done":
+            self.first_done.set()
+
+
 def test_stop_request_ends_cleanly_and_resume_finishes(tmp_path: Path, runner: Runner) -> None:
     _many_images(tmp_path / "in")
     out = tmp_path / "out"
     stop = threading.Event()
-
-    def on_event(event: dict[str, Any]) -> None:
-        if event["event"] == "done":
-            stop.set()
-
-    summary = run_job(job([tmp_path / "in"], out), runner, on_event, stop=stop)
+    with StopAfterFirstDone(runner, stop.set) as stopping:
+        summary = run_job(job([tmp_path / "in"], out), stopping, stopping.on_event, stop=stop)
+    assert stopping.stopped
     assert summary.interrupted and not summary.ok
     assert 1 <= len(summary.done) < 10
     assert len(summary.done) + len(summary.unfinished) == 10
@@ -420,15 +458,13 @@ def test_ctrl_c_inside_the_runner_leaves_no_partial_file(tmp_path: Path, runner:
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signals_stop_the_job(tmp_path: Path, runner: Runner, signum: int, code: int) -> None:
     _many_images(tmp_path / "in")
-    with stop_on_signals() as request:
-
-        def on_event(event: dict[str, Any]) -> None:
-            if event["event"] == "done" and not request.event.is_set():
-                os.kill(os.getpid(), signum)
-
+    # sent from the main thread (where inference runs): the handler runs right away
+    stopping = StopAfterFirstDone(runner, lambda: os.kill(os.getpid(), signum))
+    with stop_on_signals() as request, stopping:
         summary = run_job(
-            job([tmp_path / "in"], tmp_path / "out"), runner, on_event, stop=request.event
+            job([tmp_path / "in"], tmp_path / "out"), stopping, stopping.on_event, stop=request.event
         )
+    assert stopping.stopped and 1 <= len(summary.done) < 10
     assert summary.interrupted and request.signum == signum and request.exit_code == code
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
     _assert_clean(tmp_path / "out", summary)
@@ -487,6 +523,7 @@ def _cli(args: list[str], **kwargs: Any) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # a signal to it never reaches pytest's process group
         **kwargs,
     )
 
@@ -529,21 +566,56 @@ def test_cli_reports_every_failure_without_traceback(tmp_path: Path, model: VDSR
         )
 
 
+# The CLI in a child process whose first inference result waits for a line on stdin; the
+# test sends the signal, then that line: the signal always arrives while the job runs.
+GATED_CLI = """
+import sys
+import vdsr_deploy.batch as batch
+from vdsr_deploy.cli import main
+
+real = batch.upscale_planes
+
+def gated(*args, **kwargs):
+    for index, item in enumerate(real(*args, **kwargs)):
+        if index == 0:
+            print("first result", file=sys.stderr, flush=True)
+            sys.stdin.readline()
+        yield item
+
+batch.upscale_planes = gated
+sys.argv = ["vdsr", *sys.argv[1:]]
+main()
+"""
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_cli_exit_codes_on_signals(tmp_path: Path, model: VDSR, signum: int, code: int) -> None:
     _many_images(tmp_path / "in", count=40)
     out = tmp_path / "out"
-    process = _cli(_cli_args(model, tmp_path, tmp_path / "in", out))
-    assert process.stderr is not None
-    line = process.stderr.readline()  # "runtime ..." is printed once the handlers are in place
-    assert "runtime" in line, line
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", GATED_CLI, "upscale", *_cli_args(model, tmp_path, tmp_path / "in", out)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a signal to it never reaches pytest's process group
+    )
+    assert process.stderr is not None and process.stdin is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if "first result" in line:
+            break
+    assert any("runtime" in line for line in seen), seen
     process.send_signal(signum)
-    _, stderr = process.communicate(timeout=300)
+    _, stderr = process.communicate("go\n", timeout=300)
     assert process.returncode == code, stderr
     assert "Traceback" not in stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["interrupted"] and report["exit_code"] == code
-    assert len(report["done"]) + len(report["unfinished"]) == 40
+    assert len(report["done"]) + len(report["unfinished"]) == 40 and len(report["done"]) < 40
     assert not temporaries(out)
 
 
@@ -564,6 +636,7 @@ def _child(out: Path, inputs: list[Path], *extra: str, fault: str | None = None)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # a signal to it never reaches pytest's process group
     )
 
 
