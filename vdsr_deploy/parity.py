@@ -163,8 +163,13 @@ TOLERANCE_INT8 = Tolerance(
     "p99 6.8e-3, mean 1.6e-3, 62.6% identical, 45 dB, Set5 x2 task PSNR -0.031 dB (worst "
     "image -0.061). Judged mainly by task PSNR (within 0.15 dB per image; --precision auto "
     "separately requires the mean cost recorded with the model to stay within 0.05 dB at every "
-    "scale) and >= 38 dB. The pair runs the cached model --precision int8 uses (calibrated on "
-    "the shipped tiles); the figures above are from the earlier calibration on 12 training images.",
+    "scale) and >= 38 dB. The figures above are from the earliest calibration (12 training "
+    "images). The pair runs the cached model --precision int8 uses, now calibrated on the "
+    "shipped procedurally drawn tiles: shipped weights, Set5 x2 + edge cases, max 1.3e-2, p99 "
+    "4.4e-3, 74-79% identical, 57-60 dB and task PSNR -0.009 to -0.083 dB per Set5 image, "
+    "Set5/Set14 mean cost <= 0.034 dB at x2/x3/x4 (benchmarks/README.md), but the 64x64 "
+    "black/white 1-px edge pattern exceeds this tolerance (max 0.37, 74 LSB, 30.8 dB), as it "
+    "did with the training-image tiles (max 0.34, 62 LSB, 32.0 dB): not yet resolved.",
 )
 
 
