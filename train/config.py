@@ -126,17 +126,26 @@ def config_from_dict(values: dict[str, Any], *, source: str) -> TrainConfig:
         raise ConfigError(f"{source}: {error}") from error
 
 
+def builtin_recipes() -> list[str]:
+    """Names of the recipes shipped in ``train/configs`` (every ``*.toml`` there)."""
+    folder = resources.files("train.configs")
+    return sorted(entry.name[: -len(".toml")] for entry in folder.iterdir() if entry.name.endswith(".toml"))
+
+
 def builtin_config_path(name: str) -> Path:
     return Path(str(resources.files("train.configs").joinpath(f"{name}.toml")))
 
 
 def load_config(name_or_path: str | Path) -> TrainConfig:
-    """A TOML file path, or the name of a built-in recipe (``paper``, ``fast``, ``ft_l1``)."""
+    """A TOML file path, or the name of a built-in recipe (:func:`builtin_recipes`)."""
     path = Path(name_or_path)
     if not path.is_file():
         builtin = builtin_config_path(str(name_or_path))
         if not builtin.is_file():
-            raise ConfigError(f"{name_or_path}: no such config file or built-in recipe")
+            raise ConfigError(
+                f"{name_or_path}: no such config file or built-in recipe "
+                f"(built-in: {', '.join(builtin_recipes())})"
+            )
         path = builtin
     try:
         values = tomllib.loads(path.read_text())

@@ -6,19 +6,77 @@ Every :class:`~vdsr_deploy.errors.VdsrError` becomes one sentence on stderr and 
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
+import typer.core
 
 if TYPE_CHECKING:
     from train.config import TrainConfig
 
-app = typer.Typer(
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+BOOLEAN_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
+
+
+class _Command(typer.core.TyperCommand):
+    """Help as a user reads it: flags show no ``<bool>`` (they take no value), docstring
+    paragraphs flow to the terminal's width instead of breaking where the source line ended,
+    and ``{recipes}`` in an option's help lists the built-in training recipes. A flag given a
+    value (``--overwrite true``) is an error, not an input file named ``true``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.help:
+            self.help = reflow_help(self.help)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        for param in params:
+            if not isinstance(param, typer.core.TyperOption):
+                continue
+            if param.is_flag and param.metavar is None:
+                param.metavar = ""
+            if param.help and "{recipes}" in param.help:
+                from train.config import builtin_recipes
+
+                param.help = param.help.replace("{recipes}", ", ".join(builtin_recipes()))
+        return params
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        flags = {
+            name
+            for param in self.get_params(ctx)
+            if isinstance(param, typer.core.TyperOption) and param.is_flag
+            for name in (*param.opts, *param.secondary_opts)
+        }
+        for flag, value in itertools.pairwise(args):
+            if flag in flags and value.lower() in BOOLEAN_WORDS and not Path(value).exists():
+                _fail(f"{flag} takes no value: write {flag} alone (or leave it out), not '{flag} {value}'")
+        return super().parse_args(ctx, args)
+
+
+def reflow_help(text: str) -> str:
+    """Docstring -> help: each paragraph on one line (the terminal wraps it), paragraphs kept."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
+class _Typer(typer.Typer):
+    """Every command uses :class:`_Command` (also those other modules add)."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[_Function], _Function]:
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _Typer(
     name="vdsr",
     help="VDSR super-resolution: train, export, build engines, upscale, evaluate, validate, benchmark.",
     no_args_is_help=True,
@@ -36,7 +94,20 @@ ProviderOption = Annotated[
     str, typer.Option("--provider", help="ONNX Runtime execution provider: cpu | cuda | tensorrt")
 ]
 TileOption = Annotated[int, typer.Option("--tile", "-t", help="Tile side in pixels; 0 runs each image whole.")]
-HaloOption = Annotated[int, typer.Option("--halo", help="Context around each tile (>= 20 for exact results).")]
+HaloOption = Annotated[
+    int,
+    typer.Option(
+        "--halo",
+        help="Context around each tile: at least the receptive radius (20 for the shipped weights) for exact results.",
+    ),
+]
+InexactHaloOption = Annotated[
+    bool,
+    typer.Option(
+        "--inexact-halo",
+        help="Accept a --halo below the network's receptive radius (tiles then differ from whole-image results).",
+    ),
+]
 BatchOption = Annotated[int, typer.Option("--batch", help="Tiles per runner call.")]
 ThreadsOption = Annotated[int, typer.Option("--threads", help="CPU threads for the runtime (0 = all cores).")]
 EnginesOption = Annotated[
@@ -63,6 +134,36 @@ def _console() -> Any:
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+def _check_halo(
+    halo: int, tile: int, inexact: bool, weights: Path | None, onnx: Path | None, console: Any
+) -> None:
+    """Refuse a halo below the model's receptive radius (its depth in pixels) unless
+    ``--inexact-halo`` accepts it, then warn. Unreadable files are left to the runner to report."""
+    from vdsr_deploy.errors import VdsrError
+    from vdsr_deploy.weights import read_depth
+
+    if tile == 0:
+        return
+    try:
+        if onnx is not None and weights is None:
+            from vdsr_deploy.export import read_metadata
+
+            radius = int(read_metadata(onnx).get("vdsr.depth", "20"))
+        else:
+            radius = read_depth(weights)
+    except (VdsrError, ValueError):
+        return
+    if halo >= radius:
+        return
+    problem = (
+        f"--halo {halo} is below the network's receptive radius ({radius} px): tiles would not "
+        "match whole-image inference (visible seams)"
+    )
+    if not inexact:
+        _fail(f"{problem}; use --halo {radius} or more, or pass --inexact-halo to accept that")
+    console.print(f"[yellow]warning:[/yellow] {problem}")
 
 
 def _runner_spec(
@@ -127,6 +228,7 @@ def upscale(
     jobs: Annotated[str, typer.Option("--jobs", "-j", help="load:save worker threads.")] = "2:2",
     report: Annotated[Path | None, typer.Option("--report", help="Write a JSON summary (every file) here.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    inexact_halo: InexactHaloOption = False,
 ) -> None:
     """Upscale images (RGB via YCbCr, gray, alpha, 16-bit) with exact tiling on any runtime.
 
@@ -142,6 +244,7 @@ def upscale(
     console = _console()
     summary: Any = None
     with stop_on_signals() as stop, _user_errors():
+        _check_halo(halo, tile, inexact_halo, weights, onnx, console)
         load_threads, save_threads = _parse_jobs(jobs)
         tiling = TileConfig(tile=tile, halo=halo)
         config = JobConfig(
@@ -430,14 +533,23 @@ def evaluate_command(
 @app.command()
 def train(
     config: Annotated[
-        str, typer.Option("--config", "-c", help="Recipe: built-in name (paper, fast, ft_l1) or a TOML file.")
-    ] = "fast",
+        str | None,
+        typer.Option(
+            "--config", "-c", help="Recipe: a built-in name ({recipes}) or a TOML file. Default: fast."
+        ),
+    ] = None,
     data: Annotated[list[Path] | None, typer.Option("--data", help="HR training image folders (repeatable).")] = None,
     val: Annotated[Path | None, typer.Option("--val", help="Validation folder (e.g. Set5).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, log, weights.")] = Path(
         "runs/vdsr"
     ),
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.safetensors.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in OUT (last.safetensors) with its recipe, iterations and folders.",
+        ),
+    ] = False,
     init_weights: Annotated[
         Path | None,
         typer.Option("--init-weights", help="Start from these weights (fine-tune; new optimizer state)."),
@@ -455,46 +567,31 @@ def train(
     ] = 0,
     device: DeviceOption = "auto",
 ) -> None:
-    """Train VDSR (paper recipe or a faster one) with checkpoints, resume and validation."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Train VDSR (paper recipe or a faster one) with checkpoints, resume and validation.
 
+    Every file a run writes (last, best and final .safetensors) works as --weights for the
+    other commands. --resume continues a stopped run exactly: its recipe, iterations and data
+    folders come from the checkpoint, so --config and --data are not needed again (given and
+    different, they are refused).
+    """
     from train.config import load_config
+    from train.loop import resumed_config
     from train.loop import train as run_training
 
-    if not data:
+    if not data and not resume:
         _fail("give at least one --data folder of HR training images (e.g. ../shared/data/train/t91)")
     console = _console()
     with _user_errors():
-        recipe = load_config(config)
-        if time_budget is not None:
-            if iterations is not None or resume:
-                _fail("--time-budget sets the iterations of a new run: drop --iterations/--resume")
+        if time_budget is not None and (iterations is not None or resume):
+            _fail("--time-budget sets the iterations of a new run: drop --iterations/--resume")
+        recipe: TrainConfig | None = None
+        if config is not None or not resume:
+            recipe = load_config(config or "fast")
+        if time_budget is not None and recipe is not None:
             recipe = _fit_to_budget(recipe, time_budget, device, console)
         if iterations is not None:
-            recipe = recipe.replace(iterations=iterations)
-        progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            console=console,
-        )
-        task = progress.add_task("train", total=recipe.iterations, status="preparing data")
-
-        def on_event(event: dict[str, Any]) -> None:
-            progress.start()  # on the first event: an error before it prints no empty bar
-            if event["event"] == "train":
-                progress.update(
-                    task,
-                    completed=event["step"],
-                    status=f"loss {event['loss']:.5f} lr {event['lr']:.2e} {1 / event['seconds_per_iter']:.2f} it/s",
-                )
-            elif event["event"] == "validate":
-                scores = " ".join(f"x{s} {event[f'x{s}']:.2f}" for s in recipe.scales)
-                progress.console.print(f"step {event['step']}: validation PSNR {scores}")
-
-        try:
+            recipe = recipe.replace(iterations=iterations) if recipe else resumed_config(out, iterations=iterations)
+        with _train_progress(console) as on_event:
             result = run_training(
                 recipe,
                 data_dirs=data,
@@ -506,12 +603,96 @@ def train(
                 data_workers=workers,
                 on_event=on_event,
             )
-        finally:
-            progress.stop()
-    state = "stopped early (resume with --resume)" if result.interrupted else "finished"
-    console.print(f"{state} at iteration {result.iterations_done}; best {result.best_psnr}; run folder {out}")
+    _render_training(console, result)
     if result.interrupted:
         raise typer.Exit(130)
+
+
+@contextmanager
+def _train_progress(console: Any) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Training events -> a bar on a terminal, one line per logged step otherwise (a pipe or a
+    log file gets progress too); data preparation is its own phase, before the bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    interactive = bool(console.is_terminal)
+    progress = Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not interactive,
+    )
+    task = progress.add_task("train", total=None, status="", start=False)
+    total = 0
+
+    def on_event(event: dict[str, Any]) -> None:
+        nonlocal total
+        kind = event["event"]
+        if kind == "warning":
+            console.print(f"[yellow]warning:[/yellow] {event['message']}")
+        elif kind == "preparing":
+            scales = ", ".join(f"x{s}" for s in event["scales"])
+            images = f"{event['images']} image{'s' if event['images'] != 1 else ''}"
+            console.print(f"preparing data: {images} at {scales}...")
+        elif kind == "prepared":
+            validation = f", {event['validation_images']} validation items" if event["validation_images"] else ""
+            console.print(f"prepared {event['pairs']} training pairs{validation} in {event['seconds']:.1f} s")
+        elif kind == "start":
+            total = event["iterations"]
+            verb = "resuming at" if event["resumed"] else "training from"
+            console.print(f"{verb} iteration {event['step']} of {total}")
+            progress.update(task, total=total, completed=event["step"])
+            progress.start_task(task)
+            progress.start()
+        elif kind == "train":
+            status = f"loss {event['loss']:.5f} lr {event['lr']:.2e} {1 / event['seconds_per_iter']:.2f} it/s"
+            progress.update(task, completed=event["step"], status=status)
+            if not interactive:
+                console.print(f"step {event['step']}/{total} {status}")
+        elif kind == "validate":
+            scores = " ".join(f"{key} {value:.2f}" for key, value in event.items() if _is_scale_key(key))
+            progress.console.print(f"step {event['step']}: validation PSNR {scores}")
+
+    try:
+        yield on_event
+    finally:
+        progress.stop()
+
+
+def _is_scale_key(key: str) -> bool:
+    return key.startswith("x") and key[1:].isdigit()
+
+
+def _render_training(console: Any, result: Any) -> None:
+    """How the run ended, as a short table: iterations, time, best PSNR and its weights."""
+    from rich.table import Table
+
+    state = "stopped early" if result.interrupted else "finished"
+    table = Table(title=f"training {state}", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value", overflow="fold")
+    table.add_row("iterations", f"{result.iterations_done:,} of {result.iterations:,}")
+    seconds = result.wall_seconds
+    table.add_row("wall time", f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min")
+    best = result.best_psnr
+    if best:
+        scores = ", ".join(f"{key} {value:.2f} dB" for key, value in best.items() if _is_scale_key(key))
+        table.add_row("best validation PSNR", f"{scores} (iteration {int(best['step']):,})")
+    else:
+        table.add_row("best validation PSNR", "- (no --val folder, or no validation yet)")
+    if result.final_weights is not None:
+        table.add_row("weights", str(result.final_weights))
+    if result.best_weights is not None:
+        table.add_row("best weights", str(result.best_weights))
+    table.add_row("checkpoint", f"{result.checkpoint} (also loads as --weights)")
+    console.print(table)
+    weights = result.weights
+    if result.interrupted:
+        console.print(f"continue with: vdsr train --resume --out {result.out_dir}", soft_wrap=True)
+    if weights is not None:
+        console.print(f"upscale with: vdsr upscale --weights {weights} IMAGES -o OUT", soft_wrap=True)
 
 
 def _fit_to_budget(recipe: TrainConfig, seconds: float, device: str, console: Any) -> TrainConfig:
@@ -582,6 +763,7 @@ def validate(
         typer.Option("--out", "-o", help="Write validate.json, validate.md and validate-heatmap.png here."),
     ] = None,
     threads: ThreadsOption = 0,
+    inexact_halo: InexactHaloOption = False,
 ) -> None:
     """Prove runtime parity: every runtime/precision vs the PyTorch FP32 reference (exit 1 on
     any failure)."""
@@ -600,6 +782,7 @@ def validate(
 
     console = _console()
     with _user_errors():
+        _check_halo(halo, tile, inexact_halo, weights, None, console)
         config = ValidateConfig(
             weights=weights,
             scale=scale,
@@ -710,12 +893,15 @@ def bench(
         Path | None,
         typer.Option("--out", "-o", help="Write bench.json, bench.md and bench.png here."),
     ] = None,
+    inexact_halo: InexactHaloOption = False,
 ) -> None:
     """Throughput and latency per backend/precision/tile/batch, bare runtime and whole pipeline."""
     from vdsr_deploy.bench import BenchConfig, benchmark, render_markdown, sweep, write_plot
 
     console = _console()
     with _user_errors():
+        if any(tiles or [256]):
+            _check_halo(halo, max(tiles or [256]), inexact_halo, weights, onnx, console)
         onnx_precision = None
         if onnx is not None:
             from vdsr_deploy.export import read_metadata

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -21,6 +22,8 @@ from vdsr_deploy.errors import WeightsError
 from vdsr_deploy.model import VDSR
 
 METADATA_KEY = "vdsr"
+CHECKPOINT_METADATA_KEY = "vdsr_checkpoint"  # training checkpoints (train/loop.py): model.* + optim.*
+CHECKPOINT_MODEL_PREFIX = "model."
 FORMAT_VERSION = 1
 DEFAULT_WEIGHTS_NAME = "vdsr_default.safetensors"
 _LAYER_NAME = re.compile(r"^body\.(\d+)\.(weight|bias)$")
@@ -115,8 +118,36 @@ def save_weights(
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.tmp")
     save_file(state, str(temporary), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    with_default_permissions(temporary)
     temporary.replace(target)
     return target
+
+
+def with_default_permissions(path: Path) -> None:
+    """Give ``path`` the permissions of a newly created file under the current umask (0644
+    under the usual 022), like every other output: safetensors itself writes 0600."""
+    current = os.umask(0)
+    os.umask(current)
+    os.chmod(path, 0o666 & ~current)
+
+
+def read_depth(path: Path | str | None = None) -> int:
+    """The number of conv layers of a weights file or training checkpoint (``None``: the
+    shipped default), from its header only; its receptive radius is ``depth`` pixels."""
+    from safetensors import SafetensorError, safe_open
+
+    resolved = resolve_weights_path(path)
+    try:
+        with safe_open(str(resolved), framework="pt") as handle:
+            header = handle.metadata() or {}
+            names = list(handle.keys())
+        if METADATA_KEY in header:
+            return int(json.loads(header[METADATA_KEY]).get("depth", 20))
+        if CHECKPOINT_METADATA_KEY in header:
+            return int(json.loads(header[CHECKPOINT_METADATA_KEY])["config"]["depth"])
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as error:
+        raise WeightsError(f"{resolved}: not a readable safetensors file ({error})") from error
+    return len([n for n in names if n.endswith(".weight")])
 
 
 def _expected_shapes(depth: int, channels: int) -> dict[str, tuple[int, ...]]:
@@ -163,7 +194,10 @@ def load_weights(
             state = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as error:
         raise WeightsError(f"{resolved}: not a readable safetensors file ({error})") from error
-    if METADATA_KEY in header:
+    if CHECKPOINT_METADATA_KEY in header and METADATA_KEY not in header:
+        state, meta = _checkpoint_model(state, header[CHECKPOINT_METADATA_KEY], resolved)
+        depth, channels = int(meta["depth"]), int(meta["channels"])
+    elif METADATA_KEY in header:
         try:
             meta = json.loads(header[METADATA_KEY])
         except json.JSONDecodeError as error:
@@ -189,6 +223,39 @@ def load_weights(
         evaluation=dict(meta.get("evaluation", {})),
     )
     return model, info
+
+
+def _checkpoint_model(
+    tensors: dict[str, torch.Tensor], header_value: str, source: Path
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The model tensors of a training checkpoint, and weights metadata made from its record
+    (so a stopped run's ``last.safetensors`` works wherever weights do)."""
+    try:
+        record = json.loads(header_value)
+        recipe = dict(record["config"])
+        depth, channels = int(recipe["depth"]), int(recipe["channels"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise WeightsError(f"{source}: training checkpoint with unreadable metadata ({error})") from error
+    state = {
+        name[len(CHECKPOINT_MODEL_PREFIX) :]: tensor
+        for name, tensor in tensors.items()
+        if name.startswith(CHECKPOINT_MODEL_PREFIX)
+    }
+    training = {
+        "recipe": recipe,
+        "iterations": record.get("step"),
+        "wall_seconds": record.get("wall_seconds"),
+        "checkpoint": True,
+        **({"initialised_from": record["initialised_from"]} if record.get("initialised_from") else {}),
+    }
+    meta = {
+        "depth": depth,
+        "channels": channels,
+        "scales": [float(s) for s in recipe.get("scales", (2, 3, 4))],
+        "training": training,
+        "evaluation": {"validation": record["best"]} if record.get("best") else {},
+    }
+    return state, meta
 
 
 def training_summary(training: dict[str, Any]) -> str:

@@ -1,0 +1,105 @@
+"""What a newcomer reads: help text, flags, halo checks, training output (issue 15 part A)."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from vdsr_deploy.cli import app, reflow_help
+
+COMMANDS = ("upscale", "export", "build", "info", "eval", "train", "validate", "bench")
+
+
+def invoke(*args: str, columns: int = 80) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": str(columns), "TERM": "dumb"})
+    return result.exit_code, result.output  # stdout and stderr, interleaved
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_no_bool_metavar_and_keeps_sentences_whole(command: str) -> None:
+    code, text = invoke(command, "--help", columns=400)
+    assert code == 0, text
+    assert "<bool>" not in text
+    click_command = app.registered_commands[COMMANDS.index(command)].callback
+    assert click_command is not None
+    doc = inspect.getdoc(click_command) or ""
+    flat = " ".join(line.strip("│ ").strip() for line in text.splitlines())
+    for paragraph in reflow_help(doc).split("\n\n"):
+        # at 400 columns each docstring paragraph is one line: no break where the source line ended
+        assert any(paragraph in line for line in text.splitlines()), (paragraph, flat)
+    code, narrow = invoke(command, "--help", columns=80)
+    assert code == 0 and "<bool>" not in narrow
+    assert max(len(line) for line in narrow.splitlines()) <= 80
+
+
+def test_train_help_lists_every_builtin_recipe() -> None:
+    _, text = invoke("train", "--help", columns=200)
+    for name in ("paper", "fast", "ft_l1", "gpu_l1"):
+        assert re.search(rf"\b{name}\b", text), name
+
+
+def test_a_flag_given_a_value_is_a_clear_error(tmp_path: Path) -> None:
+    image = tmp_path / "a.png"
+    Image.new("RGB", (20, 20)).save(image)
+    code, text = invoke("upscale", str(image), "-o", str(tmp_path / "out"), "--overwrite", "true")
+    assert code == 1 and "--overwrite takes no value" in text and "Traceback" not in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_halo_below_the_receptive_radius_is_refused_unless_accepted(tmp_path: Path, tiny_weights: Path) -> None:
+    image = tmp_path / "a.png"
+    Image.new("RGB", (30, 26)).save(image)
+    common = [str(image), "-w", str(tiny_weights), "--tile", "16", "--quiet", "--backend", "torch"]
+    code, text = invoke("upscale", *common, "-o", str(tmp_path / "o1"), "--halo", "2")  # depth 4: radius 4
+    assert code == 1 and "--halo 2 is below the network's receptive radius (4 px)" in text
+    assert "--inexact-halo" in text and not (tmp_path / "o1").exists()
+    code, text = invoke("upscale", *common, "-o", str(tmp_path / "o2"), "--halo", "2", "--inexact-halo")
+    assert code == 0 and "warning" in text, text
+    code, text = invoke("upscale", *common, "-o", str(tmp_path / "o3"), "--halo", "4")
+    assert code == 0 and "warning" not in text, text
+    code, text = invoke("upscale", str(image), "-o", str(tmp_path / "o4"), "--halo", "8")  # shipped: 20
+    assert code == 1 and "receptive radius (20 px)" in text
+
+
+def test_train_progress_resume_and_weights_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # short relative paths, as a user types them
+    hr = Path("hr")
+    hr.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((49, 53, 3)) * 255).astype(np.uint8)).save(hr / "a.png")
+    recipe = Path("tiny.toml")
+    recipe.write_text(
+        'name = "tiny"\ndepth = 3\nchannels = 4\noptimizer = "adam"\nlr = 1e-3\nweight_decay = 0.0\n'
+        'schedule = "cosine"\nclip = "none"\nprecision = "fp32"\npatch_size = 15\nbatch_size = 4\n'
+        'loss = "l1"\niterations = 4\nlog_every = 2\nvalidate_every = 2\ncheckpoint_every = 2\n'
+    )
+    run = Path("run")
+    code, text = invoke("train", "-c", str(recipe), "--data", str(hr), "--val", str(hr), "--out", str(run),
+                        "--device", "cpu")  # fmt: skip
+    assert code == 0, text
+    lines = text.splitlines()
+    assert lines[0].startswith("preparing data: 1 image") and lines[1].startswith("prepared 3 training pairs")
+    assert "training from iteration 0 of 4" in text
+    assert sum(1 for line in lines if re.match(r"step [24]/4 loss", line)) == 2  # not a terminal: a line each
+    assert "{" not in text and "best validation PSNR" in text and "x2 " in text
+    assert str(run / "final.safetensors") in text
+    assert max(len(line) for line in lines) <= 80
+
+    # resume: nothing but --resume and --out; another --iterations extends with a warning
+    code, text = invoke("train", "--resume", "--out", str(run), "--iterations", "6", "--device", "cpu")
+    assert code == 0, text
+    assert "warning: --iterations 6 changes the run" in text and "resuming at iteration 4 of 6" in text
+    code, text = invoke("train", "--resume", "--out", str(run), "-c", "fast")
+    assert code == 1 and "--config differs from the run being resumed" in text and "name is 'tiny' there" in text
+
+    # the checkpoint works as --weights
+    out = Path("up.png")
+    code, text = invoke("upscale", str(hr / "a.png"), "-o", str(out), "-w", str(run / "last.safetensors"),
+                        "--tile", "0", "--backend", "torch", "--quiet")  # fmt: skip
+    assert code == 0 and out.is_file(), text
