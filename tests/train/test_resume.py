@@ -102,7 +102,7 @@ def test_every_file_a_run_writes_loads_as_weights(tmp_path: Path) -> None:
     assert result.checkpoint == run / "last.safetensors" and result.weights == result.final_weights
     final, _ = load_weights(result.final_weights)
     for path in (run / "last.safetensors", result.best_weights, result.final_weights):
-        model, info = load_weights(path)
+        _, info = load_weights(path)
         assert (info.depth, info.channels) == (3, 4) and read_depth(path) == 3
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path  # like every other output
     checkpoint_model, info = load_weights(run / "last.safetensors")
@@ -110,7 +110,9 @@ def test_every_file_a_run_writes_loads_as_weights(tmp_path: Path) -> None:
     for name, tensor in final.state_dict().items():
         assert torch.equal(tensor, checkpoint_model.state_dict()[name]), name
     # a new run can start from a checkpoint too (fine-tuning a stopped run)
-    tuned = train(recipe(iterations=2), data_dirs=[hr], out_dir=tmp_path / "tuned", init_weights=run / "last.safetensors")
+    tuned = train(
+        recipe(iterations=2), data_dirs=[hr], out_dir=tmp_path / "tuned", init_weights=run / "last.safetensors"
+    )
     assert tuned.final_weights is not None
     _, tuned_info = load_weights(tuned.final_weights)
     assert tuned_info.training["initialised_from"]["iterations"] == 8
