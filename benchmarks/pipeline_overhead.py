@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata
 import json
 import os
 import platform
@@ -37,6 +36,7 @@ from numpy.typing import NDArray
 
 from vdsr_deploy import colour
 from vdsr_deploy.batch import JobConfig, run_job
+from vdsr_deploy.environment import cpu_model, package_version
 from vdsr_deploy.imageio import read_image
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig, upscale_planes
@@ -184,20 +184,7 @@ def measure(
 
 
 def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return package_version(name) or "not installed"
 
 
 def render(report: dict[str, Any]) -> str:
@@ -258,7 +245,7 @@ def main() -> None:
             rows.append(measure(name, model, images, pipeline, args.repeats, Path(folder)))
     report = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{_cpu()}, {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}",
+        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}",
         "versions": (
             f"Python {platform.python_version()}, torch {_version('torch')}, onnxruntime "
             f"{_version('onnxruntime')}, numpy {_version('numpy')}, pillow {_version('pillow')}"

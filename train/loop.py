@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import signal
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
@@ -26,6 +24,7 @@ from torch import nn
 from train.config import TrainConfig, config_from_dict
 from train.data import PatchSampler, find_images, prepare_pairs
 from vdsr_deploy import evaluate
+from vdsr_deploy.environment import training_hardware
 from vdsr_deploy.errors import TrainingError
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.runners.torch import resolve_device
@@ -344,17 +343,6 @@ class _StopFlag:
         self.requested = True
 
 
-def _hardware() -> dict[str, Any]:
-    return {
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-
-
 def _validate(
     model: VDSR, items: Sequence[evaluate.EvalItem], device: torch.device
 ) -> dict[str, float]:
@@ -497,7 +485,7 @@ def train(
             "recipe": config.to_dict(),
             "iterations": step,
             "wall_seconds": round(elapsed_before + time.time() - started, 1),
-            "hardware": _hardware(),
+            "hardware": training_hardware(),
             "data": [str(d) for d in data_dirs],
             "training_pairs": len(pairs),
             **({"initialised_from": initialised_from} if initialised_from else {}),

@@ -19,10 +19,7 @@ threads and settings; :func:`render_markdown` and :func:`write_plot` render it.
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata
 import math
-import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -34,6 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy import colour
+from vdsr_deploy.environment import load_average, machine_info, thread_info, versions
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError, VdsrError
 from vdsr_deploy.runners.base import Runner
 from vdsr_deploy.tiling import DEFAULT_HALO, TileConfig, extract, plan_tiles
@@ -412,7 +410,7 @@ def benchmark(
     _, weights_info = load_weights(config.weights)
     flops = flops_per_pixel(weights_info.depth, weights_info.channels)
     started = _dt.datetime.now(_dt.timezone.utc)
-    load_before = _loadavg()
+    load_before = load_average()
     cases = [_Case(s) for s in config.settings]
     with ExitStack() as stack:
         for case in cases:
@@ -612,112 +610,6 @@ def _config_dict(
         "baseline": config.baseline,
         "weights": {k: weights[k] for k in ("path", "depth", "channels", "sha256")},
         "flops_per_pixel": flops,
-    }
-
-
-# ----------------------------------------------------------------------------------------
-# Machine, versions, threads
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _cpu_flags() -> list[str]:
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
-              "amx_int8", "amx_tile", "avx_vnni")  # fmt: skip
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next(
-        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
-        [],
-    )
-    return [f for f in wanted if f in flags]
-
-
-def _memory_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def machine_info(load_before: list[float] | None = None) -> dict[str, Any]:
-    """CPU model, cores, relevant ISA flags, memory, GPU, load and this process's nice value."""
-    import torch
-
-    gpu = None
-    if torch.cuda.is_available():
-        major, minor = torch.cuda.get_device_capability(0)
-        gpu = f"{torch.cuda.get_device_name(0)} (compute {major}.{minor})"
-    try:
-        niceness: int | None = os.nice(0)
-    except OSError:
-        niceness = None
-    return {
-        "platform": platform.platform(),
-        "cpu": _cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "cpu_flags": _cpu_flags(),
-        "memory_gib": _memory_gib(),
-        "gpu": gpu,
-        "load_average_before": load_before,
-        "load_average_after": _loadavg(),
-        "nice": niceness,
-    }
-
-
-def _dist_version(*names: str) -> str | None:
-    for name in names:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def versions() -> dict[str, str | None]:
-    """Versions of Python and every runtime (from package metadata: nothing heavy imported)."""
-    from vdsr_deploy import __version__
-
-    return {
-        "vdsr_deploy": __version__,
-        "python": platform.python_version(),
-        "numpy": _dist_version("numpy"),
-        "torch": _dist_version("torch"),
-        "onnx": _dist_version("onnx"),
-        "onnxruntime": _dist_version("onnxruntime", "onnxruntime-gpu"),
-        "tensorrt": _dist_version("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
-    }
-
-
-def thread_info(requested: int) -> dict[str, Any]:
-    import torch
-
-    return {
-        "requested": requested,
-        "torch_intra_op": torch.get_num_threads(),
-        "torch_inter_op": torch.get_num_interop_threads(),
-        "onnxruntime_intra_op": requested or "default (physical cores)",
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
 
 

@@ -1176,7 +1176,7 @@ def validate(
     """Run the reference and every candidate of ``config`` on ``images`` (default: the
     bundled sample and the edge cases) and check the artifact chain (ONNX metadata, engine
     sidecar) against the weights."""
-    from vdsr_deploy import __version__
+    from vdsr_deploy.environment import runtime_environment
     from vdsr_deploy.export import read_metadata
     from vdsr_deploy.runners.torch import TorchRunner
     from vdsr_deploy.weights import load_weights
@@ -1244,7 +1244,7 @@ def validate(
         pairs=tuple(pairs),
         artifacts=artifacts,
         tolerances=config.tolerances,
-        environment=_environment(__version__),
+        environment=runtime_environment(),
     )
 
 
@@ -1284,29 +1284,4 @@ def _describe_image(image: ValidationImage, scale: float) -> dict[str, Any]:
         "input": [h, w, image.pixels.shape[2]],
         "output": [out_h, out_w],
         "hr": image.hr_y is not None,
-    }
-
-
-def _environment(version: str) -> dict[str, Any]:
-    import platform
-
-    import torch
-
-    from vdsr_deploy.runners.onnxruntime import available_providers
-
-    try:
-        import onnxruntime
-
-        ort: str | None = onnxruntime.__version__
-    except ImportError:
-        ort = None
-    return {
-        "vdsr_deploy": version,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "onnxruntime": ort,
-        "onnxruntime_providers": available_providers(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
