@@ -63,6 +63,7 @@ def test_halo_below_the_receptive_radius_is_refused_unless_accepted(tmp_path: Pa
     assert code == 0 and "warning" in text, text
     code, text = invoke("upscale", *common, "-o", str(tmp_path / "o3"), "--halo", "4")
     assert code == 0 and "warning" not in text, text
+    assert "output: " in text and "o3" in text.split("output: ")[1]  # the summary says where it went
     code, text = invoke("upscale", str(image), "-o", str(tmp_path / "o4"), "--halo", "8")  # shipped: 20
     assert code == 1 and "receptive radius (20 px)" in text
 
@@ -103,3 +104,65 @@ def test_train_progress_resume_and_weights_from_the_cli(tmp_path: Path, monkeypa
     code, text = invoke("upscale", str(hr / "a.png"), "-o", str(out), "-w", str(run / "last.safetensors"),
                         "--tile", "0", "--backend", "torch", "--quiet")  # fmt: skip
     assert code == 0 and out.is_file(), text
+
+
+def table_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def test_validate_table_is_readable_at_80_columns(tmp_path: Path, tiny_weights: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray((np.random.default_rng(1).random((21, 19, 3)) * 255).astype(np.uint8)).save(folder / "a.png")
+    code, text = invoke(
+        "validate", str(folder), "-w", str(tiny_weights), "--tile", "16", "--halo", "4", "--no-edge-cases",
+        "-r", "onnxruntime-fp32", "-r", "untiled", "-r", "tensorrt-fp16", "--engines-dir", str(tmp_path / "e"),
+        "--out", str(tmp_path / "report"),
+    )  # fmt: skip
+    assert code == 0, text
+    lines = table_lines(text)
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in text  # no cell cut short
+    row = next(line for line in lines if line.lstrip().startswith("onnxruntime-fp32") and "%" in line)
+    assert "passed" in row and "%" in row
+    assert any(line.split()[:2] == ["tensorrt-fp16", "skipped"] for line in lines)
+    assert "weights digest" in text and "file sha256" in text
+    markdown = (tmp_path / "report" / "validate.md").read_text()
+    assert "weights digest `" in markdown and str(tmp_path) not in markdown  # no machine paths
+    assert str(tmp_path) not in (tmp_path / "report" / "validate.json").read_text()
+
+
+def test_bench_table_is_readable_at_80_columns(tmp_path: Path, tiny_weights: Path) -> None:
+    from vdsr_deploy.bench import fmt_overhead
+
+    assert (fmt_overhead(0.83), fmt_overhead(1.05), fmt_overhead(1.0)) == ("-17%", "+5%", "+0%")
+    code, text = invoke(
+        "bench", "-b", "torch", "-b", "onnxruntime", "-b", "tensorrt", "-t", "0", "--batch", "1",
+        "--size", "24x20", "--warmup", "0", "--repeats", "1", "-w", str(tiny_weights),
+        "--engines-dir", str(tmp_path / "e"), "--out", str(tmp_path / "b"),
+    )  # fmt: skip
+    assert code == 0, text
+    lines = table_lines(text)
+    assert max(len(line) for line in lines) <= 80 and "…" not in text
+    rows = {line.split()[0]: line.split() for line in lines if line.lstrip().startswith(("torch-", "onnxruntime-"))}
+    assert rows["torch-fp32-tfull-b1"][-1] == "1.00x"  # the first setting is the baseline by default
+    assert re.fullmatch(r"\d+\.\d\dx", rows["onnxruntime-fp32-tfull-b1"][-1])
+    assert re.fullmatch(r"[+-]\d+%", rows["torch-fp32-tfull-b1"][-2])
+    markdown = (tmp_path / "b" / "bench.md").read_text()
+    assert "- vs baseline: throughput relative to `torch-fp32-tfull-b1`" in markdown
+    assert str(tmp_path) not in markdown and str(tmp_path) not in (tmp_path / "b" / "bench.json").read_text()
+
+
+def test_thin_images_get_a_readable_heatmap_panel(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from vdsr_deploy.plots import difference_heatmap, panel_aspect
+
+    assert panel_aspect((2, 150)) == "auto" and panel_aspect((150, 2)) == "auto" and panel_aspect((1, 1)) == "equal"
+    assert panel_aspect((141, 131)) == "equal"
+    thin = np.abs(np.random.default_rng(0).normal(size=(2, 150))).astype(np.float32)
+    path = difference_heatmap([("row", thin), ("square", np.zeros((20, 20), np.float32))], tmp_path / "h.png")
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("L"))
+    # the thin panel's colours fill a real area, not a 2-pixel sliver: many rows are not white
+    left = pixels[:, : pixels.shape[1] // 2]
+    assert int(((left < 200).sum(axis=1) > left.shape[1] // 4).sum()) > 50

@@ -31,12 +31,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy import colour
-from vdsr_deploy.environment import load_average, machine_info, thread_info, versions
+from vdsr_deploy.environment import load_average, machine_info, portable_path, thread_info, versions
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError, VdsrError
 from vdsr_deploy.runners.base import Runner
 from vdsr_deploy.tiling import DEFAULT_HALO, TileConfig, extract, plan_tiles
 
 SCHEMA = "vdsr-bench/1"
+PATH_DETAILS = ("onnx", "engine", "weights", "path")  # runner details recorded as portable paths
 SUPPORTED: dict[str, tuple[str, ...]] = {
     "torch": ("fp32", "fp16", "bf16"),
     "onnxruntime": ("fp32", "fp16", "int8"),
@@ -503,7 +504,9 @@ def benchmark(
                     )
         infos = {c.setting.name: _runner_info(c.runner, c.setting.precision) for c in active}
     results = [_case_result(c, flops, infos.get(c.setting.name), config) for c in cases]
-    _add_ratios(results, config.baseline)
+    baseline = _add_ratios(results, config.baseline)
+    config_record = _config_dict(config, lr, weights_info.to_dict(), flops)
+    config_record["baseline"] = baseline
     return {
         "schema": SCHEMA,
         "created": started.isoformat(timespec="seconds"),
@@ -512,7 +515,7 @@ def benchmark(
         "machine": machine_info(load_before),
         "versions": versions(),
         "threads": thread_info(config.threads),
-        "config": _config_dict(config, lr, weights_info.to_dict(), flops),
+        "config": config_record,
         "results": results,
     }
 
@@ -527,7 +530,10 @@ def _runner_info(runner: Runner | None, precision: str) -> dict[str, Any] | None
         "backend": info.backend,
         "device": info.device,
         "precision": precision,
-        "details": _jsonable(info.details),
+        "details": {
+            key: portable_path(value) if key in PATH_DETAILS and isinstance(value, str | Path) else value
+            for key, value in _jsonable(info.details).items()
+        },
     }
 
 
@@ -545,7 +551,7 @@ def _case_result(
     case: _Case, flops: int, runner: dict[str, Any] | None, config: BenchConfig
 ) -> dict[str, Any]:
     setting = asdict(case.setting)
-    setting["onnx"] = str(case.setting.onnx) if case.setting.onnx else None
+    setting["onnx"] = portable_path(case.setting.onnx)
     result: dict[str, Any] = {
         "name": case.setting.name,
         "setting": setting,
@@ -571,13 +577,15 @@ def _case_result(
     return result
 
 
-def _add_ratios(results: list[dict[str, Any]], baseline: str | None) -> None:
-    """``ratio_vs_baseline``: throughput / the baseline's, for the runtime and pipeline paths."""
-    if baseline is None:
-        return
-    base = next((r for r in results if r["name"] == baseline), None)
-    if base is None or base.get("runtime") is None:
-        return
+def _add_ratios(results: list[dict[str, Any]], baseline: str | None) -> str | None:
+    """``ratio_vs_baseline``: throughput / the baseline's, for the runtime and pipeline paths.
+    Without a ``baseline`` the first setting that ran is the baseline. Returns its name."""
+    ran = [r for r in results if r.get("runtime") is not None]
+    if baseline is None and ran:
+        baseline = ran[0]["name"]
+    base = next((r for r in ran if r["name"] == baseline), None)
+    if base is None:
+        return None
     for result in results:
         if result.get("runtime") is None:
             continue
@@ -591,6 +599,7 @@ def _add_ratios(results: list[dict[str, Any]], baseline: str | None) -> None:
                 / base["pipeline"]["megapixels_per_second"]
             )
         result["ratio_vs_baseline"] = ratios
+    return str(baseline)
 
 
 def _config_dict(
@@ -608,7 +617,9 @@ def _config_dict(
         "interleave": config.interleave,
         "pipeline": config.pipeline,
         "baseline": config.baseline,
-        "weights": {k: weights[k] for k in ("path", "depth", "channels", "sha256")},
+        "weights": {
+            k: weights[k] for k in ("path", "depth", "channels", "weights_digest", "file_sha256")
+        },
         "flops_per_pixel": flops,
     }
 
@@ -621,6 +632,41 @@ BENCH_COLUMNS = (
     "setting", "runner", "tiles x batch", "runtime Mpx/s", "img/s", "p50 / p90 / p99 ms",
     "GFLOP/s", "pipeline Mpx/s", "pipeline overhead", "vs baseline",
 )  # fmt: skip
+# The terminal table: fits 80 columns (bench.md has every column above).
+TERMINAL_COLUMNS = ("setting", "Mpx/s", "p50 ms", "pipe Mpx/s", "overhead", "vs base")
+OVERHEAD_NOTE = (
+    "overhead: the whole upscale path's (pipe) time per image vs the bare runtime's "
+    "(+5% = 5% slower; negative = the pipeline was faster)"
+)
+
+
+def fmt_overhead(ratio: float) -> str:
+    """The pipeline's latency over the bare runtime's as a signed percentage: ``+5%`` is
+    5% slower, ``-17%`` faster (a ratio of 0.83 read as "0.83x overhead" misleads)."""
+    return f"{(ratio - 1) * 100:+.0f}%"
+
+
+def terminal_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Table cells per setting in :data:`TERMINAL_COLUMNS` order; settings that did not
+    run show their status (the reason is printed by the caller)."""
+    rows: list[tuple[str, ...]] = []
+    for item in result["results"]:
+        if item.get("runtime") is None:
+            rows.append((item["name"], item["status"], "", "", "", ""))
+            continue
+        rt, pl = item["runtime"], item.get("pipeline")
+        ratio = item.get("ratio_vs_baseline", {}).get("runtime")
+        rows.append(
+            (
+                item["name"],
+                f"{rt['megapixels_per_second']:.3g}",
+                f"{rt['latency_ms']['p50']:.1f}",
+                f"{pl['megapixels_per_second']:.3g}" if pl else "-",
+                fmt_overhead(item["pipeline_overhead"]) if pl else "-",
+                f"{ratio:.2f}x" if ratio is not None else "-",
+            )
+        )
+    return rows
 
 
 def bench_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -644,7 +690,7 @@ def bench_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
                 f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f}",
                 f"{rt['network_gflops_per_second']:.0f}",
                 f"{pl['megapixels_per_second']:.4g}" if pl else "-",
-                f"{item['pipeline_overhead']:.2f}x" if pl else "-",
+                fmt_overhead(item["pipeline_overhead"]) if pl else "-",
                 f"{ratio:.2f}x" if ratio is not None else "-",
             )
         )
@@ -674,13 +720,19 @@ def render_markdown(result: dict[str, Any], title: str = "vdsr bench") -> str:
     ]
     if result.get("note"):
         lines.append(f"- note: {result['note']}")
+    if config.get("baseline"):
+        lines.append(f"- vs baseline: throughput relative to `{config['baseline']}`")
+    if config.get("weights"):
+        from vdsr_deploy.weights import describe_weights
+
+        lines.append(f"- weights: {describe_weights(config['weights'], markdown=True)}")
     lines += ["", "| " + " | ".join(BENCH_COLUMNS) + " |", "|" + "---|" * len(BENCH_COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in bench_rows(result)]
     lines += [
         "",
         "runtime = bare runner on pre-cut tiles; pipeline = colour + MATLAB bicubic + tiling + "
         "stitching on the in-memory image; GFLOP/s counts the pixels the network computes "
-        "(halos included); latency is per image.",
+        "(halos included); latency is per image; pipeline " + OVERHEAD_NOTE + ".",
     ]
     return "\n".join(lines) + "\n"
 

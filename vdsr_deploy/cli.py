@@ -273,7 +273,7 @@ def upscale(
             raise typer.Exit(stop.exit_code)
         if report is not None:
             _write_report(report, summary, stop.exit_code if summary.interrupted else None)
-    _render_summary(console, summary)
+    _render_summary(console, summary, output)
     if summary.interrupted:
         raise typer.Exit(stop.exit_code)
     if summary.failed:
@@ -369,7 +369,7 @@ def _progress(console: Any, quiet: bool) -> Iterator[Callable[[dict[str, Any]], 
         yield on_event
 
 
-def _render_summary(console: Any, summary: Any) -> None:
+def _render_summary(console: Any, summary: Any, output: Path) -> None:
     rate = summary.megapixels_out / summary.seconds if summary.seconds else 0.0
     console.print(
         f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed"
@@ -379,6 +379,11 @@ def _render_summary(console: Any, summary: Any) -> None:
     )
     for failure in summary.failed:
         console.print(f"  [red]✗[/red] {failure.source}: {failure.reason}")
+    written = [item.target for item in summary.done]
+    if len(written) == 1:
+        console.print(f"output: {written[0]}", soft_wrap=True)
+    elif written or summary.skipped:
+        console.print(f"outputs in: {output}", soft_wrap=True)
 
 
 @app.command()
@@ -827,19 +832,30 @@ def validate(
 
 
 def _render_validation(console: Any, report: Any) -> None:
+    from rich import box
     from rich.table import Table
 
-    from vdsr_deploy.parity_report import SUMMARY_COLUMNS, summary_row
+    from vdsr_deploy.parity_report import TERMINAL_COLUMNS, TERMINAL_LEGEND, terminal_row
+    from vdsr_deploy.weights import describe_weights
 
     colours = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
-    table = Table(title=f"parity vs {report.reference} (x{report.scale:g}, tile {report.tiling.tile or 'whole'})")
-    for column in SUMMARY_COLUMNS:
-        table.add_column(column, justify="left" if column in ("pair", "candidate", "status") else "right")
+    table = Table(
+        title=f"parity vs {report.reference} (x{report.scale:g}, tile {report.tiling.tile or 'whole'})",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for column in TERMINAL_COLUMNS:
+        table.add_column(column, justify="left" if column in ("pair", "status") else "right", overflow="fold")
     for pair in report.pairs:
-        cells = list(summary_row(pair))
-        cells[2] = f"[{colours.get(pair.status, 'white')}]{cells[2]}[/]"
+        cells = list(terminal_row(pair))
+        cells[1] = f"[{colours.get(pair.status, 'white')}]{cells[1]}[/]"
         table.add_row(*cells)
+    console.print(f"weights {describe_weights(report.weights)}")
     console.print(table)
+    console.print(f"[dim]{TERMINAL_LEGEND}[/dim]")
+    for pair in report.pairs:
+        if pair.figures is None and pair.reasons:
+            console.print(f"[yellow]{pair.status}[/yellow] {pair.name}: {'; '.join(pair.reasons)}")
     for pair in report.pairs:
         for note in pair.notes:
             console.print(f"[dim]note ({pair.name}): {note}[/dim]")
@@ -971,17 +987,29 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def _render_bench(console: Any, result: dict[str, Any]) -> None:
+    from rich import box
     from rich.table import Table
 
-    from vdsr_deploy.bench import BENCH_COLUMNS, bench_rows
+    from vdsr_deploy.bench import OVERHEAD_NOTE, TERMINAL_COLUMNS, terminal_rows
 
     size = "x".join(str(v) for v in result["config"]["size"])
-    table = Table(title=f"vdsr bench — {size} output, {result['machine']['cpu']}")
-    for column in BENCH_COLUMNS:
-        table.add_column(column, justify="left" if column in ("setting", "runner", "tiles x batch") else "right")
-    for row in bench_rows(result):
+    table = Table(
+        title=f"vdsr bench — {size} output, {result['machine']['cpu']}", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    for column in TERMINAL_COLUMNS:
+        table.add_column(column, justify="left" if column == "setting" else "right", overflow="fold")
+    for row in terminal_rows(result):
         table.add_row(*row)
     console.print(table)
+    notes = [OVERHEAD_NOTE]
+    if result["config"].get("baseline"):
+        notes.append(f"vs base: runtime throughput relative to {result['config']['baseline']}")
+    notes.append("runner, tiles, latency percentiles and GFLOP/s: --out DIR writes them to bench.md")
+    for note in notes:
+        console.print(f"[dim]{note}[/dim]")
+    for item in result["results"]:
+        if item.get("runtime") is None:
+            console.print(f"[yellow]{item['status']}[/yellow] {item['name']}: {item['reason']}")
 
 
 def main() -> None:  # pragma: no cover - entry point convenience

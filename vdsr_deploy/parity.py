@@ -573,8 +573,10 @@ class ArtifactCheck:
     detail: str
 
     def to_dict(self) -> dict[str, Any]:
+        from vdsr_deploy.environment import portable_path
+
         return {
-            "artifact": self.artifact,
+            "artifact": portable_path(self.artifact),
             "kind": self.kind,
             "expected_weights_sha256": self.expected,
             "found": self.found,
@@ -888,7 +890,7 @@ def check_onnx(path: Path, weights_sha256: str) -> ArtifactCheck:
             weights_sha256,
             found,
             False,
-            f"{precision} ONNX was exported from other weights (sha256 {found[:12]}, "
+            f"{precision} ONNX was exported from other weights (weights digest {found[:12]}, "
             f"these are {weights_sha256[:12]})",
         )
     return ArtifactCheck(
@@ -937,7 +939,7 @@ def check_engine_sidecar(
             weights_sha256,
             None,
             False,
-            "sidecar does not record the weights' sha256 "
+            "sidecar does not record the weights digest "
             "(built from an ONNX without vdsr metadata)",
         )
     if found != weights_sha256:
@@ -947,7 +949,7 @@ def check_engine_sidecar(
             weights_sha256,
             str(found),
             False,
-            f"engine was built from other weights (sha256 {str(found)[:12]}, "
+            f"engine was built from other weights (weights digest {str(found)[:12]}, "
             f"these are {weights_sha256[:12]})",
         )
     onnx_sha = onnx_section.get("sha256")

@@ -48,7 +48,11 @@ def _weights_record(path: Path) -> dict[str, str]:
         _, info = load_weights(path)
     except VdsrError as error:
         return {"weights record": f"unreadable ({error})"}
-    record = {"weights training": training_summary(info.training)}
+    record = {
+        "weights digest": f"{info.sha256} (tensors only: what ONNX metadata and engines record)",
+        "weights file sha256": f"{info.file_sha256} (the file's bytes, as sha256sum prints)",
+        "weights training": training_summary(info.training),
+    }
     set5 = info.evaluation.get("set5", {})
     if set5:
         record["weights Set5 PSNR"] = " / ".join(

@@ -31,7 +31,14 @@ _LAYER_NAME = re.compile(r"^body\.(\d+)\.(weight|bias)$")
 
 @dataclass(frozen=True)
 class WeightsInfo:
-    """What a weights file says about itself."""
+    """What a weights file says about itself.
+
+    Two hashes, never to be confused: ``sha256`` is the **weights digest**
+    (:func:`state_dict_sha256`: tensor names, shapes and fp32 values; the same for the same
+    weights in any file, and what ONNX metadata ``vdsr.weights_sha256`` and engine sidecars
+    record), ``file_sha256`` the **file sha256** (the bytes on disk, what ``sha256sum``
+    prints; it changes when only the metadata does).
+    """
 
     path: Path | None
     depth: int
@@ -40,17 +47,38 @@ class WeightsInfo:
     sha256: str
     training: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
+    file_sha256: str | None = None
+
+    @property
+    def weights_digest(self) -> str:
+        return self.sha256
 
     def to_dict(self) -> dict[str, Any]:
+        """For reports: the path without the machine's folders
+        (:func:`~vdsr_deploy.environment.portable_path`) and both hashes, named apart."""
+        from vdsr_deploy.environment import portable_path
+
         return {
-            "path": str(self.path) if self.path else None,
+            "path": portable_path(self.path),
             "depth": self.depth,
             "channels": self.channels,
             "scales": list(self.scales),
-            "sha256": self.sha256,
+            "weights_digest": self.sha256,
+            "file_sha256": self.file_sha256,
             "training": self.training,
             "evaluation": self.evaluation,
         }
+
+
+def describe_weights(weights: dict[str, Any], *, markdown: bool = False) -> str:
+    """``path (weights digest 89f3a08ad88d, file sha256 6381cd2ccfb4)``: the two hashes
+    named apart (see :class:`WeightsInfo`)."""
+    quote = "`" if markdown else ""
+    digest = weights.get("weights_digest") or weights.get("sha256")  # reports before the rename
+    hashes = [f"weights digest {quote}{str(digest)[:12]}{quote}"] if digest else []
+    if weights.get("file_sha256"):
+        hashes.append(f"file sha256 {quote}{str(weights['file_sha256'])[:12]}{quote}")
+    return f"{quote}{weights.get('path')}{quote}" + (f" ({', '.join(hashes)})" if hashes else "")
 
 
 def default_weights_path() -> Path:
@@ -221,6 +249,7 @@ def load_weights(
         sha256=state_dict_sha256(state),
         training=dict(meta.get("training", {})),
         evaluation=dict(meta.get("evaluation", {})),
+        file_sha256=file_sha256(resolved),
     )
     return model, info
 
