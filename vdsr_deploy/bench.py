@@ -723,7 +723,7 @@ def render_markdown(result: dict[str, Any], title: str = "vdsr bench") -> str:
     if config.get("baseline"):
         lines.append(f"- vs baseline: throughput relative to `{config['baseline']}`")
     if config.get("weights"):
-        from vdsr_deploy.weights import describe_weights
+        from vdsr_deploy.environment import describe_weights
 
         lines.append(f"- weights: {describe_weights(config['weights'], markdown=True)}")
     lines += ["", "| " + " | ".join(BENCH_COLUMNS) + " |", "|" + "---|" * len(BENCH_COLUMNS)]

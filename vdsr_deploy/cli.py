@@ -835,8 +835,8 @@ def _render_validation(console: Any, report: Any) -> None:
     from rich import box
     from rich.table import Table
 
+    from vdsr_deploy.environment import describe_weights
     from vdsr_deploy.parity_report import TERMINAL_COLUMNS, TERMINAL_LEGEND, terminal_row
-    from vdsr_deploy.weights import describe_weights
 
     colours = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
     table = Table(

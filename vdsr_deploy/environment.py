@@ -1,6 +1,7 @@
 """The machine and software a result came from: one home for every report that records them
 (``vdsr bench``, ``vdsr validate``, training metadata, ``vdsr info`` and the benchmark
-scripts), and paths written so that a committed report names no machine's folders.
+scripts); paths written so that a committed report names no machine's folders; and the
+weights a result came from, with their two hashes named apart.
 
 Versions come from package metadata (nothing heavy is imported for them); torch is imported
 only by the functions that ask it about threads or the GPU.
@@ -172,3 +173,14 @@ def portable_path(path: Path | str | None) -> str | None:
         if resolved.is_relative_to(base):
             return resolved.relative_to(base).as_posix()
     return resolved.name
+
+
+def describe_weights(weights: dict[str, Any], *, markdown: bool = False) -> str:
+    """``path (weights digest 89f3a08ad88d, file sha256 6381cd2ccfb4)``: the two hashes
+    named apart (see :class:`~vdsr_deploy.weights.WeightsInfo`)."""
+    quote = "`" if markdown else ""
+    digest = weights.get("weights_digest") or weights.get("sha256")  # reports before the rename
+    hashes = [f"weights digest {quote}{str(digest)[:12]}{quote}"] if digest else []
+    if weights.get("file_sha256"):
+        hashes.append(f"file sha256 {quote}{str(weights['file_sha256'])[:12]}{quote}")
+    return f"{quote}{weights.get('path')}{quote}" + (f" ({', '.join(hashes)})" if hashes else "")

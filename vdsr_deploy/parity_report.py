@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr_deploy.environment import portable_path
+from vdsr_deploy.environment import describe_weights, portable_path
 from vdsr_deploy.parity import (
     ERROR,
     FAILED,
@@ -19,7 +19,6 @@ from vdsr_deploy.parity import (
     QuantFigures,
     ValidationReport,
 )
-from vdsr_deploy.weights import describe_weights
 
 SUMMARY_COLUMNS = (
     "pair",

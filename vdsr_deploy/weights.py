@@ -70,17 +70,6 @@ class WeightsInfo:
         }
 
 
-def describe_weights(weights: dict[str, Any], *, markdown: bool = False) -> str:
-    """``path (weights digest 89f3a08ad88d, file sha256 6381cd2ccfb4)``: the two hashes
-    named apart (see :class:`WeightsInfo`)."""
-    quote = "`" if markdown else ""
-    digest = weights.get("weights_digest") or weights.get("sha256")  # reports before the rename
-    hashes = [f"weights digest {quote}{str(digest)[:12]}{quote}"] if digest else []
-    if weights.get("file_sha256"):
-        hashes.append(f"file sha256 {quote}{str(weights['file_sha256'])[:12]}{quote}")
-    return f"{quote}{weights.get('path')}{quote}" + (f" ({', '.join(hashes)})" if hashes else "")
-
-
 def default_weights_path() -> Path:
     """The weights shipped inside the package (``vdsr_deploy/assets``)."""
     return Path(str(resources.files("vdsr_deploy.assets").joinpath(DEFAULT_WEIGHTS_NAME)))
