@@ -453,6 +453,9 @@ def train(
     if resume:
         meta = load_checkpoint(last_path, model, optimizer)
         step = int(meta["step"])
+        if step >= config.iterations:
+            emit({"event": "warning", "message": f"the run in {out_dir} already did {step} of "
+                  f"{config.iterations} iterations; pass --iterations N to extend it"})  # fmt: skip
         best = dict(meta.get("best", {}))
         initialised_from = meta.get("initialised_from")
         elapsed_before = float(meta.get("wall_seconds", 0.0))

@@ -62,6 +62,9 @@ def test_resume_takes_recipe_and_folders_from_the_checkpoint(tmp_path: Path) -> 
     start = next(e for e in events if e["event"] == "start")
     assert (start["step"], start["iterations"], start["resumed"]) == (4, 8, True)
     assert not [e for e in events if e["event"] == "warning"]
+    again: list[dict[str, Any]] = []
+    train(None, out_dir=run, resume=True, on_event=again.append)  # a finished run says so
+    assert any("already did 8 of 8 iterations" in e["message"] for e in again if e["event"] == "warning")
 
     # the same run in one go gives the same weights: the resumed run is that run
     whole = train(recipe(), data_dirs=[hr], out_dir=tmp_path / "whole", val_dir=hr)
