@@ -24,10 +24,10 @@ from torch import nn
 from train.config import TrainConfig, config_from_dict
 from train.data import PatchSampler, find_images, prepare_pairs
 from vdsr_deploy import evaluate
+from vdsr_deploy.backends.device import resolve_device
 from vdsr_deploy.environment import training_hardware
 from vdsr_deploy.errors import TrainingError
 from vdsr_deploy.model import VDSR
-from vdsr_deploy.runners.torch import resolve_device
 from vdsr_deploy.weights import (
     CHECKPOINT_METADATA_KEY,
     CHECKPOINT_MODEL_PREFIX,

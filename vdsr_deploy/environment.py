@@ -146,7 +146,7 @@ def runtime_environment() -> dict[str, Any]:
     import torch
 
     from vdsr_deploy import __version__
-    from vdsr_deploy.runners.onnxruntime import available_providers
+    from vdsr_deploy.backends.onnxruntime import available_providers
 
     return {
         "vdsr_deploy": __version__,

@@ -171,10 +171,10 @@ def _mean(values: Iterable[float]) -> float:
 def evaluate_folders(
     folders: Sequence[Path], scales: Sequence[int], spec: Any, *, tile: int = 0, batch: int = 1
 ) -> list[EvalReport]:
-    """Evaluate the runner described by ``spec`` (a :class:`~vdsr_deploy.runtime.RunnerSpec`)
+    """Evaluate the runner described by ``spec`` (a :class:`~vdsr_deploy.backends.factory.RunnerSpec`)
     on every folder of HR images."""
+    from vdsr_deploy.backends.factory import open_runner
     from vdsr_deploy.pipeline import upscale_plane
-    from vdsr_deploy.runtime import open_runner
     from vdsr_deploy.tiling import TileConfig
 
     tiling = TileConfig(tile=tile)
