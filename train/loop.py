@@ -25,7 +25,7 @@ from train.config import TrainConfig, config_from_dict
 from train.data import PatchSampler, find_images, prepare_pairs
 from vdsr_deploy import evaluate
 from vdsr_deploy.backends.device import resolve_device
-from vdsr_deploy.environment import training_hardware
+from vdsr_deploy.environment import portable_path, training_hardware
 from vdsr_deploy.errors import TrainingError
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.weights import (
@@ -607,8 +607,8 @@ def _load_initial_weights(
             f"got depth {info.depth} x {info.channels}"
         )
     record = {
-        "path": str(path),
-        "sha256": info.sha256,
+        "path": portable_path(path),
+        "weights_digest": info.sha256,
         "iterations": info.training.get("iterations"),
         "wall_seconds": info.training.get("wall_seconds"),
         "recipe": info.training.get("recipe", {}).get("name"),
