@@ -27,13 +27,13 @@ from vdsr_deploy import evaluate
 from vdsr_deploy.backends.device import resolve_device
 from vdsr_deploy.environment import portable_path, training_hardware
 from vdsr_deploy.errors import TrainingError
+from vdsr_deploy.fileops import atomic_path, with_default_permissions
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.weights import (
     CHECKPOINT_METADATA_KEY,
     CHECKPOINT_MODEL_PREFIX,
     load_weights,
     save_weights,
-    with_default_permissions,
 )
 
 EventSink = Callable[[dict[str, Any]], None]
@@ -156,10 +156,9 @@ def save_checkpoint(
             else:
                 scalars.setdefault(str(index), {})[key] = float(value)
     meta = {**state, "optimizer_scalars": scalars, "param_groups": optimizer_state["param_groups"]}
-    temporary = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(temporary), metadata={CHECKPOINT_META_KEY: json.dumps(meta)})
-    with_default_permissions(temporary)
-    temporary.replace(path)
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata={CHECKPOINT_META_KEY: json.dumps(meta)})
+        with_default_permissions(temporary)
 
 
 def load_checkpoint(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 from vdsr_deploy.errors import WeightsError
+from vdsr_deploy.fileops import atomic_path, file_sha256, with_default_permissions
 from vdsr_deploy.model import VDSR
 
 METADATA_KEY = "vdsr"
@@ -88,14 +88,6 @@ def resolve_weights_path(path: Path | str | None) -> Path:
     return resolved
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
     """Hash of tensor names, shapes and fp32 values: identical for identical weights."""
     digest = hashlib.sha256()
@@ -133,19 +125,10 @@ def save_weights(
         "evaluation": evaluation or {},
     }
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
-    save_file(state, str(temporary), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
-    with_default_permissions(temporary)
-    temporary.replace(target)
+    with atomic_path(target) as temporary:
+        save_file(state, str(temporary), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+        with_default_permissions(temporary)
     return target
-
-
-def with_default_permissions(path: Path) -> None:
-    """Give ``path`` the permissions of a newly created file under the current umask (0644
-    under the usual 022), like every other output: safetensors itself writes 0600."""
-    current = os.umask(0)
-    os.umask(current)
-    os.chmod(path, 0o666 & ~current)
 
 
 def read_depth(path: Path | str | None = None) -> int:
