@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from vdsr_deploy.cli import app, reflow_help
 
-COMMANDS = ("upscale", "export", "build", "info", "eval", "train", "validate", "bench")
+CALLBACKS = {(c.name or c.callback.__name__): c.callback for c in app.registered_commands if c.callback}
+COMMANDS = tuple(CALLBACKS)
 
 
 def invoke(*args: str, columns: int = 80) -> tuple[int, str]:
@@ -23,12 +24,11 @@ def invoke(*args: str, columns: int = 80) -> tuple[int, str]:
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_shows_no_bool_metavar_and_keeps_sentences_whole(command: str) -> None:
+    assert {"upscale", "eval", "train", "validate", "bench"} <= set(COMMANDS)
     code, text = invoke(command, "--help", columns=400)
     assert code == 0, text
     assert "<bool>" not in text
-    click_command = app.registered_commands[COMMANDS.index(command)].callback
-    assert click_command is not None
-    doc = inspect.getdoc(click_command) or ""
+    doc = inspect.getdoc(CALLBACKS[command]) or ""
     flat = " ".join(line.strip("│ ").strip() for line in text.splitlines())
     for paragraph in reflow_help(doc).split("\n\n"):
         # at 400 columns each docstring paragraph is one line: no break where the source line ended

@@ -47,6 +47,7 @@ from numpy.typing import NDArray
 
 from vdsr_deploy import colour
 from vdsr_deploy.backends.base import Runner
+from vdsr_deploy.device_pipeline import Band, DeviceUpscaler, use_device_path
 from vdsr_deploy.errors import (
     ConfigError,
     ImageWriteError,
@@ -460,9 +461,32 @@ _END = object()
 _POLL = 0.05
 
 
+@dataclass
+class _DevicePath:
+    """The device path's upscaler and its writer threads (None: the host path runs)."""
+
+    upscaler: DeviceUpscaler
+    writes: ThreadPoolExecutor
+
+    @staticmethod
+    def select(runner: Runner, config: JobConfig, wanted: bool | None) -> _DevicePath | None:
+        """``wanted`` None: the device path when the runner computes on a CUDA device (on the
+        CPU the host path is faster, measured in benchmarks/pipeline_overhead.py)."""
+        use = use_device_path(runner) if wanted is None else wanted
+        if not use:
+            return None
+        writes = ThreadPoolExecutor(config.save_threads, thread_name_prefix="vdsr-device-save")
+        return _DevicePath(DeviceUpscaler(runner, config.pipeline), writes)
+
+
 class _Job:
     def __init__(
-        self, config: JobConfig, runner: Runner, emit: EventSink, stop: threading.Event
+        self,
+        config: JobConfig,
+        runner: Runner,
+        emit: EventSink,
+        stop: threading.Event,
+        device_path: bool | None = None,
     ) -> None:
         self.config = config
         self.runner = runner
@@ -483,6 +507,7 @@ class _Job:
         self.manifest: Manifest | None = None
         self.started = time.perf_counter()
         self.worker_error: BaseException | None = None
+        self.device = _DevicePath.select(runner, config, device_path)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -610,6 +635,8 @@ class _Job:
             self.worker_error = error
             self.halt.set()
         finally:
+            if self.device is not None:
+                self.device.writes.shutdown(wait=True)
             self.put(self.bands_ready, _END)
 
     def _get(self, source: queue.Queue[object]) -> object | None:
@@ -681,11 +708,43 @@ class _Job:
             }
         )
         try:
-            self._cut_bands(index, task, image)
+            if self.device is not None:
+                self._device_bands(task, image)
+            else:
+                self._cut_bands(index, task, image)
         except MemoryError:
             self.fail_task(task, "not enough memory for its bands (lower --memory-mb or --tile)")
         except VdsrError as error:
             self.fail_task(task, _reason(error, item.source))
+
+    def _device_bands(self, task: _Task, image: DecodedImage) -> None:
+        """The device path (:mod:`vdsr_deploy.device_pipeline`): bands computed on the runner's
+        device, downloaded as final samples and written by the device path's writers."""
+        assert self.device is not None
+        held: list[int] = []
+
+        def wait(nbytes: int) -> None:
+            held.append(nbytes if self.band_budget.acquire(nbytes, self.halted) else 0)
+
+        self.device.upscaler.on_note = lambda message: self.note(task.item.source, message)
+        for band in self.device.upscaler.bands(image.samples, bit_depth=task.bit_depth, wait=wait):
+            reserved = held.pop()
+            if self.halted() or task.failed:
+                self.band_budget.release(reserved)
+                return
+            self.device.writes.submit(self._device_write, task, band, reserved)
+
+    def _device_write(self, task: _Task, band: Band, reserved: int) -> None:
+        try:
+            rows = adapt_channels(band.pixels.result(), task.layout.channels)
+            if not (task.failed or self.halted()):
+                self._write_in_order(task, band.index, [rows])
+        except VdsrError as error:
+            self.fail_task(task, str(error))
+        except Exception as error:  # an encoder bug must not stop the batch
+            self.fail_task(task, f"cannot write ({error!r})")
+        finally:
+            self.band_budget.release(reserved)
 
     def _cut_bands(self, index: int, task: _Task, image: DecodedImage) -> None:
         preparer = colour.RowPreparer(
@@ -950,16 +1009,19 @@ def run_job(
     on_event: EventSink | None = None,
     *,
     stop: threading.Event | None = None,
+    device_path: bool | None = None,
 ) -> JobSummary:
     """Upscale every input; the runner must be active. Returns what was done, skipped and failed.
 
     ``on_event`` receives dicts (``start``, ``skipped``, ``note``, ``begin``, ``band``,
     ``done``, ``failed``, ``finished``), one at a time, possibly from worker threads. Setting
     ``stop`` (see :func:`stop_on_signals`) or Ctrl-C ends the job cleanly with
-    ``summary.interrupted``. Per-file problems are failures in the summary; a runner error
+    ``summary.interrupted``. ``device_path``: prepare, run and finish every band on the
+    runner's device (:mod:`vdsr_deploy.device_pipeline`); None picks it when the runner
+    computes on CUDA. Per-file problems are failures in the summary; a runner error
     ends the job (after cleaning up) and is raised.
     """
-    job = _Job(config, runner, on_event or (lambda event: None), stop or threading.Event())
+    job = _Job(config, runner, on_event or (lambda event: None), stop or threading.Event(), device_path)
     return job.run()
 
 

@@ -205,7 +205,12 @@ def upscale(
     onnx: Annotated[Path | None, typer.Option("--onnx", help="Use this ONNX file (onnxruntime/tensorrt).")] = None,
     engine: Annotated[Path | None, typer.Option("--engine", help="Use this TensorRT engine.")] = None,
     engines_dir: EnginesOption = None,
-    tile: TileOption = 256,
+    tile: Annotated[
+        str,
+        typer.Option(
+            "--tile", "-t", help="Tile side in pixels; 0 runs each image whole; auto: the largest that fits memory."
+        ),
+    ] = "256",
     halo: HaloOption = 20,
     batch: BatchOption = 4,
     fmt: Annotated[
@@ -244,9 +249,13 @@ def upscale(
     console = _console()
     summary: Any = None
     with stop_on_signals() as stop, _user_errors():
-        _check_halo(halo, tile, inexact_halo, weights, onnx, console)
         load_threads, save_threads = _parse_jobs(jobs)
-        tiling = TileConfig(tile=tile, halo=halo)
+        spec = _runner_spec(backend, device, precision, provider, weights, onnx, engine, engines_dir, threads)
+        chosen = _upscale_tile(tile, tuple(inputs), output, scale, halo, batch, spec, memory_mb, max_pixels)
+        _check_halo(halo, chosen.tile, inexact_halo, weights, onnx, console)
+        if chosen.reason:
+            console.print(f"[dim]{chosen.reason}[/dim]")
+        tiling = TileConfig(tile=chosen.tile, halo=halo)
         config = JobConfig(
             inputs=tuple(inputs),
             output=output,
@@ -260,13 +269,14 @@ def upscale(
             quality=quality,
             model=_model_identity(weights, onnx, engine),
         )
-        spec = _runner_spec(backend, device, precision, provider, weights, onnx, engine, engines_dir, threads)
         if spec.backend == "auto":
             choice = choose_backend(spec)
             console.print(f"[dim]backend auto -> {choice.backend}: {choice.reason}[/dim]")
         try:
             with open_runner(spec, tiling=tiling, batch=batch) as runner:
-                console.print(f"[dim]runtime {runner.info.label}, tile {tile or 'whole image'}, batch {batch}[/dim]")
+                console.print(
+                    f"[dim]runtime {runner.info.label}, tile {tiling.tile or 'whole image'}, batch {batch}[/dim]"
+                )
                 with _progress(console, quiet) as on_event:
                     summary = run_job(config, runner, on_event, stop=stop.event)
         except KeyboardInterrupt:
@@ -281,6 +291,42 @@ def upscale(
         raise typer.Exit(stop.exit_code)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _upscale_tile(
+    tile: str,
+    inputs: tuple[str, ...],
+    output: Path,
+    scale: float,
+    halo: int,
+    batch: int,
+    spec: Any,
+    memory_mb: int,
+    max_pixels: int,
+) -> Any:
+    from vdsr_deploy.autotile import AutoTile, parse_tile, resolve_tile
+    from vdsr_deploy.backends.factory import choose_backend
+
+    if parse_tile(tile) is not None:
+        return AutoTile(int(tile), "")
+    from vdsr_deploy.weights import load_weights
+
+    _, info = load_weights(spec.weights)
+    return resolve_tile(
+        tile,
+        inputs,
+        output,
+        scale=scale,
+        batch=batch,
+        halo=halo,
+        backend=choose_backend(spec).backend,
+        device=spec.device,
+        provider=spec.provider,
+        precision=spec.precision,
+        channels=info.channels,
+        memory_mb=memory_mb,
+        max_pixels=max_pixels,
+    )
 
 
 def _model_identity(weights: Path | None, onnx: Path | None, engine: Path | None) -> str:
@@ -890,7 +936,14 @@ def bench(
     ] = None,
     batches: Annotated[list[int] | None, typer.Option("--batch", help="Tiles per runner call (repeatable).")] = None,
     halo: HaloOption = 20,
-    size: Annotated[str, typer.Option("--size", help="Output image size, HxW or N.")] = "256x256",
+    size: Annotated[
+        str | None,
+        typer.Option("--size", help="Output image size, HxW or N (default 256x256; on a GPU 2160x3840)."),
+    ] = None,
+    frames: Annotated[
+        int | None,
+        typer.Option("--frames", help="Also time a batch job over N PNG frames (default 0; on a GPU 8)."),
+    ] = None,
     scale: Annotated[float, typer.Option("--scale", "-s", help="Upscaling factor of the test image.")] = 2.0,
     weights: WeightsOption = None,
     device: DeviceOption = "auto",
@@ -939,10 +992,14 @@ def bench(
         )
         for line in notes:
             console.print(f"[yellow]{line}[/yellow]")
+        from vdsr_deploy.bench import large_work_defaults
+
+        default_size, default_frames = large_work_defaults(settings)
         config = BenchConfig(
             settings=tuple(settings),
             weights=weights,
-            size=_parse_size(size),
+            size=_parse_size(size) if size is not None else default_size,
+            frames=frames if frames is not None else default_frames,
             halo=halo,
             scale=scale,
             warmup=warmup,
