@@ -84,10 +84,12 @@ __all__ = [
     "JobConfig",
     "JobSummary",
     "Note",
+    "ResumePlan",
     "Skipped",
     "StopRequest",
     "WorkItem",
     "plan_outputs",
+    "plan_resume",
     "run_job",
     "stop_on_signals",
 ]
@@ -388,6 +390,42 @@ def _manifest_folder(config: JobConfig) -> Path:
     return config.output.parent if _is_single_file_output(config.output) else config.output
 
 
+@dataclass
+class ResumePlan:
+    """What a job will do, decided before any pixel is read: ``todo`` (item, whether it may
+    replace an existing output), what is ``skipped`` or ``failed`` and why, ``notes`` (why an
+    output is redone), the ``settings`` key outputs are recorded under, and the manifest."""
+
+    todo: list[tuple[WorkItem, bool]]
+    skipped: list[Skipped]
+    failed: list[Failure]
+    notes: list[Note]
+    settings: str
+    manifest: Manifest
+
+
+def plan_resume(config: JobConfig, runner_label: str) -> ResumePlan:
+    """:func:`plan_outputs` checked against the resume manifest (see docs/batch.md)."""
+    items, failures = plan_outputs(config)
+    p = config.pipeline
+    settings = settings_key(
+        {"scale": p.scale, "runner": runner_label, "model": config.model, "quality": config.quality}
+    )
+    plan = ResumePlan([], [], failures, [], settings, Manifest(_manifest_folder(config)))
+    for item in items:
+        if config.overwrite:
+            plan.todo.append((item, True))
+            continue
+        verdict = plan.manifest.verdict(item.target, item.source, settings)
+        if verdict.state in ("foreign", "other_settings", "complete"):
+            plan.skipped.append(Skipped(item.source, item.target, verdict.reason))
+            continue
+        if verdict.reason != "new":
+            plan.notes.append(Note(item.source, verdict.reason))
+        plan.todo.append((item, verdict.replace_existing and item.target.exists()))
+    return plan
+
+
 # ---------------------------------------------------------------------------------------------
 # Running
 
@@ -552,42 +590,24 @@ class _Job:
     # -- planning ----------------------------------------------------------------------------
 
     def plan(self) -> list[tuple[WorkItem, bool]]:
-        config = self.config
-        items, failures = plan_outputs(config)
-        for failure in failures:
+        plan = plan_resume(self.config, self.runner.info.label)
+        self.settings, self.manifest = plan.settings, plan.manifest
+        for failure in plan.failed:
             self.fail(failure.source, failure.reason)
-        p = config.pipeline
-        self.settings = settings_key(
-            {
-                "scale": p.scale,
-                "runner": self.runner.info.label,
-                "model": config.model,
-                "quality": config.quality,
-            }
-        )
-        self.manifest = Manifest(_manifest_folder(config))
-        todo: list[tuple[WorkItem, bool]] = []
-        for item in items:
-            if config.overwrite:
-                todo.append((item, True))
-                continue
-            verdict = self.manifest.verdict(item.target, item.source, self.settings)
-            if verdict.state in ("foreign", "other_settings", "complete"):
-                with self._lock:
-                    self.summary.skipped.append(Skipped(item.source, item.target, verdict.reason))
-                    self._emit_sink(
-                        {
-                            "event": "skipped",
-                            "file": str(item.source),
-                            "target": str(item.target),
-                            "reason": verdict.reason,
-                        }
-                    )
-                continue
-            if verdict.reason != "new":
-                self.note(item.source, verdict.reason)
-            todo.append((item, verdict.replace_existing and item.target.exists()))
-        return todo
+        for skipped in plan.skipped:
+            with self._lock:
+                self.summary.skipped.append(skipped)
+                self._emit_sink(
+                    {
+                        "event": "skipped",
+                        "file": str(skipped.source),
+                        "target": str(skipped.target),
+                        "reason": skipped.reason,
+                    }
+                )
+        for note in plan.notes:
+            self.note(note.source, note.message)
+        return plan.todo
 
     # -- stage 1: headers, input budget, decoding --------------------------------------------
 

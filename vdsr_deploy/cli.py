@@ -233,6 +233,19 @@ def upscale(
     jobs: Annotated[str, typer.Option("--jobs", "-j", help="load:save worker threads.")] = "2:2",
     report: Annotated[Path | None, typer.Option("--report", help="Write a JSON summary (every file) here.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="Run on Ray: local (start Ray here), auto (this node's cluster), ray://host:port. Needs [cluster].",
+        ),
+    ] = None,
+    actors: Annotated[
+        int, typer.Option("--actors", help="With --cluster: workers (0 = one per GPU, else one per 2 CPUs).")
+    ] = 0,
+    retries: Annotated[
+        int, typer.Option("--retries", help="With --cluster: retries of an image whose worker died.")
+    ] = 2,
     inexact_halo: InexactHaloOption = False,
 ) -> None:
     """Upscale images (RGB via YCbCr, gray, alpha, 16-bit) with exact tiling on any runtime.
@@ -269,16 +282,19 @@ def upscale(
             quality=quality,
             model=_model_identity(weights, onnx, engine),
         )
-        if spec.backend == "auto":
+        if spec.backend == "auto" and cluster is None:  # on a cluster, the workers' nodes decide
             choice = choose_backend(spec)
             console.print(f"[dim]backend auto -> {choice.backend}: {choice.reason}[/dim]")
         try:
-            with open_runner(spec, tiling=tiling, batch=batch) as runner:
-                console.print(
-                    f"[dim]runtime {runner.info.label}, tile {tiling.tile or 'whole image'}, batch {batch}[/dim]"
-                )
-                with _progress(console, quiet) as on_event:
-                    summary = run_job(config, runner, on_event, stop=stop.event)
+            if cluster is not None:
+                summary = _upscale_on_cluster(config, spec, cluster, actors, retries, console, quiet, stop.event)
+            else:
+                with open_runner(spec, tiling=tiling, batch=batch) as runner:
+                    console.print(
+                        f"[dim]runtime {runner.info.label}, tile {tiling.tile or 'whole image'}, batch {batch}[/dim]"
+                    )
+                    with _progress(console, quiet) as on_event:
+                        summary = run_job(config, runner, on_event, stop=stop.event)
         except KeyboardInterrupt:
             stop.event.set()
         if summary is None:
@@ -291,6 +307,36 @@ def upscale(
         raise typer.Exit(stop.exit_code)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _upscale_on_cluster(
+    config: Any, spec: Any, address: str, actors: int, retries: int, console: Any, quiet: bool, stop: Any
+) -> Any:
+    """``vdsr upscale --cluster``: the same job on a pool of Ray workers (vdsr_deploy.cluster)."""
+    from dataclasses import replace
+
+    from vdsr_deploy.cluster import ClusterConfig, OpenRunner, run_cluster_job
+
+    cluster = ClusterConfig(address=address, actors=actors, retries=retries)
+    # Workers may start elsewhere: give them absolute paths.
+    spec = replace(
+        spec,
+        **{k: Path(v).absolute() for k in ("weights", "onnx", "engine", "engines_dir") if (v := getattr(spec, k))},
+    )
+    with _progress(console, quiet) as on_event:
+
+        def on_cluster_event(event: dict[str, Any]) -> None:
+            if event["event"] == "start":
+                console.print(
+                    f"[dim]runtime {event['runner']} on {event['workers']} Ray workers "
+                    f"({event['worker_resources']}), tile {config.pipeline.tiling.tile or 'whole image'}[/dim]"
+                )
+            elif event["event"] == "retry":
+                console.print(f"[yellow]retry[/yellow] {event['file']}: {event['reason']}")
+            on_event(event)
+
+        factory = OpenRunner(spec, config.pipeline.tiling, config.pipeline.batch)
+        return run_cluster_job(config, cluster, factory, on_cluster_event, stop=stop, device=spec.device)
 
 
 def _upscale_tile(
@@ -445,12 +491,30 @@ def export(
         list[str] | None, typer.Option("--precision", "-p", help="fp32 and/or fp16 (repeatable; default both).")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
+    triton: Annotated[
+        Path | None,
+        typer.Option("--triton", help="Write a Triton model repository here instead (needs [triton])."),
+    ] = None,
+    tile: TileOption = 256,
+    halo: HaloOption = 20,
+    batch: Annotated[int, typer.Option("--batch", help="With --triton: max_batch_size (tiles per request).")] = 4,
+    engine: Annotated[
+        Path | None, typer.Option("--engine", help="With --triton: this FP16 TensorRT engine (and its .json).")
+    ] = None,
+    engines_dir: EnginesOption = None,
 ) -> None:
-    """Export dynamic-shape ONNX (FP32, and FP16 for TensorRT), verified against PyTorch."""
+    """Export dynamic-shape ONNX (FP32, and FP16 for TensorRT), verified against PyTorch.
+
+    With --triton DIR: a Triton Inference Server model repository (ONNX Runtime model, and the
+    FP16 TensorRT plan where TensorRT and a GPU are usable), every config.pbtxt validated.
+    """
     from vdsr_deploy.export import default_onnx_name, export_onnx
     from vdsr_deploy.weights import load_weights
 
     console = _console()
+    if triton is not None:
+        _export_triton(console, triton, weights, tile, halo, batch, engine, engines_dir, overwrite)
+        return
     with _user_errors():
         model, info = load_weights(weights)
         for p in precision or ["fp32", "fp16"]:
@@ -461,6 +525,38 @@ def export(
                 f"{result.path}  ({p}; ORT vs PyTorch max |diff| {result.max_abs_diff:.2e} on shapes "
                 f"{', '.join('x'.join(map(str, s)) for s in result.shapes_checked)})"
             )
+
+
+def _export_triton(
+    console: Any,
+    directory: Path,
+    weights: Path | None,
+    tile: int,
+    halo: int,
+    batch: int,
+    engine: Path | None,
+    engines_dir: Path | None,
+    overwrite: bool,
+) -> None:
+    from vdsr_deploy.backends.factory import default_engines_dir
+    from vdsr_deploy.tiling import TileConfig
+    from vdsr_deploy.triton import export_triton
+
+    with _user_errors():
+        result = export_triton(
+            directory,
+            weights=weights,
+            tiling=TileConfig(tile=tile, halo=halo),
+            batch=batch,
+            engines_dir=engines_dir or default_engines_dir(),
+            engine=engine,
+            overwrite=overwrite,
+        )
+    for config in result.configs:
+        console.print(f"{config}  (validated with Triton's model_config schema)")
+    for note in result.notes:
+        console.print(f"[yellow]note[/yellow]: {note}")
+    console.print(f"serve: tritonserver --model-repository {directory.absolute()}  (see README: Triton)")
 
 
 @app.command()
