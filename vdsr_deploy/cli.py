@@ -456,7 +456,7 @@ def _progress(console: Any, quiet: bool) -> Iterator[Callable[[dict[str, Any]], 
             if started:
                 progress.update(task, advance=1)
         elif kind == "skipped":
-            progress.console.print(f"[yellow]skipped[/yellow] {event['target']}: {event['reason']}")
+            progress.console.print(f"[yellow]skipped[/yellow] {event['target'] or event['file']}: {event['reason']}")
         elif kind == "note":
             progress.console.print(f"[cyan]note[/cyan] {event['file']}: {event['note']}")
 

@@ -592,7 +592,7 @@ def _skipped_event(skipped: Skipped) -> dict[str, Any]:
     return {
         "event": "skipped",
         "file": str(skipped.source),
-        "target": str(skipped.target),
+        "target": None if skipped.target is None else str(skipped.target),
         "reason": skipped.reason,
     }
 
