@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy import protocol
+from vdsr_deploy.ensemble import dihedral
 from vdsr_deploy.errors import ImageReadError, TrainingError
 from vdsr_deploy.evaluate import hr_luma
 from vdsr_deploy.imageio import IMAGE_SUFFIXES
@@ -72,12 +73,6 @@ def prepare_pairs(
     if not pairs:
         raise TrainingError(f"no training image is at least {patch_size}x{patch_size} pixels")
     return pairs
-
-
-def dihedral(patch: NDArray[np.float32], index: int) -> NDArray[np.float32]:
-    """One of the 8 rotations/flips of a 2-D array (0 = identity)."""
-    rotated = np.rot90(patch, k=index % 4)
-    return rotated[:, ::-1] if index >= 4 else rotated
 
 
 class PatchSampler:

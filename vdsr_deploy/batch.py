@@ -46,6 +46,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy import colour
+from vdsr_deploy.ensemble import ensemble_planes
 from vdsr_deploy.errors import (
     ConfigError,
     ImageWriteError,
@@ -538,6 +539,8 @@ class _Job:
                 "runner": self.runner.info.label,
                 "model": config.model,
                 "quality": config.quality,
+                # only when on, so outputs made before the option existed still resume
+                **({"ensemble": True} if p.ensemble else {}),
             }
         )
         self.manifest = Manifest(_manifest_folder(config))
@@ -895,7 +898,8 @@ class _Job:
                 raise _Stopped
             feeder.start()
             preparer.start()
-            results = upscale_planes(
+            run_planes = ensemble_planes if p.ensemble else upscale_planes
+            results = run_planes(
                 self.planes(),
                 self.runner,
                 p.tiling,

@@ -151,7 +151,9 @@ class BenchConfig:
     """What :func:`benchmark` runs. ``size``: output image (height, width); ``scale``: its
     input is ``size / scale``; ``repeats`` timed runs per path after ``warmup`` runs, cut
     short after ``max_seconds`` per setting (at least ``min_repeats``); ``baseline``: the
-    setting name throughput ratios are reported against."""
+    setting name throughput ratios are reported against; ``ensemble``: time the x8
+    self-ensemble (:mod:`vdsr_deploy.ensemble`: the tiles of all eight transformed planes,
+    8x the compute; Mpx/s still counts output pixels)."""
 
     settings: tuple[BenchSetting, ...]
     weights: Path | None = None
@@ -168,6 +170,7 @@ class BenchConfig:
     baseline: str | None = None
     engines_dir: Path | None = None
     note: str = ""
+    ensemble: bool = False
 
     def __post_init__(self) -> None:
         if not self.settings:
@@ -239,14 +242,24 @@ def bench_image(size: tuple[int, int], scale: float, seed: int = 0) -> NDArray[n
 
 
 def make_workload(
-    lr_pixels: NDArray[np.float32], scale: float, tiling: TileConfig, batch: int
+    lr_pixels: NDArray[np.float32],
+    scale: float,
+    tiling: TileConfig,
+    batch: int,
+    *,
+    ensemble: bool = False,
 ) -> Workload:
-    """Cut the prepared Y plane of ``lr_pixels`` into tiles and stack them into batches of
-    same-shape tiles (as :func:`~vdsr_deploy.pipeline.upscale_planes` does)."""
+    """Cut the prepared Y plane of ``lr_pixels`` (with ``ensemble``: each of its eight
+    rotations/mirror images) into tiles and stack them into batches of same-shape tiles (as
+    :func:`~vdsr_deploy.pipeline.upscale_planes` does)."""
+    from vdsr_deploy.ensemble import TRANSFORMS, dihedral
+
     prepared = colour.prepare(lr_pixels, scale)
+    planes = [dihedral(prepared.y, i) for i in range(TRANSFORMS)] if ensemble else [prepared.y]
     groups: dict[tuple[int, int], list[NDArray[np.float32]]] = {}
-    for tile in plan_tiles(prepared.shape[0], prepared.shape[1], tiling):
-        groups.setdefault(tile.shape, []).append(extract(prepared.y, tile))
+    for plane in planes:
+        for tile in plan_tiles(plane.shape[0], plane.shape[1], tiling):
+            groups.setdefault(tile.shape, []).append(extract(plane, tile))
     batches: list[NDArray[np.float32]] = []
     for shape, windows in groups.items():
         for start in range(0, len(windows), batch):
@@ -430,11 +443,16 @@ def benchmark(
                 emit({"event": "error", "setting": setting.name, "reason": case.reason})
                 continue
             case.runner = runner
-            case.workload = make_workload(lr, config.scale, tiling, setting.batch)
+            case.workload = make_workload(
+                lr, config.scale, tiling, setting.batch, ensemble=config.ensemble
+            )
             case.timer = _Timer(_on_cuda(runner))
         pipeline_configs = {
             case.setting.name: PipelineConfig(
-                scale=config.scale, tiling=case.workload.tiling, batch=case.setting.batch
+                scale=config.scale,
+                tiling=case.workload.tiling,
+                batch=case.setting.batch,
+                ensemble=config.ensemble,
             )
             for case in cases
             if case.workload is not None
@@ -610,6 +628,7 @@ def _config_dict(
         "interleave": config.interleave,
         "pipeline": config.pipeline,
         "baseline": config.baseline,
+        "ensemble": config.ensemble,
         "weights": {k: weights[k] for k in ("path", "depth", "channels", "sha256")},
         "flops_per_pixel": flops,
     }
@@ -778,7 +797,12 @@ def render_markdown(result: dict[str, Any], title: str = "vdsr bench") -> str:
         f"- workload: {size} output (x{config['scale']:g} from "
         f"{config['input_shape'][1]}x{config['input_shape'][0]}), "
         f"{config['flops_per_pixel'] / 1e6:.2f} MFLOP/pixel, warm-up {config['warmup']}, "
-        f"up to {config['repeats']} timed repeats{' interleaved' if config['interleave'] else ''}",
+        f"up to {config['repeats']} timed repeats{' interleaved' if config['interleave'] else ''}"
+        + (
+            "; x8 self-ensemble (8 transformed planes per image, 8x the compute)"
+            if config.get("ensemble")
+            else ""
+        ),
     ]
     if result.get("note"):
         lines.append(f"- note: {result['note']}")
