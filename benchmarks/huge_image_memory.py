@@ -59,9 +59,9 @@ def child(
 ) -> dict[str, Any]:
     import torch
 
+    from vdsr_deploy.backends.torch import TorchRunner
     from vdsr_deploy.model import VDSR
     from vdsr_deploy.pipeline import PipelineConfig
-    from vdsr_deploy.runners.torch import TorchRunner
     from vdsr_deploy.tiling import TileConfig
 
     torch.manual_seed(0)

@@ -36,11 +36,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy import colour
+from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.batch import JobConfig, run_job
 from vdsr_deploy.imageio import read_image
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig, upscale_planes
-from vdsr_deploy.runners.base import Runner, RunnerInfo
 from vdsr_deploy.tiling import TileConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -101,13 +101,13 @@ def load_model() -> tuple[VDSR, str]:
 @contextmanager
 def open_runtime(name: str, model: VDSR, work: Path) -> Iterator[Runner]:
     if name == "torch":
-        from vdsr_deploy.runners.torch import TorchRunner
+        from vdsr_deploy.backends.torch import TorchRunner
 
         with TorchRunner(model) as runner:
             yield runner
         return
+    from vdsr_deploy.backends.onnxruntime import OnnxRuntimeRunner
     from vdsr_deploy.export import export_onnx
-    from vdsr_deploy.runners.onnxruntime import OnnxRuntimeRunner
 
     onnx_path = work / "model-fp32.onnx"
     if not onnx_path.exists():

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vdsr_deploy import colour, protocol
+from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.errors import InvalidInputError
 from vdsr_deploy.pipeline import FLUSH, upscale_planes
-from vdsr_deploy.runners.base import Runner, RunnerInfo
 
 
 def _source(

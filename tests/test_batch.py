@@ -23,14 +23,14 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
+from vdsr_deploy.backends.base import Runner, RunnerInfo
+from vdsr_deploy.backends.torch import TorchRunner
 from vdsr_deploy.batch import JobConfig, plan_outputs, run_job, stop_on_signals
 from vdsr_deploy.errors import ConfigError
 from vdsr_deploy.imageio import quantize, read_image, write_image
 from vdsr_deploy.manifest import MANIFEST_NAME
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig, upscale_pixels
-from vdsr_deploy.runners.base import Runner, RunnerInfo
-from vdsr_deploy.runners.torch import TorchRunner
 from vdsr_deploy.tiling import TileConfig
 from vdsr_deploy.weights import save_weights
 

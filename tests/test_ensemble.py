@@ -14,12 +14,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vdsr_deploy import colour
+from vdsr_deploy.backends.base import Runner, RunnerInfo
+from vdsr_deploy.backends.torch import TorchRunner
 from vdsr_deploy.cli import app
 from vdsr_deploy.ensemble import TRANSFORMS, dihedral, ensemble_plane, ensemble_planes, inverse_dihedral
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import FLUSH, PipelineConfig, upscale_pixels, upscale_plane
-from vdsr_deploy.runners.base import Runner, RunnerInfo
-from vdsr_deploy.runners.torch import TorchRunner
 from vdsr_deploy.tiling import TileConfig
 from vdsr_deploy.weights import save_weights
 

@@ -23,8 +23,11 @@ def test_import_package_is_light() -> None:
 
 def test_submodules_import_without_runtimes() -> None:
     loaded = modules_after(
-        "import vdsr_deploy.cli, vdsr_deploy.engine, vdsr_deploy.runners.tensorrt, "
-        "vdsr_deploy.runners.onnxruntime, vdsr_deploy.runners.cuda, vdsr_deploy.tiling, vdsr_deploy.protocol"
+        "import vdsr_deploy.cli, vdsr_deploy.backends.factory, vdsr_deploy.backends.device, "
+        "vdsr_deploy.backends.tensorrt.builder, vdsr_deploy.backends.tensorrt.cache, "
+        "vdsr_deploy.backends.tensorrt.library, vdsr_deploy.backends.tensorrt.runner, "
+        "vdsr_deploy.backends.onnxruntime, vdsr_deploy.backends.tensorrt.cuda, vdsr_deploy.tiling, "
+        "vdsr_deploy.protocol"
     )
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}
 

@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from vdsr_deploy import protocol
+from vdsr_deploy.backends.torch import TorchRunner
 from vdsr_deploy.cli import app
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError
 from vdsr_deploy.imageio import write_image
@@ -40,7 +41,6 @@ from vdsr_deploy.parity import (
     validate_runners,
 )
 from vdsr_deploy.parity_report import heatmap_panels, render_markdown, write_heatmap
-from vdsr_deploy.runners.torch import TorchRunner
 from vdsr_deploy.tiling import TileConfig
 from vdsr_deploy.weights import load_weights, save_weights
 

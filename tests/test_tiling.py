@@ -8,10 +8,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vdsr_deploy.backends.torch import TorchRunner
 from vdsr_deploy.errors import ConfigError
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import upscale_plane, upscale_planes
-from vdsr_deploy.runners.torch import TorchRunner
 from vdsr_deploy.tiling import TileConfig, plan_axis, plan_tiles
 
 # depth 6 -> receptive-field radius 6: halo 6 must be exact, halo 5 must not

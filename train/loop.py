@@ -27,9 +27,9 @@ from train.config import TrainConfig
 from train.data import PatchSampler, find_images, prepare_pairs
 from train.ema import WeightAverage
 from vdsr_deploy import evaluate
+from vdsr_deploy.backends.device import resolve_device
 from vdsr_deploy.errors import TrainingError
 from vdsr_deploy.model import VDSR
-from vdsr_deploy.runners.torch import resolve_device
 from vdsr_deploy.weights import load_weights, save_weights
 
 EventSink = Callable[[dict[str, Any]], None]

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from vdsr_deploy.backends.factory import RunnerSpec
 from vdsr_deploy.evaluate import PAPER_PSNR, EvalReport, evaluate_folders, render_markdown
-from vdsr_deploy.runtime import RunnerSpec
 from vdsr_deploy.weights import load_weights, save_weights
 
 

@@ -46,6 +46,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy import colour
+from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.ensemble import ensemble_planes
 from vdsr_deploy.errors import (
     ConfigError,
@@ -71,7 +72,6 @@ from vdsr_deploy.imageio import (
 )
 from vdsr_deploy.manifest import Manifest, settings_key
 from vdsr_deploy.pipeline import FLUSH, Flush, PipelineConfig, upscale_planes
-from vdsr_deploy.runners.base import Runner
 from vdsr_deploy.tiling import Span, plan_axis
 
 EventSink = Callable[[dict[str, Any]], None]

@@ -28,15 +28,18 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy import colour
+from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError, VdsrError
-from vdsr_deploy.runners.base import Runner
 from vdsr_deploy.tiling import DEFAULT_HALO, TileConfig, extract, plan_tiles
+
+if TYPE_CHECKING:
+    from vdsr_deploy.backends.factory import RunnerSpec
 
 SCHEMA = "vdsr-bench/1"
 SUPPORTED: dict[str, tuple[str, ...]] = {
@@ -351,36 +354,11 @@ class _Case:
     spent: float = 0.0
 
 
-def open_bench_runner(setting: BenchSetting, config: BenchConfig) -> Runner:
-    """An inactive runner for ``setting`` (torch is built directly, to honour
-    ``channels_last``/``allow_tf32``; the rest through :func:`~vdsr_deploy.runtime.open_runner`)."""
-    from vdsr_deploy.runtime import RunnerSpec, open_runner
+def bench_runner_spec(setting: BenchSetting, config: BenchConfig) -> RunnerSpec:
+    """The :class:`~vdsr_deploy.backends.factory.RunnerSpec` that ``setting`` times."""
+    from vdsr_deploy.backends.factory import RunnerSpec
 
-    tiling = TileConfig(tile=setting.tile, halo=config.halo if setting.tile else 0)
-    if setting.backend == "torch":
-        from vdsr_deploy.runners.torch import TorchRunner, resolve_device
-        from vdsr_deploy.weights import load_weights
-
-        if setting.precision == "fp16" and resolve_device(setting.device).type != "cuda":
-            raise BackendUnavailableError("PyTorch fp16 needs a CUDA device (bf16 is the CPU path)")
-        model, _ = load_weights(config.weights)
-        return TorchRunner(
-            model,
-            device=setting.device,
-            precision=setting.precision,
-            channels_last=setting.channels_last,
-            allow_tf32=setting.allow_tf32,
-        )
-    if setting.backend == "tensorrt":
-        try:
-            from vdsr_deploy.engine import tensorrt_available, tensorrt_status
-        except ImportError as error:
-            raise BackendUnavailableError(
-                f"the TensorRT backend is not part of this build ({error})"
-            ) from error
-        if not tensorrt_available():
-            raise BackendUnavailableError(f"TensorRT is not usable here: {tensorrt_status()}")
-    spec = RunnerSpec(
+    return RunnerSpec(
         backend=setting.backend,
         device=setting.device,
         precision="fp32" if setting.precision == "int8" else setting.precision,
@@ -389,8 +367,18 @@ def open_bench_runner(setting: BenchSetting, config: BenchConfig) -> Runner:
         onnx=setting.onnx,
         engines_dir=config.engines_dir,
         threads=config.threads,
+        channels_last=setting.channels_last,
+        allow_tf32=setting.allow_tf32,
     )
-    return open_runner(spec, tiling=tiling, batch=setting.batch)
+
+
+def open_bench_runner(setting: BenchSetting, config: BenchConfig) -> Runner:
+    """An inactive runner for ``setting``, from the runner factory
+    (BackendUnavailableError, with the reason, when its runtime cannot run here)."""
+    from vdsr_deploy.backends.factory import open_runner
+
+    tiling = TileConfig(tile=setting.tile, halo=config.halo if setting.tile else 0)
+    return open_runner(bench_runner_spec(setting, config), tiling=tiling, batch=setting.batch)
 
 
 def _on_cuda(runner: Runner) -> bool:

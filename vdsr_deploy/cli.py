@@ -47,7 +47,7 @@ EnsembleOption = Annotated[
     typer.Option(
         "--ensemble",
         help="x8 self-ensemble: run the 4 rotations and their mirror images, map back and average "
-        "(exact with tiling; 8x the compute; +0.04..0.14 dB PSNR on Set5/Set14 with the shipped weights).",
+        "(exact with tiling; 8x the compute; its measured PSNR gain is in the README).",
     ),
 ]
 
@@ -84,7 +84,7 @@ def _runner_spec(
     engines_dir: Path | None,
     threads: int,
 ) -> Any:
-    from vdsr_deploy.runtime import RunnerSpec
+    from vdsr_deploy.backends.factory import RunnerSpec
 
     return RunnerSpec(
         backend=backend,
@@ -143,9 +143,9 @@ def upscale(
     the output folder) are skipped, the rest redone. Ctrl-C / SIGTERM stop cleanly (exit
     130 / 143) without leaving partial files.
     """
+    from vdsr_deploy.backends.factory import open_runner
     from vdsr_deploy.batch import JobConfig, run_job, stop_on_signals
     from vdsr_deploy.pipeline import PipelineConfig
-    from vdsr_deploy.runtime import open_runner
     from vdsr_deploy.tiling import TileConfig
 
     console = _console()
@@ -340,8 +340,9 @@ def build(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Build (or find) the TensorRT engine for a tile size and batch: engine + JSON sidecar."""
-    from vdsr_deploy.engine import EngineBuildConfig, ensure_engine
-    from vdsr_deploy.runtime import default_engines_dir
+    from vdsr_deploy.backends.factory import default_engines_dir
+    from vdsr_deploy.backends.tensorrt.builder import ensure_engine
+    from vdsr_deploy.backends.tensorrt.cache import EngineBuildConfig
     from vdsr_deploy.tiling import TileConfig
 
     with _user_errors():
@@ -531,7 +532,7 @@ def train(
 def _fit_to_budget(recipe: TrainConfig, seconds: float, device: str, console: Any) -> TrainConfig:
     """``recipe`` with as many iterations as fit in ``seconds`` at the step time measured here."""
     from train.budget import iterations_for_budget, measure_step_times
-    from vdsr_deploy.runners.torch import resolve_device
+    from vdsr_deploy.backends.device import resolve_device
 
     torch_device = resolve_device(device)
     times = measure_step_times(recipe, torch_device)

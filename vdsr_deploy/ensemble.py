@@ -22,8 +22,8 @@ from typing import TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.pipeline import Flush, upscale_planes
-from vdsr_deploy.runners.base import Runner
 from vdsr_deploy.tiling import TileConfig
 
 Key = TypeVar("Key", bound=Hashable)

@@ -184,12 +184,12 @@ def evaluate_folders(
     batch: int = 1,
     ensemble: bool = False,
 ) -> list[EvalReport]:
-    """Evaluate the runner described by ``spec`` (a :class:`~vdsr_deploy.runtime.RunnerSpec`)
+    """Evaluate the runner described by ``spec`` (a :class:`~vdsr_deploy.backends.factory.RunnerSpec`)
     on every folder of HR images; ``ensemble``: with the x8 self-ensemble
     (:mod:`vdsr_deploy.ensemble`)."""
+    from vdsr_deploy.backends.factory import open_runner
     from vdsr_deploy.ensemble import ensemble_plane
     from vdsr_deploy.pipeline import upscale_plane
-    from vdsr_deploy.runtime import open_runner
     from vdsr_deploy.tiling import TileConfig
 
     tiling = TileConfig(tile=tile)

@@ -40,9 +40,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy import colour, protocol
+from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError, InvalidInputError, VdsrError
 from vdsr_deploy.imageio import IMAGE_SUFFIXES, quantize, read_image
-from vdsr_deploy.runners.base import Runner
 from vdsr_deploy.tiling import TileConfig
 
 F32 = NDArray[np.float32]
@@ -1109,31 +1109,14 @@ def _candidate_factory(
     candidate: Candidate, config: ValidateConfig, onnx_by_precision: dict[str, Path]
 ) -> RunnerFactory | str:
     """How to open ``candidate`` (a factory), or why it cannot run here (a string)."""
-    from vdsr_deploy.runtime import RunnerSpec, open_runner
+    from vdsr_deploy.backends.factory import RunnerSpec, open_runner, unavailable_reason
 
-    cuda = _cuda_available()
-    if (
-        candidate.backend == "torch"
-        and candidate.precision == "fp16"
-        and not _wants_cuda(config.device, cuda)
-    ):
-        return "PyTorch fp16 needs a CUDA device (bf16 is the CPU half-precision path)"
     if candidate.precision == "int8" and "int8" not in onnx_by_precision:
         return (
             "no INT8 ONNX given (make one with vdsr_deploy.quantize or benchmarks/cpu.py, "
             "then pass it with --onnx)"
         )
-    if candidate.backend == "tensorrt":
-        try:
-            from vdsr_deploy.engine import tensorrt_available, tensorrt_status
-        except ImportError as error:
-            return f"the TensorRT backend is not part of this build ({error})"
-        if not tensorrt_available():
-            return f"TensorRT is not usable here: {tensorrt_status()}"
-        if not cuda:
-            return "TensorRT needs a CUDA GPU; PyTorch sees none"
     tiling = config.tiling if candidate.tiled else TileConfig(tile=0, halo=config.tiling.halo)
-    device = config.device
     engine = (
         config.engine
         if candidate.backend == "tensorrt"
@@ -1142,7 +1125,7 @@ def _candidate_factory(
     )
     spec = RunnerSpec(
         backend=candidate.backend,
-        device=device,
+        device=config.device,
         precision="fp32" if candidate.precision == "int8" else candidate.precision,
         provider=config.provider,
         weights=config.weights,
@@ -1151,6 +1134,9 @@ def _candidate_factory(
         engines_dir=config.engines_dir,
         threads=config.threads,
     )
+    reason = unavailable_reason(spec)
+    if reason is not None:
+        return reason
     batch = config.batch if candidate.tiled else 1
 
     def factory() -> Runner:
@@ -1170,16 +1156,6 @@ def _engine_precision(engine: Path | None) -> str | None:
     return str(precision) if precision else None
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
-def _wants_cuda(device: str, cuda: bool) -> bool:
-    return device.startswith("cuda") or (device == "auto" and cuda)
-
-
 def default_images(seed: int = 0) -> list[ValidationImage]:
     """The bundled sample image plus the generated edge cases."""
     return [sample_image(), *edge_case_images(seed)]
@@ -1195,8 +1171,8 @@ def validate(
     bundled sample and the edge cases) and check the artifact chain (ONNX metadata, engine
     sidecar) against the weights."""
     from vdsr_deploy import __version__
+    from vdsr_deploy.backends.torch import TorchRunner
     from vdsr_deploy.export import read_metadata
-    from vdsr_deploy.runners.torch import TorchRunner
     from vdsr_deploy.weights import load_weights
 
     chosen = list(images) if images is not None else default_images()
@@ -1274,8 +1250,8 @@ def _artifact_checks(
     onnx_by_precision: dict[str, Path],
     pairs: Sequence[PairResult],
 ) -> tuple[ArtifactCheck, ...]:
+    from vdsr_deploy.backends.factory import default_engines_dir
     from vdsr_deploy.export import default_onnx_name
-    from vdsr_deploy.runtime import default_engines_dir
 
     checks: list[ArtifactCheck] = [
         check_onnx(p, weights_sha256) for p in onnx_by_precision.values()
@@ -1312,7 +1288,7 @@ def _environment(version: str) -> dict[str, Any]:
 
     import torch
 
-    from vdsr_deploy.runners.onnxruntime import available_providers
+    from vdsr_deploy.backends.onnxruntime import available_providers
 
     try:
         import onnxruntime

@@ -17,8 +17,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy import colour
+from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.errors import ConfigError
-from vdsr_deploy.runners.base import Runner
 from vdsr_deploy.tiling import Tile, TileConfig, extract, place, plan_tiles
 
 Key = TypeVar("Key", bound=Hashable)

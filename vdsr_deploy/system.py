@@ -22,9 +22,9 @@ def system_info() -> dict[str, Any]:
     """A flat dict for ``vdsr info`` (imports each runtime only to ask its version)."""
     import torch
 
-    from vdsr_deploy.engine import tensorrt_status
-    from vdsr_deploy.runners.onnxruntime import available_providers
-    from vdsr_deploy.runtime import default_engines_dir, onnxruntime_installed
+    from vdsr_deploy.backends.factory import default_engines_dir, onnxruntime_installed
+    from vdsr_deploy.backends.onnxruntime import available_providers
+    from vdsr_deploy.backends.tensorrt.library import tensorrt_status
     from vdsr_deploy.weights import default_weights_path
 
     weights = default_weights_path()

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from vdsr_deploy.backends.tensorrt import cuda
+from vdsr_deploy.backends.torch import TorchRunner
 from vdsr_deploy.errors import BackendUnavailableError
 from vdsr_deploy.model import VDSR
-from vdsr_deploy.runners import cuda
-from vdsr_deploy.runners.torch import TorchRunner
 
 
 def _why_not() -> str | None:

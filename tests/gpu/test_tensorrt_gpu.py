@@ -12,19 +12,23 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vdsr_deploy.engine import (
-    EngineBuildConfig,
+from vdsr_deploy.backends.tensorrt import cuda
+from vdsr_deploy.backends.tensorrt.builder import (
     build_engine,
-    find_engine,
     find_or_build_engine,
+)
+from vdsr_deploy.backends.tensorrt.cache import (
+    EngineBuildConfig,
+    find_engine,
     read_sidecar,
     sidecar_path,
+)
+from vdsr_deploy.backends.tensorrt.cuda import DeviceInfo
+from vdsr_deploy.backends.tensorrt.library import (
     tensorrt_available,
     tensorrt_status,
 )
 from vdsr_deploy.errors import BackendUnavailableError, EngineMismatchError
-from vdsr_deploy.runners import cuda
-from vdsr_deploy.runners.cuda import DeviceInfo
 from vdsr_deploy.tiling import TileConfig, extract, place, plan_tiles
 
 
@@ -96,7 +100,7 @@ def reference(model: Any, batch: np.ndarray) -> np.ndarray:
 
 
 def run(engine_path: Path, batch: np.ndarray, **options: Any) -> np.ndarray:
-    from vdsr_deploy.runners.tensorrt import TensorRTRunner
+    from vdsr_deploy.backends.tensorrt.runner import TensorRTRunner
 
     with TensorRTRunner(engine_path, **options) as runner:
         return runner.infer(batch)
@@ -161,7 +165,7 @@ def test_tiled_equals_untiled_on_tensorrt(
 def test_cuda_graphs_replay_and_match_plain_enqueue(
     onnx_files: dict[str, Path], engines_dir: Path
 ) -> None:
-    from vdsr_deploy.runners.tensorrt import TensorRTRunner
+    from vdsr_deploy.backends.tensorrt.runner import TensorRTRunner
 
     path = find_or_build_engine(
         onnx_files["fp16"],

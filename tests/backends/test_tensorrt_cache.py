@@ -1,5 +1,8 @@
 """Engine building and caching logic that needs no GPU: configs, keys, names, sidecars,
-matching, selection, inspector-JSON parsing, and the errors without TensorRT."""
+matching, selection, inspector-JSON parsing, and the errors without TensorRT.
+
+(These files sit flat in tests/backends: pytest puts a test's folder on sys.path, and a
+folder named ``tensorrt`` there would import as TensorRT.)"""
 
 from __future__ import annotations
 
@@ -14,33 +17,41 @@ from pathlib import Path
 
 import pytest
 
-from vdsr_deploy import engine
-from vdsr_deploy.engine import (
+from vdsr_deploy.backends import factory
+from vdsr_deploy.backends.tensorrt import builder as trt_builder
+from vdsr_deploy.backends.tensorrt import cache as trt_cache
+from vdsr_deploy.backends.tensorrt import library as trt_library
+from vdsr_deploy.backends.tensorrt.builder import (
+    LayerPrecisions,
+    check_io_names,
+    check_precision,
+    network_creation_flags,
+    parse_failure_message,
+    summarize_inspector_json,
+    type_tokens,
+)
+from vdsr_deploy.backends.tensorrt.cache import (
     EngineBuildConfig,
     EngineCandidate,
     EngineRecord,
     EngineSidecar,
-    LayerPrecisions,
-    TensorRTLog,
-    check_io_names,
     check_onnx_precision,
-    check_precision,
     check_profile_covers,
     engine_file_name,
     engine_key,
     environment_reasons,
     find_engine,
     mismatch_reasons,
-    network_creation_flags,
-    parse_failure_message,
     read_sidecar,
     select_engine,
     sidecar_path,
     slug,
-    summarize_inspector_json,
     timing_cache_path,
-    type_tokens,
     write_sidecar,
+)
+from vdsr_deploy.backends.tensorrt.cuda import DeviceInfo
+from vdsr_deploy.backends.tensorrt.library import (
+    TensorRTLog,
 )
 from vdsr_deploy.errors import (
     BackendUnavailableError,
@@ -50,7 +61,6 @@ from vdsr_deploy.errors import (
     InvalidInputError,
 )
 from vdsr_deploy.io_names import ShapeProfile, profile_for_tiles
-from vdsr_deploy.runners.cuda import DeviceInfo
 from vdsr_deploy.tiling import TileConfig
 
 H100 = DeviceInfo(index=0, name="NVIDIA H100 80GB HBM3", compute_capability=(9, 0))
@@ -62,7 +72,7 @@ WEIGHTS_SHA = "ef" * 32
 TILES = TileConfig(tile=256, halo=20)
 
 needs_no_tensorrt = pytest.mark.skipif(
-    engine.tensorrt_available(),
+    trt_library.tensorrt_available(),
     reason="TensorRT is installed here: the no-TensorRT path cannot be seen",
 )
 
@@ -337,12 +347,12 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def _cache_engine(
     folder: Path, onnx_path: Path, config: EngineBuildConfig, gpu: DeviceInfo
 ) -> Path:
-    metadata = engine.onnx_metadata(onnx_path)
+    metadata = trt_cache.onnx_metadata(onnx_path)
     sidecar = make_sidecar(
         config=config,
         gpu=gpu,
-        onnx_sha256=engine.file_sha256(onnx_path),
-        weights_sha256=metadata[engine.WEIGHTS_METADATA_KEY],
+        onnx_sha256=trt_cache.file_sha256(onnx_path),
+        weights_sha256=metadata[trt_cache.WEIGHTS_METADATA_KEY],
     )
     path = folder / sidecar.engine_file
     path.write_bytes(b"engine")
@@ -370,9 +380,9 @@ def test_find_engine(tmp_path: Path, tiny_onnx: tuple[Path, Path]) -> None:
 
 def test_onnx_precision_must_match_the_engine(tiny_onnx: tuple[Path, Path]) -> None:
     fp32, fp16 = tiny_onnx
-    check_onnx_precision(engine.onnx_metadata(fp16), "fp16", fp16)
+    check_onnx_precision(trt_cache.onnx_metadata(fp16), "fp16", fp16)
     with pytest.raises(ConfigError, match="is the fp32 ONNX, but a fp16 engine"):
-        check_onnx_precision(engine.onnx_metadata(fp32), "fp16", fp32)
+        check_onnx_precision(trt_cache.onnx_metadata(fp32), "fp16", fp32)
     check_onnx_precision({}, "fp16", fp32)  # a foreign ONNX: the inspector check decides
 
 
@@ -552,7 +562,7 @@ def test_build_code_never_uses_apis_tensorrt_11_removed() -> None:
         "platform_has_fast_fp16",
         "int8_calibrator",
     }
-    tree = ast.parse(Path(engine.__file__).read_text())
+    tree = ast.parse(Path(trt_builder.__file__).read_text())
     used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
     assert not used & removed
     assert "STRONGLY_TYPED" in used
@@ -605,13 +615,13 @@ def test_stub_only_tensorrt_is_not_tensorrt(
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # so the undo removes what the test imports
     monkeypatch.delitem(sys.modules, "tensorrt")
     importlib.invalidate_caches()
-    if engine._probe_tensorrt()[0] is not None:
+    if trt_library._probe_tensorrt()[0] is not None:
         pytest.skip("a real TensorRT shadows the stub folder")
     assert importlib.import_module("tensorrt").__spec__ is not None  # the trap: the import works
-    assert not engine.tensorrt_available()
-    assert "type stubs" in engine.tensorrt_status()
+    assert not trt_library.tensorrt_available()
+    assert "type stubs" in trt_library.tensorrt_status()
     with pytest.raises(BackendUnavailableError, match=r"tensorrt-stubs.*pip install"):
-        engine.require_tensorrt()
+        trt_library.require_tensorrt()
 
 
 def test_a_module_with_builder_and_version_counts(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -619,19 +629,19 @@ def test_a_module_with_builder_and_version_counts(monkeypatch: pytest.MonkeyPatc
     fake.Builder = object  # type: ignore[attr-defined]
     fake.__version__ = "10.13.0.35"  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    assert engine.tensorrt_available() and engine.require_tensorrt() == "10.13.0.35"
+    assert trt_library.tensorrt_available() and trt_library.require_tensorrt() == "10.13.0.35"
 
 
 @needs_no_tensorrt
 def test_without_tensorrt_building_says_so_in_one_sentence(
     tmp_path: Path, tiny_onnx: tuple[Path, Path]
 ) -> None:
-    assert engine.tensorrt_status() == "not installed"
+    assert trt_library.tensorrt_status() == "not installed"
     config = make_config()
     for call in (
-        lambda: engine.build_engine(tiny_onnx[1], config, tmp_path),
-        lambda: engine.find_or_build_engine(tiny_onnx[1], config, tmp_path),
-        lambda: engine.create_tensorrt_runner(
+        lambda: trt_builder.build_engine(tiny_onnx[1], config, tmp_path),
+        lambda: trt_builder.find_or_build_engine(tiny_onnx[1], config, tmp_path),
+        lambda: factory.create_tensorrt_runner(
             onnx_path=tiny_onnx[1], engines_dir=tmp_path, tiling=TILES, batch=8
         ),
     ):
@@ -645,7 +655,7 @@ def test_without_tensorrt_building_says_so_in_one_sentence(
 
 def test_runner_factory_needs_an_onnx_or_an_engine(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="needs an ONNX file"):
-        engine.create_tensorrt_runner(onnx_path=None, engines_dir=tmp_path, tiling=TILES, batch=8)
+        factory.create_tensorrt_runner(onnx_path=None, engines_dir=tmp_path, tiling=TILES, batch=8)
 
 
 def test_runner_factory_checks_a_given_engine_fits_the_tiles(tmp_path: Path) -> None:
@@ -653,7 +663,7 @@ def test_runner_factory_checks_a_given_engine_fits_the_tiles(tmp_path: Path) -> 
     path = tmp_path / sidecar.engine_file
     path.write_bytes(b"engine")
     write_sidecar(sidecar_path(path), sidecar)
-    runner = engine.create_tensorrt_runner(
+    runner = factory.create_tensorrt_runner(
         onnx_path=None,
         engine_path=path,
         engines_dir=tmp_path,
@@ -662,15 +672,16 @@ def test_runner_factory_checks_a_given_engine_fits_the_tiles(tmp_path: Path) -> 
     )
     assert runner.engine_profile.max == (4, 1, 128, 128)
     with pytest.raises(ConfigError, match="this tiling feeds 256x256"):
-        engine.create_tensorrt_runner(
+        factory.create_tensorrt_runner(
             onnx_path=None, engine_path=path, engines_dir=tmp_path, tiling=TILES, batch=4
         )
 
 
 def test_importing_needs_neither_tensorrt_nor_cuda() -> None:
     code = (
-        "import sys, vdsr_deploy, vdsr_deploy.engine, vdsr_deploy.runners.tensorrt, "
-        "vdsr_deploy.runners.cuda\n"
+        "import sys, vdsr_deploy, vdsr_deploy.backends.factory, "
+        "vdsr_deploy.backends.tensorrt.builder, vdsr_deploy.backends.tensorrt.runner, "
+        "vdsr_deploy.backends.tensorrt.cuda\n"
         "heavy = [m for m in ('tensorrt', 'cuda', 'cuda.bindings', 'torch', 'onnx') if m in "
         "sys.modules]\n"
         "assert not heavy, heavy\n"

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from vdsr_deploy.backends.tensorrt import cuda
 from vdsr_deploy.errors import BackendUnavailableError, CudaError, InvalidInputError, VdsrError
-from vdsr_deploy.runners import cuda
 
 
 def _driverless() -> bool:

@@ -19,13 +19,23 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vdsr_deploy import engine
-from vdsr_deploy.engine import (
+from vdsr_deploy.backends.tensorrt import cache as trt_cache
+from vdsr_deploy.backends.tensorrt import cuda
+from vdsr_deploy.backends.tensorrt import library as trt_library
+from vdsr_deploy.backends.tensorrt.cache import (
     EngineBuildConfig,
     EngineSidecar,
     engine_key,
     sidecar_path,
     write_sidecar,
+)
+from vdsr_deploy.backends.tensorrt.cuda import DeviceInfo
+from vdsr_deploy.backends.tensorrt.runner import (
+    MAX_SPLIT_BATCH,
+    ExecutionPipeline,
+    TensorRTRunner,
+    check_engine_io,
+    split_batch,
 )
 from vdsr_deploy.errors import (
     BackendUnavailableError,
@@ -36,15 +46,6 @@ from vdsr_deploy.errors import (
     VdsrError,
 )
 from vdsr_deploy.io_names import profile_for_tiles
-from vdsr_deploy.runners import cuda
-from vdsr_deploy.runners.cuda import DeviceInfo
-from vdsr_deploy.runners.tensorrt import (
-    MAX_SPLIT_BATCH,
-    ExecutionPipeline,
-    TensorRTRunner,
-    check_engine_io,
-    split_batch,
-)
 from vdsr_deploy.tiling import TileConfig
 
 GPU = DeviceInfo(index=0, name="NVIDIA Fake GPU", compute_capability=(8, 9))
@@ -455,7 +456,7 @@ def write_engine(
         profile=profile_for_tiles(TileConfig(tile=8, halo=2), MAX_SHAPE[0]), contexts=2
     )
     key = engine_key("ab" * 32, config, gpu, version)
-    path = folder / engine.engine_file_name(key)
+    path = folder / trt_cache.engine_file_name(key)
     path.write_bytes(blob)
     sidecar = EngineSidecar(
         engine_file=path.name,
@@ -504,7 +505,7 @@ def test_runner_profile_splits_batches_but_bounds_tiles(tmp_path: Path) -> None:
     assert info.details["contexts"] == 2 and info.details["cuda_graphs"] == "on"
 
 
-@pytest.mark.skipif(engine.tensorrt_available(), reason="TensorRT is installed here")
+@pytest.mark.skipif(trt_library.tensorrt_available(), reason="TensorRT is installed here")
 def test_runner_without_tensorrt_says_so_in_one_sentence(tmp_path: Path) -> None:
     runner = TensorRTRunner(write_engine(tmp_path))
     with pytest.raises(BackendUnavailableError) as raised, runner:
@@ -560,7 +561,7 @@ def fake_tensorrt(
 @pytest.fixture
 def with_fake_tensorrt(fake_cuda: FakeCuda, monkeypatch: pytest.MonkeyPatch) -> FakeCuda:
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(fake_cuda))
-    monkeypatch.setattr(engine, "_SHARED_LOGGER", {})
+    monkeypatch.setattr(trt_library, "_SHARED_LOGGER", {})
     return fake_cuda
 
 
@@ -620,7 +621,7 @@ def test_runner_reports_a_failed_deserialization(
     tmp_path: Path, fake_cuda: FakeCuda, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(fake_cuda, blob=b"something else"))
-    monkeypatch.setattr(engine, "_SHARED_LOGGER", {})
+    monkeypatch.setattr(trt_library, "_SHARED_LOGGER", {})
     with (
         pytest.raises(EngineMismatchError, match="could not deserialize it"),
         TensorRTRunner(write_engine(tmp_path)),

@@ -6,26 +6,12 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from vdsr_deploy.errors import BackendUnavailableError, ConfigError
+from vdsr_deploy.backends.base import Runner, RunnerInfo
+from vdsr_deploy.backends.device import resolve_device
+from vdsr_deploy.errors import ConfigError
 from vdsr_deploy.model import VDSR
-from vdsr_deploy.runners.base import Runner, RunnerInfo
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> ``cuda`` when available else ``cpu``; a clear error for missing CUDA."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as error:
-        raise ConfigError(f"device: expected cpu, cuda or cuda:N, got {device!r}") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailableError(
-            f"device {device!r}: PyTorch sees no CUDA GPU on this machine"
-        )
-    return resolved
 
 
 class TorchRunner(Runner):
@@ -49,7 +35,10 @@ class TorchRunner(Runner):
         super().__init__()
         if precision not in PRECISIONS:
             raise ConfigError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
-        self._device = resolve_device(device)
+        resolved = resolve_device(device)
+        if resolved.type == "cuda" and resolved.index is None:
+            resolved = torch.device("cuda", torch.cuda.current_device())
+        self._device = resolved
         if precision == "fp16" and self._device.type != "cuda":
             raise ConfigError("precision fp16 needs a CUDA device for PyTorch; use bf16 on CPU")
         self._precision = precision
@@ -96,10 +85,27 @@ class TorchRunner(Runner):
         if self._precision == "fp16":
             self._model.body.float()
 
+    @property
+    def tensor_device(self) -> str:
+        return str(self._device)
+
     def _infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        x = torch.from_numpy(batch).to(self._device)
+        output = self._infer_tensor(x, None)
+        result: NDArray[np.float32] = output.cpu().numpy()
+        return result
+
+    def _infer_tensor(self, batch: torch.Tensor, stream: torch.cuda.Stream | None) -> torch.Tensor:
+        if stream is None or self._device.type != "cuda":
+            return self._forward(batch)
+        with torch.cuda.stream(stream):
+            return self._forward(batch)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         memory_format = torch.channels_last if self._channels_last else torch.contiguous_format
-        with torch.inference_mode():
-            x = torch.from_numpy(batch).to(self._device).contiguous(memory_format=memory_format)
+        # no_grad, not inference_mode: callers may modify the output in place afterwards.
+        with torch.no_grad():
+            x = batch.contiguous(memory_format=memory_format)
             if self._precision == "fp16":
                 residual = self._model.body(x.half()).float()
             elif self._precision == "bf16":
@@ -108,6 +114,5 @@ class TorchRunner(Runner):
                 residual = residual.float()
             else:
                 residual = self._model.body(x)
-            output = (x + residual).contiguous()
-            result: NDArray[np.float32] = output.cpu().numpy()
-        return result
+            output: torch.Tensor = (x + residual).contiguous()
+            return output

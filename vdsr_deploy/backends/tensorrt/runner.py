@@ -1,4 +1,4 @@
-"""TensorRT runner: executes a built engine, never builds one (see :mod:`vdsr_deploy.engine`).
+"""TensorRT runner: executes a built engine, never builds one (see :mod:`vdsr_deploy.backends.tensorrt.builder`).
 
 Before deserializing, the engine's JSON sidecar must match this GPU and TensorRT version
 and the engine file's hash (else :class:`~vdsr_deploy.errors.EngineMismatchError`).
@@ -36,19 +36,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr_deploy.engine import (
+from vdsr_deploy.backends.base import Runner, RunnerInfo
+from vdsr_deploy.backends.tensorrt import cuda
+from vdsr_deploy.backends.tensorrt.cache import (
     EngineSidecar,
     describe_profiles,
     environment_reasons,
     read_sidecar,
-    require_tensorrt,
-    shared_tensorrt_logger,
     sidecar_path,
 )
+from vdsr_deploy.backends.tensorrt.library import require_tensorrt, shared_tensorrt_logger
 from vdsr_deploy.errors import ConfigError, EngineMismatchError, InvalidInputError, VdsrError
 from vdsr_deploy.io_names import CHANNELS, INPUT_NAME, OUTPUT_NAME, Shape, ShapeProfile
-from vdsr_deploy.runners import cuda
-from vdsr_deploy.runners.base import Runner, RunnerInfo
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -327,7 +326,7 @@ class ExecutionPipeline:
 class TensorRTRunner(Runner):
     """Runs a built VDSR TensorRT engine (fp16 or fp32; I/O float32).
 
-    ``engine_path`` needs its JSON sidecar next to it (see :mod:`vdsr_deploy.engine`).
+    ``engine_path`` needs its JSON sidecar next to it (see :mod:`vdsr_deploy.backends.tensorrt.builder`).
     ``contexts``: execution contexts in flight (default: one per optimization profile of
     the engine). ``cuda_graphs``: capture and replay CUDA graphs for repeated shapes.
     Batches larger than the engine's max batch are split, so :attr:`profile` bounds only

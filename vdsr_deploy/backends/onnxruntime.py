@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError, InvalidInputError
 from vdsr_deploy.io_names import INPUT_NAME, OUTPUT_NAME, ShapeProfile
-from vdsr_deploy.runners.base import Runner, RunnerInfo
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
