@@ -10,9 +10,10 @@ names that file uses, and nothing else:
   ``ReLU``, ``Sequential``) become an inert :class:`_Stub` that only stores its state;
 - ``torch.nn.backends.thnn._get_thnn_function_backend`` (an attribute of 2017 modules)
   becomes a function returning None;
-- ``collections.OrderedDict`` and the tensor rebuilders ``torch._utils._rebuild_tensor`` /
-  ``torch.nn.parameter.Parameter`` are the real ones (they only build tensors); storages
-  are handled by ``torch.load`` itself.
+- ``collections.OrderedDict``, ``set`` and the tensor rebuilders (``torch._utils``
+  ``_rebuild_tensor``/``_rebuild_tensor_v2``) are the real ones (they only build
+  containers and tensors); ``Parameter``/``_rebuild_parameter`` return the plain tensor;
+  storages are handled by ``torch.load`` itself.
 
 Any other name is refused (:class:`UnsafePickle`). Same architecture as ours (20 3x3
 convolutions, 64 channels, ReLU, zero padding 1, global residual, Y in [0, 1]) but without
@@ -73,7 +74,7 @@ def _no_backend(*args: object) -> None:
     return None
 
 
-def _parameter(data: torch.Tensor, requires_grad: bool = True, *rest: object) -> torch.Tensor:
+def _parameter(data: torch.Tensor, *rest: object) -> torch.Tensor:
     return data
 
 
@@ -82,6 +83,9 @@ ALLOWED: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
     ("torch.nn.parameter", "Parameter"): _parameter,
+    ("torch._utils", "_rebuild_parameter"): _parameter,
+    ("builtins", "set"): set,
+    ("__builtin__", "set"): set,
     ("torch.nn.backends.thnn", "_get_thnn_function_backend"): _no_backend,
     ("vdsr", "Net"): _Stub,
     ("vdsr", "Conv_ReLU_Block"): _Stub,
@@ -140,14 +144,11 @@ def their_forward(weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Te
     return out + x
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("pth", type=Path, help="pytorch-vdsr's model/model_epoch_50.pth")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="safetensors to write")
-    args = parser.parse_args()
-
-    source_sha = hashlib.sha256(args.pth.read_bytes()).hexdigest()
-    weights = read_their_weights(args.pth)
+def convert(pth: Path, output: Path) -> tuple[str, str, float]:
+    """Write ``output`` from ``pth``; the source's sha256, the weights' sha256 and the largest
+    difference between our VDSR with them and their forward pass on a random input."""
+    source_sha = hashlib.sha256(pth.read_bytes()).hexdigest()
+    weights = read_their_weights(pth)
     model = VDSR(depth=DEPTH, channels=CHANNELS)
     state = model.state_dict()
     for name in state:
@@ -158,16 +159,25 @@ def main() -> None:
         "source": {"url": SOURCE_URL, "sha256": source_sha, "biases": "none (set to zero)"},
         "converted_by": "benchmarks/pytorch_vdsr.py",
     }
-    save_weights(model.eval(), args.output, training=training)
+    save_weights(model.eval(), output, training=training)
 
-    loaded, info = load_weights(args.output)
+    loaded, info = load_weights(output)
     x = torch.rand(1, 1, 37, 29, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        difference = (loaded(x) - their_forward(weights, x)).abs().max().item()
+        difference = float((loaded(x) - their_forward(weights, x)).abs().max().item())
+    return source_sha, info.sha256, difference
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("pth", type=Path, help="pytorch-vdsr's model/model_epoch_50.pth")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="safetensors to write")
+    args = parser.parse_args()
+    source_sha, weights_sha, difference = convert(args.pth, args.output)
     if difference > 1e-5:
         raise SystemExit(f"conversion check failed: max |ours - theirs| = {difference:.2e}")
     print(f"{args.output}: converted from {args.pth} (sha256 {source_sha[:16]}...)")
-    print(f"  weights sha256 {info.sha256[:16]}...; ours vs their forward: max |diff| {difference:.1e}")
+    print(f"  weights sha256 {weights_sha[:16]}...; ours vs their forward: max |diff| {difference:.1e}")
 
 
 if __name__ == "__main__":
