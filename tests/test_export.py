@@ -75,3 +75,35 @@ def test_export_verification_catches_a_wrong_graph(
     with pytest.raises(BuildError, match="differs from PyTorch"):
         export_onnx(tiny_model, tmp_path / "broken.onnx")
     assert not (tmp_path / "broken.onnx").exists()
+
+
+def test_onnx_does_not_depend_on_the_torch_version(
+    tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vdsr_deploy.fileops import file_sha256
+
+    model, info = load_weights(tiny_weights)
+    first = export_onnx(model, tmp_path / "a.onnx", info=info).path
+    monkeypatch.setattr(torch, "__version__", "0.0.1-other")
+    second = export_onnx(model, tmp_path / "b.onnx", info=info).path
+    assert file_sha256(first) == file_sha256(second)
+    assert "torch" not in read_metadata(first)["vdsr.versions"]
+
+
+def test_ensure_onnx_re_exports_an_older_exporters_file(tmp_path: Path, tiny_weights: Path) -> None:
+    from vdsr_deploy.export import EXPORTER_METADATA_KEY, EXPORTER_VERSION, ensure_onnx
+
+    model, info = load_weights(tiny_weights)
+    path = ensure_onnx(model, info, "fp32", tmp_path / "engines")
+    assert read_metadata(path)[EXPORTER_METADATA_KEY] == str(EXPORTER_VERSION)
+    stamp = path.stat().st_mtime_ns
+    assert ensure_onnx(model, info, "fp32", tmp_path / "engines") == path
+    assert path.stat().st_mtime_ns == stamp  # current: reused as it is
+    old = onnx.load(str(path))
+    for entry in old.metadata_props:
+        if entry.key == EXPORTER_METADATA_KEY:
+            entry.value = str(EXPORTER_VERSION - 1)
+    onnx.save(old, str(path))
+    assert ensure_onnx(model, info, "fp32", tmp_path / "engines") == path
+    assert read_metadata(path)[EXPORTER_METADATA_KEY] == str(EXPORTER_VERSION)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left

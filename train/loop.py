@@ -29,6 +29,7 @@ from train.ema import WeightAverage
 from vdsr_deploy import evaluate
 from vdsr_deploy.backends.device import resolve_device
 from vdsr_deploy.errors import TrainingError
+from vdsr_deploy.fileops import atomic_path
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.weights import load_weights, save_weights
 
@@ -159,9 +160,8 @@ def save_checkpoint(
             else:
                 scalars.setdefault(str(index), {})[key] = float(value)
     meta = {**state, "optimizer_scalars": scalars, "param_groups": optimizer_state["param_groups"]}
-    temporary = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(temporary), metadata={CHECKPOINT_META_KEY: json.dumps(meta)})
-    temporary.replace(path)
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata={CHECKPOINT_META_KEY: json.dumps(meta)})
 
 
 def load_checkpoint(

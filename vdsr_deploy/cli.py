@@ -143,7 +143,7 @@ def upscale(
     the output folder) are skipped, the rest redone. Ctrl-C / SIGTERM stop cleanly (exit
     130 / 143) without leaving partial files.
     """
-    from vdsr_deploy.backends.factory import open_runner
+    from vdsr_deploy.backends.factory import choose_backend, open_runner
     from vdsr_deploy.batch import JobConfig, run_job, stop_on_signals
     from vdsr_deploy.pipeline import PipelineConfig
     from vdsr_deploy.tiling import TileConfig
@@ -167,6 +167,9 @@ def upscale(
             model=_model_identity(weights, onnx, engine),
         )
         spec = _runner_spec(backend, device, precision, provider, weights, onnx, engine, engines_dir, threads)
+        if spec.backend == "auto":
+            choice = choose_backend(spec)
+            console.print(f"[dim]backend auto -> {choice.backend}: {choice.reason}[/dim]")
         try:
             with open_runner(spec, tiling=tiling, batch=batch) as runner:
                 console.print(

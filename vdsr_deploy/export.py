@@ -20,11 +20,16 @@ from onnx import TensorProto, helper, numpy_helper
 
 from vdsr_deploy import __version__
 from vdsr_deploy.errors import BuildError, ConfigError
+from vdsr_deploy.fileops import atomic_path
 from vdsr_deploy.io_names import DYNAMIC_AXES, INPUT_NAME, OPSET, OUTPUT_NAME
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.weights import WeightsInfo, state_dict_sha256
 
 PRECISIONS = ("fp32", "fp16")
+# Bump when build_graph or the metadata change: ONNX files of an older exporter found in an
+# engines folder are then re-exported (and engines built from them rebuilt, by ONNX hash).
+EXPORTER_VERSION = 2
+EXPORTER_METADATA_KEY = "vdsr.exporter"
 # Verification tolerances against PyTorch fp32, max abs difference on [0, 1] data.
 VERIFY_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
 VERIFY_SHAPES: tuple[tuple[int, int, int, int], ...] = ((2, 1, 37, 53), (1, 1, 64, 31))
@@ -111,9 +116,9 @@ def build_graph(model: VDSR, precision: str, metadata: dict[str, str]) -> onnx.M
 
 
 def export_metadata(model: VDSR, info: WeightsInfo | None, precision: str) -> dict[str, str]:
-    """Metadata carried in the ONNX file: what made it, from which weights."""
-    import torch
-
+    """Metadata carried in the ONNX file: what made it, from which weights. Nothing here
+    depends on the installed torch, so the file (and its hash, part of the engine cache
+    key) is the same for the same weights whatever torch exported it."""
     weights_hash = info.sha256 if info else state_dict_sha256(model.state_dict())
     return {
         "vdsr.precision": precision,
@@ -123,9 +128,8 @@ def export_metadata(model: VDSR, info: WeightsInfo | None, precision: str) -> di
         "vdsr.channels": str(model.channels),
         "vdsr.input": INPUT_NAME,
         "vdsr.output": OUTPUT_NAME,
-        "vdsr.versions": json.dumps(
-            {"vdsr_deploy": __version__, "torch": torch.__version__, "onnx": onnx.__version__}
-        ),
+        EXPORTER_METADATA_KEY: str(EXPORTER_VERSION),
+        "vdsr.versions": json.dumps({"vdsr_deploy": __version__, "onnx": onnx.__version__}),
     }
 
 
@@ -194,9 +198,8 @@ def export_onnx(
         raise BuildError(f"onnx.checker rejected the {precision} graph: {error}") from error
     worst = verify(onnx_model, model, precision)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
-    onnx.save(onnx_model, str(temporary))
-    temporary.replace(target)
+    with atomic_path(target) as temporary:
+        onnx.save(onnx_model, str(temporary))
     return ExportResult(target, precision, worst, VERIFY_SHAPES, metadata)
 
 
@@ -205,13 +208,15 @@ def default_onnx_name(weights_sha256: str, precision: str) -> str:
 
 
 def ensure_onnx(model: VDSR, info: WeightsInfo, precision: str, cache_dir: Path) -> Path:
-    """The ONNX for these weights in ``cache_dir``, exported (and verified) if missing."""
+    """The ONNX for these weights in ``cache_dir``, exported (and verified) if missing, or
+    if the one there is for other weights or precision or from an older exporter."""
     path = cache_dir / default_onnx_name(info.sha256, precision)
     if path.is_file():
         meta = read_metadata(path)
         if (
             meta.get("vdsr.weights_sha256") == info.sha256
             and meta.get("vdsr.precision") == precision
+            and meta.get(EXPORTER_METADATA_KEY) == str(EXPORTER_VERSION)
         ):
             return path
     export_onnx(model, path, precision=precision, info=info, overwrite=True)

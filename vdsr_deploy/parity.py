@@ -913,7 +913,7 @@ def check_engine_sidecar(
 ) -> ArtifactCheck:
     """The engine's JSON sidecar (same name, ``.json``) must name these weights; when the
     ONNX it was built from is among ``onnx_files``, its recorded ONNX hash must match too."""
-    from vdsr_deploy.weights import file_sha256
+    from vdsr_deploy.fileops import file_sha256
 
     sidecar = _sidecar_path(engine)
     label = str(sidecar)

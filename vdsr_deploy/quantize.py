@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 
 from vdsr_deploy import protocol
 from vdsr_deploy.errors import BackendUnavailableError, BuildError, ConfigError, InvalidInputError
+from vdsr_deploy.fileops import temporary_path
 from vdsr_deploy.io_names import INPUT_NAME
 
 METHODS = ("minmax", "percentile", "entropy")
@@ -173,7 +174,7 @@ def quantize_int8(
         extra["CalibPercentile"] = config.percentile
     started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
+    temporary = temporary_path(target)
     try:
         quantize_static(
             str(fp32_onnx),

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from vdsr_deploy.errors import WeightsError
+from vdsr_deploy.fileops import atomic_path
 from vdsr_deploy.model import VDSR
 
 METADATA_KEY = "vdsr"
@@ -68,14 +69,6 @@ def resolve_weights_path(path: Path | str | None) -> Path:
     return resolved
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
     """Hash of tensor names, shapes and fp32 values: identical for identical weights."""
     digest = hashlib.sha256()
@@ -113,9 +106,8 @@ def save_weights(
         "evaluation": evaluation or {},
     }
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
-    save_file(state, str(temporary), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
-    temporary.replace(target)
+    with atomic_path(target) as temporary:
+        save_file(state, str(temporary), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
     return target
 
 

@@ -14,12 +14,15 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from vdsr_deploy import __version__
 from vdsr_deploy.backends import factory
 from vdsr_deploy.backends.tensorrt import builder as trt_builder
 from vdsr_deploy.backends.tensorrt import cache as trt_cache
+from vdsr_deploy.backends.tensorrt import cuda
 from vdsr_deploy.backends.tensorrt import library as trt_library
 from vdsr_deploy.backends.tensorrt.builder import (
     LayerPrecisions,
@@ -31,6 +34,7 @@ from vdsr_deploy.backends.tensorrt.builder import (
     type_tokens,
 )
 from vdsr_deploy.backends.tensorrt.cache import (
+    BUILD_RECIPE,
     EngineBuildConfig,
     EngineCandidate,
     EngineRecord,
@@ -40,6 +44,7 @@ from vdsr_deploy.backends.tensorrt.cache import (
     engine_file_name,
     engine_key,
     environment_reasons,
+    explicit_engine_reasons,
     find_engine,
     mismatch_reasons,
     read_sidecar,
@@ -63,9 +68,14 @@ from vdsr_deploy.errors import (
 from vdsr_deploy.io_names import ShapeProfile, profile_for_tiles
 from vdsr_deploy.tiling import TileConfig
 
-H100 = DeviceInfo(index=0, name="NVIDIA H100 80GB HBM3", compute_capability=(9, 0))
-A100 = DeviceInfo(index=0, name="NVIDIA A100-SXM4-40GB", compute_capability=(8, 0))
+H100 = DeviceInfo(
+    index=0, name="NVIDIA H100 80GB HBM3", compute_capability=(9, 0), multiprocessors=132
+)
+A100 = DeviceInfo(
+    index=0, name="NVIDIA A100-SXM4-40GB", compute_capability=(8, 0), multiprocessors=108
+)
 TRT = "10.13.0.35"
+CUDA_MAJOR = 12
 ONNX_SHA = "ab" * 32
 OTHER_SHA = "cd" * 32
 WEIGHTS_SHA = "ef" * 32
@@ -92,30 +102,22 @@ def make_sidecar(
         config,
         gpu,
         str(overrides.pop("tensorrt_version", TRT)),
+        cuda_major=CUDA_MAJOR,
     )
-    values: dict[str, object] = {
-        "engine_file": engine_file_name(key),
-        "engine_sha256": "00" * 32,
-        "engine_bytes": 1234,
-        "onnx_file": "vdsr-fp16.onnx",
-        "onnx_sha256": key.onnx_sha256,
-        "weights_sha256": WEIGHTS_SHA,
-        "precision": key.precision,
-        "profiles": key.profiles,
-        "tensorrt_version": key.tensorrt_version,
-        "gpu_name": key.gpu_name,
-        "compute_capability": key.compute_capability,
-        "workspace_bytes": key.workspace_bytes,
-        "optimization_level": key.optimization_level,
-        "tf32": key.tf32,
-        "build_seconds": 12.5,
-        "layers": 22,
-        "fp16_layers": 20,
-        "created": "2026-01-01T00:00:00+00:00",
-        "timing_cache": "engines/timing.cache",
-    }
-    values.update(overrides)
-    return EngineSidecar(**values)  # type: ignore[arg-type]
+    sidecar = EngineSidecar.from_key(
+        key,
+        engine_file=engine_file_name(key),
+        engine_sha256="00" * 32,
+        engine_bytes=1234,
+        onnx_file="vdsr-fp16.onnx",
+        weights_sha256=WEIGHTS_SHA,
+        build_seconds=12.5,
+        layers=22,
+        fp16_layers=20,
+        created="2026-01-01T00:00:00+00:00",
+        timing_cache="engines/timing.cache",
+    )
+    return dataclasses.replace(sidecar, **overrides)  # type: ignore[arg-type]
 
 
 # -- configuration ---------------------------------------------------------------------
@@ -166,12 +168,12 @@ def test_config_is_frozen() -> None:
 
 
 def test_engine_name_encodes_every_build_parameter() -> None:
-    name = engine_file_name(engine_key(ONNX_SHA, make_config(), H100, TRT))
+    name = engine_file_name(engine_key(ONNX_SHA, make_config(), H100, TRT, cuda_major=12))
     assert name == (
         "vdsr-abababababab_fp16_1x1x1-8x256x256-8x256x256_x2_ws1024M_o3"
-        "_nvidia-h100-80gb-hbm3-sm90_trt10.13.0.35.engine"
+        f"_nvidia-h100-80gb-hbm3-sm90x132_cu12_trt10.13.0.35_v{__version__}r{BUILD_RECIPE}.engine"
     )
-    fp32 = engine_file_name(engine_key(ONNX_SHA, make_config(precision="fp32"), H100, TRT))
+    fp32 = engine_file_name(engine_key(ONNX_SHA, make_config(precision="fp32"), H100, TRT, cuda_major=CUDA_MAJOR))
     assert "_fp32-notf32_" in fp32
 
 
@@ -186,19 +188,27 @@ def test_engine_name_encodes_every_build_parameter() -> None:
         {"config": {"profile": profile_for_tiles(TILES, 4)}},
         {"gpu": A100},
         {"gpu": DeviceInfo(index=0, name=H100.name, compute_capability=(9, 1))},
+        {"gpu": dataclasses.replace(H100, multiprocessors=66)},  # a MIG slice
         {"trt": "10.14.1"},
+        {"cuda": 13},
         {"onnx": OTHER_SHA},
+        {"key": {"package_version": "9.9.9"}},
+        {"key": {"build_recipe": BUILD_RECIPE + 1}},
     ],
 )
-def test_every_parameter_changes_the_name(change: dict[str, object]) -> None:
-    base = engine_file_name(engine_key(ONNX_SHA, make_config(), H100, TRT))
-    config = make_config(**change.get("config", {}))  # type: ignore[arg-type]
-    gpu = change.get("gpu", H100)
-    assert isinstance(gpu, DeviceInfo)
-    other = engine_file_name(
-        engine_key(str(change.get("onnx", ONNX_SHA)), config, gpu, str(change.get("trt", TRT)))
+def test_every_parameter_changes_the_name_and_the_match(change: dict[str, Any]) -> None:
+    base = engine_key(ONNX_SHA, make_config(), H100, TRT, cuda_major=CUDA_MAJOR)
+    config = make_config(**change.get("config", {}))
+    other = engine_key(
+        str(change.get("onnx", ONNX_SHA)),
+        config,
+        change.get("gpu", H100),
+        str(change.get("trt", TRT)),
+        cuda_major=int(change.get("cuda", CUDA_MAJOR)),
     )
-    assert other != base
+    other = dataclasses.replace(other, **change.get("key", {}))
+    assert engine_file_name(other) != engine_file_name(base)
+    assert mismatch_reasons(other, base)  # and the cache never loads one for the other
 
 
 def test_slug_and_paths(tmp_path: Path) -> None:
@@ -218,7 +228,12 @@ def test_sidecar_round_trip(tmp_path: Path) -> None:
     write_sidecar(path, sidecar)
     data = json.loads(path.read_text())
     assert data["onnx"]["weights_sha256"] == WEIGHTS_SHA
-    assert data["gpu"] == {"name": H100.name, "compute_capability": [9, 0]}
+    assert data["gpu"] == {
+        "name": H100.name,
+        "compute_capability": [9, 0],
+        "multiprocessors": 132,
+    }
+    assert data["cuda_major"] == CUDA_MAJOR and data["build_options"]["recipe"] == BUILD_RECIPE
     assert data["build_options"]["strongly_typed"] is True
     assert data["profiles"][0] == {
         "min": [1, 1, 1, 1],
@@ -226,7 +241,9 @@ def test_sidecar_round_trip(tmp_path: Path) -> None:
         "max": [8, 1, 256, 256],
     }
     assert read_sidecar(path) == sidecar
-    assert read_sidecar(path).key == engine_key(ONNX_SHA, make_config(), H100, TRT)
+    assert read_sidecar(path).key == engine_key(
+        ONNX_SHA, make_config(), H100, TRT, cuda_major=CUDA_MAJOR
+    )
 
 
 def test_missing_sidecar_is_a_mismatch(tmp_path: Path) -> None:
@@ -248,32 +265,32 @@ def test_corrupt_sidecar_is_a_mismatch(tmp_path: Path, content: str) -> None:
 
 
 def test_matching_key_has_no_reasons() -> None:
-    key = engine_key(ONNX_SHA, make_config(), H100, TRT)
+    key = engine_key(ONNX_SHA, make_config(), H100, TRT, cuda_major=CUDA_MAJOR)
     assert mismatch_reasons(key, key) == []
 
 
 def test_mismatch_reasons_explain_each_difference() -> None:
-    wanted = engine_key(ONNX_SHA, make_config(), H100, TRT)
-    assert mismatch_reasons(engine_key(ONNX_SHA, make_config(), A100, TRT), wanted) == [
+    wanted = engine_key(ONNX_SHA, make_config(), H100, TRT, cuda_major=CUDA_MAJOR)
+    assert mismatch_reasons(engine_key(ONNX_SHA, make_config(), A100, TRT, cuda_major=CUDA_MAJOR), wanted) == [
         "built for GPU NVIDIA A100-SXM4-40GB (compute 8.0) but this GPU is NVIDIA H100 80GB HBM3 "
         "(compute 9.0)"
     ]
-    assert mismatch_reasons(engine_key(ONNX_SHA, make_config(), H100, "10.8.0.43"), wanted) == [
+    assert mismatch_reasons(engine_key(ONNX_SHA, make_config(), H100, "10.8.0.43", cuda_major=CUDA_MAJOR), wanted) == [
         f"built with TensorRT 10.8.0.43 but this is TensorRT {TRT}"
     ]
-    (onnx_reason,) = mismatch_reasons(engine_key(OTHER_SHA, make_config(), H100, TRT), wanted)
+    (onnx_reason,) = mismatch_reasons(engine_key(OTHER_SHA, make_config(), H100, TRT, cuda_major=CUDA_MAJOR), wanted)
     assert "another ONNX" in onnx_reason and OTHER_SHA[:12] in onnx_reason
     small = make_config(profile=profile_for_tiles(TileConfig(tile=128), 8))
-    (profile_reason,) = mismatch_reasons(engine_key(ONNX_SHA, small, H100, TRT), wanted)
+    (profile_reason,) = mismatch_reasons(engine_key(ONNX_SHA, small, H100, TRT, cuda_major=CUDA_MAJOR), wanted)
     assert "8x128x128" in profile_reason and "8x256x256" in profile_reason
     fp32_reasons = mismatch_reasons(
-        engine_key(ONNX_SHA, make_config(precision="fp32"), H100, TRT), wanted
+        engine_key(ONNX_SHA, make_config(precision="fp32"), H100, TRT, cuda_major=CUDA_MAJOR), wanted
     )
     assert fp32_reasons == [
         "built in fp32, fp16 was asked for",
         "built with TF32 off, on was asked for",
     ]
-    everything = mismatch_reasons(engine_key(OTHER_SHA, small, A100, "9.0"), wanted)
+    everything = mismatch_reasons(engine_key(OTHER_SHA, small, A100, "9.0", cuda_major=CUDA_MAJOR), wanted)
     assert [r.split(" ")[2] for r in everything[:2]] == ["GPU", "TensorRT"]  # environment first
 
 
@@ -290,7 +307,7 @@ def _candidate(tmp_path: Path, sidecar: EngineSidecar, exists: bool = True) -> E
 
 
 def test_select_engine_picks_only_an_exact_match(tmp_path: Path) -> None:
-    wanted = engine_key(ONNX_SHA, make_config(), H100, TRT)
+    wanted = engine_key(ONNX_SHA, make_config(), H100, TRT, cuda_major=CUDA_MAJOR)
     exact = _candidate(tmp_path, make_sidecar())
     other_gpu = _candidate(tmp_path, make_sidecar(gpu=A100))
     selection = select_engine([other_gpu, exact], wanted)
@@ -298,7 +315,7 @@ def test_select_engine_picks_only_an_exact_match(tmp_path: Path) -> None:
 
 
 def test_select_engine_reports_the_nearest_related_engine(tmp_path: Path) -> None:
-    wanted = engine_key(ONNX_SHA, make_config(), H100, TRT)
+    wanted = engine_key(ONNX_SHA, make_config(), H100, TRT, cuda_major=CUDA_MAJOR)
     far = _candidate(tmp_path, make_sidecar(gpu=A100, tensorrt_version="9.0"))
     near = _candidate(tmp_path, make_sidecar(tensorrt_version="10.8.0.43"))
     selection = select_engine([far, near], wanted)
@@ -309,7 +326,7 @@ def test_select_engine_reports_the_nearest_related_engine(tmp_path: Path) -> Non
 
 
 def test_select_engine_relates_by_weights_and_ignores_other_models(tmp_path: Path) -> None:
-    wanted = engine_key(ONNX_SHA, make_config(), H100, TRT)
+    wanted = engine_key(ONNX_SHA, make_config(), H100, TRT, cuda_major=CUDA_MAJOR)
     reexported = _candidate(tmp_path, make_sidecar(onnx_sha256=OTHER_SHA))
     assert (
         select_engine([reexported], wanted, weights_sha256=WEIGHTS_SHA).nearest == reexported.engine
@@ -319,7 +336,7 @@ def test_select_engine_relates_by_weights_and_ignores_other_models(tmp_path: Pat
 
 
 def test_select_engine_never_picks_a_missing_engine_file(tmp_path: Path) -> None:
-    wanted = engine_key(ONNX_SHA, make_config(), H100, TRT)
+    wanted = engine_key(ONNX_SHA, make_config(), H100, TRT, cuda_major=CUDA_MAJOR)
     selection = select_engine([_candidate(tmp_path, make_sidecar(), exists=False)], wanted)
     assert selection.match is None and selection.reasons == ("its engine file is missing",)
 
@@ -363,19 +380,19 @@ def _cache_engine(
 def test_find_engine(tmp_path: Path, tiny_onnx: tuple[Path, Path]) -> None:
     _, fp16 = tiny_onnx
     config = make_config(profile=profile_for_tiles(TileConfig(tile=64, halo=8), 4))
-    assert find_engine(tmp_path, fp16, config, H100, TRT) is None  # nothing cached
+    assert find_engine(tmp_path, fp16, config, H100, TRT, cuda_major=CUDA_MAJOR) is None  # nothing cached
     other = _cache_engine(tmp_path, fp16, config, A100)
     (tmp_path / "notes.json").write_text('{"unrelated": true}')  # not a sidecar: skipped
     with pytest.raises(EngineMismatchError, match="built for GPU NVIDIA A100") as raised:
-        find_engine(tmp_path, fp16, config, H100, TRT)
+        find_engine(tmp_path, fp16, config, H100, TRT, cuda_major=CUDA_MAJOR)
     assert other.name in str(raised.value)
     exact = _cache_engine(tmp_path, fp16, config, H100)
-    assert find_engine(tmp_path, fp16, config, H100, TRT) == exact
+    assert find_engine(tmp_path, fp16, config, H100, TRT, cuda_major=CUDA_MAJOR) == exact
     bigger = make_config(profile=profile_for_tiles(TileConfig(tile=128, halo=8), 4))
     with pytest.raises(EngineMismatchError, match="built for profiles"):
-        find_engine(tmp_path, fp16, bigger, H100, TRT)
+        find_engine(tmp_path, fp16, bigger, H100, TRT, cuda_major=CUDA_MAJOR)
     with pytest.raises(InvalidInputError, match="not found"):
-        find_engine(tmp_path, tmp_path / "missing.onnx", config, H100, TRT)
+        find_engine(tmp_path, tmp_path / "missing.onnx", config, H100, TRT, cuda_major=CUDA_MAJOR)
 
 
 def test_onnx_precision_must_match_the_engine(tiny_onnx: tuple[Path, Path]) -> None:
@@ -671,10 +688,38 @@ def test_runner_factory_checks_a_given_engine_fits_the_tiles(tmp_path: Path) -> 
         batch=16,
     )
     assert runner.engine_profile.max == (4, 1, 128, 128)
-    with pytest.raises(ConfigError, match="this tiling feeds 256x256"):
+    with pytest.raises(EngineMismatchError) as raised:
         factory.create_tensorrt_runner(
-            onnx_path=None, engine_path=path, engines_dir=tmp_path, tiling=TILES, batch=4
+            onnx_path=None,
+            engine_path=path,
+            engines_dir=tmp_path,
+            tiling=TILES,
+            batch=4,
+            precision="fp32",
+            weights_sha256=OTHER_SHA,
         )
+    message = str(raised.value)
+    assert message.startswith(f"{path.name} does not fit this run: ")
+    assert "built in fp16 but fp32 was asked for (pass --precision fp16 to use it)" in message
+    assert "up to 128x128 pixels, but this tiling feeds 256x256" in message
+    assert f"built from other weights (sha256 {WEIGHTS_SHA[:12]}, these are" in message
+    assert message.endswith("leave out --engine to let the engine cache find or build one")
+    # whole images of unknown size: only the precision is checked up front
+    factory.create_tensorrt_runner(
+        onnx_path=None, engine_path=path, engines_dir=tmp_path, tiling=TileConfig(tile=0), batch=1
+    )
+
+
+def test_explicit_engine_reasons_are_data() -> None:
+    sidecar = make_sidecar()
+    assert explicit_engine_reasons(sidecar, precision="fp16", profile=sidecar.profile) == []
+    assert explicit_engine_reasons(
+        sidecar, precision="fp16", profile=None, weights_sha256=WEIGHTS_SHA
+    ) == []
+    smaller = profile_for_tiles(TileConfig(tile=64), 32)  # a bigger batch is split: fits
+    assert explicit_engine_reasons(sidecar, precision="fp16", profile=smaller) == []
+    (reason,) = explicit_engine_reasons(sidecar, precision="fp32", profile=None)
+    assert reason.startswith("it was built in fp16 but fp32 was asked for")
 
 
 def test_importing_needs_neither_tensorrt_nor_cuda() -> None:
@@ -704,3 +749,133 @@ def test_cli_build_without_tensorrt_is_one_sentence_and_exit_1(tmp_path: Path) -
     )
     assert len(result.output.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+# -- the cache in ordinary use (builds faked below TensorRT's builder API) -------------
+
+
+@dataclasses.dataclass
+class FakeBuilds:
+    """Counts engine builds; the "engine" is the build's own description."""
+
+    count: int = 0
+
+
+@pytest.fixture
+def fake_builds(monkeypatch: pytest.MonkeyPatch) -> FakeBuilds:
+    """TensorRT present, one H100, and builds that produce a small blob instantly."""
+    builds = FakeBuilds()
+    fake = types.ModuleType("tensorrt")
+    fake.Builder = object  # type: ignore[attr-defined]
+    fake.__version__ = TRT  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(trt_library, "_SHARED_LOGGER", {"sink": TensorRTLog(), "logger": object()})
+    monkeypatch.setattr(cuda, "require_device", lambda device=0: H100)
+    monkeypatch.setattr(cuda, "runtime_version", lambda: 12080)
+
+    def build_serialized(onnx_path: Path, config: EngineBuildConfig, *_: object) -> bytes:
+        builds.count += 1
+        return f"{onnx_path.name}|{config.precision}|{config.profile.max}".encode()
+
+    def inspect(blob: bytes, config: EngineBuildConfig, *_: object) -> LayerPrecisions:
+        fp16 = 3 if config.precision == "fp16" else 0
+        return LayerPrecisions(layers=4, fp16_layers=fp16, fp32_layers=4 - fp16, detailed=True)
+
+    monkeypatch.setattr(trt_builder, "_build_serialized", build_serialized)
+    monkeypatch.setattr(trt_builder, "_inspect", inspect)
+    return builds
+
+
+def test_engines_for_other_precisions_and_batches_coexist(
+    tmp_path: Path, tiny_onnx: tuple[Path, Path], fake_builds: FakeBuilds
+) -> None:
+    """The ordinary sequence that used to fail: an fp16 batch-4 engine is cached (vdsr
+    build), then fp32 (the upscale default) and batch 8 are asked for."""
+    fp32, fp16 = tiny_onnx
+
+    def open_for(onnx_path: Path, precision: str, batch: int) -> Path:
+        runner = factory.create_tensorrt_runner(
+            onnx_path=onnx_path, engines_dir=tmp_path, tiling=TILES, batch=batch, precision=precision
+        )
+        return runner.engine_path
+
+    first = open_for(fp16, "fp16", 4)
+    assert fake_builds.count == 1
+    as_fp32 = open_for(fp32, "fp32", 4)
+    as_batch8 = open_for(fp16, "fp16", 8)
+    assert fake_builds.count == 3
+    assert len({first, as_fp32, as_batch8}) == 3
+    assert all(path.is_file() and sidecar_path(path).is_file() for path in (first, as_fp32, as_batch8))
+    assert open_for(fp16, "fp16", 4) == first and open_for(fp32, "fp32", 4) == as_fp32
+    assert fake_builds.count == 3  # exact matches are reused, nothing rebuilt
+
+
+def test_a_build_says_why_no_cached_engine_fitted(
+    tmp_path: Path,
+    tiny_onnx: tuple[Path, Path],
+    fake_builds: FakeBuilds,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, fp16 = tiny_onnx
+    config = make_config(profile=profile_for_tiles(TileConfig(tile=64, halo=8), 4))
+    first = trt_builder.find_or_build_engine(fp16, config, tmp_path)
+    assert first.built and first.replaced == (f"no engine for this ONNX in {tmp_path}",)
+    assert first.sidecar.multiprocessors == 132 and first.sidecar.cuda_major == 12
+    again = trt_builder.find_or_build_engine(fp16, config, tmp_path)
+    assert again.path == first.path and not again.built and fake_builds.count == 1
+    # The same GPU model as another MIG slice, then another CUDA major: built, not loaded.
+    monkeypatch.setattr(cuda, "require_device", lambda device=0: dataclasses.replace(H100, multiprocessors=66))
+    slice_ = trt_builder.find_or_build_engine(fp16, config, tmp_path)
+    assert slice_.built and slice_.path != first.path
+    assert any("with 132 SMs but this one has 66" in r for r in slice_.replaced)
+    monkeypatch.setattr(cuda, "require_device", lambda device=0: H100)
+    monkeypatch.setattr(cuda, "runtime_version", lambda: 13000)
+    cuda13 = trt_builder.find_or_build_engine(fp16, config, tmp_path)
+    assert cuda13.built and any("built for CUDA 12 but this is CUDA 13" in r for r in cuda13.replaced)
+    forced = trt_builder.find_or_build_engine(fp16, config, tmp_path, rebuild=True)
+    assert forced.built and forced.path == cuda13.path and forced.replaced == ("rebuild asked for",)
+    assert fake_builds.count == 4
+    assert len(list(tmp_path.glob("*.engine"))) == 3
+
+
+def test_whole_images_build_a_max_side_profile(
+    tmp_path: Path, tiny_onnx: tuple[Path, Path], fake_builds: FakeBuilds
+) -> None:
+    _, fp16 = tiny_onnx
+    runner = factory.create_tensorrt_runner(
+        onnx_path=fp16, engines_dir=tmp_path, tiling=TileConfig(tile=0), batch=4, precision="fp16"
+    )
+    side = trt_cache.DEFAULT_WHOLE_IMAGE_MAX_SIDE
+    assert runner.engine_profile.max == (1, 1, side, side)
+    assert runner.engine_profile.min == (1, 1, 1, 1)
+    bounded = factory.create_tensorrt_runner(
+        onnx_path=fp16,
+        engines_dir=tmp_path,
+        tiling=TileConfig(tile=0),
+        batch=2,
+        precision="fp16",
+        max_side=300,
+    )
+    assert bounded.engine_profile.max == (2, 1, 300, 300) and fake_builds.count == 2
+
+
+def test_an_engine_from_an_older_sidecar_schema_is_rebuilt_or_refused(
+    tmp_path: Path, tiny_onnx: tuple[Path, Path], fake_builds: FakeBuilds
+) -> None:
+    _, fp16 = tiny_onnx
+    config = make_config(profile=profile_for_tiles(TileConfig(tile=64, halo=8), 4))
+    first = trt_builder.find_or_build_engine(fp16, config, tmp_path)
+    data = json.loads(sidecar_path(first.path).read_text())
+    data["schema"] = 1
+    sidecar_path(first.path).write_text(json.dumps(data))
+    with pytest.raises(EngineMismatchError, match="written by another version of vdsr-deploy"):
+        factory.create_tensorrt_runner(
+            onnx_path=None,
+            engine_path=first.path,
+            engines_dir=tmp_path,
+            tiling=TileConfig(tile=64, halo=8),
+            batch=4,
+        )
+    rebuilt = trt_builder.find_or_build_engine(fp16, config, tmp_path)
+    assert rebuilt.built and rebuilt.path == first.path  # same key: replaces the stale one
+    assert read_sidecar(sidecar_path(first.path)).schema == trt_cache.SIDECAR_SCHEMA

@@ -1,10 +1,12 @@
 """The TensorRT runner without a GPU: batch splitting, I/O checks, sidecar checks, the
-missing-TensorRT path, and the whole execution pipeline (contexts, streams, pinned
-buffers, CUDA graph capture/replay/fallback, teardown) against a fake CUDA runtime whose
-"device memory" is host memory and a fake execution context that computes 2 * x + 1."""
+missing-TensorRT path, and the whole execution pipeline (contexts, streams, owned device
+buffers, padding, ordering between streams, CUDA graph capture/replay/fallback, teardown)
+against fake device work whose "device memory" is torch CPU tensors and a fake execution
+context that computes 2 * x + 1 at the bound addresses."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 import hashlib
@@ -18,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from vdsr_deploy.backends.tensorrt import cache as trt_cache
 from vdsr_deploy.backends.tensorrt import cuda
@@ -40,7 +43,6 @@ from vdsr_deploy.backends.tensorrt.runner import (
 from vdsr_deploy.errors import (
     BackendUnavailableError,
     ConfigError,
-    CudaError,
     EngineMismatchError,
     InvalidInputError,
     VdsrError,
@@ -48,7 +50,7 @@ from vdsr_deploy.errors import (
 from vdsr_deploy.io_names import profile_for_tiles
 from vdsr_deploy.tiling import TileConfig
 
-GPU = DeviceInfo(index=0, name="NVIDIA Fake GPU", compute_capability=(8, 9))
+GPU = DeviceInfo(index=0, name="NVIDIA Fake GPU", compute_capability=(8, 9), multiprocessors=1)
 TRT_VERSION = "10.13.0.35"
 MAX_SHAPE = (3, 1, 8, 8)
 
@@ -76,57 +78,21 @@ def test_check_engine_io() -> None:
         check_engine_io(["input"], ["output"], {"input": "FLOAT", "output": "HALF"})
 
 
-# -- a fake CUDA runtime and TensorRT --------------------------------------------------
+# -- fakes: device queries (cuda-python), device work (DeviceOps), TensorRT -----------
 
 
 class Status(enum.IntEnum):
     cudaSuccess = 0
     cudaErrorInvalidValue = 1
-    cudaErrorMemoryAllocation = 2
-    cudaErrorStreamCaptureInvalidated = 901
-
-
-class Handle:
-    def __init__(self, value: int) -> None:
-        self.value = value
-
-    def __int__(self) -> int:
-        return self.value
 
 
 OK = Status.cudaSuccess
 
 
 class FakeCuda:
-    """Streams run work immediately unless capturing; graphs replay recorded work."""
+    """The cuda-python calls the runner makes at activation: which GPU, which CUDA."""
 
     cudaError_t = Status
-    cudaStreamNonBlocking = 1
-    cudaStreamDefault = 0
-    cudaEventDefault = 0
-    cudaEventDisableTiming = 2
-    cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
-    cudaStreamCaptureMode = SimpleNamespace(cudaStreamCaptureModeThreadLocal=1)
-    cudaStreamCaptureStatus = SimpleNamespace(cudaStreamCaptureStatusNone=0)
-
-    def __init__(self) -> None:
-        self.memory: dict[int, Any] = {}
-        self.kinds: dict[int, str] = {}
-        self.recording: dict[int, list[Callable[[], None]] | None] = {}
-        self.graphs: dict[int, list[Callable[[], None]]] = {}
-        self.execs: dict[int, list[Callable[[], None]]] = {}
-        self.fail: dict[str, Status] = {}
-        self.syncs = 0
-        self.launches = 0
-        self.copies = 0
-        self._next = 100
-
-    def _id(self) -> int:
-        self._next += 1
-        return self._next
-
-    def _status(self, name: str) -> Status:
-        return self.fail.get(name, OK)
 
     def cudaGetErrorName(self, status: Status) -> tuple[Status, bytes]:
         return OK, Status(status).name.encode()
@@ -134,14 +100,14 @@ class FakeCuda:
     def cudaGetErrorString(self, status: Status) -> tuple[Status, bytes]:
         return OK, b"fake"
 
-    def cudaGetLastError(self) -> tuple[Status]:
-        return (OK,)
-
     def cudaGetDeviceCount(self) -> tuple[Status, int]:
         return OK, 1
 
     def cudaSetDevice(self, device: int) -> tuple[Status]:
         return (OK,)
+
+    def cudaRuntimeGetVersion(self) -> tuple[Status, int]:
+        return OK, 12080
 
     def cudaGetDeviceProperties(self, device: int) -> tuple[Status, Any]:
         name = GPU.name.encode() + b"\0"
@@ -150,43 +116,50 @@ class FakeCuda:
             name=name, major=major, minor=minor, totalGlobalMem=1, multiProcessorCount=1
         )
 
-    def cudaStreamCreateWithFlags(self, flags: int) -> tuple[Status, Handle]:
-        handle = Handle(self._id())
-        self.recording[handle.value] = None
-        return OK, handle
 
-    def cudaStreamSynchronize(self, stream: Handle) -> tuple[Status]:
-        self.syncs += 1
-        return (self._status("cudaStreamSynchronize"),)
+class FakeStream:
+    def __init__(self, handle: int) -> None:
+        self.handle = handle
 
-    def cudaStreamDestroy(self, stream: Handle) -> tuple[Status]:
-        del self.recording[int(stream)]
-        return (OK,)
 
-    def _allocate(self, nbytes: int, kind: str) -> tuple[Status, int]:
-        status = self._status(f"cudaMalloc{'Host' if kind == 'pinned' else ''}")
-        if status != OK:
-            return status, 0
-        buffer = (ctypes.c_ubyte * nbytes)()
-        address = ctypes.addressof(buffer)
-        self.memory[address], self.kinds[address] = buffer, kind
-        return OK, address
+class FakeGraph:
+    def __init__(self, ops: FakeOps, work: list[Callable[[], None]]) -> None:
+        self.ops, self.work = ops, work
 
-    def cudaMalloc(self, nbytes: int) -> tuple[Status, int]:
-        return self._allocate(nbytes, "device")
+    def launch(self, stream: FakeStream) -> None:
+        self.ops.launches += 1
+        self.ops.log.append(("launch", stream.handle))
+        for work in self.work:
+            self.ops.run_or_record(stream.handle, work)
 
-    def cudaMallocHost(self, nbytes: int) -> tuple[Status, int]:
-        return self._allocate(nbytes, "pinned")
 
-    def cudaFree(self, pointer: int) -> tuple[Status]:
-        assert self.kinds.pop(pointer) == "device"
-        del self.memory[pointer]
-        return (self._status("cudaFree"),)
+class FakeOps:
+    """Device work on the CPU: "device" buffers are torch CPU tensors, streams run their
+    work at once unless capturing, graphs replay what was recorded. ``log`` keeps the
+    order of waits, copies, executions and launches per stream."""
 
-    def cudaFreeHost(self, pointer: int) -> tuple[Status]:
-        assert self.kinds.pop(pointer) == "pinned"
-        del self.memory[pointer]
-        return (OK,)
+    device = "cpu"
+
+    def __init__(self) -> None:
+        self.caller = FakeStream(1)
+        self.recording: dict[int, list[Callable[[], None]] | None] = {1: None}
+        self.log: list[tuple[str, int] | tuple[str, int, int]] = []
+        self.syncs = 0
+        self.launches = 0
+        self.fail_capture: str | None = None
+        self.fail_sync: str | None = None
+        self._next = 100
+
+    def stream_of(self, stream: Any) -> FakeStream:
+        return self.caller
+
+    def new_stream(self) -> FakeStream:
+        self._next += 1
+        self.recording[self._next] = None
+        return FakeStream(self._next)
+
+    def zeros(self, count: int) -> torch.Tensor:
+        return torch.zeros(count, dtype=torch.float32)
 
     def run_or_record(self, stream: int, work: Callable[[], None]) -> None:
         recording = self.recording[stream]
@@ -195,57 +168,48 @@ class FakeCuda:
         else:
             recording.append(work)
 
-    def cudaMemcpyAsync(
-        self, dst: int, src: int, nbytes: int, kind: int, stream: Handle
-    ) -> tuple[Status]:
-        assert self.kinds[dst] == ("device" if kind == 1 else "pinned")
-        assert self.kinds[src] == ("pinned" if kind == 1 else "device")
-        self.copies += 1
-        self.run_or_record(int(stream), lambda: ctypes.memmove(dst, src, nbytes))
-        return (OK,)
+    def empty_like(self, tensor: torch.Tensor, stream: FakeStream) -> torch.Tensor:
+        self.log.append(("allocate", stream.handle))
+        return torch.empty_like(tensor)
 
-    def cudaStreamBeginCapture(self, stream: Handle, mode: int) -> tuple[Status]:
-        self.recording[int(stream)] = []
-        return (OK,)
+    def copy(self, target: torch.Tensor, source: torch.Tensor, stream: FakeStream) -> None:
+        self.log.append(("copy", stream.handle))
+        self.run_or_record(stream.handle, lambda: target.copy_(source))
 
-    def cudaStreamEndCapture(self, stream: Handle) -> tuple[Status, Handle | None]:
-        work, self.recording[int(stream)] = self.recording[int(stream)], None
-        status = self._status("cudaStreamEndCapture")
-        if status != OK or work is None:
-            return status, None
-        graph = Handle(self._id())
-        self.graphs[graph.value] = work
-        return OK, graph
+    def wait(self, stream: FakeStream, other: FakeStream) -> None:
+        self.log.append(("wait", stream.handle, other.handle))
 
-    def cudaGraphInstantiate(self, graph: Handle, flags: int) -> tuple[Status, Handle]:
-        executable = Handle(self._id())
-        self.execs[executable.value] = list(self.graphs[int(graph)])
-        return OK, executable
+    def keep_alive(self, tensor: torch.Tensor, stream: FakeStream) -> None:
+        pass
 
-    def cudaGraphDestroy(self, graph: Handle) -> tuple[Status]:
-        del self.graphs[int(graph)]
-        return (OK,)
+    def capture(self, stream: FakeStream, enqueue: Callable[[], None]) -> FakeGraph:
+        if self.fail_capture is not None:
+            raise RuntimeError(self.fail_capture)
+        self.recording[stream.handle] = []
+        try:
+            enqueue()
+        finally:
+            work, self.recording[stream.handle] = self.recording[stream.handle], None
+        return FakeGraph(self, work or [])
 
-    def cudaGraphLaunch(self, executable: Handle, stream: Handle) -> tuple[Status]:
-        self.launches += 1
-        for work in self.execs[int(executable)]:
-            self.run_or_record(int(stream), work)
-        return (OK,)
+    def synchronize(self, stream: FakeStream) -> None:
+        self.syncs += 1
+        if self.fail_sync is not None:
+            raise RuntimeError(self.fail_sync)
 
-    def cudaGraphExecDestroy(self, executable: Handle) -> tuple[Status]:
-        del self.execs[int(executable)]
-        return (OK,)
+    def on_device(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 class FakeContext:
-    """An execution context whose engine computes 2 * x + 1."""
+    """An execution context whose engine computes 2 * x + 1 on the bound addresses."""
 
-    def __init__(self, fake: FakeCuda) -> None:
-        self.fake = fake
+    def __init__(self, ops: FakeOps) -> None:
+        self.ops = ops
         self.profile: int | None = None
         self.shape: tuple[int, ...] | None = None
         self.addresses: dict[str, int] = {}
-        self.kernels = 0  # executions that really ran (live or replayed)
+        self.kernels: list[tuple[int, ...]] = []  # shapes that really ran (live or replayed)
         self.fail_execute = False
         self.reject_profile = False
 
@@ -275,16 +239,17 @@ class FakeContext:
         if self.fail_execute:
             return False
         assert self.shape is not None and self.profile is not None
-        count = math.prod(self.shape)
+        shape, count = self.shape, math.prod(self.shape)
         source, target = self.addresses["input"], self.addresses["output"]
+        self.ops.log.append(("execute", stream))
 
         def kernel() -> None:
             x = np.ctypeslib.as_array((ctypes.c_float * count).from_address(source))
             y = np.ctypeslib.as_array((ctypes.c_float * count).from_address(target))
             y[:] = 2 * x + 1
-            self.kernels += 1
+            self.kernels.append(shape)
 
-        self.fake.run_or_record(stream, kernel)
+        self.ops.run_or_record(stream, kernel)
         return True
 
 
@@ -296,154 +261,179 @@ def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> FakeCuda:
 
 
 def make_pipeline(
-    fake: FakeCuda, contexts: int = 2, *, graphs: bool = True
-) -> tuple[ExecutionPipeline, list[FakeContext]]:
-    fakes = [FakeContext(fake) for _ in range(contexts)]
+    contexts: int = 2, *, graphs: bool = True, ops: FakeOps | None = None
+) -> tuple[ExecutionPipeline, list[FakeContext], FakeOps]:
+    ops = ops or FakeOps()
+    fakes = [FakeContext(ops) for _ in range(contexts)]
     pipeline = ExecutionPipeline(
-        fakes, MAX_SHAPE, cuda_graphs=graphs, errors=lambda: "fake TensorRT error"
-    )  # type: ignore[arg-type]
-    return pipeline, fakes
+        fakes,  # type: ignore[arg-type]
+        MAX_SHAPE,
+        ops,
+        cuda_graphs=graphs,
+        errors=lambda: "fake TensorRT error",
+    )
+    return pipeline, fakes, ops
 
 
 def random_batch(n: int, h: int = 8, w: int = 8, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((n, 1, h, w), dtype=np.float32)
 
 
+def run(pipeline: ExecutionPipeline, ops: FakeOps, batch: np.ndarray) -> np.ndarray:
+    result = pipeline.run(torch.from_numpy(batch), ops.caller)
+    return result.numpy()
+
+
 # -- the execution pipeline ------------------------------------------------------------
 
 
-def test_pipeline_splits_batches_over_contexts_with_their_own_profiles(fake_cuda: FakeCuda) -> None:
-    pipeline, contexts = make_pipeline(fake_cuda)
+def test_chunks_go_round_robin_to_contexts_with_their_own_profiles_and_buffers() -> None:
+    pipeline, contexts, ops = make_pipeline()
     assert [c.profile for c in contexts] == [0, 1]  # one optimization profile per context
-    assert all(fake_cuda.kinds[c.addresses["input"]] == "device" for c in contexts)
+    assert len({c.addresses["input"] for c in contexts} | {c.addresses["output"] for c in contexts}) == 4
     batch = random_batch(7)
-    np.testing.assert_array_equal(pipeline.run(batch), expected(batch))
+    np.testing.assert_array_equal(run(pipeline, ops, batch), expected(batch))
     assert pipeline.stats["chunks"] == 3  # 3 + 3 + 1
-    assert [c.kernels for c in contexts] == [
-        2,
-        1,
-    ]  # chunks 0 and 2 on context 0, chunk 1 on context 1
-    assert fake_cuda.copies == 6  # one H2D and one D2H per chunk
+    # chunks 0 and 2 on context 0, chunk 1 on context 1; the last one padded to 3
+    assert [len(c.kernels) for c in contexts] == [2, 1]
+    assert all(shape == (3, 1, 8, 8) for c in contexts for shape in c.kernels)
+    one = random_batch(1, seed=1)
+    np.testing.assert_array_equal(run(pipeline, ops, one), expected(one))
+    assert [len(c.kernels) for c in contexts] == [2, 2]  # round robin goes on across calls
 
 
-def test_cuda_graph_captured_after_one_warm_up_then_replayed(fake_cuda: FakeCuda) -> None:
-    pipeline, contexts = make_pipeline(fake_cuda)
+def test_addresses_never_change_and_nothing_waits_on_the_host() -> None:
+    pipeline, contexts, ops = make_pipeline()
+    bound = [dict(c.addresses) for c in contexts]
+    syncs = ops.syncs  # construction syncs once per context (profile switch)
+    for seed in range(5):
+        batch = random_batch(2 + seed % 4, h=4 + seed, w=8, seed=seed)
+        np.testing.assert_array_equal(run(pipeline, ops, batch), expected(batch))
+    assert [c.addresses for c in contexts] == bound
+    assert ops.syncs == syncs
+
+
+def test_each_chunk_is_ordered_after_the_caller_and_the_caller_after_it() -> None:
+    pipeline, _, ops = make_pipeline()
+    ops.log.clear()
+    run(pipeline, ops, random_batch(5))
+    first, second = 101, 102
+    assert ops.log == [
+        ("allocate", 1),  # the output belongs to the caller's stream
+        ("wait", first, 1),
+        ("copy", first),
+        ("execute", first),
+        ("copy", first),
+        ("wait", second, 1),
+        ("copy", second),
+        ("execute", second),
+        ("copy", second),
+        ("wait", 1, first),
+        ("wait", 1, second),
+    ]
+
+
+def test_cuda_graph_captured_after_one_warm_up_then_replayed() -> None:
+    pipeline, contexts, ops = make_pipeline()
     for call in range(4):
-        batch = random_batch(6, seed=call)
-        np.testing.assert_array_equal(pipeline.run(batch), expected(batch))
+        batch = random_batch(5, seed=call)  # a full chunk and a padded one per call
+        np.testing.assert_array_equal(run(pipeline, ops, batch), expected(batch))
         if call == 0:  # warm-up: plain enqueues only
-            assert pipeline.stats["captures"] == 0 and fake_cuda.launches == 0
+            assert pipeline.stats["captures"] == 0 and ops.launches == 0
     # call 0 warm-up; call 1 captures (one per context) and launches; calls 2-3 replay
     assert pipeline.stats["captures"] == 2
-    assert pipeline.stats["graph_launches"] == 6 == fake_cuda.launches
-    assert [c.kernels for c in contexts] == [4, 4]  # every call really computed
+    assert pipeline.stats["graph_launches"] == 6 == ops.launches
+    assert [len(c.kernels) for c in contexts] == [4, 4]  # every call really computed
     assert pipeline.graph_state == "on"
 
 
-def test_shape_change_drops_the_graph_and_warms_up_again(fake_cuda: FakeCuda) -> None:
-    pipeline, _ = make_pipeline(fake_cuda, contexts=1)
-    for _ in range(3):
-        pipeline.run(random_batch(3))
-    assert pipeline.stats["captures"] == 1 and len(fake_cuda.execs) == 1
-    small = random_batch(3, h=5, w=7)
-    np.testing.assert_array_equal(
-        pipeline.run(small), expected(small)
-    )  # plain enqueue, graph dropped
-    assert len(fake_cuda.execs) == 0 and pipeline.stats["captures"] == 1
-    np.testing.assert_array_equal(
-        pipeline.run(small), expected(small)
-    )  # captured for the new shape
-    assert pipeline.stats["captures"] == 2
-    big = random_batch(3, seed=5)
-    np.testing.assert_array_equal(pipeline.run(big), expected(big))
-
-
-def test_partial_last_chunk_gets_its_own_shape(fake_cuda: FakeCuda) -> None:
-    pipeline, _ = make_pipeline(fake_cuda, contexts=1)
+def test_partial_chunks_share_the_full_shape_so_their_graph_replays() -> None:
+    pipeline, contexts, ops = make_pipeline(contexts=1)
     for seed in range(4):
         batch = random_batch(4, seed=seed)  # chunks of 3 and 1 alternate on one context
-        np.testing.assert_array_equal(pipeline.run(batch), expected(batch))
-    assert pipeline.stats["captures"] == 0  # the shape never repeats back to back: no capture
+        np.testing.assert_array_equal(run(pipeline, ops, batch), expected(batch))
+    assert pipeline.stats["captures"] == 1 and pipeline.stats["graph_launches"] == 7
+    assert set(contexts[0].kernels) == {(3, 1, 8, 8)}
 
 
-def test_capture_failure_falls_back_to_plain_enqueue(fake_cuda: FakeCuda) -> None:
-    fake_cuda.fail["cudaStreamEndCapture"] = Status.cudaErrorStreamCaptureInvalidated
-    pipeline, contexts = make_pipeline(fake_cuda)
+def test_shape_change_drops_the_graph_and_warms_up_again() -> None:
+    pipeline, _, ops = make_pipeline(contexts=1)
+    for _ in range(3):
+        run(pipeline, ops, random_batch(3))
+    assert pipeline.stats["captures"] == 1
+    small = random_batch(3, h=5, w=7)
+    np.testing.assert_array_equal(run(pipeline, ops, small), expected(small))  # warm-up
+    assert pipeline.stats["captures"] == 1
+    np.testing.assert_array_equal(run(pipeline, ops, small), expected(small))  # captured
+    assert pipeline.stats["captures"] == 2
+    big = random_batch(3, seed=5)
+    np.testing.assert_array_equal(run(pipeline, ops, big), expected(big))
+
+
+def test_capture_failure_falls_back_to_plain_enqueue() -> None:
+    ops = FakeOps()
+    ops.fail_capture = "operation not permitted when stream is capturing"
+    pipeline, contexts, _ = make_pipeline(ops=ops)
     for seed in range(4):
         batch = random_batch(6, seed=seed)
-        np.testing.assert_array_equal(pipeline.run(batch), expected(batch))
-    assert pipeline.graph_state.startswith(
-        "off (capture failed on context 0: cudaStreamEndCapture() failed"
+        np.testing.assert_array_equal(run(pipeline, ops, batch), expected(batch))
+    assert pipeline.graph_state == (
+        "off (capture failed on context 0: operation not permitted when stream is capturing)"
     )
-    assert pipeline.stats["captures"] == 0 and fake_cuda.launches == 0
-    assert [c.kernels for c in contexts] == [4, 4]
-    assert all(r is None for r in fake_cuda.recording.values())  # no stream left capturing
+    assert pipeline.stats["captures"] == 0 and ops.launches == 0
+    assert [len(c.kernels) for c in contexts] == [4, 4]
 
 
-def test_graphs_can_be_switched_off(fake_cuda: FakeCuda) -> None:
-    pipeline, _ = make_pipeline(fake_cuda, graphs=False)
+def test_graphs_can_be_switched_off() -> None:
+    pipeline, _, ops = make_pipeline(graphs=False)
     for seed in range(3):
-        pipeline.run(random_batch(6, seed=seed))
+        run(pipeline, ops, random_batch(6, seed=seed))
     assert pipeline.graph_state == "off" and pipeline.stats["captures"] == 0
 
 
-def test_execute_failure_raises_and_leaves_the_pipeline_usable(fake_cuda: FakeCuda) -> None:
-    pipeline, contexts = make_pipeline(fake_cuda)
+def test_execute_failure_raises_waits_for_the_streams_and_leaves_the_pipeline_usable() -> None:
+    pipeline, contexts, ops = make_pipeline()
     contexts[1].fail_execute = True
+    syncs = ops.syncs
     with pytest.raises(
         VdsrError, match="execute_async_v3 failed on execution context 1: fake TensorRT error"
     ):
-        pipeline.run(random_batch(6))
+        run(pipeline, ops, random_batch(6))
+    assert ops.syncs == syncs + 2  # no copy may still target our buffers
     contexts[1].fail_execute = False
     batch = random_batch(6, seed=1)
-    np.testing.assert_array_equal(pipeline.run(batch), expected(batch))
+    np.testing.assert_array_equal(run(pipeline, ops, batch), expected(batch))
 
 
-def test_rejected_shape_is_invalid_input(fake_cuda: FakeCuda) -> None:
-    pipeline, _ = make_pipeline(fake_cuda)
+def test_shapes_outside_the_profile_are_invalid_input() -> None:
+    pipeline, contexts, ops = make_pipeline()
+    with pytest.raises(InvalidInputError, match=r"input 9x8 is larger than .* \(8x8\)"):
+        run(pipeline, ops, random_batch(2, h=9))
+    contexts[0].set_input_shape = lambda name, shape: False  # type: ignore[method-assign]
     with pytest.raises(InvalidInputError, match="rejected input shape"):
-        pipeline.run(random_batch(2, h=9))
+        run(pipeline, ops, random_batch(2, h=7))
 
 
-def test_cuda_errors_propagate(fake_cuda: FakeCuda) -> None:
-    pipeline, _ = make_pipeline(fake_cuda)
-    fake_cuda.fail["cudaStreamSynchronize"] = Status.cudaErrorInvalidValue
-    with pytest.raises(
-        CudaError,
-        match=r"cudaStreamSynchronize\(stream 0x[0-9a-f]+\) failed: cudaErrorInvalidValue",
-    ):
-        pipeline.run(random_batch(6))
-
-
-def test_release_frees_everything_and_reports_the_first_error(fake_cuda: FakeCuda) -> None:
-    pipeline, _ = make_pipeline(fake_cuda)
+def test_release_waits_for_every_stream_and_reports_the_first_error() -> None:
+    pipeline, _, ops = make_pipeline()
     for _ in range(3):
-        pipeline.run(random_batch(6))
-    assert (
-        len(fake_cuda.memory) == 8 and len(fake_cuda.execs) == 2
-    )  # 2 pinned + 2 device per context
-    fake_cuda.fail["cudaFree"] = Status.cudaErrorInvalidValue
-    with pytest.raises(CudaError, match="cudaFree"):
+        run(pipeline, ops, random_batch(6))
+    ops.fail_sync = "an illegal memory access was encountered"
+    syncs = ops.syncs
+    with pytest.raises(RuntimeError, match="illegal memory access"):
         pipeline.release()
-    assert fake_cuda.memory == {} and fake_cuda.execs == {} and fake_cuda.recording == {}
+    assert ops.syncs == syncs + 2  # every stream was attempted
     pipeline.release()  # idempotent
     with pytest.raises(VdsrError, match="released"):
-        pipeline.run(random_batch(1))
+        run(pipeline, ops, random_batch(1))
 
 
-def test_failed_construction_frees_what_it_allocated(fake_cuda: FakeCuda) -> None:
-    fake_cuda.fail["cudaMalloc"] = Status.cudaErrorMemoryAllocation
-    with pytest.raises(
-        CudaError, match=r"cudaMalloc\(768 bytes\) failed: cudaErrorMemoryAllocation"
-    ):
-        make_pipeline(fake_cuda)
-    assert fake_cuda.memory == {} and fake_cuda.recording == {}
-    del fake_cuda.fail["cudaMalloc"]
-    contexts = [FakeContext(fake_cuda), FakeContext(fake_cuda)]
+def test_failed_construction_releases_what_it_made() -> None:
+    ops = FakeOps()
+    contexts = [FakeContext(ops), FakeContext(ops)]
     contexts[1].reject_profile = True
     with pytest.raises(VdsrError, match="optimization profile 1"):
-        ExecutionPipeline(contexts, MAX_SHAPE)  # type: ignore[arg-type]
-    assert fake_cuda.memory == {} and fake_cuda.recording == {}
+        ExecutionPipeline(contexts, MAX_SHAPE, ops)  # type: ignore[arg-type]
 
 
 # -- the runner ------------------------------------------------------------------------
@@ -455,24 +445,16 @@ def write_engine(
     config = EngineBuildConfig(
         profile=profile_for_tiles(TileConfig(tile=8, halo=2), MAX_SHAPE[0]), contexts=2
     )
-    key = engine_key("ab" * 32, config, gpu, version)
+    key = engine_key("ab" * 32, config, gpu, version, cuda_major=12)
     path = folder / trt_cache.engine_file_name(key)
     path.write_bytes(blob)
-    sidecar = EngineSidecar(
+    sidecar = EngineSidecar.from_key(
+        key,
         engine_file=path.name,
         engine_sha256=hashlib.sha256(blob).hexdigest(),
         engine_bytes=len(blob),
         onnx_file="tiny.onnx",
-        onnx_sha256=key.onnx_sha256,
         weights_sha256=None,
-        precision="fp16",
-        profiles=key.profiles,
-        tensorrt_version=version,
-        gpu_name=gpu.name,
-        compute_capability=gpu.compute_capability,
-        workspace_bytes=key.workspace_bytes,
-        optimization_level=key.optimization_level,
-        tf32=True,
         build_seconds=1.0,
         layers=3,
         fp16_layers=2,
@@ -518,7 +500,7 @@ def test_runner_without_tensorrt_says_so_in_one_sentence(tmp_path: Path) -> None
 
 
 def fake_tensorrt(
-    fake: FakeCuda, *, blob: bytes = b"serialized", profiles: int = 2
+    ops: FakeOps, *, blob: bytes = b"serialized", profiles: int = 2
 ) -> types.ModuleType:
     module = types.ModuleType("tensorrt")
     module.__version__ = TRT_VERSION  # type: ignore[attr-defined]
@@ -544,7 +526,7 @@ def fake_tensorrt(
             return "float"
 
         def create_execution_context(self) -> FakeContext:
-            return FakeContext(fake)
+            return FakeContext(ops)
 
     class Runtime:
         def __init__(self, logger: ILogger) -> None:
@@ -559,42 +541,55 @@ def fake_tensorrt(
 
 
 @pytest.fixture
-def with_fake_tensorrt(fake_cuda: FakeCuda, monkeypatch: pytest.MonkeyPatch) -> FakeCuda:
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(fake_cuda))
+def fake_ops(fake_cuda: FakeCuda, monkeypatch: pytest.MonkeyPatch) -> FakeOps:
+    """TensorRT (fake) on the fake GPU; the device work the runner gets to do."""
+    ops = FakeOps()
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(ops))
     monkeypatch.setattr(trt_library, "_SHARED_LOGGER", {})
-    return fake_cuda
+    return ops
 
 
-def test_runner_end_to_end_on_fakes(tmp_path: Path, with_fake_tensorrt: FakeCuda) -> None:
-    runner = TensorRTRunner(write_engine(tmp_path))
+def test_runner_end_to_end_on_fakes(tmp_path: Path, fake_ops: FakeOps) -> None:
+    runner = TensorRTRunner(write_engine(tmp_path), device_ops=fake_ops)
     batch = random_batch(8)  # more than the engine's max batch of 3: split
     with runner:
+        assert runner.tensor_device == "cpu"  # the fake's; cuda:N with TorchCudaOps
         for _ in range(3):
             np.testing.assert_array_equal(runner.infer(batch), expected(batch))
+            on_device = runner.infer_tensor(torch.from_numpy(batch))
+            np.testing.assert_array_equal(on_device.numpy(), expected(batch))
         details = runner.info.details
         assert details["contexts"] == 2 and details["cuda_graphs"] == "on"
-        assert details["stats"]["captures"] >= 1
+        assert details["stats"]["captures"] == 2  # one per context: every chunk is 3x8x8
         with pytest.raises(InvalidInputError, match="outside the profile"):
             runner.infer(random_batch(1, h=16))
-    assert with_fake_tensorrt.memory == {} and with_fake_tensorrt.recording == {}
+    assert all(r is None for r in fake_ops.recording.values())
     with pytest.raises(VdsrError, match="outside its 'with' block"):
         runner.infer(batch)
 
 
-def test_runner_uses_fewer_contexts_when_asked(
-    tmp_path: Path, with_fake_tensorrt: FakeCuda
-) -> None:
-    with TensorRTRunner(write_engine(tmp_path), contexts=1, cuda_graphs=False) as runner:
+def test_runner_without_device_ops_binds_cuda_buffers(tmp_path: Path) -> None:
+    runner = TensorRTRunner(write_engine(tmp_path), device=1)
+    assert runner.tensor_device == "cuda:1" and runner.info.device == "cuda:1"
+
+
+def test_runner_uses_fewer_contexts_when_asked(tmp_path: Path, fake_ops: FakeOps) -> None:
+    runner = TensorRTRunner(
+        write_engine(tmp_path), contexts=1, cuda_graphs=False, device_ops=fake_ops
+    )
+    with runner:
         batch = random_batch(5)
         np.testing.assert_array_equal(runner.infer(batch), expected(batch))
         assert runner.info.details["contexts"] == 1 and runner.info.details["cuda_graphs"] == "off"
 
 
 def test_runner_refuses_an_engine_for_another_gpu_or_tensorrt(
-    tmp_path: Path, with_fake_tensorrt: FakeCuda
+    tmp_path: Path, fake_ops: FakeOps
 ) -> None:
     other = DeviceInfo(index=0, name="NVIDIA A100-SXM4-40GB", compute_capability=(8, 0))
-    runner = TensorRTRunner(write_engine(tmp_path, gpu=other, version="10.8.0.43"))
+    runner = TensorRTRunner(
+        write_engine(tmp_path, gpu=other, version="10.8.0.43"), device_ops=fake_ops
+    )
     with pytest.raises(EngineMismatchError) as raised, runner:
         pass
     message = str(raised.value)
@@ -605,14 +600,23 @@ def test_runner_refuses_an_engine_for_another_gpu_or_tensorrt(
     assert "built with TensorRT 10.8.0.43 but this is TensorRT 10.13.0.35" in message
 
 
+def test_runner_refuses_an_engine_for_another_cuda_major(
+    tmp_path: Path, fake_ops: FakeOps, fake_cuda: FakeCuda, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fake_cuda, "cudaRuntimeGetVersion", lambda: (OK, 13000))
+    runner = TensorRTRunner(write_engine(tmp_path), device_ops=fake_ops)
+    with pytest.raises(EngineMismatchError, match="built for CUDA 12 but this is CUDA 13"), runner:
+        pass
+
+
 def test_runner_refuses_an_engine_that_differs_from_its_sidecar(
-    tmp_path: Path, with_fake_tensorrt: FakeCuda
+    tmp_path: Path, fake_ops: FakeOps
 ) -> None:
     path = write_engine(tmp_path)
     path.write_bytes(b"tampered")
     with (
         pytest.raises(EngineMismatchError, match="does not match its sidecar"),
-        TensorRTRunner(path),
+        TensorRTRunner(path, device_ops=fake_ops),
     ):
         pass
 
@@ -620,11 +624,11 @@ def test_runner_refuses_an_engine_that_differs_from_its_sidecar(
 def test_runner_reports_a_failed_deserialization(
     tmp_path: Path, fake_cuda: FakeCuda, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(fake_cuda, blob=b"something else"))
+    ops = FakeOps()
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(ops, blob=b"something else"))
     monkeypatch.setattr(trt_library, "_SHARED_LOGGER", {})
     with (
         pytest.raises(EngineMismatchError, match="could not deserialize it"),
-        TensorRTRunner(write_engine(tmp_path)),
+        TensorRTRunner(write_engine(tmp_path), device_ops=ops),
     ):
         pass
-    assert fake_cuda.memory == {}

@@ -41,62 +41,11 @@ def test_device_info_and_versions() -> None:
     assert cuda.driver_version() > 0 and cuda.runtime_version() > 0  # minor-version compatibility: either may be newer
 
 
-def test_pinned_round_trip_through_device_memory() -> None:
-    shape = (3, 1, 37, 41)  # odd sizes
-    nbytes = int(np.prod(shape)) * 4
-    source, target = cuda.PinnedBuffer(nbytes), cuda.PinnedBuffer(nbytes)
-    device = cuda.DeviceBuffer(nbytes)
-    stream = cuda.Stream.create()
-    start, stop = cuda.Event.create(), cuda.Event.create()
-    try:
-        data = np.random.default_rng(0).random(shape, dtype=np.float32)
-        source.view(shape)[...] = data
-        target.view(shape)[...] = 0
-        start.record(stream)
-        cuda.memcpy_htod_async(device.ptr, source.ptr, nbytes, stream)
-        cuda.memcpy_dtoh_async(target.ptr, device.ptr, nbytes, stream)
-        stop.record(stream)
-        stream.synchronize()
-        assert np.array_equal(target.view(shape), data)
-        assert stop.elapsed_ms(start) >= 0.0
-    finally:
-        for resource in (start, stop):
-            resource.destroy()
-        stream.destroy()
-        for buffer in (device, source, target):
-            buffer.free()
-
-
-def test_captured_graph_replays_copies_of_new_host_data() -> None:
-    shape = (2, 1, 9, 11)
-    nbytes = int(np.prod(shape)) * 4
-    source, target = cuda.PinnedBuffer(nbytes), cuda.PinnedBuffer(nbytes)
-    device = cuda.DeviceBuffer(nbytes)
-    stream = cuda.Stream.create()
-
-    def enqueue() -> None:
-        cuda.memcpy_htod_async(device.ptr, source.ptr, nbytes, stream)
-        cuda.memcpy_dtoh_async(target.ptr, device.ptr, nbytes, stream)
-
-    graph = cuda.capture_graph(stream, enqueue)
-    try:
-        for value in (1.5, -2.25):
-            source.view(shape)[...] = value
-            graph.launch(stream)
-            stream.synchronize()
-            assert np.all(target.view(shape) == value)
-    finally:
-        graph.destroy()
-        stream.destroy()
-        for buffer in (device, source, target):
-            buffer.free()
-
-
-def test_an_impossible_allocation_is_a_cuda_error_naming_the_call() -> None:
-    with pytest.raises(cuda.CudaCallError, match=r"cudaMalloc\(1125899906842624 bytes\)"):
-        cuda.DeviceBuffer(1 << 50)
-    cuda.clear_last_error()
-    cuda.DeviceBuffer(1024).free()  # the context is still usable
+def test_require_device_makes_it_current_and_names_it() -> None:
+    info = cuda.require_device(0)
+    assert info == cuda.device_info(0) and info.index == 0
+    with pytest.raises(BackendUnavailableError, match="does not exist"):
+        cuda.require_device(cuda.device_count())
 
 
 def test_torch_cuda_fp32_matches_cpu_and_fp16_stays_close() -> None:

@@ -141,13 +141,11 @@ def test_tiled_equals_untiled_on_tensorrt(
         onnx_files["fp32"],
         EngineBuildConfig.for_tiles(TILING, BATCH, precision="fp32"),
         engines_dir,
-        rebuild_on_mismatch=True,  # engines of the same weights are related, not matching
     ).path
     whole_engine = find_or_build_engine(
         onnx_files["fp32"],
         EngineBuildConfig.for_tiles(TileConfig(tile=0), 1, max_side=192, precision="fp32"),
         engines_dir,
-        rebuild_on_mismatch=True,
     ).path
     tiles = plan_tiles(*image.shape, TILING)
     windows = np.stack([extract(image, t)[None] for t in tiles])  # all 64x64: the image is larger
@@ -171,7 +169,6 @@ def test_cuda_graphs_replay_and_match_plain_enqueue(
         onnx_files["fp16"],
         EngineBuildConfig.for_tiles(TILING, BATCH),
         engines_dir,
-        rebuild_on_mismatch=True,
     ).path
     batch = np.random.default_rng(4).random((3 * BATCH, 1, 64, 64), dtype=np.float32)
     plain = run(path, batch, cuda_graphs=False)
@@ -189,16 +186,69 @@ def test_cuda_graphs_replay_and_match_plain_enqueue(
 
 def test_cache_reuses_and_explains(onnx_files: dict[str, Path], engines_dir: Path) -> None:
     config = EngineBuildConfig.for_tiles(TILING, BATCH)
-    first = find_or_build_engine(onnx_files["fp16"], config, engines_dir, rebuild_on_mismatch=True)
+    first = find_or_build_engine(onnx_files["fp16"], config, engines_dir)
     again = find_or_build_engine(onnx_files["fp16"], config, engines_dir)
     assert again.path == first.path and not again.built
     gpu = cuda.require_device(0)
     elsewhere = DeviceInfo(index=0, name="Some Other GPU", compute_capability=(7, 5))
+    cuda_major = first.sidecar.cuda_major
+    assert cuda_major == cuda.runtime_version() // 1000
+    assert first.sidecar.multiprocessors == gpu.multiprocessors > 0
     assert (
-        find_engine(engines_dir, onnx_files["fp16"], config, gpu, first.sidecar.tensorrt_version)
+        find_engine(
+            engines_dir,
+            onnx_files["fp16"],
+            config,
+            gpu,
+            first.sidecar.tensorrt_version,
+            cuda_major=cuda_major,
+        )
         == first.path
     )
     with pytest.raises(EngineMismatchError, match="but this GPU is Some Other GPU"):
         find_engine(
-            engines_dir, onnx_files["fp16"], config, elsewhere, first.sidecar.tensorrt_version
+            engines_dir,
+            onnx_files["fp16"],
+            config,
+            elsewhere,
+            first.sidecar.tensorrt_version,
+            cuda_major=cuda_major,
         )
+
+
+def test_device_form_on_streams_equals_the_host_form(
+    onnx_files: dict[str, Path], engines_dir: Path
+) -> None:
+    """infer_tensor on CUDA tensors, enqueued on two caller streams without host syncs,
+    gives what infer gives; buffers the runner owns keep their addresses; partial chunks
+    are padded so every chunk replays the one graph of its context."""
+    import torch
+
+    from vdsr_deploy.backends.tensorrt.runner import TensorRTRunner
+
+    path = find_or_build_engine(
+        onnx_files["fp16"], EngineBuildConfig.for_tiles(TILING, BATCH), engines_dir
+    ).path
+    batches = [
+        np.random.default_rng(seed).random((BATCH + 1 + seed, 1, 64, 64), dtype=np.float32)
+        for seed in range(4)
+    ]
+    with TensorRTRunner(path) as runner:
+        assert runner.tensor_device == "cuda:0"
+        host = [runner.infer(b) for b in batches]
+        streams = [torch.cuda.Stream(), torch.cuda.Stream()]
+        inputs = [torch.from_numpy(b).cuda() for b in batches]
+        for stream in streams:
+            stream.wait_stream(torch.cuda.current_stream())
+        outputs = []
+        for index, tensor in enumerate(inputs):
+            stream = streams[index % 2]
+            with torch.cuda.stream(stream):
+                outputs.append(runner.infer_tensor(tensor, stream=stream))
+        for stream in streams:
+            stream.synchronize()
+        stats = runner.info.details["stats"]
+    for result, expected in zip(outputs, host, strict=True):
+        np.testing.assert_array_equal(result.cpu().numpy(), expected)
+    assert stats["captures"] == 2  # one 4x64x64 graph per context, partial chunks padded
+    assert stats["graph_launches"] > stats["captures"]

@@ -25,6 +25,7 @@ from vdsr_deploy.backends.tensorrt.cache import (
     DEFAULT_WORKSPACE_BYTES,
 )
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError
+from vdsr_deploy.io_names import ShapeProfile
 from vdsr_deploy.tiling import TileConfig
 
 if TYPE_CHECKING:
@@ -44,7 +45,8 @@ def default_engines_dir() -> Path:
 class RunnerSpec:
     """Which runtime to use and how. ``provider`` applies to onnxruntime (cpu, cuda,
     tensorrt). ``onnx``/``engine`` use a given artifact instead of building one.
-    ``channels_last``/``allow_tf32`` apply to PyTorch (benchmarks vary them)."""
+    ``channels_last``/``allow_tf32`` apply to PyTorch, ``cuda_graphs`` to PyTorch on CUDA
+    and TensorRT (benchmarks vary them)."""
 
     backend: str = "auto"
     device: str = "auto"
@@ -57,6 +59,7 @@ class RunnerSpec:
     threads: int = 0
     channels_last: bool = True
     allow_tf32: bool = False
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -75,21 +78,35 @@ def _wants_cuda(device: str) -> bool:
     return device in ("auto", "cuda") or device.startswith("cuda:")
 
 
-def resolve_backend(spec: RunnerSpec) -> str:
-    """``auto``: TensorRT when it and a GPU are usable, else PyTorch on CUDA, else ONNX
-    Runtime on CPU (faster than PyTorch on CPU, measured in benchmarks/), else PyTorch."""
-    if spec.backend != "auto":
-        return spec.backend
-    if _wants_cuda(spec.device):
-        from vdsr_deploy.backends.tensorrt.library import tensorrt_available
+@dataclass(frozen=True)
+class BackendChoice:
+    """Which backend a spec runs on, and why (for ``auto``, the CLI prints the reason)."""
 
-        if tensorrt_available() and cuda_available():
-            return "tensorrt"
-        if cuda_available():
-            return "torch"
+    backend: str
+    reason: str
+
+
+def choose_backend(spec: RunnerSpec) -> BackendChoice:
+    """``auto``: TensorRT when it is usable (TensorRT, cuda-python and a CUDA GPU), else
+    PyTorch on CUDA, else the CPU path: ONNX Runtime (faster than PyTorch on the CPU,
+    measured in benchmarks/) or PyTorch for bf16 or without onnxruntime."""
+    if spec.backend != "auto":
+        return BackendChoice(spec.backend, "asked for")
+    if _wants_cuda(spec.device) and cuda_available():
+        blocked = _tensorrt_unavailable(spec)
+        if blocked is None:
+            return BackendChoice("tensorrt", "TensorRT, cuda-python and a CUDA GPU are usable")
+        return BackendChoice("torch", f"PyTorch on CUDA, not TensorRT: {blocked}")
+    if spec.device.startswith("cuda"):
+        return BackendChoice("torch", f"{spec.device} asked for, so PyTorch (it checks the GPU)")
+    where = "no CUDA GPU" if spec.device == "auto" else f"device {spec.device}"
     if spec.precision == "bf16":
-        return "torch"
-    return "onnxruntime" if onnxruntime_installed() else "torch"
+        return BackendChoice("torch", f"{where}: bf16 runs on PyTorch on the CPU")
+    if onnxruntime_installed():
+        return BackendChoice(
+            "onnxruntime", f"{where}: ONNX Runtime on the CPU (faster than PyTorch there)"
+        )
+    return BackendChoice("torch", f"{where} and onnxruntime is not installed: PyTorch on the CPU")
 
 
 # ----------------------------------------------------------------------------------------
@@ -115,10 +132,15 @@ def _onnxruntime_unavailable(spec: RunnerSpec) -> str | None:
 
 
 def _tensorrt_unavailable(spec: RunnerSpec) -> str | None:
-    from vdsr_deploy.backends.tensorrt.library import tensorrt_available, tensorrt_status
+    from vdsr_deploy.backends.tensorrt.cuda import INSTALL_HINT, cuda_python_available
+    from vdsr_deploy.backends.tensorrt.library import require_tensorrt
 
-    if not tensorrt_available():
-        return f"TensorRT is not usable here: {tensorrt_status()}"
+    try:
+        require_tensorrt()
+    except BackendUnavailableError as error:
+        return str(error)
+    if not cuda_python_available():
+        return INSTALL_HINT
     if not cuda_available():
         return "TensorRT needs a CUDA GPU; PyTorch sees none"
     return None
@@ -139,6 +161,7 @@ def _open_torch(spec: RunnerSpec, tiling: TileConfig, batch: int) -> Runner:
         precision=spec.precision,
         channels_last=spec.channels_last,
         allow_tf32=spec.allow_tf32,
+        cuda_graphs=spec.cuda_graphs,
     )
 
 
@@ -154,11 +177,26 @@ def _open_onnxruntime(spec: RunnerSpec, tiling: TileConfig, batch: int) -> Runne
     options = OrtOptions(
         provider=spec.provider,
         threads=spec.threads,
-        cache_dir=engines_dir / "ort-trt-cache" if spec.provider == "tensorrt" else None,
+        device_id=cuda_index(spec.device) if spec.provider != "cpu" else 0,
+        cache_dir=ort_tensorrt_cache_dir(engines_dir, spec.precision, profile)
+        if spec.provider == "tensorrt"
+        else None,
         profile=profile,
         fp16=spec.precision == "fp16",
     )
     return OnnxRuntimeRunner(onnx_path, options)
+
+
+def ort_tensorrt_cache_dir(
+    engines_dir: Path, precision: str, profile: ShapeProfile | None
+) -> Path:
+    """Where ONNX Runtime's TensorRT provider keeps its engines and timing cache: one folder
+    per precision and profile, so an engine built for one tile size or precision is never
+    picked up for another (the provider keys its cache on the graph, not on the profile)."""
+    from vdsr_deploy.backends.tensorrt.cache import profile_token
+
+    shapes = profile_token(profile) if profile is not None else "dynamic"
+    return engines_dir / "ort-trt-cache" / f"{precision}_{shapes}"
 
 
 def _open_tensorrt(spec: RunnerSpec, tiling: TileConfig, batch: int) -> Runner:
@@ -170,6 +208,11 @@ def _open_tensorrt(spec: RunnerSpec, tiling: TileConfig, batch: int) -> Runner:
     given_onnx: Path | None = spec.onnx
     if spec.engine is None and given_onnx is None:
         given_onnx = _exported_onnx(spec, engines_dir, precision)
+    weights_sha256 = None
+    if spec.engine is not None and spec.weights is not None:
+        from vdsr_deploy.weights import load_weights
+
+        weights_sha256 = load_weights(spec.weights)[1].sha256
     return create_tensorrt_runner(
         onnx_path=given_onnx,
         engine_path=spec.engine,
@@ -178,6 +221,8 @@ def _open_tensorrt(spec: RunnerSpec, tiling: TileConfig, batch: int) -> Runner:
         batch=batch,
         precision=precision,
         device=cuda_index(spec.device),
+        cuda_graphs=spec.cuda_graphs,
+        weights_sha256=weights_sha256,
     )
 
 
@@ -200,14 +245,14 @@ REGISTRY: dict[str, Backend] = {
 
 def unavailable_reason(spec: RunnerSpec) -> str | None:
     """Why ``spec`` (``auto`` resolved) cannot run on this machine, or None when it can."""
-    backend = resolve_backend(spec)
+    backend = choose_backend(spec).backend
     return REGISTRY[backend].unavailable(replace(spec, backend=backend))
 
 
 def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int) -> Runner:
     """An inactive runner for ``spec``, with any artifact it needs built or found;
     BackendUnavailableError (the reason) when the runtime cannot run here."""
-    backend = resolve_backend(spec)
+    backend = choose_backend(spec).backend
     spec = replace(spec, backend=backend)
     reason = REGISTRY[backend].unavailable(spec)
     if reason is not None:
@@ -239,45 +284,61 @@ def create_tensorrt_runner(
     contexts: int = DEFAULT_CONTEXTS,
     cuda_graphs: bool = True,
     max_side: int | None = None,
-    rebuild_on_mismatch: bool = False,
+    weights_sha256: str | None = None,
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
     optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL,
 ) -> TensorRTRunner:
     """An inactive :class:`~vdsr_deploy.backends.tensorrt.runner.TensorRTRunner` for this tiling.
 
-    With ``engine_path`` that engine is used (its sidecar is checked on activation);
-    otherwise the engine for ``onnx_path`` is found in ``engines_dir`` or built there
-    (:func:`find_or_build_engine`) before the runner exists. ``max_side`` bounds the image
-    side when ``tiling.tile`` is 0 (whole images)."""
+    Without ``engine_path``, the engine for ``onnx_path`` is found in ``engines_dir`` or
+    built there (:func:`~vdsr_deploy.backends.tensorrt.builder.find_or_build_engine`)
+    before the runner exists; engines for other precisions, batches and tiles stay cached.
+    With ``tiling.tile`` 0 (whole images) the profile goes up to ``max_side`` (default
+    :data:`~vdsr_deploy.backends.tensorrt.cache.DEFAULT_WHOLE_IMAGE_MAX_SIDE`) at batch 1.
+    An ``engine_path`` the user named is used only if it fits this run
+    (:func:`~vdsr_deploy.backends.tensorrt.cache.explicit_engine_reasons`: precision,
+    tiles, and weights when ``weights_sha256`` is given); otherwise EngineMismatchError
+    says every reason. Its GPU, TensorRT and CUDA are checked on activation."""
     from vdsr_deploy.backends.tensorrt.builder import find_or_build_engine
-    from vdsr_deploy.backends.tensorrt.cache import EngineBuildConfig, check_profile_covers
+    from vdsr_deploy.backends.tensorrt.cache import (
+        DEFAULT_WHOLE_IMAGE_MAX_SIDE,
+        EngineBuildConfig,
+        explicit_engine_reasons,
+    )
     from vdsr_deploy.backends.tensorrt.runner import TensorRTRunner
+    from vdsr_deploy.errors import EngineMismatchError
     from vdsr_deploy.io_names import profile_for_tiles
 
-    wanted = (
-        profile_for_tiles(tiling, batch, max_side=max_side) if (tiling.tile or max_side) else None
-    )
-    if engine_path is None:
-        if onnx_path is None:
-            raise ConfigError(
-                "a TensorRT runner needs an ONNX file to build from or a built engine"
+    if engine_path is not None:
+        runner = TensorRTRunner(engine_path, device=device, cuda_graphs=cuda_graphs)
+        wanted = (
+            profile_for_tiles(tiling, batch, max_side=max_side)
+            if (tiling.tile or max_side)
+            else None  # whole images of unknown size: the runner checks each input
+        )
+        reasons = explicit_engine_reasons(
+            runner.sidecar, precision=precision, profile=wanted, weights_sha256=weights_sha256
+        )
+        if reasons:
+            raise EngineMismatchError(
+                f"{Path(engine_path).name} does not fit this run: {'; '.join(reasons)}; leave "
+                "out --engine to let the engine cache find or build one"
             )
-        if wanted is None:
-            wanted = profile_for_tiles(
-                tiling, batch, max_side=max_side
-            )  # raises: tile 0 needs max_side
-        config = EngineBuildConfig(
-            profile=wanted,
-            precision=precision,
-            contexts=contexts,
-            workspace_bytes=workspace_bytes,
-            optimization_level=optimization_level,
-        )
-        record = find_or_build_engine(
-            onnx_path, config, engines_dir, device=device, rebuild_on_mismatch=rebuild_on_mismatch
-        )
-        engine_path = record.path
-    runner = TensorRTRunner(engine_path, device=device, cuda_graphs=cuda_graphs)
-    if wanted is not None:
-        check_profile_covers(runner.engine_profile, wanted, Path(engine_path).name)
-    return runner
+        return runner
+    if onnx_path is None:
+        raise ConfigError("a TensorRT runner needs an ONNX file to build from or a built engine")
+    if tiling.tile:
+        profile = profile_for_tiles(tiling, batch)
+    elif max_side:
+        profile = profile_for_tiles(tiling, batch, max_side=max_side)
+    else:
+        profile = profile_for_tiles(tiling, 1, max_side=DEFAULT_WHOLE_IMAGE_MAX_SIDE)
+    config = EngineBuildConfig(
+        profile=profile,
+        precision=precision,
+        contexts=contexts,
+        workspace_bytes=workspace_bytes,
+        optimization_level=optimization_level,
+    )
+    record = find_or_build_engine(onnx_path, config, engines_dir, device=device)
+    return TensorRTRunner(record.path, device=device, cuda_graphs=cuda_graphs)

@@ -1,16 +1,27 @@
 """ONNX Runtime runner: CPU, and the CUDA / TensorRT execution providers when installed
-(onnxruntime-gpu). onnxruntime is imported only when a session is created."""
+(onnxruntime-gpu). onnxruntime is imported only when a session is created.
+
+The device form (:meth:`OnnxRuntimeRunner.infer_tensor`) binds the caller's torch tensor
+and a new output tensor to the session by pointer (I/O binding), on the CPU or on
+``cuda:N`` for the GPU providers, so no copy goes through numpy or the host. ONNX
+Runtime's ``Run`` blocks the calling thread and runs on its own CUDA stream, so on a GPU
+the call first waits for the caller's stream (the input must be complete) and returns a
+finished output: it is synchronous, unlike the PyTorch and TensorRT runners.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy.backends.base import Runner, RunnerInfo
+
+if TYPE_CHECKING:
+    import torch
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError, InvalidInputError
 from vdsr_deploy.io_names import INPUT_NAME, OUTPUT_NAME, ShapeProfile
 
@@ -95,6 +106,10 @@ class OnnxRuntimeRunner(Runner):
         self._session: Any = None
 
     @property
+    def options(self) -> OrtOptions:
+        return self._options
+
+    @property
     def info(self) -> RunnerInfo:
         active = self._session.get_providers() if self._session is not None else []
         return RunnerInfo(
@@ -147,3 +162,29 @@ class OnnxRuntimeRunner(Runner):
         outputs = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
         result: NDArray[np.float32] = np.asarray(outputs[0], dtype=np.float32)
         return result
+
+    @property
+    def tensor_device(self) -> str:
+        if self._options.provider == "cpu":
+            return "cpu"
+        return f"cuda:{self._options.device_id}"
+
+    def _infer_tensor(self, batch: torch.Tensor, stream: torch.cuda.Stream | None) -> torch.Tensor:
+        import torch
+
+        on_gpu = self._options.provider != "cpu"
+        if on_gpu:
+            (stream or torch.cuda.current_stream(batch.device)).synchronize()
+        device_type = "cuda" if on_gpu else "cpu"
+        device_id = self._options.device_id if on_gpu else 0
+        shape = tuple(int(v) for v in batch.shape)
+        output = torch.empty_like(batch)
+        binding = self._session.io_binding()
+        binding.bind_input(
+            INPUT_NAME, device_type, device_id, np.float32, shape, batch.data_ptr()
+        )
+        binding.bind_output(
+            OUTPUT_NAME, device_type, device_id, np.float32, shape, output.data_ptr()
+        )
+        self._session.run_with_iobinding(binding)
+        return output

@@ -31,8 +31,6 @@ from vdsr_deploy.backends.tensorrt.cache import (
     EngineBuildConfig,
     EngineRecord,
     EngineSidecar,
-    _atomic_write,
-    _wanted,
     check_onnx_precision,
     describe_profile,
     engine_file_name,
@@ -41,11 +39,13 @@ from vdsr_deploy.backends.tensorrt.cache import (
     select_engine,
     sidecar_path,
     timing_cache_path,
+    wanted_key,
     write_sidecar,
 )
 from vdsr_deploy.backends.tensorrt.cuda import DeviceInfo
 from vdsr_deploy.backends.tensorrt.library import TensorRTLog, require_tensorrt, shared_tensorrt_logger
-from vdsr_deploy.errors import BuildError, EngineMismatchError, InvalidInputError
+from vdsr_deploy.errors import BuildError, InvalidInputError
+from vdsr_deploy.fileops import atomic_write_bytes
 from vdsr_deploy.io_names import INPUT_NAME, OUTPUT_NAME
 
 if TYPE_CHECKING:
@@ -181,16 +181,32 @@ def parse_failure_message(onnx_path: Path, errors: Sequence[str]) -> str:
     return f"TensorRT's ONNX parser rejected {onnx_path} with {len(errors)} error(s): {listed}"
 
 
+@dataclass(frozen=True)
+class BuildTarget:
+    """Where engines are built and run: the GPU, the TensorRT version and the CUDA major
+    version (TensorRT's wheels are made per CUDA major: tensorrt-cu12, tensorrt-cu13)."""
+
+    gpu: DeviceInfo
+    tensorrt_version: str
+    cuda_major: int
+
+
+def build_target(device: int = 0) -> BuildTarget:
+    """This machine's :class:`BuildTarget` for CUDA ``device`` (made current);
+    BackendUnavailableError without TensorRT, cuda-python or a GPU."""
+    tensorrt_version = require_tensorrt()
+    from vdsr_deploy.backends.tensorrt import cuda
+
+    gpu = cuda.require_device(device)
+    return BuildTarget(gpu, tensorrt_version, cuda.runtime_version() // 1000)
+
+
 def build_engine(
     onnx_path: Path, config: EngineBuildConfig, engines_dir: Path, *, device: int = 0
 ) -> EngineRecord:
     """Build the engine for ``onnx_path`` and ``config`` on ``device`` into ``engines_dir``
     (engine + sidecar, written atomically), whatever the cache holds."""
-    tensorrt_version = require_tensorrt()
-    from vdsr_deploy.backends.tensorrt import cuda
-
-    gpu = cuda.require_device(device)
-    return _build(Path(onnx_path), config, Path(engines_dir), gpu, tensorrt_version)
+    return _build(Path(onnx_path), config, Path(engines_dir), build_target(device))
 
 
 def find_or_build_engine(
@@ -200,18 +216,17 @@ def find_or_build_engine(
     *,
     device: int = 0,
     rebuild: bool = False,
-    rebuild_on_mismatch: bool = False,
 ) -> EngineRecord:
-    """The cached engine that matches exactly, else a new build. A cached engine of this
-    model that does not fit (other GPU, TensorRT, ONNX, profile or options) raises
-    EngineMismatchError with the reason unless ``rebuild_on_mismatch``; ``rebuild`` builds
-    even when an exact match exists."""
-    tensorrt_version = require_tensorrt()
-    from vdsr_deploy.backends.tensorrt import cuda
-
-    gpu = cuda.require_device(device)
+    """The cached engine that matches exactly (ONNX, config, GPU and SM count, TensorRT,
+    CUDA major, package version and build recipe), else a new build next to the others:
+    engines for other precisions, profiles or machines stay cached and are never loaded
+    for this run. :attr:`EngineRecord.replaced` says why a build was needed. ``rebuild``
+    builds even when an exact match exists."""
+    target = build_target(device)
     onnx_path, engines_dir = Path(onnx_path), Path(engines_dir)
-    wanted, metadata = _wanted(onnx_path, config, gpu, tensorrt_version)
+    wanted, metadata = wanted_key(
+        onnx_path, config, target.gpu, target.tensorrt_version, cuda_major=target.cuda_major
+    )
     selection = select_engine(
         scan_engines(engines_dir), wanted, weights_sha256=metadata.get(WEIGHTS_METADATA_KEY)
     )
@@ -219,10 +234,9 @@ def find_or_build_engine(
         return EngineRecord(
             path=selection.match, sidecar=read_sidecar(sidecar_path(selection.match)), built=False
         )
-    if selection.nearest is not None and not (rebuild or rebuild_on_mismatch):
-        raise EngineMismatchError(selection.explain(engines_dir))
-    record = _build(onnx_path, config, engines_dir, gpu, tensorrt_version)
-    return replace(record, replaced=selection.reasons)
+    record = _build(onnx_path, config, engines_dir, target)
+    reasons = ("rebuild asked for",) if selection.match is not None else ()
+    return replace(record, replaced=reasons + selection.build_reasons(engines_dir))
 
 
 def ensure_engine(
@@ -233,12 +247,11 @@ def ensure_engine(
     weights: Path | None = None,
     device: int = 0,
     rebuild: bool = False,
-    rebuild_on_mismatch: bool = True,
 ) -> EngineRecord:
     """What ``vdsr build`` does: the engine for ``onnx_path``, or for the ONNX of
     ``weights`` (default: the shipped weights) in the config's precision, exported and
-    verified into ``engines_dir`` when missing. A cached engine that does not fit is
-    rebuilt (an explicit build), and :attr:`EngineRecord.replaced` says why."""
+    verified into ``engines_dir`` when missing (or made by an older exporter), then
+    :func:`find_or_build_engine`."""
     require_tensorrt()  # fail before exporting anything
     if onnx_path is None:
         from vdsr_deploy.export import ensure_onnx
@@ -246,26 +259,18 @@ def ensure_engine(
 
         model, info = load_weights(weights)
         onnx_path = ensure_onnx(model, info, config.precision, Path(engines_dir))
-    return find_or_build_engine(
-        onnx_path,
-        config,
-        engines_dir,
-        device=device,
-        rebuild=rebuild,
-        rebuild_on_mismatch=rebuild_on_mismatch,
-    )
+    return find_or_build_engine(onnx_path, config, engines_dir, device=device, rebuild=rebuild)
 
 
 def _build(
-    onnx_path: Path,
-    config: EngineBuildConfig,
-    engines_dir: Path,
-    gpu: DeviceInfo,
-    tensorrt_version: str,
+    onnx_path: Path, config: EngineBuildConfig, engines_dir: Path, target: BuildTarget
 ) -> EngineRecord:
     if not onnx_path.is_file():
         raise InvalidInputError(f"{onnx_path}: ONNX file not found")
-    wanted, metadata = _wanted(onnx_path, config, gpu, tensorrt_version)
+    gpu, tensorrt_version = target.gpu, target.tensorrt_version
+    wanted, metadata = wanted_key(
+        onnx_path, config, gpu, tensorrt_version, cuda_major=target.cuda_major
+    )
     check_onnx_precision(metadata, config.precision, onnx_path)
     engines_dir.mkdir(parents=True, exist_ok=True)
     engine_path = engines_dir / engine_file_name(wanted)
@@ -277,22 +282,14 @@ def _build(
         build_seconds = time.perf_counter() - started
         summary = _inspect(blob, config, logger, sink)
     check_precision(summary, config.precision)
-    _atomic_write(engine_path, blob)
-    sidecar = EngineSidecar(
+    atomic_write_bytes(engine_path, blob)
+    sidecar = EngineSidecar.from_key(
+        wanted,
         engine_file=engine_path.name,
         engine_sha256=hashlib.sha256(blob).hexdigest(),
         engine_bytes=len(blob),
         onnx_file=onnx_path.name,
-        onnx_sha256=wanted.onnx_sha256,
         weights_sha256=metadata.get(WEIGHTS_METADATA_KEY),
-        precision=config.precision,
-        profiles=config.profiles,
-        tensorrt_version=tensorrt_version,
-        gpu_name=gpu.name,
-        compute_capability=gpu.compute_capability,
-        workspace_bytes=config.workspace_bytes,
-        optimization_level=config.optimization_level,
-        tf32=config.tf32,
         build_seconds=round(build_seconds, 3),
         layers=summary.layers,
         fp16_layers=summary.fp16_layers,
@@ -396,7 +393,7 @@ def _save_timing_cache(builder_config: trt.IBuilderConfig, cache_path: Path) -> 
         return
     try:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(cache_path, bytes(memoryview(cache.serialize())))
+        atomic_write_bytes(cache_path, bytes(memoryview(cache.serialize())))
     except OSError as error:  # a read-only cache dir must not fail a finished build
         _LOG.warning("could not save the timing cache %s: %s", cache_path, error)
 

@@ -14,10 +14,8 @@ Nothing here needs TensorRT or a GPU (plain functions over files and dataclasses
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +24,8 @@ from typing import Any
 
 from vdsr_deploy import __version__
 from vdsr_deploy.backends.tensorrt.cuda import DeviceInfo
-from vdsr_deploy.errors import ConfigError, EngineMismatchError, InvalidInputError
+from vdsr_deploy.errors import ConfigError, EngineMismatchError
+from vdsr_deploy.fileops import atomic_write_bytes, file_sha256
 from vdsr_deploy.io_names import INPUT_NAME, OUTPUT_NAME, Shape, ShapeProfile, profile_for_tiles
 from vdsr_deploy.tiling import TileConfig
 
@@ -36,7 +35,12 @@ PRECISIONS = ("fp16", "fp32")
 ENGINE_SUFFIX = ".engine"
 SIDECAR_SUFFIX = ".json"
 TIMING_CACHE_SUFFIX = ".timing-cache"
-SIDECAR_SCHEMA = 1
+SIDECAR_SCHEMA = 2
+# Bump when builder.py changes how an engine is made from the same ONNX and config (flags,
+# profile layout, ...): engines of an older recipe are then rebuilt, never loaded.
+BUILD_RECIPE = 1
+# --tile 0 (whole images) with TensorRT: the profile's largest side when none is given.
+DEFAULT_WHOLE_IMAGE_MAX_SIDE = 4096
 DEFAULT_WORKSPACE_BYTES = 1 << 30
 DEFAULT_OPTIMIZATION_LEVEL = 3
 OPTIMIZATION_LEVELS = range(0, 6)
@@ -139,11 +143,22 @@ class EngineKey:
     workspace_bytes: int
     optimization_level: int
     tf32: bool
+    multiprocessors: int = 0
+    cuda_major: int = 0
+    package_version: str = __version__
+    build_recipe: int = BUILD_RECIPE
 
 
 def engine_key(
-    onnx_sha256: str, config: EngineBuildConfig, gpu: DeviceInfo, tensorrt_version: str
+    onnx_sha256: str,
+    config: EngineBuildConfig,
+    gpu: DeviceInfo,
+    tensorrt_version: str,
+    *,
+    cuda_major: int = 0,
 ) -> EngineKey:
+    """The key of an engine built now, by this package, from ``onnx_sha256`` and ``config``
+    on ``gpu`` (its SM count tells MIG slices apart) with this TensorRT and CUDA major."""
     return EngineKey(
         onnx_sha256=onnx_sha256,
         precision=config.precision,
@@ -154,6 +169,8 @@ def engine_key(
         workspace_bytes=config.workspace_bytes,
         optimization_level=config.optimization_level,
         tf32=config.tf32,
+        multiprocessors=gpu.multiprocessors,
+        cuda_major=cuda_major,
     )
 
 
@@ -183,7 +200,9 @@ def describe_profiles(profiles: Sequence[ShapeProfile]) -> str:
 
 def engine_file_name(key: EngineKey) -> str:
     """A file name that encodes every build parameter, e.g.
-    ``vdsr-0123456789ab_fp16_1x1x1-8x256x256-8x256x256_x2_ws1024M_o3_nvidia-h100-sm90_trt10.13.0.35.engine``."""
+    ``vdsr-0123456789ab_fp16_1x1x1-8x256x256-8x256x256_x2_ws1024M_o3_nvidia-h100-sm90x132_cu12_trt10.13.0.35_v0.1.0r1.engine``
+    (``x132``: the GPU's SM count, which tells MIG slices apart; ``cu12``: CUDA major;
+    ``v0.1.0r1``: package version and build recipe)."""
     if key.profiles and all(p == key.profiles[0] for p in key.profiles):
         profiles = f"{profile_token(key.profiles[0])}_x{len(key.profiles)}"
     else:
@@ -197,7 +216,9 @@ def engine_file_name(key: EngineKey) -> str:
     major, minor = key.compute_capability
     return (
         f"vdsr-{key.onnx_sha256[:12]}_{precision}_{profiles}_ws{workspace}_o{key.optimization_level}"
-        f"_{slug(key.gpu_name)}-sm{major}{minor}_trt{slug(key.tensorrt_version)}{ENGINE_SUFFIX}"
+        f"_{slug(key.gpu_name)}-sm{major}{minor}x{key.multiprocessors}_cu{key.cuda_major}"
+        f"_trt{slug(key.tensorrt_version)}_v{slug(key.package_version)}r{key.build_recipe}"
+        f"{ENGINE_SUFFIX}"
     )
 
 
@@ -212,18 +233,6 @@ def timing_cache_path(engines_dir: Path, gpu: DeviceInfo, tensorrt_version: str)
     return Path(engines_dir) / (
         f"timing_{slug(gpu.name)}-sm{major}{minor}_trt{slug(tensorrt_version)}{TIMING_CACHE_SUFFIX}"
     )
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    try:
-        with Path(path).open("rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-    except FileNotFoundError as error:
-        raise InvalidInputError(f"{path}: file not found") from error
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------
@@ -254,7 +263,53 @@ class EngineSidecar:
     vdsr_deploy_version: str = __version__
     created: str = ""
     timing_cache: str | None = None
+    multiprocessors: int = 0
+    cuda_major: int = 0
+    build_recipe: int = BUILD_RECIPE
     schema: int = SIDECAR_SCHEMA
+
+    @classmethod
+    def from_key(
+        cls,
+        key: EngineKey,
+        *,
+        engine_file: str,
+        engine_sha256: str,
+        engine_bytes: int,
+        onnx_file: str,
+        weights_sha256: str | None,
+        build_seconds: float,
+        layers: int,
+        fp16_layers: int,
+        created: str = "",
+        timing_cache: str | None = None,
+    ) -> EngineSidecar:
+        """The sidecar of an engine built for ``key``, with the facts of its build."""
+        return cls(
+            engine_file=engine_file,
+            engine_sha256=engine_sha256,
+            engine_bytes=engine_bytes,
+            onnx_file=onnx_file,
+            onnx_sha256=key.onnx_sha256,
+            weights_sha256=weights_sha256,
+            precision=key.precision,
+            profiles=key.profiles,
+            tensorrt_version=key.tensorrt_version,
+            gpu_name=key.gpu_name,
+            compute_capability=key.compute_capability,
+            workspace_bytes=key.workspace_bytes,
+            optimization_level=key.optimization_level,
+            tf32=key.tf32,
+            build_seconds=build_seconds,
+            layers=layers,
+            fp16_layers=fp16_layers,
+            vdsr_deploy_version=key.package_version,
+            created=created,
+            timing_cache=timing_cache,
+            multiprocessors=key.multiprocessors,
+            cuda_major=key.cuda_major,
+            build_recipe=key.build_recipe,
+        )
 
     @property
     def key(self) -> EngineKey:
@@ -268,6 +323,10 @@ class EngineSidecar:
             workspace_bytes=self.workspace_bytes,
             optimization_level=self.optimization_level,
             tf32=self.tf32,
+            multiprocessors=self.multiprocessors,
+            cuda_major=self.cuda_major,
+            package_version=self.vdsr_deploy_version,
+            build_recipe=self.build_recipe,
         )
 
     @property
@@ -293,13 +352,19 @@ class EngineSidecar:
             "output": OUTPUT_NAME,
             "profiles": [p.to_dict() for p in self.profiles],
             "tensorrt_version": self.tensorrt_version,
-            "gpu": {"name": self.gpu_name, "compute_capability": list(self.compute_capability)},
+            "gpu": {
+                "name": self.gpu_name,
+                "compute_capability": list(self.compute_capability),
+                "multiprocessors": self.multiprocessors,
+            },
+            "cuda_major": self.cuda_major,
             "build_options": {
                 "workspace_bytes": self.workspace_bytes,
                 "optimization_level": self.optimization_level,
                 "tf32": self.tf32,
                 "strongly_typed": True,
                 "timing_cache": self.timing_cache,
+                "recipe": self.build_recipe,
             },
             "build_seconds": self.build_seconds,
             "layers": {"total": self.layers, "fp16": self.fp16_layers},
@@ -311,7 +376,10 @@ class EngineSidecar:
     def from_dict(cls, data: Mapping[str, Any]) -> EngineSidecar:
         """Parse :meth:`to_dict`'s layout; ValueError/KeyError/TypeError on anything else."""
         if data.get("schema") != SIDECAR_SCHEMA:
-            raise ValueError(f"expected schema {SIDECAR_SCHEMA}, got {data.get('schema')!r}")
+            raise ValueError(
+                f"expected schema {SIDECAR_SCHEMA}, got {data.get('schema')!r} (written by another "
+                "version of vdsr-deploy)"
+            )
         engine, onnx, gpu = data["engine"], data["onnx"], data["gpu"]
         options, layers = data["build_options"], data["layers"]
         capability = gpu["compute_capability"]
@@ -341,6 +409,9 @@ class EngineSidecar:
             vdsr_deploy_version=str(data.get("vdsr_deploy_version", "")),
             created=str(data.get("created", "")),
             timing_cache=None if timing is None else str(timing),
+            multiprocessors=int(gpu["multiprocessors"]),
+            cuda_major=int(data["cuda_major"]),
+            build_recipe=int(options["recipe"]),
         )
 
 
@@ -373,14 +444,8 @@ def read_sidecar(path: Path) -> EngineSidecar:
         ) from error
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    temporary.replace(path)
-
-
 def write_sidecar(path: Path, sidecar: EngineSidecar) -> None:
-    _atomic_write(Path(path), (json.dumps(sidecar.to_dict(), indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(Path(path), (json.dumps(sidecar.to_dict(), indent=2) + "\n").encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------------------
@@ -392,26 +457,53 @@ def _gpu_text(name: str, capability: tuple[int, int]) -> str:
 
 
 def environment_reasons(
-    found: EngineSidecar | EngineKey, gpu: DeviceInfo, tensorrt_version: str
+    found: EngineSidecar | EngineKey,
+    gpu: DeviceInfo,
+    tensorrt_version: str,
+    *,
+    cuda_major: int | None = None,
 ) -> list[str]:
-    """Why an engine cannot run here at all: another GPU or another TensorRT version."""
+    """Why an engine cannot run here at all: another GPU (model, or SM count: another MIG
+    slice), another TensorRT version, or another CUDA major version (when known)."""
     reasons = []
     if (found.gpu_name, found.compute_capability) != (gpu.name, gpu.compute_capability):
         reasons.append(
             f"built for GPU {_gpu_text(found.gpu_name, found.compute_capability)} but this GPU is "
             f"{_gpu_text(gpu.name, gpu.compute_capability)}"
         )
+    elif found.multiprocessors != gpu.multiprocessors:
+        reasons.append(
+            f"built for a GPU with {found.multiprocessors} SMs but this one has "
+            f"{gpu.multiprocessors} (another MIG slice or GPU variant)"
+        )
     if found.tensorrt_version != tensorrt_version:
         reasons.append(
             f"built with TensorRT {found.tensorrt_version} but this is TensorRT {tensorrt_version}"
         )
+    if cuda_major is not None and found.cuda_major != cuda_major:
+        reasons.append(f"built for CUDA {found.cuda_major} but this is CUDA {cuda_major}")
     return reasons
 
 
 def mismatch_reasons(found: EngineKey, wanted: EngineKey) -> list[str]:
     """Every way ``found`` differs from ``wanted``, most fundamental first ([] = match)."""
-    gpu = DeviceInfo(index=-1, name=wanted.gpu_name, compute_capability=wanted.compute_capability)
-    reasons = environment_reasons(found, gpu, wanted.tensorrt_version)
+    gpu = DeviceInfo(
+        index=-1,
+        name=wanted.gpu_name,
+        compute_capability=wanted.compute_capability,
+        multiprocessors=wanted.multiprocessors,
+    )
+    reasons = environment_reasons(
+        found, gpu, wanted.tensorrt_version, cuda_major=wanted.cuda_major
+    )
+    if (found.package_version, found.build_recipe) != (
+        wanted.package_version,
+        wanted.build_recipe,
+    ):
+        reasons.append(
+            f"built by vdsr-deploy {found.package_version} (build recipe {found.build_recipe}), "
+            f"this is {wanted.package_version} (recipe {wanted.build_recipe})"
+        )
     if found.onnx_sha256 != wanted.onnx_sha256:
         reasons.append(
             f"built from another ONNX (sha256 {found.onnx_sha256[:12]}, this one is "
@@ -459,6 +551,19 @@ class EngineSelection:
     match: Path | None
     nearest: Path | None = None
     reasons: tuple[str, ...] = ()
+
+    @property
+    def action(self) -> str:
+        """``use`` the exact match, or ``build`` a new engine (others stay cached)."""
+        return "use" if self.match is not None else "build"
+
+    def build_reasons(self, engines_dir: Path) -> tuple[str, ...]:
+        """Why a new engine is built (empty when an exact match is used)."""
+        if self.match is not None:
+            return ()
+        if self.nearest is None:
+            return (f"no engine for this ONNX in {engines_dir}",)
+        return tuple(f"the nearest cached engine, {self.nearest.name}, was {r}" for r in self.reasons)
 
     def explain(self, engines_dir: Path) -> str:
         if self.nearest is None:
@@ -532,12 +637,19 @@ def check_onnx_precision(metadata: Mapping[str, str], precision: str, onnx_path:
         )
 
 
-def _wanted(
-    onnx_path: Path, config: EngineBuildConfig, gpu: DeviceInfo, tensorrt_version: str
+def wanted_key(
+    onnx_path: Path,
+    config: EngineBuildConfig,
+    gpu: DeviceInfo,
+    tensorrt_version: str,
+    *,
+    cuda_major: int = 0,
 ) -> tuple[EngineKey, dict[str, str]]:
+    """The key an engine for ``onnx_path`` and ``config`` built here would have, and the
+    ONNX's ``vdsr.*`` metadata."""
     onnx_sha = file_sha256(onnx_path)
     metadata = onnx_metadata(onnx_path)
-    return engine_key(onnx_sha, config, gpu, tensorrt_version), metadata
+    return engine_key(onnx_sha, config, gpu, tensorrt_version, cuda_major=cuda_major), metadata
 
 
 def find_engine(
@@ -546,11 +658,15 @@ def find_engine(
     config: EngineBuildConfig,
     gpu: DeviceInfo,
     tensorrt_version: str,
+    *,
+    cuda_major: int = 0,
 ) -> Path | None:
-    """The cached engine for exactly this ONNX, config, GPU and TensorRT version; None when
-    no engine of this model is cached; EngineMismatchError explaining the nearest one when
-    engines of this model exist but none fits (never a silent load or rebuild)."""
-    wanted, metadata = _wanted(onnx_path, config, gpu, tensorrt_version)
+    """The cached engine for exactly this ONNX, config, GPU, TensorRT and CUDA version;
+    None when no engine of this model is cached; EngineMismatchError explaining the
+    nearest one when engines of this model exist but none fits (a strict lookup: the
+    runtime path, :func:`~vdsr_deploy.backends.tensorrt.builder.find_or_build_engine`,
+    builds instead)."""
+    wanted, metadata = wanted_key(onnx_path, config, gpu, tensorrt_version, cuda_major=cuda_major)
     selection = select_engine(
         scan_engines(engines_dir), wanted, weights_sha256=metadata.get(WEIGHTS_METADATA_KEY)
     )
@@ -592,21 +708,60 @@ class EngineRecord:
         }
 
 
+def profile_cover_reasons(engine_profile: ShapeProfile, wanted: ShapeProfile) -> list[str]:
+    """Why an engine with ``engine_profile`` cannot take every tile the tiler will feed
+    ([] = it can). Batches are split (and padded), so only height and width matter."""
+    reasons = []
+    if engine_profile.max[2] < wanted.max[2] or engine_profile.max[3] < wanted.max[3]:
+        reasons.append(
+            f"it takes inputs up to {engine_profile.max[2]}x{engine_profile.max[3]} pixels, "
+            f"but this tiling feeds {wanted.max[2]}x{wanted.max[3]}"
+        )
+    if engine_profile.min[2] > wanted.min[2] or engine_profile.min[3] > wanted.min[3]:
+        reasons.append(
+            f"it needs inputs of at least {engine_profile.min[2]}x{engine_profile.min[3]} "
+            f"pixels, but this tiling can feed {wanted.min[2]}x{wanted.min[3]}"
+        )
+    return reasons
+
+
 def check_profile_covers(
     engine_profile: ShapeProfile, wanted: ShapeProfile, engine_name: str
 ) -> None:
-    """The engine must accept every tile the tiler will feed (batches are split, so only
-    height and width matter)."""
-    if engine_profile.max[2] < wanted.max[2] or engine_profile.max[3] < wanted.max[3]:
+    """ConfigError (with every reason) unless the engine takes every tile the tiler feeds."""
+    reasons = profile_cover_reasons(engine_profile, wanted)
+    if reasons:
         raise ConfigError(
-            f"engine {engine_name} takes inputs up to "
-            f"{engine_profile.max[2]}x{engine_profile.max[3]} pixels, "
-            f"but this tiling feeds {wanted.max[2]}x{wanted.max[3]}: build an engine for this tile "
-            "size"
+            f"engine {engine_name}: {'; '.join(reasons)}: build an engine for this tile size"
         )
-    if engine_profile.min[2] > wanted.min[2] or engine_profile.min[3] > wanted.min[3]:
-        raise ConfigError(
-            f"engine {engine_name} needs inputs of at least "
-            f"{engine_profile.min[2]}x{engine_profile.min[3]} "
-            f"pixels, but this tiling can feed {wanted.min[2]}x{wanted.min[3]}"
+
+
+def explicit_engine_reasons(
+    sidecar: EngineSidecar,
+    *,
+    precision: str,
+    profile: ShapeProfile | None,
+    weights_sha256: str | None = None,
+) -> list[str]:
+    """Why an engine the user named (``--engine``) cannot serve this run ([] = it can):
+    another precision, a profile that does not cover the tiles, other weights (checked
+    only when ``weights_sha256`` is given). Its GPU/TensorRT/CUDA are checked when the
+    runner is activated (:func:`environment_reasons`)."""
+    reasons = []
+    if sidecar.precision != precision:
+        reasons.append(
+            f"it was built in {sidecar.precision} but {precision} was asked for (pass "
+            f"--precision {sidecar.precision} to use it)"
         )
+    if profile is not None:
+        reasons += profile_cover_reasons(sidecar.profile, profile)
+    if (
+        weights_sha256 is not None
+        and sidecar.weights_sha256 is not None
+        and sidecar.weights_sha256 != weights_sha256
+    ):
+        reasons.append(
+            f"it was built from other weights (sha256 {sidecar.weights_sha256[:12]}, these are "
+            f"{weights_sha256[:12]})"
+        )
+    return reasons

@@ -5,21 +5,26 @@ and the engine file's hash (else :class:`~vdsr_deploy.errors.EngineMismatchError
 
 Execution (:class:`ExecutionPipeline`): one execution context per optimization profile of
 the engine (a dynamic-shape profile serves one context at a time, so the builder makes
-identical copies), each with its own non-default CUDA stream, pinned host buffers and
-device buffers sized for the profile's max shape. A batch is split into chunks of at most
-the profile's max batch; chunk k goes to context k mod N as pinned copy -> H2D -> enqueue
--> D2H, all asynchronous on that context's stream, so one context's copies overlap another
-context's compute. A context's output is collected (stream sync, copy out of pinned memory)
-only when that context is needed again, or at the end. ``infer`` is synchronous (the
-Runner contract), so contexts overlap within one call: a caller that wants the GPU never
-to idle passes several max-batches of tiles per call.
+identical copies), each with its own CUDA stream and its own input/output buffers: torch
+CUDA tensors the runner owns, sized for the profile's max shape and bound once with
+``set_tensor_address`` (their addresses never change, so captured graphs stay valid).
+
+The device form (:meth:`TensorRTRunner.infer_tensor`) takes a float32 CUDA tensor and a
+stream and only enqueues: the batch is cut into chunks of the profile's max batch, each
+chunk goes to the next context (round robin, across calls too) as device copy-in ->
+execute -> device copy-out on that context's stream, ordered after the caller's stream
+and with the caller's stream ordered after it, with no host synchronisation. A partial
+chunk is padded to the full batch, so each tile size has one shape and one graph that
+replays. Contexts overlap when a call carries several max-batches, or when calls come
+from different streams (one caller stream is sequential by definition). The host form
+(:meth:`TensorRTRunner.infer`, numpy) is a thin wrapper: upload, device form, download.
 
 Per context: ``set_input_shape`` -> ``infer_shapes`` -> ``set_tensor_address`` ->
 ``execute_async_v3(stream)``. CUDA graphs: the first enqueue of a shape is a plain one (the
-warm-up TensorRT needs before capture); the next one with the same shape and addresses is
-captured into a graph and launched, and later ones replay it. A shape or address change
-drops the graph (recaptured after the next warm-up). If a capture fails, graphs are
-switched off for this runner and plain enqueues carry on (``info.details`` says why).
+warm-up TensorRT needs before capture); the next one with the same shape is captured into
+a graph and launched, and later ones replay it. A shape change drops the graph
+(recaptured after the next warm-up). If a capture fails, graphs are switched off for this
+runner and plain enqueues carry on (``info.details`` says why).
 """
 
 from __future__ import annotations
@@ -46,11 +51,13 @@ from vdsr_deploy.backends.tensorrt.cache import (
     sidecar_path,
 )
 from vdsr_deploy.backends.tensorrt.library import require_tensorrt, shared_tensorrt_logger
+from vdsr_deploy.backends.tensorrt.streams import DeviceOps, Graph, Stream, TorchCudaOps
 from vdsr_deploy.errors import ConfigError, EngineMismatchError, InvalidInputError, VdsrError
 from vdsr_deploy.io_names import CHANNELS, INPUT_NAME, OUTPUT_NAME, Shape, ShapeProfile
 
 if TYPE_CHECKING:
     import tensorrt as trt
+    import torch
 
 _LOG = logging.getLogger(__name__)
 
@@ -88,33 +95,33 @@ def _dims_tuple(dims: trt.Dims) -> tuple[int, ...]:
 
 @dataclass
 class _Slot:
-    """One execution context with its profile, stream, buffers and CUDA graph state."""
+    """One execution context with its profile, stream, owned device buffers (flat, sized
+    for the profile's max shape: their addresses never change) and CUDA graph state."""
 
     index: int
     context: trt.IExecutionContext | None
-    stream: cuda.Stream
-    host_in: cuda.PinnedBuffer | None = None
-    host_out: cuda.PinnedBuffer | None = None
-    device_in: cuda.DeviceBuffer | None = None
-    device_out: cuda.DeviceBuffer | None = None
+    stream: Stream
+    input: torch.Tensor
+    output: torch.Tensor
     shape: Shape | None = None
-    warm: tuple[Shape, int, int] | None = None
-    graph: cuda.GraphExec | None = None
-    graph_key: tuple[Shape, int, int] | None = None
-    pending: tuple[int, int, Shape] | None = None
+    warm: bool = False
+    graph: Graph | None = None
 
 
 class ExecutionPipeline:
     """Execution contexts in flight on their own streams (see the module docstring).
 
-    ``contexts[i]`` gets optimization profile ``i``. ``max_shape`` sizes the buffers (the
-    profile's max); ``errors`` returns TensorRT's recent error messages for our exceptions.
+    ``contexts[i]`` gets optimization profile ``i``. ``max_shape`` is the profile's max
+    (it sizes the buffers; every chunk is padded to its batch). ``ops`` does the device
+    work (:class:`~vdsr_deploy.backends.tensorrt.streams.TorchCudaOps` on a GPU).
+    ``errors`` returns TensorRT's recent error messages for our exceptions.
     """
 
     def __init__(
         self,
         contexts: Sequence[trt.IExecutionContext],
         max_shape: Shape,
+        ops: DeviceOps,
         *,
         cuda_graphs: bool = True,
         errors: Callable[[], str] | None = None,
@@ -122,11 +129,13 @@ class ExecutionPipeline:
         if not contexts:
             raise ConfigError("an execution pipeline needs at least one execution context")
         self._max_shape = max_shape
+        self._ops = ops
         self._errors = errors or (lambda: "no TensorRT error message")
         self._graphs = cuda_graphs
         self.graph_state = "on" if cuda_graphs else "off"
         self.stats = {"enqueues": 0, "captures": 0, "graph_launches": 0, "chunks": 0}
         self._slots: list[_Slot] = []
+        self._next = 0
         try:
             for index, context in enumerate(contexts):
                 self._slots.append(self._make_slot(index, context))
@@ -139,104 +148,96 @@ class ExecutionPipeline:
         return len(self._slots)
 
     def _make_slot(self, index: int, context: trt.IExecutionContext) -> _Slot:
-        slot = _Slot(index=index, context=context, stream=cuda.Stream.create())
-        try:
-            if not context.set_optimization_profile_async(index, slot.stream.handle):
+        count = math.prod(self._max_shape)
+        stream = self._ops.new_stream()
+        slot = _Slot(
+            index=index,
+            context=context,
+            stream=stream,
+            input=self._ops.zeros(count),
+            output=self._ops.zeros(count),
+        )
+        if not context.set_optimization_profile_async(index, stream.handle):
+            raise VdsrError(
+                f"TensorRT could not give optimization profile {index} to execution context "
+                f"{index}: {self._errors()}"
+            )
+        self._ops.synchronize(stream)
+        for name, buffer in ((INPUT_NAME, slot.input), (OUTPUT_NAME, slot.output)):
+            if not context.set_tensor_address(name, buffer.data_ptr()):
                 raise VdsrError(
-                    f"TensorRT could not give optimization profile {index} to execution context "
-                    f"{index}: "
+                    f"TensorRT rejected the address of {name!r} on context {index}: "
                     f"{self._errors()}"
                 )
-            slot.stream.synchronize()
-            nbytes = math.prod(self._max_shape) * FLOAT32_BYTES
-            slot.host_in = cuda.PinnedBuffer(nbytes)
-            slot.host_out = cuda.PinnedBuffer(nbytes)
-            slot.device_in = cuda.DeviceBuffer(nbytes)
-            slot.device_out = cuda.DeviceBuffer(nbytes)
-            for name, pointer in (
-                (INPUT_NAME, slot.device_in.ptr),
-                (OUTPUT_NAME, slot.device_out.ptr),
-            ):
-                if not context.set_tensor_address(name, pointer):
-                    raise VdsrError(
-                        f"TensorRT rejected the address of {name!r} on context {index}: "
-                        f"{self._errors()}"
-                    )
-        except BaseException:
-            self._release_slot(slot)
-            raise
         return slot
 
     # -- running ------------------------------------------------------------------------
 
-    def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Outputs for a float32 ``(N, 1, H, W)`` batch with H, W within the profile."""
+    def run(self, batch: torch.Tensor, caller: Stream) -> torch.Tensor:
+        """Enqueue a float32 ``(N, 1, H, W)`` device batch (H, W within the profile) and
+        return its output tensor; everything is ordered after ``caller``'s queued work and
+        ``caller`` is ordered after the result. No host synchronisation.
+
+        The batch is cut into chunks of the profile's max batch. Each chunk goes to the
+        next context (round robin, also across calls): copy into the context's input
+        buffer, padded to the full batch (so each tile size has one shape and one graph),
+        enqueue, copy the real rows out, all on that context's stream."""
         if not self._slots:
             raise VdsrError("the TensorRT execution pipeline was released")
-        output = np.empty_like(batch)
+        output = self._ops.empty_like(batch, caller)
+        count, height, width = int(batch.shape[0]), int(batch.shape[2]), int(batch.shape[3])
+        if height > self._max_shape[2] or width > self._max_shape[3]:
+            raise InvalidInputError(
+                f"input {height}x{width} is larger than the engine's profile allows "
+                f"({self._max_shape[2]}x{self._max_shape[3]})"
+            )
+        shape: Shape = (self._max_shape[0], CHANNELS, height, width)
+        size = math.prod(shape)
+        used: list[_Slot] = []
         try:
-            for number, (start, stop) in enumerate(
-                split_batch(int(batch.shape[0]), self._max_shape[0])
-            ):
-                slot = self._slots[number % len(self._slots)]
-                if slot.pending is not None:
-                    self._collect(slot, output)
-                self._submit(slot, batch[start:stop], start, stop)
-            for slot in self._slots:
-                if slot.pending is not None:
-                    self._collect(slot, output)
+            for start, stop in split_batch(count, self._max_shape[0]):
+                slot = self._slots[self._next % len(self._slots)]
+                self._next += 1
+                self._ops.wait(slot.stream, caller)
+                source = slot.input[:size].view(shape)
+                self._ops.copy(source[: stop - start], batch[start:stop], slot.stream)
+                self._enqueue(slot, shape)
+                result = slot.output[:size].view(shape)
+                self._ops.copy(output[start:stop], result[: stop - start], slot.stream)
+                self._ops.keep_alive(batch, slot.stream)
+                self._ops.keep_alive(output, slot.stream)
+                self.stats["chunks"] += 1
+                if slot not in used:
+                    used.append(slot)
+            for slot in used:
+                self._ops.wait(caller, slot.stream)
         except BaseException:
             self._quiesce()
             raise
         return output
 
-    def _submit(self, slot: _Slot, chunk: NDArray[np.float32], start: int, stop: int) -> None:
-        assert slot.host_in and slot.host_out and slot.device_in and slot.device_out
-        shape: Shape = (
-            int(chunk.shape[0]),
-            int(chunk.shape[1]),
-            int(chunk.shape[2]),
-            int(chunk.shape[3]),
-        )
-        np.copyto(slot.host_in.view(shape, np.float32), chunk)
-        cuda.memcpy_htod_async(slot.device_in.ptr, slot.host_in.ptr, chunk.nbytes, slot.stream)
-        self._enqueue(slot, shape)
-        cuda.memcpy_dtoh_async(slot.host_out.ptr, slot.device_out.ptr, chunk.nbytes, slot.stream)
-        slot.pending = (start, stop, shape)
-        self.stats["chunks"] += 1
-
-    def _collect(self, slot: _Slot, output: NDArray[np.float32]) -> None:
-        assert slot.pending is not None and slot.host_out is not None
-        start, stop, shape = slot.pending
-        slot.stream.synchronize()
-        output[start:stop] = slot.host_out.view(shape, np.float32)
-        slot.pending = None
-
     def _enqueue(self, slot: _Slot, shape: Shape) -> None:
-        assert (
-            slot.context is not None and slot.device_in is not None and slot.device_out is not None
-        )
-        key = (shape, slot.device_in.ptr, slot.device_out.ptr)
-        if slot.graph is not None and slot.graph_key == key:
+        if slot.graph is not None and slot.shape == shape:
             slot.graph.launch(slot.stream)
             self.stats["graph_launches"] += 1
             return
         if slot.shape != shape:
-            self._drop_graph(slot)
+            slot.graph = None
+            slot.warm = False
             self._set_shape(slot, shape)
-        if self._graphs and slot.warm == key:
+        if self._graphs and slot.warm:
             try:
-                graph = cuda.capture_graph(slot.stream, lambda: self._execute(slot))
-            except VdsrError as error:
+                graph = self._ops.capture(slot.stream, lambda: self._execute(slot))
+            except (VdsrError, RuntimeError) as error:
                 self._disable_graphs(f"capture failed on context {slot.index}: {error}")
             else:
-                slot.graph, slot.graph_key = graph, key
+                slot.graph = graph
                 self.stats["captures"] += 1
                 graph.launch(slot.stream)
                 self.stats["graph_launches"] += 1
                 return
         self._execute(slot)
-        slot.warm = key
+        slot.warm = True
 
     def _set_shape(self, slot: _Slot, shape: Shape) -> None:
         context = slot.context
@@ -268,25 +269,19 @@ class ExecutionPipeline:
             )
         self.stats["enqueues"] += 1
 
-    def _drop_graph(self, slot: _Slot) -> None:
-        graph, slot.graph, slot.graph_key = slot.graph, None, None
-        if graph is not None:
-            graph.destroy()
-
     def _disable_graphs(self, reason: str) -> None:
         _LOG.warning("CUDA graphs switched off, falling back to plain enqueues: %s", reason)
         self._graphs = False
         self.graph_state = f"off ({reason})"
         for slot in self._slots:
-            self._drop_graph(slot)
+            slot.graph = None
 
     def _quiesce(self) -> None:
         """After an error: wait for every stream (so no copy still targets our buffers)."""
         for slot in self._slots:
-            slot.pending = None
             try:
-                slot.stream.synchronize()
-            except VdsrError as error:
+                self._ops.synchronize(slot.stream)
+            except (VdsrError, RuntimeError) as error:
                 _LOG.warning(
                     "while recovering from an error, stream of context %d: %s", slot.index, error
                 )
@@ -294,33 +289,19 @@ class ExecutionPipeline:
     # -- teardown -----------------------------------------------------------------------
 
     def release(self, *, raise_errors: bool = True) -> None:
-        """Free graphs, buffers, streams and contexts; raises the first CUDA error after
-        everything was attempted (unless ``raise_errors`` is False)."""
+        """Wait for every stream, then drop graphs, buffers and contexts; raises the first
+        error after everything was attempted (unless ``raise_errors`` is False)."""
         slots, self._slots = self._slots, []
-        errors = [
-            error for error in (self._release_slot(slot) for slot in slots) if error is not None
-        ]
-        if errors and raise_errors:
-            raise errors[0]
-
-    def _release_slot(self, slot: _Slot) -> VdsrError | None:
-        """Free one slot's resources, every step attempted; the first error is returned."""
-        first: VdsrError | None = None
-        steps: list[Callable[[], None]] = [slot.stream.synchronize, lambda: self._drop_graph(slot)]
-        steps += [
-            b.free
-            for b in (slot.host_in, slot.host_out, slot.device_in, slot.device_out)
-            if b is not None
-        ]
-        steps.append(slot.stream.destroy)
-        for step in steps:
+        first: BaseException | None = None
+        for slot in slots:
             try:
-                step()
-            except VdsrError as error:
+                self._ops.synchronize(slot.stream)
+            except (VdsrError, RuntimeError) as error:
                 first = first or error
-        slot.pending = None
-        slot.context = None
-        return first
+            slot.graph = None
+            slot.context = None
+        if first is not None and raise_errors:
+            raise first
 
 
 class TensorRTRunner(Runner):
@@ -340,6 +321,7 @@ class TensorRTRunner(Runner):
         device: int = 0,
         cuda_graphs: bool = True,
         contexts: int | None = None,
+        device_ops: DeviceOps | None = None,
     ) -> None:
         super().__init__()
         self._path = Path(engine_path)
@@ -353,10 +335,15 @@ class TensorRTRunner(Runner):
         self._device = device
         self._cuda_graphs = cuda_graphs
         self._contexts = contexts
+        self._ops = device_ops
         self._pipeline: ExecutionPipeline | None = None
         self._engine: trt.ICudaEngine | None = None
         self._runtime: trt.Runtime | None = None
         self._lock = threading.Lock()
+
+    @property
+    def engine_path(self) -> Path:
+        return self._path
 
     @property
     def sidecar(self) -> EngineSidecar:
@@ -394,7 +381,7 @@ class TensorRTRunner(Runner):
             details["stats"] = dict(pipeline.stats)
         return RunnerInfo(
             backend="tensorrt",
-            device=f"cuda:{self._device}",
+            device=self.tensor_device,
             precision=self._sidecar.precision,
             details=details,
         )
@@ -404,7 +391,9 @@ class TensorRTRunner(Runner):
         import tensorrt as trt
 
         gpu = cuda.require_device(self._device)
-        reasons = environment_reasons(self._sidecar, gpu, tensorrt_version)
+        reasons = environment_reasons(
+            self._sidecar, gpu, tensorrt_version, cuda_major=cuda.runtime_version() // 1000
+        )
         if reasons:
             raise EngineMismatchError(
                 f"{self._path.name} cannot run here: {'; '.join(reasons)}; rebuild it on this "
@@ -453,6 +442,7 @@ class TensorRTRunner(Runner):
                 self._pipeline = ExecutionPipeline(
                     contexts,
                     self._sidecar.profile.max,
+                    self._device_ops(),
                     cuda_graphs=self._cuda_graphs,
                     errors=sink.summary,
                 )
@@ -479,9 +469,25 @@ class TensorRTRunner(Runner):
         finally:
             self._drop_engine()
 
+    def _device_ops(self) -> DeviceOps:
+        if self._ops is None:
+            self._ops = TorchCudaOps(self._device)
+        return self._ops
+
+    @property
+    def tensor_device(self) -> str:
+        return self._ops.device if self._ops is not None else f"cuda:{self._device}"
+
     def _infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
-        with self._lock:  # one batch at a time: the contexts' buffers are shared state
+        import torch
+
+        on_device = torch.from_numpy(batch).to(self.tensor_device)
+        result: NDArray[np.float32] = self._infer_tensor(on_device, None).cpu().numpy()
+        return result
+
+    def _infer_tensor(self, batch: torch.Tensor, stream: torch.cuda.Stream | None) -> torch.Tensor:
+        ops = self._device_ops()
+        with self._lock, ops.on_device():  # the lock only guards enqueueing
             if self._pipeline is None:
                 raise VdsrError(f"{self.info.label}: not activated")
-            cuda.set_device(self._device)  # the current device is per thread
-            return self._pipeline.run(batch)
+            return self._pipeline.run(batch, ops.stream_of(stream))
