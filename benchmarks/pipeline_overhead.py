@@ -183,6 +183,53 @@ def measure(
     }
 
 
+def colour_costs(images: list[Path], scale: float, repeats: int) -> list[dict[str, Any]]:
+    """Preparation (samples -> bicubic Y/CbCr/alpha planes) and finishing (planes -> quantized
+    samples) per output megapixel: the host numpy float64 path against the device path
+    (:mod:`vdsr_deploy.device_colour`) on torch's CPU device, interleaved, median of
+    ``repeats``. The network is left out (Y passes through), so only colour work is timed."""
+    import torch
+
+    from vdsr_deploy.device_colour import DeviceColour
+    from vdsr_deploy.imageio import quantize
+
+    decoded = [read_image(p) for p in images]
+    megapixels = sum(np.prod(colour.output_shape(d.height, d.width, scale)) for d in decoded) / 1e6
+    paths: dict[str, Any] = {
+        "host numpy float64 (colour.prepare/finish + imageio.quantize)": None,
+        "device path on torch cpu, float64": DeviceColour("cpu", compute_dtype="float64"),
+        "device path on torch cpu, float32": DeviceColour("cpu", compute_dtype="float32"),
+    }
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in paths}
+    for _ in range(repeats):
+        for name, device in paths.items():
+            prepare_s = finish_s = 0.0
+            for image in decoded:
+                height = colour.output_shape(image.height, image.width, scale)[0]
+                began = time.perf_counter()
+                if device is None:
+                    prepared = colour.prepare(image.pixels, scale)
+                    middle = time.perf_counter()
+                    quantize(colour.finish(prepared, prepared.y), image.bit_depth)
+                else:
+                    planes = device.prepare_rows(torch.from_numpy(image.samples), scale, 0, height)
+                    middle = time.perf_counter()
+                    device.quantize(device.finish(planes, planes.y), image.bit_depth).numpy()
+                finish_s += time.perf_counter() - middle
+                prepare_s += middle - began
+            times[name][0].append(prepare_s)
+            times[name][1].append(finish_s)
+    return [
+        {
+            "path": name,
+            "threads": torch.get_num_threads(),
+            "prepare_ms_per_megapixel": round(statistics.median(prep) * 1e3 / megapixels, 1),
+            "finish_ms_per_megapixel": round(statistics.median(fin) * 1e3 / megapixels, 1),
+        }
+        for name, (prep, fin) in times.items()
+    ]
+
+
 def _version(name: str) -> str:
     try:
         return importlib.metadata.version(name)
@@ -228,6 +275,42 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_colour_report(images: list[Path], scale: float, repeats: int, note: str) -> None:
+    load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    rows = colour_costs(images, scale, repeats)
+    report = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": f"{_cpu()}, {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}",
+        "versions": f"Python {platform.python_version()}, torch {_version('torch')}, numpy {_version('numpy')}",
+        "images": [f"{p.parent.name}/{p.name}" for p in images],
+        "scale": scale,
+        "repeats": repeats,
+        "conditions": f"nice {os.nice(0)}. {note}".strip(),
+        "load_before": load_before,
+        "load_after": " ".join(f"{v:.2f}" for v in os.getloadavg()),
+        "rows": rows,
+    }
+    lines = [
+        "# Colour preparation and finishing: host numpy vs the device path on the CPU",
+        "",
+        f"{report['date']} · {report['machine']} · {report['versions']}",
+        "",
+        f"Images: {', '.join(report['images'])} (x{scale:g}); median of {repeats} interleaved repeats; "
+        f"conditions: {report['conditions']} Load average before/after: {load_before} / {report['load_after']}.",
+        "",
+        "| path | threads | prepare ms / output Mpx | finish + quantize ms / output Mpx |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['path']} | {r['threads']} | {r['prepare_ms_per_megapixel']} | {r['finish_ms_per_megapixel']} |"
+        for r in rows
+    ]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "pipeline_colour.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / "pipeline_colour.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -242,6 +325,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--note", default="", help="machine conditions, recorded in the report")
+    parser.add_argument(
+        "--colour-only",
+        action="store_true",
+        help="only time colour preparation/finishing, host numpy vs the device path on the CPU "
+        "(writes pipeline_colour.json/.md)",
+    )
     args = parser.parse_args()
     images = args.image or DEFAULT_IMAGES
     missing = [str(p) for p in images if not p.is_file()]
@@ -250,6 +339,9 @@ def main() -> None:
     pipeline = PipelineConfig(
         scale=args.scale, tiling=TileConfig(tile=args.tile, halo=args.halo), batch=args.batch
     )
+    if args.colour_only:
+        write_colour_report(images, args.scale, args.repeats, args.note)
+        return
     model, model_name = load_model()
     load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
     rows = []

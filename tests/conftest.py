@@ -7,11 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import Phase, settings
 
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.weights import save_weights
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# tests/mutation/run.py: report the first failing example at once (no shrinking, which can
+# take minutes on a subtle planted bug) and write no example database into the scratch copy
+settings.register_profile(
+    "mutation", phases=(Phase.explicit, Phase.reuse, Phase.generate), database=None
+)
 
 
 def _has_cuda() -> bool:

@@ -88,12 +88,26 @@ def test_benchmark_numbers_and_schema(tmp_path: Path, weights: Path) -> None:
             assert figures["megapixels_per_second"] == pytest.approx(
                 50 * 44 / 1e6 * figures["images_per_second"]
             )
-            assert (
-                figures["network_gflops_per_second"] >= figures["equivalent_gflops_per_second"] > 0
+            # GFLOP/s from the definitions: tiles (halos included) vs output pixels only
+            seconds = latency["mean"] / 1000
+            assert figures["network_gflops_per_second"] == pytest.approx(
+                item["network_pixels_per_image"] * result["config"]["flops_per_pixel"] / seconds / 1e9
             )
-        assert item["pipeline_overhead"] > 0
+            assert figures["equivalent_gflops_per_second"] == pytest.approx(
+                50 * 44 * result["config"]["flops_per_pixel"] / seconds / 1e9
+            )
+        assert item["network_pixels_per_image"] > 50 * 44  # halos: more network than output pixels
+        assert item["pipeline_overhead"] == pytest.approx(
+            item["pipeline"]["latency_ms"]["mean"] / item["runtime"]["latency_ms"]["mean"]
+        )
         assert item["runner"]["label"].startswith(name.split("-")[0])
-    assert by_name["onnxruntime-fp32-t24-b2"]["ratio_vs_baseline"]["runtime"] == pytest.approx(1.0)
+    base = by_name["onnxruntime-fp32-t24-b2"]
+    for name in ("torch-fp32-t24-b2", "torch-fp32-nchw-t24-b2", "onnxruntime-fp32-t24-b2"):
+        for path in ("runtime", "pipeline"):  # throughput / the baseline's, measured in this run
+            assert by_name[name]["ratio_vs_baseline"][path] == pytest.approx(
+                by_name[name][path]["megapixels_per_second"] / base[path]["megapixels_per_second"]
+            )
+    assert "ratio_vs_baseline" not in by_name["torch-fp16-t24-b1"]  # skipped: no figures
     markdown = render_markdown(result)
     assert "torch-fp32-nchw-t24-b2" in markdown and "skipped" in markdown and "test run" in markdown
     assert write_plot(result, tmp_path / "bench.png") is not None

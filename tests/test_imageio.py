@@ -11,6 +11,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from vdsr_deploy.imageio import (
     probe_image,
     quantize,
     read_image,
+    stale_temporaries,
     write_image,
 )
 
@@ -339,14 +341,14 @@ def test_unreadable_file_simulated(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     """As root chmod 000 does not block reads, so the open() failure is simulated."""
     path = tmp_path / "secret.png"
     Image.fromarray(noise((5, 5, 3))).save(path)
-    original = Path.open
+    original = os.open
 
-    def refuse(self: Path, *args: object, **kwargs: object) -> object:
-        if self == path:
-            raise PermissionError(13, "Permission denied", str(self))
-        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+    def refuse(target: Any, *args: Any, **kwargs: Any) -> int:
+        if Path(target) == path:
+            raise PermissionError(13, "Permission denied", str(target))
+        return original(target, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "open", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     _expect_read_error(path, "cannot read (permission denied)")
 
 
@@ -402,3 +404,87 @@ def test_quantize_rounds_half_to_even_and_clips() -> None:
     values = np.array([-0.1, 0.5 / 255, 1.5 / 255, 1.2])
     np.testing.assert_array_equal(quantize(values, 8), [0, 0, 2, 255])
     assert quantize(np.array([1.0]), 16).dtype == np.uint16
+
+
+# --- issue 14: TIFF structure tags, inputs that are not regular files, temporary files ------
+
+
+def test_tiff_layout_tags_are_not_read_as_exif(tmp_path: Path) -> None:
+    """Pillow returns a TIFF's first IFD (ImageWidth, StripOffsets, ...) as its EXIF. Failed
+    before: they were carried to the output, where Pillow's TIFF encoder fails on them and a
+    JPEG gets a false ImageWidth."""
+    exif = Image.Exif()
+    exif[271] = "Camera"
+    exif[315] = "Someone"
+    Image.fromarray(noise((48, 64, 3))).save(tmp_path / "t.tiff", exif=exif)
+    decoded = read_image(tmp_path / "t.tiff")
+    assert decoded.exif is not None
+    kept = Image.Exif()
+    kept.load(decoded.exif)
+    assert dict(kept) == {271: "Camera", 315: "Someone"}
+    for name in ("o.tif", "o.jpg"):
+        write_image(tmp_path / name, noise((96, 128, 3)) / 255.0, exif=decoded.exif)
+        with Image.open(tmp_path / name) as produced:
+            assert produced.size == (128, 96) and produced.getexif()[271] == "Camera"
+
+
+def test_tiff_writer_drops_layout_tags_from_any_exif(tmp_path: Path) -> None:
+    """EXIF of another source with layout tags in it must not break a TIFF output."""
+    exif = Image.Exif()
+    exif[256] = 10  # ImageWidth of some other image
+    exif[271] = "Camera"
+    write_image(tmp_path / "o.tif", noise((8, 12, 3)) / 255.0, exif=exif.tobytes())
+    with Image.open(tmp_path / "o.tif") as produced:
+        assert produced.size == (12, 8) and produced.getexif()[271] == "Camera"
+
+
+def test_fifo_device_and_socket_are_refused_without_opening(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failed before: a FIFO was opened for reading and the read blocked forever."""
+    import socket
+
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "null.png").symlink_to("/dev/null")
+    sock = Path(f"/tmp/vdsr-{os.getpid()}-probe.png")
+    sock.unlink(missing_ok=True)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock))
+    opened: list[str] = []
+    original = os.open
+
+    def recording(path: Any, *args: Any, **kwargs: Any) -> int:
+        opened.append(str(path))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", recording)
+    try:
+        _expect_read_error(tmp_path / "pipe.png", "is a FIFO (named pipe), not a regular file")
+        _expect_read_error(tmp_path / "null.png", "is a character device, not a regular file")
+        _expect_read_error(sock, "is a socket, not a regular file")
+        with pytest.raises(ImageReadError, match="is a FIFO"):
+            probe_image(tmp_path / "pipe.png")
+    finally:
+        server.close()
+        sock.unlink(missing_ok=True)
+    assert opened == []
+
+
+def test_stale_temporaries_are_those_whose_writer_is_gone(tmp_path: Path) -> None:
+    """Failed before: every .part of a target counted as stale, a live job's included."""
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    target = tmp_path / "a.png"
+    live = tmp_path / f".a.png.{os.getppid()}.abcd1234.part"  # our parent: alive
+    gone = tmp_path / f".a.png.{dead.pid}.abcd1234.part"
+    old_style = tmp_path / ".a.png.zyxw9876.part"
+    other = tmp_path / f".b.png.{dead.pid}.abcd1234.part"
+    for path in (live, gone, old_style, other):
+        path.write_bytes(b"x")
+    assert stale_temporaries(target) == sorted([gone, old_style])
+    with open_image_writer(target, 2, 2, 3) as writer:  # our own file in progress is not stale
+        assert writer.temporary.name.startswith(f".a.png.{os.getpid()}.")
+        assert writer.temporary not in stale_temporaries(target)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -356,6 +357,17 @@ def test_cli_validate_exit_codes(tmp_path: Path, model: VDSR, weights: Path) -> 
     bad_onnx = tmp_path / "bad-fp32.onnx"
     export_onnx(perturbed(model, 0.05), bad_onnx, precision="fp32")
     bad = runner.invoke(app, [*common, "-r", "onnxruntime-fp32", "--onnx", str(bad_onnx)])
-    assert bad.exit_code == 1
+    # a parity failure is a verdict, not a crash: a clean exit 1 after the rendered table
+    assert isinstance(bad.exception, SystemExit) and bad.exit_code == 1, repr(bad.exception)
+    assert "onnxruntime-fp32: failed" in bad.output and "error:" not in bad.output
     unknown = runner.invoke(app, [*common, "-r", "nope"])
-    assert unknown.exit_code == 1 and "error:" in unknown.output
+    assert isinstance(unknown.exception, SystemExit) and unknown.exit_code == 1, repr(unknown.exception)
+    assert [line for line in unknown.output.splitlines() if line.strip()] == [UNKNOWN_RUNTIME]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "tensorrt", None)  # TensorRT absent: skipped, not an error
+        absent = runner.invoke(app, [*common, "-r", "tensorrt-fp16", "-r", "untiled"])
+    assert absent.exit_code == 0 and absent.exception is None, absent.output
+    assert "tensorrt-fp16: skipped" in absent.output
+
+
+UNKNOWN_RUNTIME = f"error: runtime: expected some of {', '.join(CANDIDATES)}, got nope"

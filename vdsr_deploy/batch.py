@@ -18,9 +18,10 @@ number of files and the runner is fed while files are decoded and encoded:
 
 So a huge image costs its decoded samples plus a few bands, never whole float planes.
 
-Never losing work: outputs are written to a temporary file and renamed into place; the
-resume manifest (:mod:`vdsr_deploy.manifest`) records each finished output with its size,
-SHA-256 and settings, so a re-run skips complete outputs and redoes the rest. A stop request
+Never losing work: one job at a time writes to an output folder (:mod:`vdsr_deploy.joblock`);
+outputs are written to a temporary file and renamed into place; the resume manifest
+(:mod:`vdsr_deploy.manifest`) records each finished output with its size, SHA-256 and
+settings, so a re-run skips complete outputs and redoes the rest. A stop request
 (:func:`stop_on_signals`: SIGINT/SIGTERM) or Ctrl-C ends the job cleanly: unfinished outputs
 leave no file behind and the summary lists what finished. A file that fails is reported with
 its name and the reason and the rest of the batch goes on.
@@ -32,6 +33,8 @@ import glob
 import os
 import queue
 import signal
+import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,13 +43,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy import colour
-from vdsr_deploy.backends.base import Runner
+from vdsr_deploy.backends.base import Runner, RunnerInfo
+from vdsr_deploy.device_pipeline import Band, DeviceUpscaler, use_device_path
 from vdsr_deploy.ensemble import ensemble_planes
 from vdsr_deploy.errors import (
     ConfigError,
@@ -62,17 +66,24 @@ from vdsr_deploy.imageio import (
     ImageWriter,
     OutputLayout,
     adapt_channels,
+    not_regular_reason,
     open_image_writer,
     output_format,
     output_layout,
     probe_image,
     quantize,
     read_image,
+    remove_live_temporaries,
     stale_temporaries,
 )
+from vdsr_deploy.io_names import ShapeProfile
+from vdsr_deploy.joblock import JobLock, release_all
 from vdsr_deploy.manifest import Manifest, settings_key
 from vdsr_deploy.pipeline import FLUSH, Flush, PipelineConfig, upscale_planes
 from vdsr_deploy.tiling import Span, plan_axis
+
+if TYPE_CHECKING:
+    import torch
 
 EventSink = Callable[[dict[str, Any]], None]
 F32 = NDArray[np.float32]
@@ -84,10 +95,14 @@ __all__ = [
     "JobConfig",
     "JobSummary",
     "Note",
+    "ResumePlan",
     "Skipped",
     "StopRequest",
     "WorkItem",
+    "exit_at_once",
+    "plan_job",
     "plan_outputs",
+    "plan_resume",
     "run_job",
     "stop_on_signals",
 ]
@@ -159,8 +174,11 @@ class Failure:
 
 @dataclass(frozen=True)
 class Skipped:
+    """Not processed: its output is complete or not ours (``target``), or the entry found
+    while walking a folder is not a readable file (``target`` None: a FIFO, a broken link)."""
+
     source: Path
-    target: Path
+    target: Path | None
     reason: str
 
 
@@ -191,7 +209,11 @@ class JobSummary:
         return {
             "done": [{"file": str(i.source), "output": str(i.target)} for i in self.done],
             "skipped": [
-                {"file": str(s.source), "output": str(s.target), "reason": s.reason}
+                {
+                    "file": str(s.source),
+                    "output": None if s.target is None else str(s.target),
+                    "reason": s.reason,
+                }
                 for s in self.skipped
             ],
             "failed": [{"file": str(f.source), "reason": f.reason} for f in self.failed],
@@ -225,15 +247,82 @@ class StopRequest:
         return 128 + (self.signum or signal.SIGINT)
 
 
+def exit_at_once(signum: int) -> None:
+    """End the process now: remove this process's temporary output files, release its job
+    locks, exit with 128 + ``signum``. Completed outputs and their manifest records stay."""
+
+    def release_and_exit() -> None:
+        release_all()
+        os._exit(128 + signum)
+
+    remove_live_temporaries(then=release_and_exit)
+
+
+class _SignalWatcher:
+    """Counts signals on a thread of its own, woken by :func:`signal.set_wakeup_fd`.
+
+    The wake-up byte is written by the C-level handler the moment a signal arrives, so the
+    watcher acts even while the main thread is inside a long runner, decode or encode call
+    (Python-level handlers only run between the main thread's bytecodes).
+    """
+
+    def __init__(self, request: StopRequest, signals: tuple[int, ...]) -> None:
+        self.request = request
+        self.signals = signals
+        self.count = 0
+        self._lock = threading.Lock()
+        self._reader, self._writer = socket.socketpair()
+        self._writer.setblocking(False)
+        self._thread = threading.Thread(target=self._watch, name="vdsr-signals", daemon=True)
+
+    def __enter__(self) -> _SignalWatcher:
+        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.set_wakeup_fd(self._previous_fd)
+        self._writer.close()
+        self._thread.join()
+        self._reader.close()
+
+    def received(self, signum: int) -> None:
+        if signum not in self.signals:
+            return
+        with self._lock:
+            self.count += 1
+            first = self.count == 1
+            if first:
+                self.request.signum = signum
+        if first:
+            self.request.event.set()
+        else:
+            exit_at_once(self.request.signum or signum)
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                data = self._reader.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            for signum in data:
+                self.received(signum)
+
+
 @contextmanager
 def stop_on_signals(
     signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
 ) -> Iterator[StopRequest]:
     """Turn SIGINT/SIGTERM into a stop request for :func:`run_job` (pass ``request.event``).
 
-    The first signal asks the job to stop cleanly; a second one raises KeyboardInterrupt
-    (the job still removes its temporary files). Handlers are restored on exit. Outside the
-    main thread no handler can be installed and the request is only set by hand.
+    The first signal sets the request at once (from a watcher thread, whatever the main
+    thread is doing); the job then stops, interrupting the runner call in flight where the
+    runtime allows it (:meth:`Runner.interrupt`). A second signal exits the process at once
+    (:func:`exit_at_once`: temporary files removed, locks released, exit code 128 + the
+    first signal; no summary). Handlers are restored on exit. Outside the main thread no
+    handler can be installed and the request is only set by hand.
     """
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
@@ -241,17 +330,15 @@ def stop_on_signals(
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if request.event.is_set():
-            raise KeyboardInterrupt
-        request.signum = signum
-        request.event.set()
+        """Nothing to do here: the watcher thread acts on the wake-up byte."""
 
-    previous = {number: signal.signal(number, handler) for number in signals}
-    try:
-        yield request
-    finally:
-        for number, old in previous.items():
-            signal.signal(number, old)
+    with _SignalWatcher(request, signals):
+        previous = {number: signal.signal(number, handler) for number in signals}
+        try:
+            yield request
+        finally:
+            for number, old in previous.items():
+                signal.signal(number, old)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,26 +359,57 @@ def _inside(path: Path, folder: Path | None) -> bool:
     return folder is not None and (path == folder or folder in path.parents)
 
 
-def _expand(spec: str, recursive: bool, exclude: Path | None) -> tuple[Path, list[Path]] | None:
-    """(root, files) for one input spec; None when nothing matches. ``exclude``: the resolved
-    output folder; when it lies inside the input folder its files are never inputs."""
+def walk_skip_reason(path: Path) -> str | None:
+    """Why an image-named entry met while walking a folder or expanding a glob is not an
+    input (None: a regular file, or a folder, which the walk enters)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "broken link (its target does not exist)" if path.is_symlink() else None
+    except OSError as error:
+        if path.is_symlink():
+            return f"link that cannot be followed ({error.strerror or error})"
+        return f"cannot be read ({error.strerror or error})"
+    return None if stat.S_ISDIR(mode) else not_regular_reason(mode)
+
+
+@dataclass(frozen=True)
+class _Expanded:
+    root: Path
+    files: list[Path]
+    skipped: list[tuple[Path, str]]
+
+
+def _expand(spec: str, recursive: bool, exclude: Path | None) -> _Expanded | None:
+    """Files of one input spec; None when nothing matches. ``exclude``: the resolved output
+    folder; when it lies inside the input folder its files are never inputs. Image-named
+    entries that are not regular files (FIFOs, devices, broken links) are ``skipped``."""
     path = Path(spec)
     if path.is_dir():
         skip = exclude if exclude is not None and path.resolve() in exclude.parents else None
         walker = path.rglob("*") if recursive else path.glob("*")
-        files = sorted(
-            p
-            for p in walker
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not _inside(p.resolve(), skip)
-        )
-        return path, files
-    if path.exists() or not glob.has_magic(spec):
-        return (path.parent, [path]) if path.exists() else None
+        candidates = sorted(p for p in walker if p.suffix.lower() in IMAGE_SUFFIXES)
+        return _sort_entries(path, candidates, skip)
+    if path.exists() or path.is_symlink() or not glob.has_magic(spec):
+        exists = path.exists() or path.is_symlink()
+        return _Expanded(path.parent, [path], []) if exists else None
     root = _magic_root(spec)
     skip = exclude if exclude is not None and root.resolve() in exclude.parents else None
     matches = sorted(Path(p) for p in glob.glob(spec, recursive=True))
-    files = [p for p in matches if p.is_file() and not _inside(p.resolve(), skip)]
-    return (root, files) if files else None
+    expanded = _sort_entries(root, matches, skip)
+    return expanded if expanded.files or expanded.skipped else None
+
+
+def _sort_entries(root: Path, entries: list[Path], exclude: Path | None) -> _Expanded:
+    files: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for entry in entries:
+        reason = walk_skip_reason(entry)
+        if reason is not None:
+            skipped.append((entry, reason))
+        elif entry.is_file() and not _inside(entry.resolve(), exclude):
+            files.append(entry)
+    return _Expanded(root, files, skipped)
 
 
 def _default_format(source: Path) -> str:
@@ -311,6 +429,14 @@ def _common_root(roots: list[Path]) -> Path:
 
 def plan_outputs(config: JobConfig) -> tuple[list[WorkItem], list[Failure]]:
     """Map every input to an output path; missing inputs and self-overwrites are failures.
+    (:func:`plan_job` also returns the entries skipped while walking folders.)"""
+    items, failures, _ = plan_job(config)
+    return items, failures
+
+
+def plan_job(config: JobConfig) -> tuple[list[WorkItem], list[Failure], list[Skipped]]:
+    """Map every input to an output path; missing inputs and self-overwrites are failures,
+    image-named folder entries that are not regular files are skipped (with the reason).
 
     One input file and an output with an image suffix: that file. Otherwise the output is a
     folder and the input tree is kept under it: relative to the input folder when there is
@@ -322,6 +448,7 @@ def plan_outputs(config: JobConfig) -> tuple[list[WorkItem], list[Failure]]:
     output_folder = config.output if not _is_single_file_output(config.output) else None
     exclude = output_folder.resolve() if output_folder is not None else None
     failures: list[Failure] = []
+    walk_skipped: list[Skipped] = []
     found: list[tuple[Path, Path]] = []  # (file, root)
     seen: set[Path] = set()
     for spec in config.inputs:
@@ -329,12 +456,12 @@ def plan_outputs(config: JobConfig) -> tuple[list[WorkItem], list[Failure]]:
         if expanded is None:
             failures.append(Failure(Path(spec), "no such file, folder, or matching glob"))
             continue
-        root, files = expanded
-        for file in files:
+        walk_skipped.extend(Skipped(entry, None, reason) for entry, reason in expanded.skipped)
+        for file in expanded.files:
             key = file.resolve()
             if key not in seen:
                 seen.add(key)
-                found.append((file, root))
+                found.append((file, expanded.root))
     inputs = {p.resolve() for p, _ in found}
     single_file = _is_single_file_output(config.output)
     if single_file and len(found) > 1:
@@ -377,7 +504,7 @@ def plan_outputs(config: JobConfig) -> tuple[list[WorkItem], list[Failure]]:
         taken[resolved] = source
         placed.append((order, WorkItem(source, target, note)))
     items = [item for _, item in sorted(placed, key=lambda p: p[0])]
-    return items, failures
+    return items, failures, walk_skipped
 
 
 def _is_single_file_output(output: Path) -> bool:
@@ -388,12 +515,109 @@ def _manifest_folder(config: JobConfig) -> Path:
     return config.output.parent if _is_single_file_output(config.output) else config.output
 
 
+@dataclass
+class ResumePlan:
+    """What a job will do, decided before any pixel is read: ``todo`` (item, whether it may
+    replace an existing output), what is ``skipped`` or ``failed`` and why, ``notes`` (why an
+    output is redone), the ``settings`` key outputs are recorded under, and the manifest."""
+
+    todo: list[tuple[WorkItem, bool]]
+    skipped: list[Skipped]
+    failed: list[Failure]
+    notes: list[Note]
+    settings: str
+    manifest: Manifest
+
+
+def plan_resume(
+    config: JobConfig, runner_label: str, *, halted: Callable[[], bool] | None = None
+) -> ResumePlan:
+    """:func:`plan_job` checked against the resume manifest (see docs/batch.md). Checking
+    an output hashes it: once ``halted()`` the rest is left in ``todo`` unchecked (a
+    stopped job lists it as unfinished)."""
+    items, failures, walk_skipped = plan_job(config)
+    p = config.pipeline
+    settings = settings_key(
+        {
+            "scale": p.scale,
+            "runner": runner_label,
+            "model": config.model,
+            "quality": config.quality,
+            # only when on, so outputs made before the option existed still resume
+            **({"ensemble": True} if p.ensemble else {}),
+        }
+    )
+    plan = ResumePlan([], walk_skipped, failures, [], settings, Manifest(_manifest_folder(config)))
+    for position, item in enumerate(items):
+        if config.overwrite:
+            plan.todo.append((item, True))
+            continue
+        if halted is not None and halted():
+            plan.todo.extend((rest, False) for rest in items[position:])
+            break
+        verdict = plan.manifest.verdict(item.target, item.source, settings)
+        if verdict.state in ("foreign", "other_settings", "complete"):
+            plan.skipped.append(Skipped(item.source, item.target, verdict.reason))
+            continue
+        if verdict.reason != "new":
+            plan.notes.append(Note(item.source, verdict.reason))
+        plan.todo.append((item, verdict.replace_existing and item.target.exists()))
+    return plan
+
+
 # ---------------------------------------------------------------------------------------------
 # Running
 
 
 class _Stopped(Exception):
     """Raised inside the job when a stop was requested."""
+
+
+class _StopCheckingRunner(Runner):
+    """The job's runner, checking for a stop request before every call: the tiles of one
+    big image take many calls, and a stopped job drops that image anyway."""
+
+    def __init__(self, runner: Runner, halted: Callable[[], bool]) -> None:
+        super().__init__()
+        self._runner = runner
+        self._halted = halted
+
+    @property
+    def info(self) -> RunnerInfo:
+        return self._runner.info
+
+    @property
+    def profile(self) -> ShapeProfile | None:
+        return self._runner.profile
+
+    @property
+    def tensor_device(self) -> str:
+        return self._runner.tensor_device
+
+    def infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        if self._halted():
+            raise _Stopped
+        try:
+            return self._runner.infer(batch)
+        except Exception:
+            if self._halted():  # interrupted by the stop (Runner.interrupt)
+                raise _Stopped from None
+            raise
+
+    def infer_tensor(
+        self, batch: torch.Tensor, *, stream: torch.cuda.Stream | None = None
+    ) -> torch.Tensor:
+        if self._halted():
+            raise _Stopped
+        try:
+            return self._runner.infer_tensor(batch, stream=stream)
+        except Exception:
+            if self._halted():
+                raise _Stopped from None
+            raise
+
+    def _infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        return self._runner.infer(batch)
 
 
 class _Budget:
@@ -461,9 +685,32 @@ _END = object()
 _POLL = 0.05
 
 
+@dataclass
+class _DevicePath:
+    """The device path's upscaler and its writer threads (None: the host path runs)."""
+
+    upscaler: DeviceUpscaler
+    writes: ThreadPoolExecutor
+
+    @staticmethod
+    def select(runner: Runner, config: JobConfig, wanted: bool | None) -> _DevicePath | None:
+        """``wanted`` None: the device path when the runner computes on a CUDA device (on the
+        CPU the host path is faster, measured in benchmarks/pipeline_overhead.py)."""
+        use = use_device_path(runner) if wanted is None else wanted
+        if not use or config.pipeline.ensemble:  # the x8 ensemble wraps the host plane pipeline
+            return None
+        writes = ThreadPoolExecutor(config.save_threads, thread_name_prefix="vdsr-device-save")
+        return _DevicePath(DeviceUpscaler(runner, config.pipeline), writes)
+
+
 class _Job:
     def __init__(
-        self, config: JobConfig, runner: Runner, emit: EventSink, stop: threading.Event
+        self,
+        config: JobConfig,
+        runner: Runner,
+        emit: EventSink,
+        stop: threading.Event,
+        device_path: bool | None = None,
     ) -> None:
         self.config = config
         self.runner = runner
@@ -484,6 +731,10 @@ class _Job:
         self.manifest: Manifest | None = None
         self.started = time.perf_counter()
         self.worker_error: BaseException | None = None
+        # the device path calls the runner from its own loop: it gets the stop-checking runner
+        self.device = _DevicePath.select(
+            _StopCheckingRunner(runner, self.halted), config, device_path
+        )
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -527,45 +778,28 @@ class _Job:
 
     # -- planning ----------------------------------------------------------------------------
 
+    def skip(self, skipped: Skipped) -> None:
+        with self._lock:
+            self.summary.skipped.append(skipped)
+            self._emit_sink(
+                {
+                    "event": "skipped",
+                    "file": str(skipped.source),
+                    "target": None if skipped.target is None else str(skipped.target),
+                    "reason": skipped.reason,
+                }
+            )
+
     def plan(self) -> list[tuple[WorkItem, bool]]:
-        config = self.config
-        items, failures = plan_outputs(config)
-        for failure in failures:
+        plan = plan_resume(self.config, self.runner.info.label, halted=self.halted)
+        self.settings, self.manifest = plan.settings, plan.manifest
+        for failure in plan.failed:
             self.fail(failure.source, failure.reason)
-        p = config.pipeline
-        self.settings = settings_key(
-            {
-                "scale": p.scale,
-                "runner": self.runner.info.label,
-                "model": config.model,
-                "quality": config.quality,
-                # only when on, so outputs made before the option existed still resume
-                **({"ensemble": True} if p.ensemble else {}),
-            }
-        )
-        self.manifest = Manifest(_manifest_folder(config))
-        todo: list[tuple[WorkItem, bool]] = []
-        for item in items:
-            if config.overwrite:
-                todo.append((item, True))
-                continue
-            verdict = self.manifest.verdict(item.target, item.source, self.settings)
-            if verdict.state in ("foreign", "other_settings", "complete"):
-                with self._lock:
-                    self.summary.skipped.append(Skipped(item.source, item.target, verdict.reason))
-                    self._emit_sink(
-                        {
-                            "event": "skipped",
-                            "file": str(item.source),
-                            "target": str(item.target),
-                            "reason": verdict.reason,
-                        }
-                    )
-                continue
-            if verdict.reason != "new":
-                self.note(item.source, verdict.reason)
-            todo.append((item, verdict.replace_existing and item.target.exists()))
-        return todo
+        for skipped in plan.skipped:
+            self.skip(skipped)
+        for note in plan.notes:
+            self.note(note.source, note.message)
+        return plan.todo
 
     # -- stage 1: headers, input budget, decoding --------------------------------------------
 
@@ -613,6 +847,8 @@ class _Job:
             self.worker_error = error
             self.halt.set()
         finally:
+            if self.device is not None:
+                self.device.writes.shutdown(wait=True)
             self.put(self.bands_ready, _END)
 
     def _get(self, source: queue.Queue[object]) -> object | None:
@@ -636,7 +872,7 @@ class _Job:
         except MemoryError:
             self.fail(source, "not enough memory to decode it (lower --jobs or --memory-mb)")
         except Exception as error:  # a decoder bug must not stop the batch
-            self.fail(source, f"cannot decode ({error!r})")
+            self.fail(source, f"cannot decode ({describe_error(error)})")
         return None
 
     def prepare_image(self, index: int, entry: _Decoded) -> None:
@@ -684,11 +920,45 @@ class _Job:
             }
         )
         try:
-            self._cut_bands(index, task, image)
+            if self.device is not None:
+                self._device_bands(task, image)
+            else:
+                self._cut_bands(index, task, image)
+        except _Stopped:
+            return  # the job is stopping: the image is dropped (its writer aborted at the end)
         except MemoryError:
             self.fail_task(task, "not enough memory for its bands (lower --memory-mb or --tile)")
         except VdsrError as error:
             self.fail_task(task, _reason(error, item.source))
+
+    def _device_bands(self, task: _Task, image: DecodedImage) -> None:
+        """The device path (:mod:`vdsr_deploy.device_pipeline`): bands computed on the runner's
+        device, downloaded as final samples and written by the device path's writers."""
+        assert self.device is not None
+        held: list[int] = []
+
+        def wait(nbytes: int) -> None:
+            held.append(nbytes if self.band_budget.acquire(nbytes, self.halted) else 0)
+
+        self.device.upscaler.on_note = lambda message: self.note(task.item.source, message)
+        for band in self.device.upscaler.bands(image.samples, bit_depth=task.bit_depth, wait=wait):
+            reserved = held.pop()
+            if self.halted() or task.failed:
+                self.band_budget.release(reserved)
+                return
+            self.device.writes.submit(self._device_write, task, band, reserved)
+
+    def _device_write(self, task: _Task, band: Band, reserved: int) -> None:
+        try:
+            rows = adapt_channels(band.pixels.result(), task.layout.channels)
+            if not (task.failed or self.halted()):
+                self._write_in_order(task, band.index, [rows])
+        except VdsrError as error:
+            self.fail_task(task, str(error))
+        except Exception as error:  # an encoder bug must not stop the batch
+            self.fail_task(task, f"cannot write ({describe_error(error)})")
+        finally:
+            self.band_budget.release(reserved)
 
     def _cut_bands(self, index: int, task: _Task, image: DecodedImage) -> None:
         preparer = colour.RowPreparer(
@@ -819,7 +1089,7 @@ class _Job:
         except MemoryError:
             self.fail_task(task, "not enough memory to encode it (lower --memory-mb or --jobs)")
         except Exception as error:  # an encoder bug must not stop the batch
-            self.fail_task(task, f"cannot write ({error!r})")
+            self.fail_task(task, f"cannot write ({describe_error(error)})")
         finally:
             self.band_budget.release(band.reserved)
 
@@ -853,7 +1123,7 @@ class _Job:
                     task.writer.write_rows(piece)
                 task.next_band += 1
             complete = task.next_band == len(task.spans)
-            if not complete:
+            if not complete or self.halted():  # a stopped job drops images in progress
                 return
             digest = task.writer.finish()
             assert self.manifest is not None
@@ -879,7 +1149,19 @@ class _Job:
 
     # -- the whole job -----------------------------------------------------------------------
 
+    def interrupt_runner_on_stop(self) -> None:
+        """Interrupt the runner call in flight when a stop is requested (ends with the job)."""
+        while not self.stop.wait(_POLL):
+            if self.halt.is_set():
+                return
+        self.runner.interrupt()
+
     def run(self) -> JobSummary:
+        """The whole job, holding the output folder's lock (one job per folder)."""
+        with JobLock(_manifest_folder(self.config)):
+            return self._run()
+
+    def _run(self) -> JobSummary:
         todo = self.plan()
         self.emit({"event": "start", "total": len(todo), "skipped": len(self.summary.skipped)})
         self.started = time.perf_counter()
@@ -892,16 +1174,20 @@ class _Job:
             target=self.feed, args=(todo, decoders), name="vdsr-feed", daemon=True
         )
         preparer = threading.Thread(target=self.prepare_all, name="vdsr-prepare", daemon=True)
+        interrupter = threading.Thread(
+            target=self.interrupt_runner_on_stop, name="vdsr-interrupt", daemon=True
+        )
         writes: list[Future[None]] = []
         try:
             if self.halted():
                 raise _Stopped
             feeder.start()
             preparer.start()
+            interrupter.start()
             run_planes = ensemble_planes if p.ensemble else upscale_planes
             results = run_planes(
                 self.planes(),
-                self.runner,
+                _StopCheckingRunner(self.runner, self.halted),
                 p.tiling,
                 batch=p.batch,
                 max_images_in_flight=p.max_images_in_flight,
@@ -923,7 +1209,7 @@ class _Job:
         finally:
             self.halt.set()
             savers.shutdown(wait=True)
-            for thread in (feeder, preparer):
+            for thread in (feeder, preparer, interrupter):
                 if thread.is_alive():
                     thread.join()
             decoders.shutdown(wait=True, cancel_futures=True)
@@ -954,17 +1240,31 @@ def run_job(
     on_event: EventSink | None = None,
     *,
     stop: threading.Event | None = None,
+    device_path: bool | None = None,
 ) -> JobSummary:
     """Upscale every input; the runner must be active. Returns what was done, skipped and failed.
 
     ``on_event`` receives dicts (``start``, ``skipped``, ``note``, ``begin``, ``band``,
     ``done``, ``failed``, ``finished``), one at a time, possibly from worker threads. Setting
     ``stop`` (see :func:`stop_on_signals`) or Ctrl-C ends the job cleanly with
-    ``summary.interrupted``. Per-file problems are failures in the summary; a runner error
+    ``summary.interrupted``. ``device_path``: prepare, run and finish every band on the
+    runner's device (:mod:`vdsr_deploy.device_pipeline`); None picks it when the runner
+    computes on CUDA. Per-file problems are failures in the summary; a runner error
     ends the job (after cleaning up) and is raised.
     """
-    job = _Job(config, runner, on_event or (lambda event: None), stop or threading.Event())
+    job = _Job(config, runner, on_event or (lambda event: None), stop or threading.Event(), device_path)
     return job.run()
+
+
+def describe_error(error: BaseException) -> str:
+    """An exception as words for a user: the OS's sentence for OSErrors, else its text,
+    never a repr (``FileNotFoundError(2, ...)``)."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {Path(error.filename).name}" if error.filename else ""
+        return f"{error.strerror}{where}"
+    text = str(error).strip()
+    kind = type(error).__name__
+    return f"{kind}: {text}" if text else kind
 
 
 def _reason(error: BaseException, source: Path) -> str:

@@ -4,9 +4,11 @@ For every :class:`BenchSetting` (backend, precision, tile, batch, ...), :func:`b
 times two things on the same in-memory image:
 
 - ``runtime``: the bare runner on the image's tiles, pre-cut and pre-stacked into the same
-  batches the pipeline would form (only ``runner.infer`` is timed);
+  batches the pipeline would form (only the runner is timed: ``runner.infer`` on host arrays,
+  or for a runner on CUDA ``runner.infer_tensor`` on batches already on the device);
 - ``pipeline``: :func:`~vdsr_deploy.pipeline.upscale_pixels` on the low-resolution RGB
-  image (colour conversion, MATLAB bicubic, tiling, batching, stitching, back to RGB);
+  image (colour conversion, MATLAB bicubic, tiling, batching, stitching, back to RGB; for a
+  runner on CUDA the device path, uint8 samples in and out);
 
 and reports latency percentiles per image, megapixels/s and images/s of the output size,
 and their ratio (the pipeline overhead). Warm-up runs come first; with ``interleave`` the
@@ -24,8 +26,8 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -149,14 +151,40 @@ def sweep(
     return settings, notes
 
 
+CPU_SIZE = (256, 256)
+GPU_SIZE = (2160, 3840)  # a 3840x2160 output, from 1920x1080 at x2
+GPU_FRAMES = 8
+
+
+def large_work_defaults(settings: Sequence[BenchSetting]) -> tuple[tuple[int, int], int]:
+    """Default output size and job frames: large work (4K output, 8 frames) when any setting
+    runs on a GPU, else the CPU's small image and no job."""
+    on_gpu = any(
+        s.backend == "tensorrt"
+        or (s.backend == "onnxruntime" and s.provider != "cpu")
+        or s.device.startswith("cuda")
+        or (s.device == "auto" and s.backend == "torch" and _cuda_available())
+        for s in settings
+    )
+    return (GPU_SIZE, GPU_FRAMES) if on_gpu else (CPU_SIZE, 0)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     """What :func:`benchmark` runs. ``size``: output image (height, width); ``scale``: its
     input is ``size / scale``; ``repeats`` timed runs per path after ``warmup`` runs, cut
     short after ``max_seconds`` per setting (at least ``min_repeats``); ``baseline``: the
-    setting name throughput ratios are reported against; ``ensemble``: time the x8
+    setting name throughput ratios are reported against; ``frames``: also time a batch job
+    (:func:`~vdsr_deploy.batch.run_job`: decode, upscale, PNG encode, atomic write) over
+    that many PNG frames of the input size, end to end; ``ensemble``: time the x8
     self-ensemble (:mod:`vdsr_deploy.ensemble`: the tiles of all eight transformed planes,
-    8x the compute; Mpx/s still counts output pixels)."""
+    8x the compute, on the host path; Mpx/s still counts output pixels)."""
 
     settings: tuple[BenchSetting, ...]
     weights: Path | None = None
@@ -173,9 +201,12 @@ class BenchConfig:
     baseline: str | None = None
     engines_dir: Path | None = None
     note: str = ""
+    frames: int = 0
     ensemble: bool = False
 
     def __post_init__(self) -> None:
+        if self.frames < 0:
+            raise ConfigError(f"frames: expected >= 0, got {self.frames}")
         if not self.settings:
             raise ConfigError("expected at least one setting to benchmark")
         names = [s.name for s in self.settings]
@@ -335,6 +366,7 @@ def summarize(timings: _Timings, workload: Workload, flops: int) -> dict[str, An
         "megapixels_per_second": workload.output_pixels / mean_s / 1e6,
         "network_gflops_per_second": workload.network_pixels * flops / mean_s / 1e9,
         "equivalent_gflops_per_second": workload.output_pixels * flops / mean_s / 1e9,
+        "halo_overhead": workload.network_pixels / workload.output_pixels,
         "cuda_event_ms": latency_stats([t / 1000.0 for t in timings.cuda_ms])
         if timings.cuda_ms
         else None,
@@ -349,6 +381,9 @@ class _Case:
     timer: _Timer | None = None
     runtime: _Timings = field(default_factory=_Timings)
     pipeline: _Timings = field(default_factory=_Timings)
+    job: _Timings = field(default_factory=_Timings)
+    device: Any = None  # the DeviceUpscaler of a runner that computes on CUDA
+    device_batches: list[Any] = field(default_factory=list)  # the workload on that device
     status: str = "ok"
     reason: str = ""
     spent: float = 0.0
@@ -386,6 +421,83 @@ def _on_cuda(runner: Runner) -> bool:
     return info.device.startswith("cuda") or info.backend == "tensorrt" or info.device == "tensorrt"
 
 
+@contextmanager
+def _tf32_for(setting: BenchSetting, runner: Runner | None) -> Iterator[None]:
+    """The setting's TF32 choice for PyTorch on CUDA while its case is timed (activating
+    another runner changes the process-wide flags, so each case sets its own)."""
+    if setting.backend != "torch" or runner is None or not _on_cuda(runner):
+        yield
+        return
+    import torch
+
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = setting.allow_tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _write_frames(stack: ExitStack, samples: NDArray[Any], count: int) -> Path:
+    """``count`` PNG copies of the input image in a temporary folder (``<folder>/in``)."""
+    import tempfile
+
+    from vdsr_deploy.imageio import write_image
+
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vdsr-bench-frames-")))
+    (folder / "in").mkdir()
+    pixels = samples.astype(np.float32) / np.float32(255.0)
+    for index in range(count):
+        write_image(folder / "in" / f"frame{index:04d}.png", pixels, bit_depth=8)
+    return folder
+
+
+# Dense tensor-core peaks from NVIDIA's datasheets (TFLOP/s without sparsity) and the SM
+# counts they are quoted for; a MIG slice or another SM count scales them.
+TENSOR_PEAKS: dict[str, tuple[int, dict[str, float]]] = {
+    "H200": (132, {"fp16": 989.4, "bf16": 989.4, "tf32": 494.7, "fp32": 66.9}),
+    "H100 SXM": (132, {"fp16": 989.4, "bf16": 989.4, "tf32": 494.7, "fp32": 66.9}),
+    "H100 80GB HBM3": (132, {"fp16": 989.4, "bf16": 989.4, "tf32": 494.7, "fp32": 66.9}),
+    "H100 NVL": (132, {"fp16": 835.0, "bf16": 835.0, "tf32": 417.5, "fp32": 60.0}),
+    "H100 PCIe": (114, {"fp16": 756.0, "bf16": 756.0, "tf32": 378.0, "fp32": 51.2}),
+    "A100": (108, {"fp16": 312.0, "bf16": 312.0, "tf32": 156.0, "fp32": 19.5}),
+}
+
+
+def device_peak_tflops(name: str, multiprocessors: int, precision: str) -> tuple[float, str] | None:
+    """Dense peak of a known GPU for ``precision`` (fp16, bf16, tf32, fp32) and its source,
+    scaled to ``multiprocessors``; None for a GPU not in :data:`TENSOR_PEAKS`."""
+    for key, (sms, peaks) in TENSOR_PEAKS.items():
+        if key in name and precision in peaks:
+            scaled = peaks[precision] * multiprocessors / sms if multiprocessors else peaks[precision]
+            return scaled, f"NVIDIA datasheet, {key}, dense {precision}, {multiprocessors}/{sms} SMs"
+    return None
+
+
+def _add_device_share(result: dict[str, Any], flops: int) -> None:
+    """``device_peak``: the share of the GPU's dense limit that the output pixels' FLOPs reach
+    (bare runner and end to end), for results on a CUDA device PyTorch knows."""
+    runner = result.get("runner")
+    if result.get("runtime") is None or runner is None or not str(runner["device"]).startswith("cuda"):
+        return
+    import torch
+
+    device = torch.device(runner["device"])
+    properties = torch.cuda.get_device_properties(device)
+    precision = runner["precision"]
+    if precision == "fp32" and result["setting"].get("allow_tf32"):
+        precision = "tf32"
+    peak = device_peak_tflops(properties.name, properties.multi_processor_count, precision)
+    if peak is None:
+        return
+    tflops, source = peak
+    shares = {"peak_tflops": tflops, "precision": precision, "source": source}
+    for path in ("runtime", "pipeline", "job"):
+        if result.get(path):
+            shares[path] = result[path]["equivalent_gflops_per_second"] / 1e3 / tflops
+    result["device_peak"] = shares
+
+
 def benchmark(
     config: BenchConfig,
     *,
@@ -399,6 +511,8 @@ def benchmark(
     ``open_runner``: how to make a runner for a setting (default :func:`open_bench_runner`).
     A setting whose runtime is unavailable is recorded as ``skipped``, one that fails as
     ``error``; the others still run."""
+    from vdsr_deploy.device_pipeline import DeviceUpscaler, use_device_path
+    from vdsr_deploy.imageio import quantize
     from vdsr_deploy.model import flops_per_pixel
     from vdsr_deploy.pipeline import PipelineConfig, upscale_pixels
     from vdsr_deploy.weights import load_weights
@@ -410,12 +524,14 @@ def benchmark(
 
         torch.set_num_threads(config.threads)
     lr = image if image is not None else bench_image(config.size, config.scale)
+    lr_samples = quantize(lr, 8)
     _, weights_info = load_weights(config.weights)
     flops = flops_per_pixel(weights_info.depth, weights_info.channels)
     started = _dt.datetime.now(_dt.timezone.utc)
     load_before = _loadavg()
     cases = [_Case(s) for s in config.settings]
     with ExitStack() as stack:
+        frames = _write_frames(stack, lr_samples, config.frames) if config.frames else None
         for case in cases:
             setting = case.setting
             tiling = TileConfig(tile=setting.tile, halo=config.halo if setting.tile else 0)
@@ -435,6 +551,15 @@ def benchmark(
                 lr, config.scale, tiling, setting.batch, ensemble=config.ensemble
             )
             case.timer = _Timer(_on_cuda(runner))
+            if use_device_path(runner) and not config.ensemble:  # the ensemble: host path
+                import torch
+
+                case.device = DeviceUpscaler(
+                    runner, PipelineConfig(scale=config.scale, tiling=tiling, batch=setting.batch)
+                )
+                case.device_batches = [
+                    torch.from_numpy(b).to(runner.tensor_device) for b in case.workload.batches
+                ]
         pipeline_configs = {
             case.setting.name: PipelineConfig(
                 scale=config.scale,
@@ -448,25 +573,51 @@ def benchmark(
 
         def run_runtime(case: _Case) -> None:
             assert case.runner is not None and case.workload is not None
+            if case.device_batches:  # device tensors in, device tensors out: no host copies
+                for on_device in case.device_batches:
+                    case.runner.infer_tensor(on_device)
+                return
             for stacked in case.workload.batches:
                 case.runner.infer(stacked)
 
         def run_pipeline(case: _Case) -> None:
             assert case.runner is not None
-            upscale_pixels(lr, case.runner, pipeline_configs[case.setting.name])
+            if case.device is not None:  # uint8 in, uint8 out, everything on the device
+                case.device.upscale(lr_samples)
+            else:
+                upscale_pixels(lr, case.runner, pipeline_configs[case.setting.name])
+
+        def run_job_path(case: _Case) -> None:
+            assert case.runner is not None and frames is not None
+            from vdsr_deploy.batch import JobConfig, run_job
+
+            job = JobConfig(
+                inputs=(str(frames / "in"),),
+                output=frames / "out" / case.setting.name,
+                pipeline=pipeline_configs[case.setting.name],
+                overwrite=True,
+            )
+            summary = run_job(job, case.runner)
+            if not summary.ok:
+                raise VdsrError(f"the batch job failed: {summary.to_dict()['failed']}")
 
         def one_round(case: _Case, record: bool) -> None:
             assert case.timer is not None
             began = time.perf_counter()
             try:
-                if record:
-                    case.timer.time(lambda: run_runtime(case), case.runtime)
-                    if config.pipeline:
-                        case.timer.time(lambda: run_pipeline(case), case.pipeline)
-                else:
-                    run_runtime(case)
-                    if config.pipeline:
-                        run_pipeline(case)
+                with _tf32_for(case.setting, case.runner):
+                    if record:
+                        case.timer.time(lambda: run_runtime(case), case.runtime)
+                        if config.pipeline:
+                            case.timer.time(lambda: run_pipeline(case), case.pipeline)
+                        if frames is not None:
+                            case.timer.time(lambda: run_job_path(case), case.job)
+                    else:
+                        run_runtime(case)
+                        if config.pipeline:
+                            run_pipeline(case)
+                        if frames is not None:
+                            run_job_path(case)
             except VdsrError as error:
                 case.status, case.reason = "error", f"{type(error).__name__}: {error}"
                 emit({"event": "error", "setting": case.setting.name, "reason": case.reason})
@@ -511,6 +662,8 @@ def benchmark(
                     )
         infos = {c.setting.name: _runner_info(c.runner, c.setting.precision) for c in active}
     results = [_case_result(c, flops, infos.get(c.setting.name), config) for c in cases]
+    for result in results:
+        _add_device_share(result, flops)
     _add_ratios(results, config.baseline)
     return {
         "schema": SCHEMA,
@@ -571,7 +724,19 @@ def _case_result(
         network_pixels_per_image=workload.network_pixels,
         runtime=summarize(case.runtime, workload, flops),
         pipeline=summarize(case.pipeline, workload, flops) if case.pipeline.seconds else None,
+        pipeline_path="device" if case.device is not None else "host",
+        runtime_form="device tensors" if case.device_batches else "host arrays",
     )
+    if case.job.seconds:
+        job = summarize(case.job, workload, flops)
+        frames = config.frames
+        for key in ("images_per_second", "megapixels_per_second", "network_gflops_per_second",
+                    "equivalent_gflops_per_second"):  # fmt: skip
+            job[key] *= frames  # one timing covers every frame
+        job["frames"] = frames
+        job["format"] = "png (compress level 6, the writer's default)"
+        result["job"] = job
+        result["job_vs_runtime"] = job["megapixels_per_second"] / result["runtime"]["megapixels_per_second"]
     if result["pipeline"] is not None:
         result["pipeline_overhead"] = (
             result["pipeline"]["latency_ms"]["mean"] / result["runtime"]["latency_ms"]["mean"]
@@ -753,11 +918,12 @@ def bench_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
             (
                 item["name"],
                 runner,
-                f"{item['tiles_per_image']} in {item['calls_per_image']} call(s)",
+                f"{item['tiles_per_image']} in {item['calls_per_image']} call(s), "
+                f"halo {rt['halo_overhead']:.2f}x",
                 f"{rt['megapixels_per_second']:.4g}",
                 f"{rt['images_per_second']:.3g}",
                 f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f}",
-                f"{rt['network_gflops_per_second']:.0f}",
+                f"{rt['equivalent_gflops_per_second']:.0f}",
                 f"{pl['megapixels_per_second']:.4g}" if pl else "-",
                 f"{item['pipeline_overhead']:.2f}x" if pl else "-",
                 f"{ratio:.2f}x" if ratio is not None else "-",
@@ -799,10 +965,52 @@ def render_markdown(result: dict[str, Any], title: str = "vdsr bench") -> str:
     lines += [
         "",
         "runtime = bare runner on pre-cut tiles; pipeline = colour + MATLAB bicubic + tiling + "
-        "stitching on the in-memory image; GFLOP/s counts the pixels the network computes "
-        "(halos included); latency is per image.",
+        "stitching on the in-memory image (on the device for CUDA runners); GFLOP/s counts "
+        "output pixels only (halo = pixels the network computes / output pixels); latency is "
+        "per image.",
     ]
+    lines += _device_lines(result)
     return "\n".join(lines) + "\n"
+
+
+def _no_peak(item: dict[str, Any]) -> str:
+    on_cuda = str((item.get("runner") or {}).get("device", "")).startswith("cuda")
+    return "unknown GPU" if on_cuda else "not a GPU"
+
+
+def _device_lines(result: dict[str, Any]) -> list[str]:
+    """End-to-end jobs and the share of the GPU's dense limit, when measured."""
+    rows = [r for r in result["results"] if r.get("job") or r.get("device_peak")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "| setting | runtime Mpx/s | pipeline Mpx/s (path) | job Mpx/s (frames) | job / runtime "
+        "| runtime TFLOP/s | share of dense peak (runtime / pipeline / job) | peak |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for item in rows:
+        rt, pl, job, peak = item["runtime"], item.get("pipeline"), item.get("job"), item.get("device_peak")
+        shares = " / ".join(
+            f"{peak[k]:.1%}" if peak and peak.get(k) is not None else "-" for k in ("runtime", "pipeline", "job")
+        )
+        cells = [
+            item["name"],
+            f"{rt['megapixels_per_second']:.4g}",
+            f"{pl['megapixels_per_second']:.4g} ({item.get('pipeline_path', 'host')})" if pl else "-",
+            f"{job['megapixels_per_second']:.4g} ({job['frames']})" if job else "-",
+            f"{item['job_vs_runtime']:.2f}" if job else "-",
+            f"{rt['equivalent_gflops_per_second'] / 1e3:.1f}",
+            shares,
+            f"{peak['peak_tflops']:.0f} TFLOP/s {peak['precision']} ({peak['source']})" if peak else _no_peak(item),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "job = vdsr_deploy.batch.run_job over the frames (PNG decode, upscale, PNG encode at the "
+        "writer's default level 6, atomic write); TFLOP/s and shares count output pixels only.",
+    ]
+    return lines
 
 
 def write_plot(result: dict[str, Any], path: Path) -> Path | None:

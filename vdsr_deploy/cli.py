@@ -112,7 +112,12 @@ def upscale(
     onnx: Annotated[Path | None, typer.Option("--onnx", help="Use this ONNX file (onnxruntime/tensorrt).")] = None,
     engine: Annotated[Path | None, typer.Option("--engine", help="Use this TensorRT engine.")] = None,
     engines_dir: EnginesOption = None,
-    tile: TileOption = 256,
+    tile: Annotated[
+        str,
+        typer.Option(
+            "--tile", "-t", help="Tile side in pixels; 0 runs each image whole; auto: the largest that fits memory."
+        ),
+    ] = "256",
     halo: HaloOption = 20,
     batch: BatchOption = 4,
     fmt: Annotated[
@@ -135,6 +140,19 @@ def upscale(
     jobs: Annotated[str, typer.Option("--jobs", "-j", help="load:save worker threads.")] = "2:2",
     report: Annotated[Path | None, typer.Option("--report", help="Write a JSON summary (every file) here.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="Run on Ray: local (start Ray here), auto (this node's cluster), ray://host:port. Needs [cluster].",
+        ),
+    ] = None,
+    actors: Annotated[
+        int, typer.Option("--actors", help="With --cluster: workers (0 = one per GPU, else one per 2 CPUs).")
+    ] = 0,
+    retries: Annotated[
+        int, typer.Option("--retries", help="With --cluster: retries of an image whose worker died.")
+    ] = 2,
     ensemble: EnsembleOption = False,
 ) -> None:
     """Upscale images (RGB via YCbCr, gray, alpha, 16-bit) with exact tiling on any runtime.
@@ -152,7 +170,11 @@ def upscale(
     summary: Any = None
     with stop_on_signals() as stop, _user_errors():
         load_threads, save_threads = _parse_jobs(jobs)
-        tiling = TileConfig(tile=tile, halo=halo)
+        spec = _runner_spec(backend, device, precision, provider, weights, onnx, engine, engines_dir, threads)
+        chosen = _upscale_tile(tile, tuple(inputs), output, scale, halo, batch, spec, memory_mb, max_pixels)
+        if chosen.reason:
+            console.print(f"[dim]{chosen.reason}[/dim]")
+        tiling = TileConfig(tile=chosen.tile, halo=halo)
         config = JobConfig(
             inputs=tuple(inputs),
             output=output,
@@ -166,19 +188,21 @@ def upscale(
             quality=quality,
             model=_model_identity(weights, onnx, engine),
         )
-        spec = _runner_spec(backend, device, precision, provider, weights, onnx, engine, engines_dir, threads)
-        if spec.backend == "auto":
+        if spec.backend == "auto" and cluster is None:  # on a cluster, the workers' nodes decide
             choice = choose_backend(spec)
             console.print(f"[dim]backend auto -> {choice.backend}: {choice.reason}[/dim]")
         try:
-            with open_runner(spec, tiling=tiling, batch=batch) as runner:
-                console.print(
-                    f"[dim]runtime {runner.info.label}, tile {tile or 'whole image'}, batch {batch}"
-                    + (", x8 ensemble" if ensemble else "")
-                    + "[/dim]"
-                )
-                with _progress(console, quiet) as on_event:
-                    summary = run_job(config, runner, on_event, stop=stop.event)
+            if cluster is not None:
+                summary = _upscale_on_cluster(config, spec, cluster, actors, retries, console, quiet, stop.event)
+            else:
+                with open_runner(spec, tiling=tiling, batch=batch) as runner:
+                    console.print(
+                        f"[dim]runtime {runner.info.label}, tile {tiling.tile or 'whole image'}, batch {batch}"
+                        + (", x8 ensemble" if ensemble else "")
+                        + "[/dim]"
+                    )
+                    with _progress(console, quiet) as on_event:
+                        summary = run_job(config, runner, on_event, stop=stop.event)
         except KeyboardInterrupt:
             stop.event.set()
         if summary is None:
@@ -191,6 +215,72 @@ def upscale(
         raise typer.Exit(stop.exit_code)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _upscale_on_cluster(
+    config: Any, spec: Any, address: str, actors: int, retries: int, console: Any, quiet: bool, stop: Any
+) -> Any:
+    """``vdsr upscale --cluster``: the same job on a pool of Ray workers (vdsr_deploy.cluster)."""
+    from dataclasses import replace
+
+    from vdsr_deploy.cluster import ClusterConfig, OpenRunner, run_cluster_job
+
+    cluster = ClusterConfig(address=address, actors=actors, retries=retries)
+    # Workers may start elsewhere: give them absolute paths.
+    spec = replace(
+        spec,
+        **{k: Path(v).absolute() for k in ("weights", "onnx", "engine", "engines_dir") if (v := getattr(spec, k))},
+    )
+    with _progress(console, quiet) as on_event:
+
+        def on_cluster_event(event: dict[str, Any]) -> None:
+            if event["event"] == "start":
+                console.print(
+                    f"[dim]runtime {event['runner']} on {event['workers']} Ray workers "
+                    f"({event['worker_resources']}), tile {config.pipeline.tiling.tile or 'whole image'}[/dim]"
+                )
+            elif event["event"] == "retry":
+                console.print(f"[yellow]retry[/yellow] {event['file']}: {event['reason']}")
+            on_event(event)
+
+        factory = OpenRunner(spec, config.pipeline.tiling, config.pipeline.batch)
+        return run_cluster_job(config, cluster, factory, on_cluster_event, stop=stop, device=spec.device)
+
+
+def _upscale_tile(
+    tile: str,
+    inputs: tuple[str, ...],
+    output: Path,
+    scale: float,
+    halo: int,
+    batch: int,
+    spec: Any,
+    memory_mb: int,
+    max_pixels: int,
+) -> Any:
+    from vdsr_deploy.autotile import AutoTile, parse_tile, resolve_tile
+    from vdsr_deploy.backends.factory import choose_backend
+
+    if parse_tile(tile) is not None:
+        return AutoTile(int(tile), "")
+    from vdsr_deploy.weights import load_weights
+
+    _, info = load_weights(spec.weights)
+    return resolve_tile(
+        tile,
+        inputs,
+        output,
+        scale=scale,
+        batch=batch,
+        halo=halo,
+        backend=choose_backend(spec).backend,
+        device=spec.device,
+        provider=spec.provider,
+        precision=spec.precision,
+        channels=info.channels,
+        memory_mb=memory_mb,
+        max_pixels=max_pixels,
+    )
 
 
 def _model_identity(weights: Path | None, onnx: Path | None, engine: Path | None) -> str:
@@ -274,7 +364,7 @@ def _progress(console: Any, quiet: bool) -> Iterator[Callable[[dict[str, Any]], 
             if started:
                 progress.update(task, advance=1)
         elif kind == "skipped":
-            progress.console.print(f"[yellow]skipped[/yellow] {event['target']}: {event['reason']}")
+            progress.console.print(f"[yellow]skipped[/yellow] {event['target'] or event['file']}: {event['reason']}")
         elif kind == "note":
             progress.console.print(f"[cyan]note[/cyan] {event['file']}: {event['note']}")
 
@@ -304,12 +394,30 @@ def export(
         list[str] | None, typer.Option("--precision", "-p", help="fp32 and/or fp16 (repeatable; default both).")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
+    triton: Annotated[
+        Path | None,
+        typer.Option("--triton", help="Write a Triton model repository here instead (needs [triton])."),
+    ] = None,
+    tile: TileOption = 256,
+    halo: HaloOption = 20,
+    batch: Annotated[int, typer.Option("--batch", help="With --triton: max_batch_size (tiles per request).")] = 4,
+    engine: Annotated[
+        Path | None, typer.Option("--engine", help="With --triton: this FP16 TensorRT engine (and its .json).")
+    ] = None,
+    engines_dir: EnginesOption = None,
 ) -> None:
-    """Export dynamic-shape ONNX (FP32, and FP16 for TensorRT), verified against PyTorch."""
+    """Export dynamic-shape ONNX (FP32, and FP16 for TensorRT), verified against PyTorch.
+
+    With --triton DIR: a Triton Inference Server model repository (ONNX Runtime model, and the
+    FP16 TensorRT plan where TensorRT and a GPU are usable), every config.pbtxt validated.
+    """
     from vdsr_deploy.export import default_onnx_name, export_onnx
     from vdsr_deploy.weights import load_weights
 
     console = _console()
+    if triton is not None:
+        _export_triton(console, triton, weights, tile, halo, batch, engine, engines_dir, overwrite)
+        return
     with _user_errors():
         model, info = load_weights(weights)
         for p in precision or ["fp32", "fp16"]:
@@ -320,6 +428,38 @@ def export(
                 f"{result.path}  ({p}; ORT vs PyTorch max |diff| {result.max_abs_diff:.2e} on shapes "
                 f"{', '.join('x'.join(map(str, s)) for s in result.shapes_checked)})"
             )
+
+
+def _export_triton(
+    console: Any,
+    directory: Path,
+    weights: Path | None,
+    tile: int,
+    halo: int,
+    batch: int,
+    engine: Path | None,
+    engines_dir: Path | None,
+    overwrite: bool,
+) -> None:
+    from vdsr_deploy.backends.factory import default_engines_dir
+    from vdsr_deploy.tiling import TileConfig
+    from vdsr_deploy.triton import export_triton
+
+    with _user_errors():
+        result = export_triton(
+            directory,
+            weights=weights,
+            tiling=TileConfig(tile=tile, halo=halo),
+            batch=batch,
+            engines_dir=engines_dir or default_engines_dir(),
+            engine=engine,
+            overwrite=overwrite,
+        )
+    for config in result.configs:
+        console.print(f"{config}  (validated with Triton's model_config schema)")
+    for note in result.notes:
+        console.print(f"[yellow]note[/yellow]: {note}")
+    console.print(f"serve: tritonserver --model-repository {directory.absolute()}  (see README: Triton)")
 
 
 @app.command()
@@ -717,7 +857,14 @@ def bench(
     ] = None,
     batches: Annotated[list[int] | None, typer.Option("--batch", help="Tiles per runner call (repeatable).")] = None,
     halo: HaloOption = 20,
-    size: Annotated[str, typer.Option("--size", help="Output image size, HxW or N.")] = "256x256",
+    size: Annotated[
+        str | None,
+        typer.Option("--size", help="Output image size, HxW or N (default 256x256; on a GPU 2160x3840)."),
+    ] = None,
+    frames: Annotated[
+        int | None,
+        typer.Option("--frames", help="Also time a batch job over N PNG frames (default 0; on a GPU 8)."),
+    ] = None,
     scale: Annotated[float, typer.Option("--scale", "-s", help="Upscaling factor of the test image.")] = 2.0,
     weights: WeightsOption = None,
     device: DeviceOption = "auto",
@@ -771,10 +918,14 @@ def bench(
         )
         for line in notes:
             console.print(f"[yellow]{line}[/yellow]")
+        from vdsr_deploy.bench import large_work_defaults
+
+        default_size, default_frames = large_work_defaults(settings)
         config = BenchConfig(
             settings=tuple(settings),
             weights=weights,
-            size=_parse_size(size),
+            size=_parse_size(size) if size is not None else default_size,
+            frames=frames if frames is not None else default_frames,
             halo=halo,
             scale=scale,
             warmup=warmup,

@@ -18,12 +18,13 @@ import contextlib
 import hashlib
 import math
 import os
+import stat
 import struct
 import tempfile
 import threading
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy.errors import ImageReadError, ImageWriteError
+from vdsr_deploy.faults import fault_point
+from vdsr_deploy.joblock import pid_alive
 
 DEFAULT_MAX_PIXELS = 20_000 * 20_000
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
@@ -154,15 +157,51 @@ class DecodedImage:
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "is a folder, not an image file"),
+    (stat.S_ISFIFO, "is a FIFO (named pipe), not a regular file; not read"),
+    (stat.S_ISCHR, "is a character device, not a regular file; not read"),
+    (stat.S_ISBLK, "is a block device, not a regular file; not read"),
+    (stat.S_ISSOCK, "is a socket, not a regular file; not read"),
+)
+
+
+def not_regular_reason(mode: int) -> str | None:
+    """Why a file of ``st_mode`` ``mode`` is not read as an image (None: a regular file)."""
+    for test, reason in _NOT_REGULAR:
+        if test(mode):
+            return reason
+    return None if stat.S_ISREG(mode) else "is not a regular file; not read"
+
+
+def _check_regular(source: Path, mode: int) -> None:
+    reason = not_regular_reason(mode)
+    if reason is not None:
+        raise ImageReadError(f"{source}: {reason}")
+
+
 def _open_source(source: Path) -> IO[bytes]:
-    """The file, opened for reading; one clear sentence for every way that can fail."""
+    """The file, opened for reading; one clear sentence for every way that can fail.
+
+    FIFOs, devices and sockets (links to them included) are refused from their ``stat``
+    before any open, and the open itself is non-blocking and checked again, so a file that
+    turns into a FIFO in between cannot hang the job.
+    """
     try:
-        if source.is_dir():
-            raise ImageReadError(f"{source}: is a folder, not an image file")
-        handle = source.open("rb")
+        _check_regular(source, source.stat().st_mode)
+        descriptor = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            _check_regular(source, os.fstat(descriptor).st_mode)
+            os.set_blocking(descriptor, True)
+            handle = os.fdopen(descriptor, "rb")
+        except BaseException:
+            os.close(descriptor)
+            raise
     except ImageReadError:
         raise
     except FileNotFoundError as error:
+        if source.is_symlink():
+            raise ImageReadError(f"{source}: broken link (its target does not exist)") from error
         raise ImageReadError(f"{source}: no such file") from error
     except PermissionError as error:
         raise ImageReadError(f"{source}: cannot read (permission denied)") from error
@@ -388,6 +427,8 @@ def read_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Dec
         exif[EXIF_ORIENTATION] = 1
     if header.mode in ("CMYK", "LAB"):  # the profile describes the source colour space, not RGB
         icc = None
+    if exif and header.format == "TIFF":
+        exif = without_layout_tags(exif)
     return DecodedImage(
         samples=np.ascontiguousarray(samples),
         bit_depth=bit_depth,
@@ -397,6 +438,36 @@ def read_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Dec
         exif=exif.tobytes() if exif and len(exif) else None,
         notes=tuple(notes),
     )
+
+
+# Tags that describe how a TIFF stores its pixels (size, samples, strips/tiles, compression,
+# colour layout), not the picture. Pillow returns a TIFF's first IFD as its EXIF, so they come
+# with it; copied to an output of another size they are false (ImageWidth 64 on a 128-wide
+# JPEG), and Pillow's TIFF encoder fails on them ("codec configuration error"). Resolution is
+# carried separately as DPI; ICC, XMP and Photoshop data as their own fields or not at all.
+TIFF_LAYOUT_TAGS = frozenset(
+    {
+        254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 273, 277, 278, 279, 280,
+        281, 282, 283, 284, 290, 291, 292, 293, 296, 297, 317, 318, 319, 320, 321, 322,
+        323, 324, 325, 330, 332, 334, 338, 339, 340, 341, 347, 512, 513, 514, 515, 517,
+        518, 519, 520, 521, 529, 530, 531, 532, 34377, 34675, 37724,
+    }
+)  # fmt: skip
+
+
+def _parse_exif(data: bytes) -> Any:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif.load(data)
+    return exif
+
+
+def without_layout_tags(exif: Any) -> Any:
+    """``exif`` (a ``PIL.Image.Exif``) without :data:`TIFF_LAYOUT_TAGS` (in place)."""
+    for tag in TIFF_LAYOUT_TAGS & set(exif):
+        del exif[tag]
+    return exif
 
 
 def _dpi(value: object) -> tuple[float, float] | None:
@@ -455,11 +526,45 @@ def file_digest(path: Path) -> FileDigest:
 
 
 def stale_temporaries(target: Path) -> list[Path]:
-    """Temporary files an interrupted write of ``target`` may have left behind."""
+    """Temporary files of ``target`` left behind by processes that are gone.
+
+    A temporary file is named ``.<name>.<pid>.<random>.part`` after the process writing it;
+    one whose process still runs (another job writing the same output) is not stale. Names
+    without a PID (older versions) count as stale.
+    """
+    prefix = f".{target.name}."
     try:
-        return sorted(target.parent.glob(f".{_glob_escape(target.name)}.*{TEMP_SUFFIX}"))
+        found = sorted(target.parent.glob(f"{_glob_escape(prefix)}*{TEMP_SUFFIX}"))
     except OSError:
         return []
+    stale = []
+    for path in found:
+        owner = path.name[len(prefix) :].split(".", 1)[0]
+        pid = int(owner) if owner.isdigit() else 0
+        if pid == os.getpid() and path in _live_temporaries:
+            continue
+        if pid != os.getpid() and pid_alive(pid):
+            continue
+        stale.append(path)
+    return stale
+
+
+# Temporary files this process is writing: removed by remove_live_temporaries() when the
+# process must exit at once (a second SIGINT/SIGTERM), since no cleanup code runs then.
+_live_temporaries: set[Path] = set()
+_live_lock = threading.Lock()
+
+
+def remove_live_temporaries(then: Callable[[], object] | None = None) -> None:
+    """Delete every temporary output file this process has open, then call ``then`` (e.g.
+    ``os._exit``) while still holding the registry's lock, so no writer can create a new
+    temporary file in between."""
+    with _live_lock:
+        for path in _live_temporaries:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        if then is not None:
+            then()
 
 
 def _glob_escape(name: str) -> str:
@@ -499,9 +604,11 @@ class ImageWriter(ABC):
             raise ImageWriteError(f"{target}: already exists (use --overwrite to replace it)")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            descriptor, name = tempfile.mkstemp(
-                prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent
-            )
+            with _live_lock:
+                descriptor, name = tempfile.mkstemp(
+                    prefix=f".{target.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=target.parent
+                )
+                _live_temporaries.add(Path(name))
         except OSError as error:
             raise ImageWriteError(f"{target}: cannot write ({error.strerror or error})") from error
         self.temporary = Path(name)
@@ -528,6 +635,7 @@ class ImageWriter(ABC):
             raise ImageWriteError(f"{self.target}: more than {self.height} rows written")
         self._guard(self._write_rows, rows)
         self.rows_written += rows.shape[0]
+        fault_point("write")
 
     def finish(self) -> FileDigest:
         """Complete the file under its temporary name, fsync it, return its size and hash."""
@@ -536,29 +644,39 @@ class ImageWriter(ABC):
                 f"{self.target}: {self.rows_written} of {self.height} rows written"
             )
         self._guard(self._finish)
+        fault_point("finish")
         handle = self._require_handle()
 
         def close() -> None:
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()
+            os.chmod(self.temporary, 0o666 & ~_umask())
 
         self._guard(close)
         self._handle = None
         self._finished = True
-        os.chmod(self.temporary, 0o666 & ~_umask())
-        return file_digest(self.temporary)
+        try:
+            return file_digest(self.temporary)
+        except OSError as error:  # e.g. removed by someone else meanwhile
+            self.abort()
+            raise ImageWriteError(
+                f"{self.target}: cannot write (its temporary file {self.temporary.name}: "
+                f"{error.strerror or error})"
+            ) from error
 
     def publish(self) -> Path:
         """Rename the finished file onto the target (refusing to replace one unless overwrite)."""
         if not self._finished:
             raise ImageWriteError(f"{self.target}: publish() before finish()")
+        fault_point("rename")
         try:
             if not self.overwrite and self.target.exists():
                 raise ImageWriteError(
                     f"{self.target}: already exists (use --overwrite to replace it)"
                 )
             self.temporary.replace(self.target)
+            self._forget_temporary()
         except OSError as error:
             self.abort()
             raise ImageWriteError(
@@ -568,6 +686,7 @@ class ImageWriter(ABC):
             self.abort()
             raise
         self._published = True
+        fault_point("renamed")
         return self.target
 
     def abort(self) -> None:
@@ -579,6 +698,11 @@ class ImageWriter(ABC):
                 self._handle.close()
             self._handle = None
         self.temporary.unlink(missing_ok=True)
+        self._forget_temporary()
+
+    def _forget_temporary(self) -> None:
+        with _live_lock:
+            _live_temporaries.discard(self.temporary)
 
     def __enter__(self) -> ImageWriter:
         return self
@@ -877,8 +1001,12 @@ class _PillowWriter(ImageWriter):
             options["icc_profile"] = meta.icc_profile
         if meta.dpi and self._format in ("jpg", "tiff", "bmp"):
             options["dpi"] = meta.dpi
-        if meta.exif and self._format in ("jpg", "webp", "tiff"):
+        if meta.exif and self._format in ("jpg", "webp"):
             options["exif"] = meta.exif
+        elif meta.exif and self._format == "tiff":  # Pillow's TIFF encoder fails on layout tags
+            exif = without_layout_tags(_parse_exif(meta.exif))
+            if len(exif):
+                options["exif"] = exif.tobytes()
         if self._format in ("jpg", "webp"):
             options["quality"] = self._quality
         pil_format = {"jpg": "JPEG", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP"}[self._format]

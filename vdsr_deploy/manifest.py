@@ -4,7 +4,8 @@ One JSON object per line in ``<output folder>/.vdsr-manifest.jsonl``, appended (
 after an output's data is complete on disk and *before* it is renamed into place. So an
 output that exists and matches its record (size and SHA-256) is complete; a record whose
 file is missing or differs means the write did not finish, and the output is redone. A
-line cut short by a crash is ignored. The last record for an output wins.
+line cut short by a crash (kill -9 or a full disk mid-append) is ignored, and the next record
+starts on a line of its own, so no later record is lost. The last record for an output wins.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vdsr_deploy.errors import ImageWriteError
+from vdsr_deploy.faults import fault_point
 from vdsr_deploy.imageio import FileDigest, file_digest
 
 MANIFEST_NAME = ".vdsr-manifest.jsonl"
@@ -116,7 +118,9 @@ class Manifest:
     def verdict(self, target: Path, source: Path, settings: str) -> Verdict:
         """Whether ``target`` (for ``source`` under ``settings``) is complete."""
         record = self.get(target)
-        exists = target.exists()
+        exists = target.exists() or target.is_symlink()
+        if exists and not target.is_file():  # never hash (open) a FIFO or device
+            return Verdict("foreign", "exists and is not a regular file; left as it is")
         if record is None:
             if exists:
                 return Verdict(
@@ -158,12 +162,18 @@ class Manifest:
             source_mtime_ns=stamp.mtime_ns,
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
-        line = json.dumps(asdict(record), ensure_ascii=False) + "\n"
+        line = (json.dumps(asdict(record), ensure_ascii=False) + "\n").encode()
         with self._lock:
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
-                with self.path.open("a", encoding="utf-8") as handle:
-                    handle.write(line)
+                with self.path.open("a+b") as handle:
+                    if _ends_mid_line(handle):
+                        line = b"\n" + line  # a torn last line stays torn, alone
+                    half = len(line) // 2
+                    handle.write(line[:half])
+                    handle.flush()
+                    fault_point("manifest")
+                    handle.write(line[half:])
                     handle.flush()
                     os.fsync(handle.fileno())
             except OSError as error:
@@ -171,3 +181,14 @@ class Manifest:
                     f"{self.path}: cannot update the resume manifest ({error.strerror or error})"
                 ) from error
             self._records[record.output] = record
+
+
+def _ends_mid_line(handle: Any) -> bool:
+    """Whether the file open in ``handle`` (binary, append) is non-empty and lacks a final
+    newline, i.e. its last append was cut short."""
+    end = handle.seek(0, os.SEEK_END)
+    if end == 0:
+        return False
+    handle.seek(end - 1)
+    last: bytes = handle.read(1)
+    return last != b"\n"

@@ -179,6 +179,36 @@ def test_tiny_training_reduces_loss_and_resumes(tmp_path: Path) -> None:
     assert info.training["recipe"]["name"] == "tiny" and info.training["iterations"] == 60
 
 
+def test_resumed_training_equals_uninterrupted_bit_for_bit(tmp_path: Path) -> None:
+    """60 iterations stopped at 30 and resumed give exactly the weights of 60 in one go:
+    the checkpoint restores the weights, Adam's moments and step, and the data position."""
+    torch.set_num_threads(1)
+    write_images(tmp_path / "hr", [(40, 43), (37, 45)])
+    config = tiny_config(loss="mean", schedule="cosine", iterations=60, log_every=10, seed=6)
+    data = [tmp_path / "hr"]
+    whole = train(config, data_dirs=data, out_dir=tmp_path / "whole", device="cpu")
+
+    def stop_at_30(event: dict[str, object]) -> None:
+        if event.get("event") == "train" and event.get("step") == 30:
+            raise KeyboardInterrupt  # what Ctrl-C does, at a fixed iteration
+
+    first = train(config, data_dirs=data, out_dir=tmp_path / "split", device="cpu", on_event=stop_at_30)
+    assert first.interrupted and first.iterations_done == 30 and first.final_weights is None
+    second = train(config, data_dirs=data, out_dir=tmp_path / "split", device="cpu", resume=True)
+    assert second.iterations_done == 60 and not second.interrupted
+    assert whole.final_weights is not None and second.final_weights is not None
+    a, _ = load_weights(whole.final_weights)
+    b, _ = load_weights(second.final_weights)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    losses = {
+        name: [json.loads(line)["loss"] for line in (tmp_path / name / "log.jsonl").read_text().splitlines()
+               if json.loads(line)["event"] == "train"]
+        for name in ("whole", "split")
+    }  # fmt: skip
+    assert losses["split"] == losses["whole"]
+
+
 def test_fine_tune_from_weights_records_the_source(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     write_images(tmp_path / "hr", [(40, 43)])
@@ -273,13 +303,34 @@ def test_iterations_for_a_time_budget() -> None:
         iterations_for_budget(fp32, 0.0, StepTimes(0.5, 0.5))
 
 
-def test_step_times_are_measured_on_the_recipe() -> None:
+def test_step_times_are_measured_on_the_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake clock advanced by a fake step: the arithmetic is checked exactly, no timing."""
+    import types
+
+    import train.budget as budget
+
     torch.set_num_threads(1)
     tiny = TrainConfig(name="t", depth=3, channels=4, patch_size=9, batch_size=2, precision="fp32")
-    times = measure_step_times(tiny, torch.device("cpu"), warmup=1, repeats=2)
-    assert 0 < times.fp32 < 5 and times.mixed == times.fp32
-    mixed = measure_step_times(tiny.replace(precision="bf16"), torch.device("cpu"), warmup=0, repeats=1)
-    assert mixed.mixed > 0 and mixed.fp32 > 0
+    real = measure_step_times(tiny, torch.device("cpu"), warmup=1, repeats=2)  # the real path runs
+    assert real.fp32 > 0 and real.mixed == real.fp32
+    clock = {"now": 100.0}
+    calls: list[tuple[int, tuple[int, ...], bool]] = []
+
+    def fake_step(model: torch.nn.Module, optimizer: object, inputs: torch.Tensor, *args: object, bf16: bool) -> None:
+        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        calls.append((len(convs), tuple(inputs.shape), bf16))
+        assert convs[0].out_channels == 4
+        clock["now"] += 0.125 if bf16 else 0.25
+
+    monkeypatch.setattr(budget, "training_step", fake_step)
+    monkeypatch.setattr(budget, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+    times = measure_step_times(tiny, torch.device("cpu"), warmup=3, repeats=4)
+    assert times == StepTimes(mixed=0.25, fp32=0.25)  # warm-up steps are not counted
+    assert calls == [(3, (2, 1, 9, 9), False)] * 7
+    calls.clear()
+    mixed = measure_step_times(tiny.replace(precision="bf16"), torch.device("cpu"), warmup=1, repeats=2)
+    assert mixed == StepTimes(mixed=0.125, fp32=0.25)
+    assert [bf16 for _, _, bf16 in calls] == [False] * 3 + [True] * 3
 
 
 def test_a_runtime_error_mid_run_keeps_the_checkpoint_and_says_resume(

@@ -73,6 +73,11 @@ class Runner(ABC):
     def deactivate(self) -> None:  # noqa: B027 - optional hook
         """Free what :meth:`activate` allocated. Called by ``__exit__``."""
 
+    def interrupt(self) -> None:  # noqa: B027 - optional hook
+        """Ask a call in flight (from another thread) to end early by raising; calls made
+        afterwards run normally. Default: nothing, the call runs to its end. A stopped batch
+        job uses it so that one long call does not delay the stop."""
+
     def __enter__(self) -> Runner:
         self.activate()
         self._active = True

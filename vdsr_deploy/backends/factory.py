@@ -169,6 +169,7 @@ def _open_onnxruntime(spec: RunnerSpec, tiling: TileConfig, batch: int) -> Runne
     from vdsr_deploy.backends.onnxruntime import OnnxRuntimeRunner, OrtOptions
     from vdsr_deploy.io_names import profile_for_tiles
 
+    device_id = ort_device_id(spec)  # before exporting anything for it
     engines_dir = spec.engines_dir or default_engines_dir()
     onnx_path = spec.onnx or _exported_onnx(
         spec, engines_dir, "fp16" if spec.precision == "fp16" else "fp32"
@@ -177,7 +178,7 @@ def _open_onnxruntime(spec: RunnerSpec, tiling: TileConfig, batch: int) -> Runne
     options = OrtOptions(
         provider=spec.provider,
         threads=spec.threads,
-        device_id=cuda_index(spec.device) if spec.provider != "cpu" else 0,
+        device_id=device_id,
         cache_dir=ort_tensorrt_cache_dir(engines_dir, spec.precision, profile)
         if spec.provider == "tensorrt"
         else None,
@@ -185,6 +186,27 @@ def _open_onnxruntime(spec: RunnerSpec, tiling: TileConfig, batch: int) -> Runne
         fp16=spec.precision == "fp16",
     )
     return OnnxRuntimeRunner(onnx_path, options)
+
+
+def ort_device_id(spec: RunnerSpec) -> int:
+    """The CUDA device index ONNX Runtime gets from ``--device``, or a ConfigError when the
+    device contradicts the provider (ONNX Runtime runs where its provider runs)."""
+    if spec.device == "auto":
+        return 0
+    if spec.device == "cpu":
+        if spec.provider != "cpu":
+            raise ConfigError(
+                f"--device cpu contradicts --provider {spec.provider}: ONNX Runtime runs on the "
+                "provider's device (use --provider cpu)"
+            )
+        return 0
+    index = cuda_index(spec.device)
+    if spec.provider == "cpu":
+        raise ConfigError(
+            f"--device {spec.device}: ONNX Runtime was chosen with --provider cpu, which runs "
+            "on the CPU; use --provider cuda or tensorrt for a GPU, or --device cpu"
+        )
+    return index
 
 
 def ort_tensorrt_cache_dir(

@@ -104,6 +104,7 @@ class OnnxRuntimeRunner(Runner):
         self._path = Path(onnx_path)
         self._options = options or OrtOptions()
         self._session: Any = None
+        self._run_options: Any = None  # those of the call in flight, for interrupt()
 
     @property
     def options(self) -> OrtOptions:
@@ -158,8 +159,20 @@ class OnnxRuntimeRunner(Runner):
     def deactivate(self) -> None:
         self._session = None
 
+    def interrupt(self) -> None:
+        """ONNX Runtime checks ``RunOptions.terminate`` between nodes: the call in flight
+        raises within about one layer."""
+        options = self._run_options
+        if options is not None:
+            options.terminate = True
+
     def _infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
-        outputs = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        import onnxruntime
+
+        self._run_options = onnxruntime.RunOptions()
+        outputs = self._session.run(
+            [OUTPUT_NAME], {INPUT_NAME: batch}, run_options=self._run_options
+        )
         result: NDArray[np.float32] = np.asarray(outputs[0], dtype=np.float32)
         return result
 

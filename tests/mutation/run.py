@@ -1,0 +1,455 @@
+"""Mutation smoke check: small planted bugs that the test suite must catch.
+
+Not part of the default pytest run (no ``test_`` file here). Each mutant replaces one exact
+snippet of a source file (or a few, for a bug that spans two places) in a scratch copy of
+the repository, never in the working tree, and runs the tests that guard that code. A
+mutant is *caught* when those tests fail. The script exits non-zero when any mutant is
+missed, when a mutant's original snippet is no longer found exactly once (a refactor
+moved it: update the list, so a stale mutant cannot pass silently), or when the selected
+tests fail on the unmutated copy (then "caught" would mean nothing).
+
+Usage (from the repository root, in the project's environment)::
+
+    python tests/mutation/run.py            # all mutants, 2 workers
+    python tests/mutation/run.py -j 1 -k protocol   # names containing "protocol"
+    python tests/mutation/run.py --list
+
+Adding a mutant: copy an existing entry, paste the exact original text from the source
+(whitespace included), write the bug, and name the narrowest tests that should catch it.
+The scratch copy has no ``../shared/data`` beside it, so the MATLAB-oracle tests skip
+there: protocol mutants must be caught by the constant checks alone, as on a fresh clone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Queue
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """``edits``: (original, replacement) pairs applied to ``file``; ``tests``: pytest args."""
+
+    name: str
+    file: str
+    edits: tuple[tuple[str, str], ...]
+    tests: tuple[str, ...]
+
+
+def mutant(name: str, file: str, original: str, replacement: str, *tests: str) -> Mutant:
+    return Mutant(name, file, ((original, replacement),), tests)
+
+
+# The scratch copy has no ../shared/data beside it, so the MATLAB-oracle tests skip there:
+# protocol mutants must be caught by the constant checks alone.
+PROTOCOL = "tests/test_protocol.py"
+TILED = "tests/test_tiling.py::test_tiled_equals_untiled"
+
+MUTANTS: tuple[Mutant, ...] = (
+    # --- tiling: exact by construction -----------------------------------------------------
+    mutant(
+        "tiling: core copied one pixel off",
+        "vdsr_deploy/tiling.py",
+        "y.core_start - y.start : y.core_stop - y.start,",
+        "y.core_start - y.start + 1 : y.core_stop - y.start + 1,",
+        TILED,
+    ),
+    mutant(
+        "tiling: too few tiles (floor instead of ceil)",
+        "vdsr_deploy/tiling.py",
+        "count = math.ceil((length - 2 * halo) / core)",
+        "count = max(2, math.floor((length - 2 * halo) / core))",
+        "tests/test_tiling.py::test_plan_axis_cores_partition_and_windows_stay_inside",
+        TILED,
+    ),
+    mutant(
+        "tiling: core boundary not centred in the overlap",
+        "vdsr_deploy/tiling.py",
+        "boundaries.append((previous + tile + current) // 2)",
+        "boundaries.append(previous + tile)",
+        TILED,
+    ),
+    mutant(
+        "tiling: tile == 2 * halo accepted",
+        "vdsr_deploy/tiling.py",
+        "if self.tile and self.tile <= 2 * self.halo:",
+        "if self.tile and self.tile < 2 * self.halo:",
+        "tests/test_tiling.py::test_tile_config_validation",
+    ),
+    # --- protocol (caught without the MATLAB oracles) ----------------------------------------
+    mutant(
+        "protocol: BT.601 Y coefficient typo",
+        "vdsr_deploy/protocol.py",
+        "[65.481, 128.553, 24.966],",
+        "[65.481, 128.553, 24.996],",
+        PROTOCOL,
+    ),
+    mutant(
+        "protocol: BT.601 Cr coefficient typo",
+        "vdsr_deploy/protocol.py",
+        "[112.0, -93.786, -18.214],",
+        "[112.0, -93.786, -18.241],",
+        PROTOCOL,
+    ),
+    mutant(
+        "protocol: bicubic a = -0.75 (PIL/OpenCV) instead of -0.5",
+        "vdsr_deploy/protocol.py",
+        "near = (1.5 * absx3 - 2.5 * absx2 + 1.0) * (absx <= 1)\n"
+        "    far = (-0.5 * absx3 + 2.5 * absx2 - 4.0 * absx + 2.0)",
+        "near = (1.25 * absx3 - 2.25 * absx2 + 1.0) * (absx <= 1)\n"
+        "    far = (-0.75 * absx3 + 3.75 * absx2 - 6.0 * absx + 3.0)",
+        PROTOCOL,
+    ),
+    mutant(
+        "protocol: replicated instead of mirrored border",
+        "vdsr_deploy/protocol.py",
+        "mirror = np.concatenate([np.arange(in_length), np.arange(in_length - 1, -1, -1)])",
+        "mirror = np.concatenate([np.arange(in_length), np.full(in_length, in_length - 1)])",
+        PROTOCOL,
+    ),
+    mutant(
+        "protocol: wrong sampling offset",
+        "vdsr_deploy/protocol.py",
+        "u = x / scale + 0.5 * (1.0 - 1.0 / scale)",
+        "u = x / scale + 0.5 * (1.0 - scale)",
+        PROTOCOL,
+    ),
+    mutant(
+        "protocol: SSIM K2 0.02",
+        "vdsr_deploy/protocol.py",
+        "c2 = (0.03 * peak) ** 2",
+        "c2 = (0.02 * peak) ** 2",
+        PROTOCOL,
+    ),
+    mutant(
+        "protocol: shave only the rows",
+        "vdsr_deploy/protocol.py",
+        "inner: NDArray[Any] = image[border:-border, border:-border]",
+        "inner: NDArray[Any] = image[border:-border, :]",
+        PROTOCOL,
+    ),
+    # --- colour and alpha ---------------------------------------------------------------------
+    mutant(
+        "colour: alpha inverted in finish",
+        "vdsr_deploy/colour.py",
+        "[colour, prepared.alpha[..., None]]",
+        "[colour, 1.0 - prepared.alpha[..., None]]",
+        "tests/test_colour.py",
+    ),
+    mutant(
+        "colour: Cb and Cr swapped",
+        "vdsr_deploy/colour.py",
+        "return PreparedImage(y, np.ascontiguousarray(upscaled[..., 1:]), alpha)",
+        "return PreparedImage(y, np.ascontiguousarray(upscaled[..., :0:-1]), alpha)",
+        "tests/test_colour.py",
+    ),
+    mutant(
+        "colour: gray mapped back with 255 instead of 219",
+        "vdsr_deploy/colour.py",
+        "colour = ((y.astype(np.float32) * 255.0 - 16.0) / 219.0)[..., None]",
+        "colour = ((y.astype(np.float32) * 255.0 - 16.0) / 255.0)[..., None]",
+        "tests/test_colour.py",
+    ),
+    # --- resume manifest and atomic writes ----------------------------------------------------
+    mutant(
+        "manifest: sizes compared, not SHA-256",
+        "vdsr_deploy/manifest.py",
+        "if (digest.size, digest.sha256) != (record.size, record.sha256):",
+        "if digest.size != record.size:",
+        "tests/test_manifest.py",
+    ),
+    mutant(
+        "manifest: settings ignored",
+        "vdsr_deploy/manifest.py",
+        "if record.settings != settings:",
+        "if False:",
+        "tests/test_batch.py::test_resume_skips_complete_outputs_and_redoes_the_rest",
+    ),
+    Mutant(
+        "imageio: writer writes straight to the target",
+        "vdsr_deploy/imageio.py",
+        (
+            (
+                '        self.temporary = Path(name)\n'
+                '        self._handle: IO[bytes] | None = os.fdopen(descriptor, "wb")',
+                "        os.close(descriptor)\n"
+                "        os.unlink(name)\n"
+                "        self.temporary = target\n"
+                '        self._handle: IO[bytes] | None = open(target, "wb")  # noqa: SIM115',
+            ),
+            (
+                "            if not self.overwrite and self.target.exists():",
+                "            if not self.overwrite and self.target.exists() and self.temporary != self.target:",
+            ),
+        ),
+        ("tests/test_atomic_writes.py",),
+    ),
+    mutant(
+        "imageio: samples truncated instead of rounded",
+        "vdsr_deploy/imageio.py",
+        "np.clip(np.rint(np.asarray(pixels, dtype=np.float64) * peak), 0, peak)",
+        "np.clip(np.floor(np.asarray(pixels, dtype=np.float64) * peak), 0, peak)",
+        "tests/test_imageio.py::test_quantize_rounds_half_to_even_and_clips",
+    ),
+    # --- parity figures and the rendered report -----------------------------------------------
+    mutant(
+        "parity: identical share off by one",
+        "vdsr_deploy/parity.py",
+        "return self.identical / self.pixels if self.pixels else 1.0",
+        "return self.identical / (self.pixels + 1) if self.pixels else 1.0",
+        "tests/test_parity.py::test_figures_match_direct_numpy",
+    ),
+    mutant(
+        "parity report: histogram cut one entry short",
+        "vdsr_deploy/parity_report.py",
+        'items = [f"{lsb}:{count}" for lsb, count in quant.histogram[:limit]]',
+        'items = [f"{lsb}:{count}" for lsb, count in quant.histogram[: limit - 1]]',
+        "tests/test_parity_report.py",
+    ),
+    mutant(
+        "parity report: '... max' shown one entry late",
+        "vdsr_deploy/parity_report.py",
+        "if len(quant.histogram) > limit:",
+        "if len(quant.histogram) > limit + 1:",
+        "tests/test_parity_report.py",
+    ),
+    mutant(
+        "parity report: per-image share of the wrong bit depth",
+        "vdsr_deploy/parity_report.py",
+        "fmt_share(image.quantized[0])",
+        "fmt_share(image.quantized[-1])",
+        "tests/test_parity_report.py",
+    ),
+    # --- training resume ----------------------------------------------------------------------
+    mutant(
+        "train: resume skips the checkpoint's weights",
+        "train/loop.py",
+        "        model.load_state_dict(model_state)\n",
+        "        pass  # model.load_state_dict(model_state)\n",
+        "tests/train/test_train.py::test_resumed_training_equals_uninterrupted_bit_for_bit",
+    ),
+    mutant(
+        "train: resume skips the optimizer state",
+        "train/loop.py",
+        "    optimizer.load_state_dict(optimizer_state)\n",
+        "    pass  # optimizer.load_state_dict(optimizer_state)\n",
+        "tests/train/test_train.py::test_resumed_training_equals_uninterrupted_bit_for_bit",
+    ),
+    # --- export -------------------------------------------------------------------------------
+    mutant(
+        "export: residual Add dropped",
+        "vdsr_deploy/export.py",
+        'helper.make_node("Add", [INPUT_NAME, current], [OUTPUT_NAME], name="global_residual")',
+        'helper.make_node("Identity", [current], [OUTPUT_NAME], name="global_residual")',
+        "tests/test_export.py",
+    ),
+    mutant(
+        "export: last ReLU dropped",
+        "vdsr_deploy/export.py",
+        "if index < model.depth - 1:",
+        "if index < model.depth - 2:",
+        "tests/test_export.py",
+    ),
+    # --- INT8 quantization --------------------------------------------------------------------
+    mutant(
+        "quantize: last conv quantized too",
+        "vdsr_deploy/quantize.py",
+        'excluded = [convs[0], convs[-1], "global_residual"] if config.keep_float_ends else []',
+        'excluded = [convs[0], "global_residual"] if config.keep_float_ends else []',
+        "tests/test_quantize.py",
+    ),
+    mutant(
+        "quantize: calibrated on HR instead of degraded inputs",
+        "vdsr_deploy/quantize.py",
+        "inputs.append(protocol.degrade(hr, scale))",
+        "inputs.append(hr)",
+        "tests/test_quantize.py",
+    ),
+    # --- batching, benchmark ratios, CLI errors -----------------------------------------------
+    mutant(
+        "pipeline: tiles of different images never share a batch",
+        "vdsr_deploy/pipeline.py",
+        "            if len(queue) == batch:\n",
+        "            if len(queue) >= 1:\n",
+        "tests/test_batch.py::test_tiles_of_several_images_share_a_batch",
+    ),
+    mutant(
+        "bench: ratio to the baseline inverted",
+        "vdsr_deploy/bench.py",
+        '"runtime": result["runtime"]["megapixels_per_second"]\n'
+        '            / base["runtime"]["megapixels_per_second"]',
+        '"runtime": base["runtime"]["megapixels_per_second"]\n'
+        '            / result["runtime"]["megapixels_per_second"]',
+        "tests/test_bench.py::test_benchmark_numbers_and_schema",
+    ),
+    mutant(
+        "cli: a user error escapes as a crash",
+        "vdsr_deploy/cli.py",
+        '    typer.echo(f"error: {message}", err=True)\n    raise typer.Exit(code)',
+        '    typer.echo(f"error: {message}", err=True)\n    raise RuntimeError(message)',
+        "tests/test_cli.py::test_user_errors_are_one_sentence",
+        "tests/test_cli.py::test_tensorrt_absent_is_a_handled_error",
+    ),
+)
+
+
+def say(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+@dataclass
+class Outcome:
+    mutant: Mutant
+    state: str  # caught | MISSED | STALE (snippet not found exactly once) | ERROR
+    seconds: float
+    detail: str = ""
+
+
+def source_files(root: Path) -> list[str]:
+    """Tracked and untracked-but-not-ignored files (what a commit of the tree would hold)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=root, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [name for name in listed.split("\0") if name]
+
+
+def make_scratch(root: Path, into: Path) -> Path:
+    copy = into / "repo"
+    for name in source_files(root):
+        source = root / name
+        if source.is_symlink() or not source.is_file():
+            continue  # .venv and the like
+        target = copy / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    return copy
+
+
+def pytest(copy: Path, args: Sequence[str], timeout: float, *, stop_early: bool = True) -> tuple[int, str]:
+    # no bytecode cache: a same-size mutant written in the same second as the original
+    # would otherwise be run from the original's stale .pyc
+    env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-profile=mutation", *args]
+    if stop_early:
+        command.insert(3, "-x")
+    try:
+        done = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return 124, "timed out"
+    tail = (done.stdout.strip().splitlines() or [""])[-1]
+    return done.returncode, tail
+
+
+def check_snippets(mutant: Mutant, copy: Path) -> str:
+    text = (copy / mutant.file).read_text(encoding="utf-8") if (copy / mutant.file).is_file() else None
+    if text is None:
+        return f"{mutant.file} not found"
+    for original, _ in mutant.edits:
+        count = text.count(original)
+        if count != 1:
+            return f"original snippet found {count} times in {mutant.file}: {original[:60]!r}"
+    return ""
+
+
+def run_mutant(mutant: Mutant, copy: Path, timeout: float) -> Outcome:
+    started = time.perf_counter()
+    stale = check_snippets(mutant, copy)
+    if stale:
+        return Outcome(mutant, "STALE", 0.0, stale)
+    path = copy / mutant.file
+    original_text = path.read_text(encoding="utf-8")
+    mutated = original_text
+    for original, replacement in mutant.edits:
+        mutated = mutated.replace(original, replacement, 1)
+    path.write_text(mutated, encoding="utf-8")
+    try:
+        code, tail = pytest(copy, mutant.tests, timeout)
+    finally:
+        path.write_text(original_text, encoding="utf-8")
+    # exit 1 = tests ran and failed; anything else (collection error, no tests, a broken
+    # environment) proves nothing about the tests and is reported, never counted as caught
+    state = {0: "MISSED", 1: "caught", 124: "caught"}.get(code, "ERROR")
+    return Outcome(mutant, state, time.perf_counter() - started, tail)
+
+
+def baseline(copies: Sequence[Path], mutants: Sequence[Mutant], timeout: float) -> str:
+    """Every selected test must pass on the unmutated copies (their union, split over the
+    copies and run side by side); returns pytest's last line of a failing part, if any."""
+    selected = list(dict.fromkeys(test for m in mutants for test in m.tests))
+    parts = [selected[index :: len(copies)] for index in range(len(copies))]
+    with ThreadPoolExecutor(len(copies)) as pool:
+        results = list(
+            pool.map(lambda job: pytest(job[0], job[1], timeout, stop_early=False), zip(copies, parts, strict=True))
+        )
+    for (code, tail), part in zip(results, parts, strict=True):
+        if part and not (code == 0 and " passed" in tail):
+            return tail or f"pytest exit code {code}"
+    return ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-j", "--jobs", type=int, default=2, help="parallel scratch copies (2)")
+    parser.add_argument("-k", "--select", default="", help="only mutants whose name contains this")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per test run")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
+    options = parser.parse_args(argv)
+    chosen = [m for m in MUTANTS if options.select.lower() in m.name.lower()]
+    if options.list:
+        for m in chosen:
+            say(f"{m.name}  [{m.file}]  -> {' '.join(m.tests)}")
+        return 0
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="vdsr-mutation-") as scratch:
+        scratches = [make_scratch(ROOT, Path(scratch) / str(i)) for i in range(max(1, options.jobs))]
+        copies: Queue[Path] = Queue()
+        for copy in scratches:
+            copies.put(copy)
+        if not options.no_baseline:
+            failing = baseline(scratches, chosen, options.timeout)
+            if failing:
+                say("the selected tests fail WITHOUT any mutant (fix them, or run this in the")
+                say(f"project's environment): {failing}")
+                return 2
+            say(f"baseline: the selected tests pass unmutated ({time.perf_counter() - started:.0f} s)")
+
+        def work(m: Mutant) -> Outcome:
+            copy = copies.get()
+            try:
+                outcome = run_mutant(m, copy, options.timeout)
+            finally:
+                copies.put(copy)
+            say(f"  {outcome.state:<7} {outcome.seconds:5.1f} s  {m.name}")  # progress
+            return outcome
+
+        with ThreadPoolExecutor(max(1, options.jobs)) as pool:
+            outcomes = list(pool.map(work, chosen))
+    width = max(len(o.mutant.name) for o in outcomes)
+    say(f"\n{'mutant':<{width}}  {'result':<7} {'s':>5}  tests")
+    for o in outcomes:
+        say(f"{o.mutant.name:<{width}}  {o.state:<7} {o.seconds:5.1f}  {' '.join(o.mutant.tests)}")
+        if o.state != "caught":
+            say(f"{'':<{width}}  -> {o.detail}")
+    caught = sum(o.state == "caught" for o in outcomes)
+    elapsed = time.perf_counter() - started
+    say(f"\n{caught}/{len(outcomes)} caught in {elapsed:.0f} s ({options.jobs} workers)")
+    return 0 if caught == len(outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
