@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("onnxruntime", "tensorrt", "cuda", "matplotlib", "ray", "tritonclient", "grpc")
+HEAVY = ("onnxruntime", "tensorrt", "cuda", "matplotlib", "ray", "tritonclient", "grpc", "pyarrow")
 
 
 def modules_after(code: str) -> set[str]:
@@ -27,7 +27,8 @@ def test_submodules_import_without_runtimes() -> None:
         "vdsr_deploy.backends.tensorrt.builder, vdsr_deploy.backends.tensorrt.cache, "
         "vdsr_deploy.backends.tensorrt.library, vdsr_deploy.backends.tensorrt.runner, "
         "vdsr_deploy.backends.onnxruntime, vdsr_deploy.backends.tensorrt.cuda, vdsr_deploy.tiling, "
-        "vdsr_deploy.protocol, vdsr_deploy.cluster, vdsr_deploy.cluster.worker, vdsr_deploy.triton"
+        "vdsr_deploy.protocol, vdsr_deploy.cluster, vdsr_deploy.cluster.worker, vdsr_deploy.triton, "
+        "vdsr_deploy.remote, vdsr_deploy.batch"
     )
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}
 

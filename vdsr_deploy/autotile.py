@@ -81,9 +81,15 @@ def input_sizes(paths: list[str], *, max_pixels: int) -> list[tuple[int, int]]:
     """(height, width) of every readable file among ``paths`` (headers only; unreadable files
     are left to the job, which reports them)."""
     from vdsr_deploy.imageio import probe_image
+    from vdsr_deploy.remote import RemotePath, image_size, location
 
     sizes = []
     for path in paths:
+        if isinstance(remote := location(path), RemotePath):  # s3://...: the header's ranges only
+            size = image_size(remote)
+            if size is not None and size[0] * size[1] <= max_pixels:
+                sizes.append(size)
+            continue
         try:
             header = probe_image(Path(path), max_pixels=max_pixels)
         except VdsrError:

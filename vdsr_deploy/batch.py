@@ -80,6 +80,7 @@ from vdsr_deploy.io_names import ShapeProfile
 from vdsr_deploy.joblock import JobLock, release_all
 from vdsr_deploy.manifest import Manifest, settings_key
 from vdsr_deploy.pipeline import FLUSH, Flush, PipelineConfig, upscale_planes
+from vdsr_deploy.remote import RemotePath, glob_files, is_uri, location, uses_uris
 from vdsr_deploy.tiling import Span, plan_axis
 
 if TYPE_CHECKING:
@@ -346,13 +347,19 @@ def stop_on_signals(
 
 
 def _magic_root(spec: str) -> Path:
-    parts = Path(spec).parts
+    path = location(spec)
     fixed: list[str] = []
-    for part in parts:
+    for part in path.parts:
         if glob.has_magic(part):
             break
         fixed.append(part)
-    return Path(*fixed) if fixed else Path(".")
+    return type(path)(*fixed) if fixed else Path(".")
+
+
+def _glob(spec: str) -> list[Path]:
+    if is_uri(spec):
+        return glob_files(spec)
+    return sorted(Path(p) for p in glob.glob(spec, recursive=True))
 
 
 def _inside(path: Path, folder: Path | None) -> bool:
@@ -383,8 +390,9 @@ class _Expanded:
 def _expand(spec: str, recursive: bool, exclude: Path | None) -> _Expanded | None:
     """Files of one input spec; None when nothing matches. ``exclude``: the resolved output
     folder; when it lies inside the input folder its files are never inputs. Image-named
-    entries that are not regular files (FIFOs, devices, broken links) are ``skipped``."""
-    path = Path(spec)
+    entries that are not regular files (FIFOs, devices, broken links) are ``skipped``. A URI
+    (``s3://bucket/scans``) is listed through its filesystem (:mod:`vdsr_deploy.remote`)."""
+    path = location(spec)
     if path.is_dir():
         skip = exclude if exclude is not None and path.resolve() in exclude.parents else None
         walker = path.rglob("*") if recursive else path.glob("*")
@@ -395,7 +403,7 @@ def _expand(spec: str, recursive: bool, exclude: Path | None) -> _Expanded | Non
         return _Expanded(path.parent, [path], []) if exists else None
     root = _magic_root(spec)
     skip = exclude if exclude is not None and root.resolve() in exclude.parents else None
-    matches = sorted(Path(p) for p in glob.glob(spec, recursive=True))
+    matches = _glob(spec)
     expanded = _sort_entries(root, matches, skip)
     return expanded if expanded.files or expanded.skipped else None
 
@@ -420,11 +428,23 @@ def _default_format(source: Path) -> str:
 
 def _absolute(path: Path) -> Path:
     """Absolute and normalised, symlinks kept (so files under a root stay under it)."""
-    return Path(os.path.abspath(path))
+    return path if isinstance(path, RemotePath) else Path(os.path.abspath(path))
 
 
 def _common_root(roots: list[Path]) -> Path:
-    return Path(os.path.commonpath([str(r) for r in roots])) if roots else Path(".")
+    if not roots:
+        return Path(".")
+    if not any(isinstance(r, RemotePath) for r in roots):
+        return Path(os.path.commonpath([str(r) for r in roots]))
+    common = list(roots[0].parts)
+    for root in roots[1:]:
+        same = 0
+        while same < min(len(common), len(root.parts)) and common[same] == root.parts[same]:
+            same += 1
+        del common[same:]
+    if len(common) < 1 or not all(type(r) is type(roots[0]) for r in roots):
+        raise ConfigError("inputs are on different filesystems; upscale each in its own run")
+    return type(roots[0])(*common)
 
 
 def plan_outputs(config: JobConfig) -> tuple[list[WorkItem], list[Failure]]:
@@ -454,7 +474,7 @@ def plan_job(config: JobConfig) -> tuple[list[WorkItem], list[Failure], list[Ski
     for spec in config.inputs:
         expanded = _expand(spec, config.recursive, exclude)
         if expanded is None:
-            failures.append(Failure(Path(spec), "no such file, folder, or matching glob"))
+            failures.append(Failure(location(spec), "no such file, folder, or matching glob"))
             continue
         walk_skipped.extend(Skipped(entry, None, reason) for entry, reason in expanded.skipped)
         for file in expanded.files:
@@ -1250,8 +1270,13 @@ def run_job(
     ``summary.interrupted``. ``device_path``: prepare, run and finish every band on the
     runner's device (:mod:`vdsr_deploy.device_pipeline`); None picks it when the runner
     computes on CUDA. Per-file problems are failures in the summary; a runner error
-    ends the job (after cleaning up) and is raised.
+    ends the job (after cleaning up) and is raised. Inputs or output named by URIs
+    (``s3://...``) run staged through local scratch files (:mod:`vdsr_deploy.remote`).
     """
+    if uses_uris(config.inputs, config.output):
+        from vdsr_deploy.cluster.driver import run_staged_job
+
+        return run_staged_job(config, runner, on_event, stop=stop)
     job = _Job(config, runner, on_event or (lambda event: None), stop or threading.Event(), device_path)
     return job.run()
 

@@ -101,8 +101,8 @@ def _runner_spec(
 
 @app.command()
 def upscale(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (or a file for one input).")],
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or globs (paths or URIs: s3://...).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (or file for one input); path or URI.")],
     scale: Annotated[float, typer.Option("--scale", "-s", help="Upscaling factor > 1 (2, 3, 4 or any).")] = 2.0,
     weights: WeightsOption = None,
     backend: BackendOption = "auto",
@@ -164,6 +164,7 @@ def upscale(
     from vdsr_deploy.backends.factory import choose_backend, open_runner
     from vdsr_deploy.batch import JobConfig, run_job, stop_on_signals
     from vdsr_deploy.pipeline import PipelineConfig
+    from vdsr_deploy.remote import location
     from vdsr_deploy.tiling import TileConfig
 
     console = _console()
@@ -177,7 +178,7 @@ def upscale(
         tiling = TileConfig(tile=chosen.tile, halo=halo)
         config = JobConfig(
             inputs=tuple(inputs),
-            output=output,
+            output=location(output),  # a URI (s3://...) becomes a RemotePath
             fmt=fmt,
             overwrite=overwrite,
             max_pixels=max_pixels,

@@ -23,6 +23,7 @@ from typing import Any
 from vdsr_deploy.errors import ImageWriteError
 from vdsr_deploy.faults import fault_point
 from vdsr_deploy.imageio import FileDigest, file_digest
+from vdsr_deploy.remote import manifest_path
 
 MANIFEST_NAME = ".vdsr-manifest.jsonl"
 VERSION = 1
@@ -83,7 +84,7 @@ class Manifest:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.path = folder / MANIFEST_NAME
+        self.path = manifest_path(folder, MANIFEST_NAME)  # a URI's: in a local state folder
         self._lock = threading.Lock()
         self._records: dict[str, Record] = {}
         self._load()
@@ -165,7 +166,7 @@ class Manifest:
         line = (json.dumps(asdict(record), ensure_ascii=False) + "\n").encode()
         with self._lock:
             try:
-                self.folder.mkdir(parents=True, exist_ok=True)
+                self.path.parent.mkdir(parents=True, exist_ok=True)  # a URI's: the state folder
                 with self.path.open("a+b") as handle:
                     if _ends_mid_line(handle):
                         line = b"\n" + line  # a torn last line stays torn, alone

@@ -17,6 +17,7 @@ fraction of a CPU each), restarts one whose process dies, and moves results. The
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import math
 import os
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.batch import (
     EventSink,
     Failure,
@@ -49,6 +51,8 @@ from vdsr_deploy.cluster.worker import (
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError, VdsrError
 from vdsr_deploy.imageio import FileDigest, output_format, stale_temporaries
 from vdsr_deploy.manifest import Manifest
+from vdsr_deploy.remote import location, name_for_worker, registered_filesystems
+from vdsr_deploy.remote import replace as replace_target
 
 _POLL = 0.2
 
@@ -262,14 +266,14 @@ class _ClusterJob:
 
     def publish(self, entry: _Pending, result: ItemResult, node_ip: str) -> bool:
         """Record, then rename into place (what ImageWriter.publish does on one machine)."""
-        target, temporary = entry.item.target, Path(result.temporary)
+        target, temporary = entry.item.target, location(result.temporary)
         assert self.manifest is not None
         try:
             if not (entry.replace or self.job.overwrite) and target.exists():
                 raise VdsrError(f"{target}: already exists (use --overwrite to replace it)")
             digest = FileDigest(result.size, result.sha256)
             self.manifest.record(target, digest, entry.item.source, self.settings)
-            os.replace(temporary, target)
+            replace_target(temporary, target)  # os.replace; on a URI, the filesystem's move
         except OSError as error:
             temporary.unlink(missing_ok=True)
             self.fail(entry.item.source, f"{target}: cannot write ({error.strerror or error})")
@@ -344,8 +348,8 @@ class _ClusterJob:
         return [
             WorkerTask(
                 index,
-                os.path.abspath(self.pending[index].item.source),
-                os.path.abspath(self.pending[index].item.target),
+                name_for_worker(self.pending[index].item.source),
+                name_for_worker(self.pending[index].item.target),
                 self.pending[index].fmt,
             )
             for index in indices
@@ -368,7 +372,8 @@ class _ClusterJob:
         if self.cluster.address == "local":  # no autoscaler: what is missing never comes
             _check_fits(placement, resources)
         factory = self.open_runner(placement)
-        handles: list[Any] = [remote.remote(i, self.job, factory) for i in range(placement.actors)]
+        filesystems = registered_filesystems()
+        handles: list[Any] = [remote.remote(i, self.job, factory, filesystems) for i in range(placement.actors)]
         try:
             summary = self._run_with(handles, placement, resources, connect_seconds)
         finally:
@@ -639,6 +644,50 @@ class _RunnerFromSpec:
         from vdsr_deploy.backends.factory import open_runner
 
         return open_runner(self.spec, tiling=self.tiling, batch=self.batch)
+
+
+def run_staged_job(
+    job: JobConfig,
+    runner: Runner,
+    on_event: EventSink | None = None,
+    *,
+    stop: threading.Event | None = None,
+) -> JobSummary:
+    """A job with URI inputs or outputs on this machine, without Ray (``run_job`` hands it
+    here): one in-process :class:`UpscaleWorker` on the open ``runner`` stages a few inputs at
+    a time (downloads), runs ``run_job`` on them, uploads each output to a temporary key, and
+    this driver records it and moves it into place, exactly as on a cluster."""
+    from vdsr_deploy.batch import _manifest_folder
+    from vdsr_deploy.joblock import JobLock
+    from vdsr_deploy.manifest import MANIFEST_NAME
+    from vdsr_deploy.remote import manifest_path
+
+    # One job per output: a local output folder's lock, or for a URI its state folder's.
+    with JobLock(manifest_path(_manifest_folder(job), MANIFEST_NAME).parent):
+        return _run_staged(job, runner, on_event, stop)
+
+
+def _run_staged(
+    job: JobConfig, runner: Runner, on_event: EventSink | None, stop: threading.Event | None
+) -> JobSummary:
+    stop = stop or threading.Event()
+    sink = on_event or (lambda event: None)
+    job_state = _ClusterJob(job, ClusterConfig(), lambda placement: lambda: runner, sink, stop, "auto")
+    worker = UpscaleWorker(0, job, lambda: runner, stop=stop)
+    worker.adopt(runner)
+    queue = deque(job_state.plan(runner.info.label))
+    job_state.emit({"event": "start", "total": len(job_state.pending), "skipped": len(job_state.summary.skipped)})
+    job_state.started = time.perf_counter()
+    try:
+        while queue and not stop.is_set():
+            job_state.collect(worker.process(job_state.tasks(queue.popleft())))
+    except KeyboardInterrupt:
+        stop.set()
+    finally:
+        job_state._close()
+    summary = job_state.summary
+    job_state.emit({"event": "finished", **JobSummary.to_dict(summary)})
+    return JobSummary(**{f.name: getattr(summary, f.name) for f in dataclasses.fields(JobSummary)})
 
 
 def run_cluster_job(

@@ -5,12 +5,14 @@
 to :meth:`UpscaleWorker.process` gets a few planned items (source, final target, format)
 and:
 
-1. stages each input in a private scratch folder (a symlink to the source);
+1. stages each input in a private scratch folder (a symlink to the source; for a URI, a
+   download through its pyarrow filesystem: :mod:`vdsr_deploy.remote`);
 2. runs :func:`vdsr_deploy.batch.run_job` on them (decode, bands, tiles, batches, colour,
    encode: the same code, settings and bad-input handling as ``vdsr upscale``), writing to
    the scratch folder;
 3. copies each finished output next to its target as ``.<name>.<random>.part`` (the
-   temporary name the single-machine writer uses), fsynced, and returns its size and SHA-256.
+   temporary name the single-machine writer uses), fsynced (for a URI target: uploaded to
+   that temporary key in one output stream), and returns its size and SHA-256.
 
 It never renames onto a target and never touches the manifest: the driver records the
 output and renames the temporary into place, in that order (as one process does).
@@ -32,7 +34,9 @@ from typing import Any
 
 from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.batch import JobConfig, JobSummary, run_job
+from vdsr_deploy.errors import ImageReadError
 from vdsr_deploy.imageio import FORMAT_SUFFIX, TEMP_SUFFIX, file_digest
+from vdsr_deploy.remote import RemotePath, download, location, upload_temporary, use_filesystems
 
 RunnerFactory = Callable[[], Runner]
 SCRATCH_PREFIX = "vdsr-cluster-"
@@ -88,12 +92,21 @@ class UpscaleWorker:
     ``open_runner``: returns an inactive runner (the project's runner factory, called once).
     """
 
-    def __init__(self, worker: int, job: JobConfig, open_runner: RunnerFactory) -> None:
+    def __init__(
+        self,
+        worker: int,
+        job: JobConfig,
+        open_runner: RunnerFactory,
+        filesystems: dict[str, Any] | None = None,
+        *,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.worker = worker
         self.job = job
         self._open_runner = open_runner
         self._runner: Runner | None = None
-        self._stop = threading.Event()
+        self._stop = stop or threading.Event()
+        use_filesystems(filesystems or {})  # the driver's registered URI filesystems
         self._remove_dead_scratch()
 
     def ready(self) -> WorkerInfo:
@@ -108,6 +121,10 @@ class UpscaleWorker:
             runner.__enter__()
             self._runner = runner
         return self._runner.info.label
+
+    def adopt(self, runner: Runner) -> None:
+        """Use an already open runner (its owner closes it): a job run in-process."""
+        self._runner = runner
 
     def stop(self) -> None:
         """Ask the call in progress to stop cleanly (runs beside it: a threaded actor)."""
@@ -135,10 +152,21 @@ class UpscaleWorker:
     def _run_group(self, scratch: Path, tasks: list[WorkerTask], fmt: str, runner: Runner) -> list[ItemResult]:
         staged: dict[Path, WorkerTask] = {}
         (scratch / "in").mkdir(parents=True)
+        failed: list[ItemResult] = []
         for task in tasks:
-            link = scratch / "in" / f"{task.index}{Path(task.source).suffix}"
-            os.symlink(os.path.abspath(task.source), link)
+            source = location(task.source)
+            link = scratch / "in" / f"{task.index}{source.suffix}"
+            if isinstance(source, RemotePath):
+                try:
+                    download(source, link)
+                except ImageReadError as error:
+                    failed.append(ItemResult(task.index, "failed", _unstage(str(error), link, task)))
+                    continue
+            else:
+                os.symlink(os.path.abspath(task.source), link)
             staged[link] = task
+        if not staged:
+            return failed
         config = dataclasses.replace(
             self.job,
             inputs=tuple(str(path) for path in staged),
@@ -153,7 +181,7 @@ class UpscaleWorker:
                 megapixels[event["file"]] = event["megapixels"]
 
         summary = run_job(config, runner, on_event, stop=self._stop)
-        return [
+        return failed + [
             self._result(link, task, summary, megapixels.get(str(link), 0.0), scratch) for link, task in staged.items()
         ]
 
@@ -167,12 +195,17 @@ class UpscaleWorker:
         made = scratch / "out" / f"{task.index}{FORMAT_SUFFIX[task.fmt]}"
         if not any(item.source == link for item in summary.done):
             return ItemResult(task.index, "unfinished", "stopped", notes)
+        target = location(task.target)
         try:
-            temporary = _deliver(made, Path(task.target))
+            if isinstance(target, RemotePath):
+                temporary: Path = upload_temporary(made, target)
+                digest = file_digest(made)  # the bytes just uploaded, complete: the stream closed
+            else:
+                temporary = _deliver(made, target)
+                digest = file_digest(temporary)
         except OSError as error:
             reason = f"{task.target}: cannot write ({error.strerror or error})"
             return ItemResult(task.index, "failed", reason, notes)
-        digest = file_digest(temporary)
         return ItemResult(task.index, "done", "", notes, str(temporary), digest.size, digest.sha256, megapixels)
 
     @staticmethod
