@@ -523,6 +523,7 @@ def _cli(args: list[str], **kwargs: Any) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # a signal to it never reaches pytest's process group
         **kwargs,
     )
 
@@ -599,6 +600,7 @@ def test_cli_exit_codes_on_signals(tmp_path: Path, model: VDSR, signum: int, cod
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # a signal to it never reaches pytest's process group
     )
     assert process.stderr is not None and process.stdin is not None
     seen = []
@@ -634,6 +636,7 @@ def _child(out: Path, inputs: list[Path], *extra: str, fault: str | None = None)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # a signal to it never reaches pytest's process group
     )
 
 

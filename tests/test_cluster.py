@@ -312,7 +312,8 @@ def test_cli_sigint_exits_130_and_the_rerun_resumes(tmp_path: Path, restore_torc
     args += ["--actors", "2"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # as from a bare checkout
     process = subprocess.Popen(
-        [sys.executable, "-m", "vdsr_deploy.cli", *args], stderr=subprocess.PIPE, text=True, env=env, cwd=REPO
+        [sys.executable, "-m", "vdsr_deploy.cli", *args], stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+        start_new_session=True,  # Ray's shutdown signals stay in its own process group
     )
     assert process.stderr is not None
     line = process.stderr.readline()  # printed when the workers are ready and the job starts
