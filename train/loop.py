@@ -23,6 +23,7 @@ from torch import nn
 
 from train.config import TrainConfig, config_from_dict
 from train.data import PatchSampler, find_images, prepare_pairs
+from train.ema import WeightAverage
 from vdsr_deploy import evaluate
 from vdsr_deploy.backends.device import resolve_device
 from vdsr_deploy.environment import portable_path, training_hardware
@@ -138,15 +139,24 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def save_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    *,
+    ema: WeightAverage | None = None,
 ) -> None:
-    """Model and optimizer tensors as safetensors; everything else as JSON metadata."""
+    """Model, EMA and optimizer tensors as safetensors; everything else as JSON metadata."""
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {
         f"{CHECKPOINT_MODEL_PREFIX}{k}": v.detach().float().contiguous().clone()
         for k, v in model.state_dict().items()
     }
+    if ema is not None:
+        tensors.update(
+            {f"ema.{k}": v.detach().float().contiguous().clone() for k, v in ema.model.state_dict().items()}
+        )
     optimizer_state = optimizer.state_dict()
     scalars: dict[str, dict[str, float]] = {}
     for index, param_state in optimizer_state["state"].items():
@@ -162,8 +172,14 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    ema: WeightAverage | None = None,
 ) -> dict[str, Any]:
+    """Restore ``model``, ``optimizer`` and (when the checkpoint has one) ``ema``; the
+    checkpoint's metadata. An EMA the checkpoint lacks restarts from the restored model."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -195,6 +211,9 @@ def load_checkpoint(
             stored = torch.full(shape, value, dtype=torch.float32)
             optimizer_state["state"].setdefault(int(index), {})[key] = stored
     optimizer.load_state_dict(optimizer_state)
+    if ema is not None:
+        ema_state = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
+        ema.model.load_state_dict(ema_state or model.state_dict())
     return dict(meta)
 
 
@@ -427,7 +446,11 @@ def train(
     preparing_since = time.time()
     pairs = prepare_pairs(paths, config.scales, config.patch_size)
     sampler = PatchSampler(
-        pairs, patch_size=config.patch_size, seed=config.seed, augment=config.augment
+        pairs,
+        patch_size=config.patch_size,
+        seed=config.seed,
+        augment=config.augment,
+        scale_mix=dict(zip(config.scales, config.scale_mix, strict=True)) if config.scale_mix else None,
     )
     val_items = (
         evaluate.prepare_items(evaluate.list_images(val_dir), config.scales) if val_dir else []
@@ -444,13 +467,15 @@ def train(
     optimizer = make_optimizer(model, config)
     step = 0
     best: dict[str, float] = {}
+    final_choice = "weights"  # or "ema": which validated better at the last validation
     elapsed_before = 0.0
     initialised_from: dict[str, Any] | None = None
     if initial is not None:
         state, initialised_from = initial
         model.load_state_dict(state)
+    ema = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
     if resume:
-        meta = load_checkpoint(last_path, model, optimizer)
+        meta = load_checkpoint(last_path, model, optimizer, ema=ema)
         step = int(meta["step"])
         if step >= config.iterations:
             emit({"event": "warning", "message": f"the run in {out_dir} already did {step} of "
@@ -475,6 +500,7 @@ def train(
                 "initialised_from": initialised_from,
                 **RunSettings(config, absolute_data, absolute_val).to_dict(),
             },
+            ema=ema,
         )
 
     def record(entry: dict[str, Any]) -> None:
@@ -526,6 +552,8 @@ def train(
             loss = training_step(model, optimizer, inputs, targets, config, lr, bf16=use_bf16)
             if loss is None:
                 raise TrainingError(f"loss stopped being finite at iteration {step}: lower lr or theta")
+            if ema is not None:
+                ema.update(model)
             step += 1
             window_loss += loss.item()
             window_steps += 1
@@ -545,11 +573,23 @@ def train(
             if val_items and (step % config.validate_every == 0 or step == config.iterations):
                 scores = _validate(model, val_items, torch_device)
                 mean_psnr = float(np.mean([scores[f"x{s}"] for s in config.scales]))
-                record({"event": "validate", "step": step, **scores, "mean": mean_psnr})
-                if mean_psnr > best.get("mean", -math.inf):
-                    best = {**scores, "mean": mean_psnr, "step": step}
+                candidate, candidate_scores, candidate_mean = model, scores, mean_psnr
+                extra: dict[str, float] = {}
+                if ema is not None:
+                    ema_scores = _validate(ema.model, val_items, torch_device)
+                    ema_mean = float(np.mean([ema_scores[f"x{s}"] for s in config.scales]))
+                    extra = {f"ema_x{s}": ema_scores[f"x{s}"] for s in config.scales}
+                    extra["ema_mean"] = ema_mean
+                    final_choice = "ema" if ema_mean > mean_psnr else "weights"
+                    if final_choice == "ema":
+                        candidate, candidate_scores, candidate_mean = ema.model, ema_scores, ema_mean
+                record({"event": "validate", "step": step, **scores, "mean": mean_psnr, **extra})
+                if candidate_mean > best.get("mean", -math.inf):
+                    best = {**candidate_scores, "mean": candidate_mean, "step": step}
+                    if ema is not None:
+                        best["ema"] = float(candidate is ema.model)
                     save_weights(
-                        model,
+                        candidate,
                         out_dir / "best.safetensors",
                         scales=tuple(float(s) for s in config.scales),
                         training=training_metadata(),
@@ -572,13 +612,22 @@ def train(
             signal.signal(signal.SIGTERM, previous_handler)
     final: Path | None = None
     if not interrupted:
+        chosen = {"final_weights": final_choice} if ema is not None else {}
         final = save_weights(
-            model,
+            ema.model if ema is not None and final_choice == "ema" else model,
             out_dir / "final.safetensors",
             scales=tuple(float(s) for s in config.scales),
             training=training_metadata(),
-            evaluation={"validation": best},
+            evaluation={"validation": best, **chosen},
         )
+        if ema is not None:
+            save_weights(
+                ema.model,
+                out_dir / "ema.safetensors",
+                scales=tuple(float(s) for s in config.scales),
+                training=training_metadata(),
+                evaluation={"validation": best, "weights": "ema"},
+            )
     record({"event": "stopped" if interrupted else "finished", "step": step})
     log.close()
     best_path = out_dir / "best.safetensors"

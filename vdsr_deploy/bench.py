@@ -181,7 +181,9 @@ class BenchConfig:
     short after ``max_seconds`` per setting (at least ``min_repeats``); ``baseline``: the
     setting name throughput ratios are reported against; ``frames``: also time a batch job
     (:func:`~vdsr_deploy.batch.run_job`: decode, upscale, PNG encode, atomic write) over
-    that many PNG frames of the input size, end to end."""
+    that many PNG frames of the input size, end to end; ``ensemble``: time the x8
+    self-ensemble (:mod:`vdsr_deploy.ensemble`: the tiles of all eight transformed planes,
+    8x the compute, on the host path; Mpx/s still counts output pixels)."""
 
     settings: tuple[BenchSetting, ...]
     weights: Path | None = None
@@ -199,6 +201,7 @@ class BenchConfig:
     engines_dir: Path | None = None
     note: str = ""
     frames: int = 0
+    ensemble: bool = False
 
     def __post_init__(self) -> None:
         if self.frames < 0:
@@ -272,14 +275,24 @@ def bench_image(size: tuple[int, int], scale: float, seed: int = 0) -> NDArray[n
 
 
 def make_workload(
-    lr_pixels: NDArray[np.float32], scale: float, tiling: TileConfig, batch: int
+    lr_pixels: NDArray[np.float32],
+    scale: float,
+    tiling: TileConfig,
+    batch: int,
+    *,
+    ensemble: bool = False,
 ) -> Workload:
-    """Cut the prepared Y plane of ``lr_pixels`` into tiles and stack them into batches of
-    same-shape tiles (as :func:`~vdsr_deploy.pipeline.upscale_planes` does)."""
+    """Cut the prepared Y plane of ``lr_pixels`` (with ``ensemble``: each of its eight
+    rotations/mirror images) into tiles and stack them into batches of same-shape tiles (as
+    :func:`~vdsr_deploy.pipeline.upscale_planes` does)."""
+    from vdsr_deploy.ensemble import TRANSFORMS, dihedral
+
     prepared = colour.prepare(lr_pixels, scale)
+    planes = [dihedral(prepared.y, i) for i in range(TRANSFORMS)] if ensemble else [prepared.y]
     groups: dict[tuple[int, int], list[NDArray[np.float32]]] = {}
-    for tile in plan_tiles(prepared.shape[0], prepared.shape[1], tiling):
-        groups.setdefault(tile.shape, []).append(extract(prepared.y, tile))
+    for plane in planes:
+        for tile in plan_tiles(plane.shape[0], plane.shape[1], tiling):
+            groups.setdefault(tile.shape, []).append(extract(plane, tile))
     batches: list[NDArray[np.float32]] = []
     for shape, windows in groups.items():
         for start in range(0, len(windows), batch):
@@ -533,9 +546,11 @@ def benchmark(
                 emit({"event": "error", "setting": setting.name, "reason": case.reason})
                 continue
             case.runner = runner
-            case.workload = make_workload(lr, config.scale, tiling, setting.batch)
+            case.workload = make_workload(
+                lr, config.scale, tiling, setting.batch, ensemble=config.ensemble
+            )
             case.timer = _Timer(_on_cuda(runner))
-            if use_device_path(runner):
+            if use_device_path(runner) and not config.ensemble:  # the ensemble: host path
                 import torch
 
                 case.device = DeviceUpscaler(
@@ -546,7 +561,10 @@ def benchmark(
                 ]
         pipeline_configs = {
             case.setting.name: PipelineConfig(
-                scale=config.scale, tiling=case.workload.tiling, batch=case.setting.batch
+                scale=config.scale,
+                tiling=case.workload.tiling,
+                batch=case.setting.batch,
+                ensemble=config.ensemble,
             )
             for case in cases
             if case.workload is not None
@@ -770,6 +788,7 @@ def _config_dict(
         "interleave": config.interleave,
         "pipeline": config.pipeline,
         "baseline": config.baseline,
+        "ensemble": config.ensemble,
         "weights": {
             k: weights[k] for k in ("path", "depth", "channels", "weights_digest", "file_sha256")
         },
@@ -870,7 +889,12 @@ def render_markdown(result: dict[str, Any], title: str = "vdsr bench") -> str:
         f"- workload: {size} output (x{config['scale']:g} from "
         f"{config['input_shape'][1]}x{config['input_shape'][0]}), "
         f"{config['flops_per_pixel'] / 1e6:.2f} MFLOP/pixel, warm-up {config['warmup']}, "
-        f"up to {config['repeats']} timed repeats{' interleaved' if config['interleave'] else ''}",
+        f"up to {config['repeats']} timed repeats{' interleaved' if config['interleave'] else ''}"
+        + (
+            "; x8 self-ensemble (8 transformed planes per image, 8x the compute)"
+            if config.get("ensemble")
+            else ""
+        ),
     ]
     if result.get("note"):
         lines.append(f"- note: {result['note']}")

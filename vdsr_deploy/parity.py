@@ -244,7 +244,8 @@ class ValidateConfig:
     """What :func:`validate` runs. ``onnx``: ONNX files to use instead of exporting (matched
     to candidates by their ``vdsr.precision`` metadata); ``engine``: a TensorRT engine
     (its JSON sidecar is checked); ``bit_depths``: 8 and optionally 16; ``max_untiled_pixels``:
-    larger outputs are left out of the whole-image pair."""
+    larger outputs are left out of the whole-image pair; ``ensemble``: the reference and every
+    candidate run the x8 self-ensemble (:mod:`vdsr_deploy.ensemble`)."""
 
     weights: Path | None = None
     scale: float = 2.0
@@ -260,6 +261,7 @@ class ValidateConfig:
     engines_dir: Path | None = None
     threads: int = 0
     max_untiled_pixels: int = 4_000_000
+    ensemble: bool = False
 
     def __post_init__(self) -> None:
         if not (self.scale > 1.0 and math.isfinite(self.scale)):
@@ -602,6 +604,7 @@ class ValidationReport:
     artifacts: tuple[ArtifactCheck, ...]
     tolerances: ToleranceConfig
     environment: dict[str, Any] = field(default_factory=dict)
+    ensemble: bool = False
 
     @property
     def passed(self) -> bool:
@@ -630,6 +633,7 @@ class ValidationReport:
             "scale": self.scale,
             "tiling": {"tile": self.tiling.tile, "halo": self.tiling.halo},
             "batch": self.batch,
+            "ensemble": self.ensemble,
             "bit_depths": list(self.bit_depths),
             "images": list(self.images),
             "pairs": [p.to_dict() for p in self.pairs],
@@ -660,14 +664,18 @@ def run_images(
     scale: float,
     tiling: TileConfig,
     batch: int,
+    ensemble: bool = False,
 ) -> list[RunOutput]:
-    """Upscale every image through ``runner`` (already active)."""
+    """Upscale every image through ``runner`` (already active), with the x8 self-ensemble
+    when ``ensemble``."""
+    from vdsr_deploy.ensemble import ensemble_plane
     from vdsr_deploy.pipeline import upscale_plane
 
+    run_plane = ensemble_plane if ensemble else upscale_plane
     outputs: list[RunOutput] = []
     for image in images:
         prepared = _prepare(image, scale)
-        y = upscale_plane(prepared.y, runner, tiling, batch=batch)
+        y = run_plane(prepared.y, runner, tiling, batch=batch)
         outputs.append(RunOutput(y))
     return outputs
 
@@ -995,13 +1003,14 @@ def validate_runners(
     bit_depths: Sequence[int] = (8,),
     max_untiled_pixels: int = 4_000_000,
     on_event: EventSink | None = None,
+    ensemble: bool = False,
 ) -> tuple[str, list[PairResult]]:
     """The core of :func:`validate` with runners given directly (no artifacts built).
 
     ``candidates``: each with a factory returning an inactive runner, or a string (the
     reason it is skipped). A factory raising :class:`BackendUnavailableError` skips the
     pair; any other :class:`VdsrError` while running marks it ``error``. Returns the
-    reference's label and the pair results.
+    reference's label and the pair results. ``ensemble``: every run is the x8 self-ensemble.
     """
     tiling = tiling or TileConfig()
     tolerances = tolerances or ToleranceConfig()
@@ -1011,7 +1020,9 @@ def validate_runners(
     emit({"event": "reference", "images": len(images)})
     with reference:
         label = reference.info.label
-        ref_outputs = run_images(images, reference, scale=scale, tiling=tiling, batch=batch)
+        ref_outputs = run_images(
+            images, reference, scale=scale, tiling=tiling, batch=batch, ensemble=ensemble
+        )
     results: list[PairResult] = []
     for candidate, factory in candidates:
         emit({"event": "pair-start", "name": candidate.name})
@@ -1023,8 +1034,9 @@ def validate_runners(
         else:
             try:
                 cand_label, outputs = _run_candidate(
-                    candidate, factory, images, scale, tiling, batch, max_untiled_pixels
-                )
+                    candidate, factory, images, scale, tiling, batch, max_untiled_pixels,
+                    ensemble=ensemble,
+                )  # fmt: skip
             except BackendUnavailableError as error:
                 result = _not_compared(candidate, label, tolerance, SKIPPED, str(error), notes)
             except VdsrError as error:
@@ -1070,6 +1082,8 @@ def _run_candidate(
     tiling: TileConfig,
     batch: int,
     max_untiled_pixels: int,
+    *,
+    ensemble: bool = False,
 ) -> tuple[str, list[RunOutput | None]]:
     """The candidate's label and outputs (None: image too large for a whole-image run)."""
     runner = factory()
@@ -1077,7 +1091,9 @@ def _run_candidate(
         info = runner.info
         label = f"{info.backend}:{info.device}:{candidate.precision}"
         if candidate.tiled:
-            return label, list(run_images(images, runner, scale=scale, tiling=tiling, batch=batch))
+            return label, list(
+                run_images(images, runner, scale=scale, tiling=tiling, batch=batch, ensemble=ensemble)
+            )
         whole = TileConfig(tile=0, halo=tiling.halo)
         outputs: list[RunOutput | None] = []
         for image in images:
@@ -1085,7 +1101,9 @@ def _run_candidate(
             if height * width > max_untiled_pixels:
                 outputs.append(None)
             else:
-                outputs.extend(run_images([image], runner, scale=scale, tiling=whole, batch=1))
+                outputs.extend(
+                    run_images([image], runner, scale=scale, tiling=whole, batch=1, ensemble=ensemble)
+                )
         return label, outputs
 
 
@@ -1208,6 +1226,7 @@ def validate(
         bit_depths=config.bit_depths,
         max_untiled_pixels=config.max_untiled_pixels,
         on_event=on_event,
+        ensemble=config.ensemble,
     )
     artifacts = _artifact_checks(config, info.sha256, onnx_by_precision, pairs)
     return ValidationReport(
@@ -1223,6 +1242,7 @@ def validate(
         artifacts=artifacts,
         tolerances=config.tolerances,
         environment=runtime_environment(),
+        ensemble=config.ensemble,
     )
 
 

@@ -125,7 +125,8 @@ def render_markdown(report: ValidationReport) -> str:
         f"- created: {report.created}",
         f"- weights: {describe_weights(report.weights, markdown=True)}",
         f"- reference: {report.reference} (TF32 off), scale x{report.scale:g}, "
-        f"tile {tile} halo {report.tiling.halo}, batch {report.batch}",
+        f"tile {tile} halo {report.tiling.halo}, batch {report.batch}"
+        + (", x8 self-ensemble on every side" if report.ensemble else ""),
         f"- images: {len(report.images)} ({', '.join(str(i['name']) for i in report.images)})",
         "",
         "All figures are on the network's Y output: float errors on [0, 1] values, then the "
