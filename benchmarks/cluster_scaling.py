@@ -21,8 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib.metadata import version
 from pathlib import Path
+
+from vdsr_deploy.environment import cpu_model, package_version
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "val"
 FILES = [
@@ -88,13 +89,13 @@ def main() -> None:
     startup = [r["cluster"]["startup_seconds"] for r in runs["cluster"]]  # type: ignore[index]
     result = {
         "machine": {
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "load_average_at_end": os.getloadavg(),
             "python": platform.python_version(),
-            "ray": version("ray"),
-            "onnxruntime": version("onnxruntime"),
-            "torch": version("torch"),
+            "ray": package_version("ray"),
+            "onnxruntime": package_version("onnxruntime", "onnxruntime-gpu"),
+            "torch": package_version("torch"),
         },
         "files": FILES,
         "scale": options.scale,

@@ -35,10 +35,9 @@ from vdsr_deploy.bench import (  # noqa: E402
     BenchSetting,
     bench_image,
     benchmark,
-    machine_info,
     render_markdown,
-    versions,
 )
+from vdsr_deploy.environment import cpu_model, machine_info, versions  # noqa: E402
 
 STAGES = ("parity", "bench", "huge")
 
@@ -254,7 +253,7 @@ def _machine() -> dict[str, Any]:
     try:
         return machine_info()
     except ImportError as error:
-        return {"cpu": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count(),
+        return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(),
                 "memory_gib": None, "gpu": f"unknown ({error})"}  # fmt: skip
 
 

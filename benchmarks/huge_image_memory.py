@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vdsr_deploy.environment import cpu_model
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -209,7 +211,7 @@ def main() -> None:
                 print(rows[-1], flush=True)
     report = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs",
         "python": platform.python_version(),
         "conditions": args.note or "-",
         "scale": args.scale,

@@ -153,6 +153,9 @@ def main() -> int:
             trials.append(result)
     import PIL
 
+    sys.path.insert(0, str(ROOT))
+    from vdsr_deploy.environment import cpu_model
+
     # a chained fault whose step no longer occurs on the resume is not killed: not a failure
     failures = [
         t
@@ -162,7 +165,7 @@ def main() -> int:
     kills = sum(sum(t["killed"]) for t in trials)
     result = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
         "versions": {"python": platform.python_version(), "pillow": PIL.__version__},
         "note": args.note,
         "inputs": sorted(reference),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata
 import json
 import os
 import platform
@@ -38,6 +37,7 @@ from numpy.typing import NDArray
 from vdsr_deploy import colour
 from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.batch import JobConfig, run_job
+from vdsr_deploy.environment import cpu_model, package_version, portable_path
 from vdsr_deploy.imageio import read_image
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig, upscale_planes
@@ -169,7 +169,9 @@ def measure(
     bare, job = statistics.median(bare_times), statistics.median(job_times)
     return {
         "runtime": info.label,
-        "details": {k: str(v) for k, v in info.details.items()},
+        "details": {
+            k: portable_path(v) if k == "onnx" and v else str(v) for k, v in info.details.items()
+        },
         "images": len(images),
         "output_megapixels": round(megapixels, 3),
         "bare_calls": len(batches),
@@ -231,20 +233,11 @@ def colour_costs(images: list[Path], scale: float, repeats: int) -> list[dict[st
 
 
 def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+    return package_version(name) or "not installed"
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def _machine() -> str:
+    return f"{cpu_model()}, {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}"
 
 
 def render(report: dict[str, Any]) -> str:
@@ -280,7 +273,7 @@ def write_colour_report(images: list[Path], scale: float, repeats: int, note: st
     rows = colour_costs(images, scale, repeats)
     report = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{_cpu()}, {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}",
+        "machine": _machine(),
         "versions": f"Python {platform.python_version()}, torch {_version('torch')}, numpy {_version('numpy')}",
         "images": [f"{p.parent.name}/{p.name}" for p in images],
         "scale": scale,
@@ -350,7 +343,7 @@ def main() -> None:
             rows.append(measure(name, model, images, pipeline, args.repeats, Path(folder)))
     report = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{_cpu()}, {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}",
+        "machine": _machine(),
         "versions": (
             f"Python {platform.python_version()}, torch {_version('torch')}, onnxruntime "
             f"{_version('onnxruntime')}, numpy {_version('numpy')}, pillow {_version('pillow')}"

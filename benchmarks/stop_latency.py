@@ -105,15 +105,18 @@ def main() -> int:
     import onnxruntime
     import torch
 
+    sys.path.insert(0, str(ROOT))
+    from vdsr_deploy.environment import cpu_model, portable_path
+
     result: dict[str, Any] = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,
         },
-        "settings": {k: str(v) for k, v in vars(args).items()},
+        "settings": {k: portable_path(v) if k == "baseline" and v else str(v) for k, v in vars(args).items()},
         "seconds_to_exit": times,
         "note": args.note,
     }

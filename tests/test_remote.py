@@ -272,7 +272,7 @@ def test_cli_upscales_file_uris_and_resumes(tmp_path: Path, tiny_weights: Path) 
     make_folder(tmp_path / "in")
     (tmp_path / "in" / "bad.png").write_bytes(b"not an image")
     command = ["upscale", f"file://{tmp_path / 'in'}", "-o", f"file://{tmp_path / 'out'}", "-w", str(tiny_weights)]
-    command += ["--backend", "torch", "--tile", "40", "--halo", "3", "--quiet"]
+    command += ["--backend", "torch", "--tile", "40", "--halo", "4", "--quiet"]
     first = CliRunner().invoke(app, command)
     assert first.exit_code == 1, first.output
     text = "".join(first.output.split())  # rich wraps long lines

@@ -26,7 +26,11 @@ class TrainConfig:
     ``[-theta/base_lr, theta/base_lr]`` with the recipe's base lr, so the step bound of a
     clipped element (``lr * theta / base_lr``) shrinks as the lr decays. ``half_sum`` loss is ``0.5 * sum / batch`` (the
     Euclidean loss of the paper's framework); ``mean`` is the per-pixel mean squared error;
-    ``l1`` the per-pixel mean absolute error."""
+    ``l1`` the per-pixel mean absolute error. ``scale_mix``: the share of patches cut at each
+    of ``scales`` (relative weights, e.g. ``[2, 1, 1]``; empty: in proportion to the pixels
+    of each scale's images, i.e. about equal). ``ema_decay`` > 0 keeps an exponential moving
+    average of the weights (``train.ema``), validated alongside them; the better of the two
+    becomes the final weights."""
 
     name: str = "paper"
     depth: int = 20
@@ -56,6 +60,8 @@ class TrainConfig:
     validate_every: int = 500
     checkpoint_every: int = 200
     seed: int = 0
+    scale_mix: tuple[float, ...] = ()
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -94,6 +100,13 @@ class TrainConfig:
             ),
             (self.warmup_iterations >= 0, "warmup_iterations: expected >= 0"),
             (
+                not self.scale_mix
+                or (len(self.scale_mix) == len(self.scales) and min(self.scale_mix) > 0),
+                f"scale_mix: expected one positive weight per scale {self.scales}, "
+                f"got {self.scale_mix}",
+            ),
+            (0.0 <= self.ema_decay < 1.0, f"ema_decay: expected 0 (off) .. <1, got {self.ema_decay}"),
+            (
                 self.log_every >= 1 and self.validate_every >= 1 and self.checkpoint_every >= 1,
                 "log/validate/checkpoint intervals must be >= 1",
             ),
@@ -117,7 +130,7 @@ def config_from_dict(values: dict[str, Any], *, source: str) -> TrainConfig:
         raise ConfigError(f"{source}: unknown training setting(s) {', '.join(unknown)}")
     converted: dict[str, Any] = {}
     for key, value in values.items():
-        if key in ("scales", "lr_milestones", "adam_betas") and isinstance(value, list):
+        if key in ("scales", "lr_milestones", "adam_betas", "scale_mix") and isinstance(value, list):
             value = tuple(value)
         converted[key] = value
     try:
@@ -126,17 +139,26 @@ def config_from_dict(values: dict[str, Any], *, source: str) -> TrainConfig:
         raise ConfigError(f"{source}: {error}") from error
 
 
+def builtin_recipes() -> list[str]:
+    """Names of the recipes shipped in ``train/configs`` (every ``*.toml`` there)."""
+    folder = resources.files("train.configs")
+    return sorted(entry.name[: -len(".toml")] for entry in folder.iterdir() if entry.name.endswith(".toml"))
+
+
 def builtin_config_path(name: str) -> Path:
     return Path(str(resources.files("train.configs").joinpath(f"{name}.toml")))
 
 
 def load_config(name_or_path: str | Path) -> TrainConfig:
-    """A TOML file path, or the name of a built-in recipe (``paper``, ``fast``, ``ft_l1``)."""
+    """A TOML file path, or the name of a built-in recipe (:func:`builtin_recipes`)."""
     path = Path(name_or_path)
     if not path.is_file():
         builtin = builtin_config_path(str(name_or_path))
         if not builtin.is_file():
-            raise ConfigError(f"{name_or_path}: no such config file or built-in recipe")
+            raise ConfigError(
+                f"{name_or_path}: no such config file or built-in recipe "
+                f"(built-in: {', '.join(builtin_recipes())})"
+            )
         path = builtin
     try:
         values = tomllib.loads(path.read_text())

@@ -9,7 +9,7 @@ batch far less than a training step, so no worker processes or disk cache are ne
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy import protocol
+from vdsr_deploy.ensemble import dihedral
 from vdsr_deploy.errors import ImageReadError, TrainingError
 from vdsr_deploy.evaluate import hr_luma
 from vdsr_deploy.imageio import IMAGE_SUFFIXES
@@ -74,21 +75,23 @@ def prepare_pairs(
     return pairs
 
 
-def dihedral(patch: NDArray[np.float32], index: int) -> NDArray[np.float32]:
-    """One of the 8 rotations/flips of a 2-D array (0 = identity)."""
-    rotated = np.rot90(patch, k=index % 4)
-    return rotated[:, ::-1] if index >= 4 else rotated
-
-
 class PatchSampler:
     """Random ``patch_size`` crops from prepared pairs, deterministic per (seed, step).
 
     Each pair is drawn with probability proportional to its area, so every pixel of the
-    training set is equally likely, whatever the image size.
+    training set is equally likely, whatever the image size. ``scale_mix`` (scale -> relative
+    weight) sets the share of patches of each scale instead; within a scale, pixels stay
+    equally likely.
     """
 
     def __init__(
-        self, pairs: Sequence[TrainingPair], *, patch_size: int, seed: int, augment: bool = True
+        self,
+        pairs: Sequence[TrainingPair],
+        *,
+        patch_size: int,
+        seed: int,
+        augment: bool = True,
+        scale_mix: Mapping[int, float] | None = None,
     ) -> None:
         if not pairs:
             raise TrainingError("no training pairs")
@@ -97,6 +100,16 @@ class PatchSampler:
         self.seed = seed
         self.augment = augment
         areas = np.array([p.target.size for p in self.pairs], dtype=np.float64)
+        if scale_mix:
+            scales = np.array([p.scale for p in self.pairs])
+            missing = sorted(set(scales.tolist()) - set(scale_mix))
+            if missing:
+                raise TrainingError(f"scale mix {dict(scale_mix)}: no weight for scale(s) {missing}")
+            if min(scale_mix.values()) <= 0:
+                raise TrainingError(f"scale mix {dict(scale_mix)}: weights must be > 0")
+            for scale in set(scales.tolist()):
+                chosen = scales == scale
+                areas[chosen] *= scale_mix[scale] / areas[chosen].sum()
         self.weights = areas / areas.sum()
 
     def batch(self, step: int, batch_size: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import signal
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
@@ -23,17 +21,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from train.config import TrainConfig
+from train.config import TrainConfig, config_from_dict
 from train.data import PatchSampler, find_images, prepare_pairs
+from train.ema import WeightAverage
 from vdsr_deploy import evaluate
 from vdsr_deploy.backends.device import resolve_device
+from vdsr_deploy.environment import portable_path, training_hardware
 from vdsr_deploy.errors import TrainingError
-from vdsr_deploy.fileops import atomic_path
+from vdsr_deploy.fileops import atomic_path, with_default_permissions
 from vdsr_deploy.model import VDSR
-from vdsr_deploy.weights import load_weights, save_weights
+from vdsr_deploy.weights import (
+    CHECKPOINT_METADATA_KEY,
+    CHECKPOINT_MODEL_PREFIX,
+    load_weights,
+    save_weights,
+)
 
 EventSink = Callable[[dict[str, Any]], None]
-CHECKPOINT_META_KEY = "vdsr_checkpoint"
+CHECKPOINT_META_KEY = CHECKPOINT_METADATA_KEY
+CHECKPOINT_NAME = "last.safetensors"
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -133,14 +139,24 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def save_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    *,
+    ema: WeightAverage | None = None,
 ) -> None:
-    """Model and optimizer tensors as safetensors; everything else as JSON metadata."""
+    """Model, EMA and optimizer tensors as safetensors; everything else as JSON metadata."""
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {
-        f"model.{k}": v.detach().float().contiguous().clone() for k, v in model.state_dict().items()
+        f"{CHECKPOINT_MODEL_PREFIX}{k}": v.detach().float().contiguous().clone()
+        for k, v in model.state_dict().items()
     }
+    if ema is not None:
+        tensors.update(
+            {f"ema.{k}": v.detach().float().contiguous().clone() for k, v in ema.model.state_dict().items()}
+        )
     optimizer_state = optimizer.state_dict()
     scalars: dict[str, dict[str, float]] = {}
     for index, param_state in optimizer_state["state"].items():
@@ -152,11 +168,18 @@ def save_checkpoint(
     meta = {**state, "optimizer_scalars": scalars, "param_groups": optimizer_state["param_groups"]}
     with atomic_path(path) as temporary:
         save_file(tensors, str(temporary), metadata={CHECKPOINT_META_KEY: json.dumps(meta)})
+        with_default_permissions(temporary)
 
 
 def load_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    ema: WeightAverage | None = None,
 ) -> dict[str, Any]:
+    """Restore ``model``, ``optimizer`` and (when the checkpoint has one) ``ema``; the
+    checkpoint's metadata. An EMA the checkpoint lacks restarts from the restored model."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -165,7 +188,11 @@ def load_checkpoint(
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as error:
         raise TrainingError(f"{path}: not a vdsr training checkpoint ({error})") from error
-    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    model_state = {
+        k[len(CHECKPOINT_MODEL_PREFIX) :]: v
+        for k, v in tensors.items()
+        if k.startswith(CHECKPOINT_MODEL_PREFIX)
+    }
     try:
         model.load_state_dict(model_state)
     except RuntimeError as error:
@@ -184,17 +211,144 @@ def load_checkpoint(
             stored = torch.full(shape, value, dtype=torch.float32)
             optimizer_state["state"].setdefault(int(index), {})[key] = stored
     optimizer.load_state_dict(optimizer_state)
+    if ema is not None:
+        ema_state = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
+        ema.model.load_state_dict(ema_state or model.state_dict())
     return dict(meta)
 
 
 @dataclass(frozen=True)
 class TrainResult:
+    """How a run ended. Every file named here loads as ``vdsr upscale --weights``:
+    ``final_weights`` when the run finished, ``best_weights`` (best validation PSNR, if any
+    validation ran) and ``checkpoint`` (the resumable state at ``iterations_done``)."""
+
     out_dir: Path
     iterations_done: int
     interrupted: bool
     best_psnr: dict[str, float]
     final_weights: Path | None
     wall_seconds: float
+    iterations: int = 0
+    best_weights: Path | None = None
+    checkpoint: Path | None = None
+
+    @property
+    def weights(self) -> Path | None:
+        """The weights to use from this run: the final ones, else the last checkpoint."""
+        return self.final_weights or self.checkpoint
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run trains on: the recipe and the folders. A resumed run keeps them."""
+
+    config: TrainConfig
+    data_dirs: tuple[Path, ...]
+    val_dir: Path | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data_dirs": [str(d) for d in self.data_dirs],
+            "val_dir": str(self.val_dir) if self.val_dir else None,
+        }
+
+
+def read_run_settings(checkpoint: Path) -> RunSettings:
+    """The recipe and folders recorded in a training checkpoint (tensors are not read).
+    Checkpoints written before the folders were recorded give no ``data_dirs``."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(checkpoint), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {})[CHECKPOINT_META_KEY])
+        config = config_from_dict(dict(meta["config"]), source=str(checkpoint))
+    except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError) as error:
+        raise TrainingError(f"{checkpoint}: not a vdsr training checkpoint ({error})") from error
+    val_dir = meta.get("val_dir")
+    return RunSettings(
+        config=config,
+        data_dirs=tuple(Path(d) for d in meta.get("data_dirs") or ()),
+        val_dir=Path(val_dir) if val_dir else None,
+    )
+
+
+def resumed_config(out_dir: Path, *, iterations: int | None = None) -> TrainConfig:
+    """The recipe of the run in ``out_dir`` (optionally with another iteration count): what
+    ``vdsr train --resume`` continues when no recipe is given."""
+    checkpoint = out_dir / CHECKPOINT_NAME
+    if not checkpoint.is_file():
+        raise TrainingError(f"{checkpoint}: nothing to resume from")
+    config = read_run_settings(checkpoint).config
+    return config if iterations is None else config.replace(iterations=iterations)
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    return a.expanduser().resolve() == b.expanduser().resolve()
+
+
+def settings_for_resume(
+    checkpoint: Path,
+    config: TrainConfig | None,
+    data_dirs: Sequence[Path] | None,
+    val_dir: Path | None,
+) -> tuple[RunSettings, list[str]]:
+    """The settings a resumed run continues with, and warnings.
+
+    What is not given comes from the checkpoint. A recipe or data folders that differ from
+    the checkpoint's are refused (the run would silently become another run); a different
+    iteration count is accepted with a warning (it extends or shortens the run, and a cosine
+    schedule is recomputed for the new length); a different validation folder likewise.
+    """
+    recorded = read_run_settings(checkpoint)
+    warnings: list[str] = []
+    chosen = recorded.config
+    if config is not None:
+        before, after = recorded.config.to_dict(), config.to_dict()
+        differing = [k for k in before if k != "iterations" and before[k] != after[k]]
+        if differing:
+            listed = "; ".join(
+                f"{key} is {before[key]!r} there, {after[key]!r} given" for key in differing[:4]
+            ) + (f"; and {len(differing) - 4} more" if len(differing) > 4 else "")
+            raise TrainingError(
+                f"{checkpoint}: --config differs from the run being resumed ({listed}); "
+                "a resumed run keeps its recipe: leave --config out, or start a new run from "
+                f"its weights with --init-weights {checkpoint} --out NEW_FOLDER"
+            )
+        if config.iterations != recorded.config.iterations:
+            warnings.append(
+                f"--iterations {config.iterations} changes the run being resumed "
+                f"({recorded.config.iterations} in {checkpoint})"
+                + ("; its cosine schedule is recomputed for the new length" if config.schedule == "cosine" else "")
+            )
+        chosen = config
+    if data_dirs:
+        given = tuple(Path(d) for d in data_dirs)
+        if recorded.data_dirs and (
+            len(given) != len(recorded.data_dirs)
+            or not all(_same_folder(a, b) for a, b in zip(given, recorded.data_dirs, strict=True))
+        ):
+            raise TrainingError(
+                f"{checkpoint}: --data {' '.join(map(str, given))} differs from the run being "
+                f"resumed ({' '.join(map(str, recorded.data_dirs))}); leave --data out to "
+                "continue on the same images"
+            )
+        chosen_data = recorded.data_dirs or given
+    elif recorded.data_dirs:
+        chosen_data = recorded.data_dirs
+    else:
+        raise TrainingError(
+            f"{checkpoint} does not record its data folders (an older checkpoint): pass --data"
+        )
+    chosen_val = recorded.val_dir
+    if val_dir is not None:
+        if recorded.val_dir is not None and not _same_folder(val_dir, recorded.val_dir):
+            warnings.append(
+                f"--val {val_dir} differs from the run being resumed ({recorded.val_dir}): "
+                "the best checkpoint is now chosen on another set"
+            )
+        chosen_val = val_dir
+    return RunSettings(chosen, chosen_data, chosen_val), warnings
 
 
 class _StopFlag:
@@ -205,17 +359,6 @@ class _StopFlag:
 
     def __call__(self, signum: int, frame: object) -> None:
         self.requested = True
-
-
-def _hardware() -> dict[str, Any]:
-    return {
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
 
 
 def _validate(
@@ -239,9 +382,9 @@ def _validate(
 
 
 def train(
-    config: TrainConfig,
+    config: TrainConfig | None,
     *,
-    data_dirs: Sequence[Path],
+    data_dirs: Sequence[Path] | None = None,
     out_dir: Path,
     val_dir: Path | None = None,
     resume: bool = False,
@@ -254,20 +397,27 @@ def train(
 
     ``out_dir/last.safetensors`` (resumable checkpoint), ``best.safetensors`` and
     ``final.safetensors`` (weights format, with the recipe and results in the metadata),
-    ``log.jsonl``. ``resume`` continues from ``last.safetensors``; without it an existing
-    checkpoint is an error, so no run is overwritten by accident. ``init_weights`` starts a new
-    run from a weights file (fine-tuning; fresh optimizer state); its training record is kept
-    in the metadata as ``initialised_from`` so the total compute stays accounted for.
-    ``data_workers`` > 0 cuts the batches in that many worker processes ahead of the model
-    (the batches are the same either way: each is a function of the seed and its step).
+    ``log.jsonl``. Every one of them loads as weights (:func:`vdsr_deploy.weights.load_weights`).
+    ``resume`` continues the run in ``last.safetensors`` with the recipe and folders recorded
+    there: ``config``, ``data_dirs`` and ``val_dir`` may be left out (None), and a recipe or
+    data folders that differ are refused (:func:`settings_for_resume`). Without ``resume`` an
+    existing checkpoint is an error, so no run is overwritten by accident. ``init_weights``
+    starts a new run from a weights file or checkpoint (fine-tuning; fresh optimizer state);
+    its training record is kept in the metadata as ``initialised_from`` so the total compute
+    stays accounted for. ``data_workers`` > 0 cuts the batches in that many worker processes
+    ahead of the model (the batches are the same either way: each is a function of the seed
+    and its step).
+
+    Events: ``warning`` (message), ``preparing`` (images), ``prepared`` (pairs, seconds),
+    ``start`` (step, iterations, resumed), ``train``, ``validate``, then ``finished`` or
+    ``stopped``.
     """
     if data_workers < 0:
         raise TrainingError(f"data workers: expected >= 0, got {data_workers}")
     emit = on_event or (lambda event: None)
     started = time.time()
     torch_device = resolve_device(device)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    last_path = out_dir / "last.safetensors"
+    last_path = out_dir / CHECKPOINT_NAME
     if last_path.exists() and not resume:
         raise TrainingError(
             f"{last_path} exists: pass --resume to continue that run, or pick another --out"
@@ -276,17 +426,37 @@ def train(
         raise TrainingError(f"{last_path}: nothing to resume from")
     if resume and init_weights is not None:
         raise TrainingError("--init-weights starts a new run; it cannot be combined with --resume")
+    if resume:
+        settings, warnings = settings_for_resume(last_path, config, data_dirs, val_dir)
+        for message in warnings:
+            emit({"event": "warning", "message": message})
+    else:
+        if config is None:
+            raise TrainingError("a new run needs a recipe (config)")
+        if not data_dirs:
+            raise TrainingError("a new run needs at least one data folder (--data)")
+        settings = RunSettings(config, tuple(Path(d) for d in data_dirs), val_dir)
+    config = settings.config
+    data_dirs, val_dir = settings.data_dirs, settings.val_dir
     initial = _load_initial_weights(init_weights, config) if init_weights is not None else None
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     paths = find_images(data_dirs)
-    emit({"event": "preparing", "images": len(paths)})
+    emit({"event": "preparing", "images": len(paths), "scales": list(config.scales)})
+    preparing_since = time.time()
     pairs = prepare_pairs(paths, config.scales, config.patch_size)
     sampler = PatchSampler(
-        pairs, patch_size=config.patch_size, seed=config.seed, augment=config.augment
+        pairs,
+        patch_size=config.patch_size,
+        seed=config.seed,
+        augment=config.augment,
+        scale_mix=dict(zip(config.scales, config.scale_mix, strict=True)) if config.scale_mix else None,
     )
     val_items = (
         evaluate.prepare_items(evaluate.list_images(val_dir), config.scales) if val_dir else []
     )
+    emit({"event": "prepared", "pairs": len(pairs), "validation_images": len(val_items),
+          "seconds": time.time() - preparing_since})  # fmt: skip
 
     if torch_device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch shape: pick the fastest kernels once
@@ -297,22 +467,25 @@ def train(
     optimizer = make_optimizer(model, config)
     step = 0
     best: dict[str, float] = {}
+    final_choice = "weights"  # or "ema": which validated better at the last validation
     elapsed_before = 0.0
     initialised_from: dict[str, Any] | None = None
     if initial is not None:
         state, initialised_from = initial
         model.load_state_dict(state)
+    ema = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
     if resume:
-        meta = load_checkpoint(last_path, model, optimizer)
-        if meta.get("config", {}).get("name") != config.name:
-            raise TrainingError(
-                f"{last_path} was made by recipe {meta.get('config', {}).get('name')!r}, not {config.name!r}"
-            )
+        meta = load_checkpoint(last_path, model, optimizer, ema=ema)
         step = int(meta["step"])
+        if step >= config.iterations:
+            emit({"event": "warning", "message": f"the run in {out_dir} already did {step} of "
+                  f"{config.iterations} iterations; pass --iterations N to extend it"})  # fmt: skip
         best = dict(meta.get("best", {}))
         initialised_from = meta.get("initialised_from")
         elapsed_before = float(meta.get("wall_seconds", 0.0))
     log = (out_dir / "log.jsonl").open("a")
+    absolute_data = tuple(d.expanduser().resolve() for d in data_dirs)
+    absolute_val = val_dir.expanduser().resolve() if val_dir else None
 
     def checkpoint() -> None:
         save_checkpoint(
@@ -325,7 +498,9 @@ def train(
                 "best": best,
                 "wall_seconds": elapsed_before + time.time() - started,
                 "initialised_from": initialised_from,
+                **RunSettings(config, absolute_data, absolute_val).to_dict(),
             },
+            ema=ema,
         )
 
     def record(entry: dict[str, Any]) -> None:
@@ -338,7 +513,7 @@ def train(
             "recipe": config.to_dict(),
             "iterations": step,
             "wall_seconds": round(elapsed_before + time.time() - started, 1),
-            "hardware": _hardware(),
+            "hardware": training_hardware(),
             "data": [str(d) for d in data_dirs],
             "training_pairs": len(pairs),
             **({"initialised_from": initialised_from} if initialised_from else {}),
@@ -349,6 +524,7 @@ def train(
     interrupted = False
     window_loss, window_start, window_steps = 0.0, time.time(), 0
     model.train()
+    emit({"event": "start", "step": step, "iterations": config.iterations, "resumed": resume})
     batches = batch_stream(
         sampler,
         range(step, config.iterations),
@@ -376,6 +552,8 @@ def train(
             loss = training_step(model, optimizer, inputs, targets, config, lr, bf16=use_bf16)
             if loss is None:
                 raise TrainingError(f"loss stopped being finite at iteration {step}: lower lr or theta")
+            if ema is not None:
+                ema.update(model)
             step += 1
             window_loss += loss.item()
             window_steps += 1
@@ -395,11 +573,23 @@ def train(
             if val_items and (step % config.validate_every == 0 or step == config.iterations):
                 scores = _validate(model, val_items, torch_device)
                 mean_psnr = float(np.mean([scores[f"x{s}"] for s in config.scales]))
-                record({"event": "validate", "step": step, **scores, "mean": mean_psnr})
-                if mean_psnr > best.get("mean", -math.inf):
-                    best = {**scores, "mean": mean_psnr, "step": step}
+                candidate, candidate_scores, candidate_mean = model, scores, mean_psnr
+                extra: dict[str, float] = {}
+                if ema is not None:
+                    ema_scores = _validate(ema.model, val_items, torch_device)
+                    ema_mean = float(np.mean([ema_scores[f"x{s}"] for s in config.scales]))
+                    extra = {f"ema_x{s}": ema_scores[f"x{s}"] for s in config.scales}
+                    extra["ema_mean"] = ema_mean
+                    final_choice = "ema" if ema_mean > mean_psnr else "weights"
+                    if final_choice == "ema":
+                        candidate, candidate_scores, candidate_mean = ema.model, ema_scores, ema_mean
+                record({"event": "validate", "step": step, **scores, "mean": mean_psnr, **extra})
+                if candidate_mean > best.get("mean", -math.inf):
+                    best = {**candidate_scores, "mean": candidate_mean, "step": step}
+                    if ema is not None:
+                        best["ema"] = float(candidate is ema.model)
                     save_weights(
-                        model,
+                        candidate,
                         out_dir / "best.safetensors",
                         scales=tuple(float(s) for s in config.scales),
                         training=training_metadata(),
@@ -422,17 +612,35 @@ def train(
             signal.signal(signal.SIGTERM, previous_handler)
     final: Path | None = None
     if not interrupted:
+        chosen = {"final_weights": final_choice} if ema is not None else {}
         final = save_weights(
-            model,
+            ema.model if ema is not None and final_choice == "ema" else model,
             out_dir / "final.safetensors",
             scales=tuple(float(s) for s in config.scales),
             training=training_metadata(),
-            evaluation={"validation": best},
+            evaluation={"validation": best, **chosen},
         )
+        if ema is not None:
+            save_weights(
+                ema.model,
+                out_dir / "ema.safetensors",
+                scales=tuple(float(s) for s in config.scales),
+                training=training_metadata(),
+                evaluation={"validation": best, "weights": "ema"},
+            )
     record({"event": "stopped" if interrupted else "finished", "step": step})
     log.close()
+    best_path = out_dir / "best.safetensors"
     return TrainResult(
-        out_dir, step, interrupted, best, final, elapsed_before + time.time() - started
+        out_dir,
+        step,
+        interrupted,
+        best,
+        final,
+        elapsed_before + time.time() - started,
+        iterations=config.iterations,
+        best_weights=best_path if best and best_path.is_file() else None,
+        checkpoint=last_path,
     )
 
 
@@ -447,8 +655,8 @@ def _load_initial_weights(
             f"got depth {info.depth} x {info.channels}"
         )
     record = {
-        "path": str(path),
-        "sha256": info.sha256,
+        "path": portable_path(path),
+        "weights_digest": info.sha256,
         "iterations": info.training.get("iterations"),
         "wall_seconds": info.training.get("wall_seconds"),
         "recipe": info.training.get("recipe", {}).get("name"),

@@ -15,6 +15,8 @@ import os
 import threading
 from pathlib import Path
 
+from vdsr_deploy.errors import InvalidInputError
+
 SIDECAR_SUFFIX = ".meta.json"
 VERIFIED_METADATA = "vdsr.verified"
 EXPORTER_METADATA_KEY = "vdsr.exporter"
@@ -41,6 +43,8 @@ def _stamp(path: Path) -> list[int]:
 def onnx_metadata(onnx_path: Path) -> dict[str, str]:
     """The ``metadata_props`` of ``onnx_path``, from the sidecar copy when it is current."""
     path = Path(onnx_path)
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: ONNX file not found")
     stamp = _stamp(path)
     sidecar = sidecar_path(path)
     try:

@@ -51,6 +51,7 @@ from numpy.typing import NDArray
 from vdsr_deploy import colour
 from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.device_pipeline import Band, DeviceUpscaler, use_device_path
+from vdsr_deploy.ensemble import ensemble_planes
 from vdsr_deploy.errors import (
     ConfigError,
     ImageWriteError,
@@ -557,7 +558,14 @@ def plan_resume(
     items, failures, walk_skipped = plan_job(config)
     p = config.pipeline
     settings = settings_key(
-        {"scale": p.scale, "runner": runner_label, "model": config.model, "quality": config.quality}
+        {
+            "scale": p.scale,
+            "runner": runner_label,
+            "model": config.model,
+            "quality": config.quality,
+            # only when on, so outputs made before the option existed still resume
+            **({"ensemble": True} if p.ensemble else {}),
+        }
     )
     plan = ResumePlan([], walk_skipped, failures, [], settings, Manifest(_manifest_folder(config)))
     for position, item in enumerate(items):
@@ -709,7 +717,7 @@ class _DevicePath:
         """``wanted`` None: the device path when the runner computes on a CUDA device (on the
         CPU the host path is faster, measured in benchmarks/pipeline_overhead.py)."""
         use = use_device_path(runner) if wanted is None else wanted
-        if not use:
+        if not use or config.pipeline.ensemble:  # the x8 ensemble wraps the host plane pipeline
             return None
         writes = ThreadPoolExecutor(config.save_threads, thread_name_prefix="vdsr-device-save")
         return _DevicePath(DeviceUpscaler(runner, config.pipeline), writes)
@@ -1196,7 +1204,8 @@ class _Job:
             feeder.start()
             preparer.start()
             interrupter.start()
-            results = upscale_planes(
+            run_planes = ensemble_planes if p.ensemble else upscale_planes
+            results = run_planes(
                 self.planes(),
                 _StopCheckingRunner(self.runner, self.halted),
                 p.tiling,

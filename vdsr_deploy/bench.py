@@ -21,10 +21,7 @@ threads and settings; :func:`render_markdown` and :func:`write_plot` render it.
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata
 import math
-import os
-import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -37,6 +34,7 @@ from numpy.typing import NDArray
 
 from vdsr_deploy import colour
 from vdsr_deploy.backends.base import Runner
+from vdsr_deploy.environment import load_average, machine_info, portable_path, thread_info, versions
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError, VdsrError
 from vdsr_deploy.precision import BACKEND_PRECISIONS, PRECISIONS
 from vdsr_deploy.tiling import DEFAULT_HALO, TileConfig, extract, plan_tiles
@@ -45,6 +43,7 @@ if TYPE_CHECKING:
     from vdsr_deploy.backends.factory import RunnerSpec
 
 SCHEMA = "vdsr-bench/1"
+PATH_DETAILS = ("onnx", "engine", "weights", "path", "loaded_from")  # runner details recorded as portable paths
 SUPPORTED = BACKEND_PRECISIONS
 BACKENDS = tuple(SUPPORTED)
 EventSink = Callable[[dict[str, Any]], None]
@@ -172,7 +171,9 @@ class BenchConfig:
     short after ``max_seconds`` per setting (at least ``min_repeats``); ``baseline``: the
     setting name throughput ratios are reported against; ``frames``: also time a batch job
     (:func:`~vdsr_deploy.batch.run_job`: decode, upscale, PNG encode, atomic write) over
-    that many PNG frames of the input size, end to end."""
+    that many PNG frames of the input size, end to end; ``ensemble``: time the x8
+    self-ensemble (:mod:`vdsr_deploy.ensemble`: the tiles of all eight transformed planes,
+    8x the compute, on the host path; Mpx/s still counts output pixels)."""
 
     settings: tuple[BenchSetting, ...]
     weights: Path | None = None
@@ -190,6 +191,7 @@ class BenchConfig:
     engines_dir: Path | None = None
     note: str = ""
     frames: int = 0
+    ensemble: bool = False
 
     def __post_init__(self) -> None:
         if self.frames < 0:
@@ -263,14 +265,24 @@ def bench_image(size: tuple[int, int], scale: float, seed: int = 0) -> NDArray[n
 
 
 def make_workload(
-    lr_pixels: NDArray[np.float32], scale: float, tiling: TileConfig, batch: int
+    lr_pixels: NDArray[np.float32],
+    scale: float,
+    tiling: TileConfig,
+    batch: int,
+    *,
+    ensemble: bool = False,
 ) -> Workload:
-    """Cut the prepared Y plane of ``lr_pixels`` into tiles and stack them into batches of
-    same-shape tiles (as :func:`~vdsr_deploy.pipeline.upscale_planes` does)."""
+    """Cut the prepared Y plane of ``lr_pixels`` (with ``ensemble``: each of its eight
+    rotations/mirror images) into tiles and stack them into batches of same-shape tiles (as
+    :func:`~vdsr_deploy.pipeline.upscale_planes` does)."""
+    from vdsr_deploy.ensemble import TRANSFORMS, dihedral
+
     prepared = colour.prepare(lr_pixels, scale)
+    planes = [dihedral(prepared.y, i) for i in range(TRANSFORMS)] if ensemble else [prepared.y]
     groups: dict[tuple[int, int], list[NDArray[np.float32]]] = {}
-    for tile in plan_tiles(prepared.shape[0], prepared.shape[1], tiling):
-        groups.setdefault(tile.shape, []).append(extract(prepared.y, tile))
+    for plane in planes:
+        for tile in plan_tiles(plane.shape[0], plane.shape[1], tiling):
+            groups.setdefault(tile.shape, []).append(extract(plane, tile))
     batches: list[NDArray[np.float32]] = []
     for shape, windows in groups.items():
         for start in range(0, len(windows), batch):
@@ -505,7 +517,7 @@ def benchmark(
     _, weights_info = load_weights(config.weights)
     flops = flops_per_pixel(weights_info.depth, weights_info.channels)
     started = _dt.datetime.now(_dt.timezone.utc)
-    load_before = _loadavg()
+    load_before = load_average()
     cases = [_Case(s) for s in config.settings]
     with ExitStack() as stack:
         frames = _write_frames(stack, lr_samples, config.frames) if config.frames else None
@@ -524,9 +536,11 @@ def benchmark(
                 emit({"event": "error", "setting": setting.name, "reason": case.reason})
                 continue
             case.runner = runner
-            case.workload = make_workload(lr, config.scale, tiling, setting.batch)
+            case.workload = make_workload(
+                lr, config.scale, tiling, setting.batch, ensemble=config.ensemble
+            )
             case.timer = _Timer(_on_cuda(runner))
-            if use_device_path(runner):
+            if use_device_path(runner) and not config.ensemble:  # the ensemble: host path
                 import torch
 
                 case.device = DeviceUpscaler(
@@ -537,7 +551,10 @@ def benchmark(
                 ]
         pipeline_configs = {
             case.setting.name: PipelineConfig(
-                scale=config.scale, tiling=case.workload.tiling, batch=case.setting.batch
+                scale=config.scale,
+                tiling=case.workload.tiling,
+                batch=case.setting.batch,
+                ensemble=config.ensemble,
             )
             for case in cases
             if case.workload is not None
@@ -636,7 +653,9 @@ def benchmark(
     results = [_case_result(c, flops, infos.get(c.setting.name), config) for c in cases]
     for result in results:
         _add_device_share(result, flops)
-    _add_ratios(results, config.baseline)
+    baseline = _add_ratios(results, config.baseline)
+    config_record = _config_dict(config, lr, weights_info.to_dict(), flops)
+    config_record["baseline"] = baseline
     return {
         "schema": SCHEMA,
         "created": started.isoformat(timespec="seconds"),
@@ -645,7 +664,7 @@ def benchmark(
         "machine": machine_info(load_before),
         "versions": versions(),
         "threads": thread_info(config.threads),
-        "config": _config_dict(config, lr, weights_info.to_dict(), flops),
+        "config": config_record,
         "results": results,
     }
 
@@ -660,7 +679,10 @@ def _runner_info(runner: Runner | None, precision: str) -> dict[str, Any] | None
         "backend": info.backend,
         "device": info.device,
         "precision": precision,
-        "details": _jsonable(info.details),
+        "details": {
+            key: portable_path(value) if key in PATH_DETAILS and isinstance(value, str | Path) else value
+            for key, value in _jsonable(info.details).items()
+        },
     }
 
 
@@ -678,7 +700,7 @@ def _case_result(
     case: _Case, flops: int, runner: dict[str, Any] | None, config: BenchConfig
 ) -> dict[str, Any]:
     setting = asdict(case.setting)
-    setting["onnx"] = str(case.setting.onnx) if case.setting.onnx else None
+    setting["onnx"] = portable_path(case.setting.onnx)
     result: dict[str, Any] = {
         "name": case.setting.name,
         "setting": setting,
@@ -716,13 +738,15 @@ def _case_result(
     return result
 
 
-def _add_ratios(results: list[dict[str, Any]], baseline: str | None) -> None:
-    """``ratio_vs_baseline``: throughput / the baseline's, for the runtime and pipeline paths."""
-    if baseline is None:
-        return
-    base = next((r for r in results if r["name"] == baseline), None)
-    if base is None or base.get("runtime") is None:
-        return
+def _add_ratios(results: list[dict[str, Any]], baseline: str | None) -> str | None:
+    """``ratio_vs_baseline``: throughput / the baseline's, for the runtime and pipeline paths.
+    Without a ``baseline`` the first setting that ran is the baseline. Returns its name."""
+    ran = [r for r in results if r.get("runtime") is not None]
+    if baseline is None and ran:
+        baseline = ran[0]["name"]
+    base = next((r for r in ran if r["name"] == baseline), None)
+    if base is None:
+        return None
     for result in results:
         if result.get("runtime") is None:
             continue
@@ -736,6 +760,7 @@ def _add_ratios(results: list[dict[str, Any]], baseline: str | None) -> None:
                 / base["pipeline"]["megapixels_per_second"]
             )
         result["ratio_vs_baseline"] = ratios
+    return str(baseline)
 
 
 def _config_dict(
@@ -753,114 +778,11 @@ def _config_dict(
         "interleave": config.interleave,
         "pipeline": config.pipeline,
         "baseline": config.baseline,
-        "weights": {k: weights[k] for k in ("path", "depth", "channels", "sha256")},
+        "ensemble": config.ensemble,
+        "weights": {
+            k: weights[k] for k in ("path", "depth", "channels", "weights_digest", "file_sha256")
+        },
         "flops_per_pixel": flops,
-    }
-
-
-# ----------------------------------------------------------------------------------------
-# Machine, versions, threads
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _cpu_flags() -> list[str]:
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
-              "amx_int8", "amx_tile", "avx_vnni")  # fmt: skip
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next(
-        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
-        [],
-    )
-    return [f for f in wanted if f in flags]
-
-
-def _memory_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def machine_info(load_before: list[float] | None = None) -> dict[str, Any]:
-    """CPU model, cores, relevant ISA flags, memory, GPU, load and this process's nice value."""
-    import torch
-
-    gpu = None
-    if torch.cuda.is_available():
-        major, minor = torch.cuda.get_device_capability(0)
-        gpu = f"{torch.cuda.get_device_name(0)} (compute {major}.{minor})"
-    try:
-        niceness: int | None = os.nice(0)
-    except OSError:
-        niceness = None
-    return {
-        "platform": platform.platform(),
-        "cpu": _cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "cpu_flags": _cpu_flags(),
-        "memory_gib": _memory_gib(),
-        "gpu": gpu,
-        "load_average_before": load_before,
-        "load_average_after": _loadavg(),
-        "nice": niceness,
-    }
-
-
-def _dist_version(*names: str) -> str | None:
-    for name in names:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def versions() -> dict[str, str | None]:
-    """Versions of Python and every runtime (from package metadata: nothing heavy imported)."""
-    from vdsr_deploy import __version__
-
-    return {
-        "vdsr_deploy": __version__,
-        "python": platform.python_version(),
-        "numpy": _dist_version("numpy"),
-        "torch": _dist_version("torch"),
-        "onnx": _dist_version("onnx"),
-        "onnxruntime": _dist_version("onnxruntime", "onnxruntime-gpu"),
-        "tensorrt": _dist_version("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
-    }
-
-
-def thread_info(requested: int) -> dict[str, Any]:
-    import torch
-
-    return {
-        "requested": requested,
-        "torch_intra_op": torch.get_num_threads(),
-        "torch_inter_op": torch.get_num_interop_threads(),
-        "onnxruntime_intra_op": requested or "default (physical cores)",
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
 
 
@@ -872,6 +794,41 @@ BENCH_COLUMNS = (
     "setting", "runner", "tiles x batch", "runtime Mpx/s", "img/s", "p50 / p90 / p99 ms",
     "GFLOP/s", "pipeline Mpx/s", "pipeline overhead", "vs baseline",
 )  # fmt: skip
+# The terminal table: fits 80 columns (bench.md has every column above).
+TERMINAL_COLUMNS = ("setting", "Mpx/s", "p50 ms", "pipe Mpx/s", "overhead", "vs base")
+OVERHEAD_NOTE = (
+    "overhead: the whole upscale path's (pipe) time per image vs the bare runtime's "
+    "(+5% = 5% slower; negative = the pipeline was faster)"
+)
+
+
+def fmt_overhead(ratio: float) -> str:
+    """The pipeline's latency over the bare runtime's as a signed percentage: ``+5%`` is
+    5% slower, ``-17%`` faster (a ratio of 0.83 read as "0.83x overhead" misleads)."""
+    return f"{(ratio - 1) * 100:+.0f}%"
+
+
+def terminal_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Table cells per setting in :data:`TERMINAL_COLUMNS` order; settings that did not
+    run show their status (the reason is printed by the caller)."""
+    rows: list[tuple[str, ...]] = []
+    for item in result["results"]:
+        if item.get("runtime") is None:
+            rows.append((item["name"], item["status"], "", "", "", ""))
+            continue
+        rt, pl = item["runtime"], item.get("pipeline")
+        ratio = item.get("ratio_vs_baseline", {}).get("runtime")
+        rows.append(
+            (
+                item["name"],
+                f"{rt['megapixels_per_second']:.3g}",
+                f"{rt['latency_ms']['p50']:.1f}",
+                f"{pl['megapixels_per_second']:.3g}" if pl else "-",
+                fmt_overhead(item["pipeline_overhead"]) if pl else "-",
+                f"{ratio:.2f}x" if ratio is not None else "-",
+            )
+        )
+    return rows
 
 
 def bench_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -896,7 +853,7 @@ def bench_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
                 f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f}",
                 f"{rt['equivalent_gflops_per_second']:.0f}",
                 f"{pl['megapixels_per_second']:.4g}" if pl else "-",
-                f"{item['pipeline_overhead']:.2f}x" if pl else "-",
+                fmt_overhead(item["pipeline_overhead"]) if pl else "-",
                 f"{ratio:.2f}x" if ratio is not None else "-",
             )
         )
@@ -922,10 +879,21 @@ def render_markdown(result: dict[str, Any], title: str = "vdsr bench") -> str:
         f"- workload: {size} output (x{config['scale']:g} from "
         f"{config['input_shape'][1]}x{config['input_shape'][0]}), "
         f"{config['flops_per_pixel'] / 1e6:.2f} MFLOP/pixel, warm-up {config['warmup']}, "
-        f"up to {config['repeats']} timed repeats{' interleaved' if config['interleave'] else ''}",
+        f"up to {config['repeats']} timed repeats{' interleaved' if config['interleave'] else ''}"
+        + (
+            "; x8 self-ensemble (8 transformed planes per image, 8x the compute)"
+            if config.get("ensemble")
+            else ""
+        ),
     ]
     if result.get("note"):
         lines.append(f"- note: {result['note']}")
+    if config.get("baseline"):
+        lines.append(f"- vs baseline: throughput relative to `{config['baseline']}`")
+    if config.get("weights"):
+        from vdsr_deploy.environment import describe_weights
+
+        lines.append(f"- weights: {describe_weights(config['weights'], markdown=True)}")
     lines += ["", "| " + " | ".join(BENCH_COLUMNS) + " |", "|" + "---|" * len(BENCH_COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in bench_rows(result)]
     lines += [
@@ -933,7 +901,7 @@ def render_markdown(result: dict[str, Any], title: str = "vdsr bench") -> str:
         "runtime = bare runner on pre-cut tiles; pipeline = colour + MATLAB bicubic + tiling + "
         "stitching on the in-memory image (on the device for CUDA runners); GFLOP/s counts "
         "output pixels only (halo = pixels the network computes / output pixels); latency is "
-        "per image.",
+        "per image; pipeline " + OVERHEAD_NOTE + ".",
     ]
     lines += _device_lines(result)
     return "\n".join(lines) + "\n"

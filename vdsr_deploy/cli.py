@@ -6,19 +6,77 @@ Every :class:`~vdsr_deploy.errors.VdsrError` becomes one sentence on stderr and 
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
+import typer.core
 
 if TYPE_CHECKING:
     from train.config import TrainConfig
 
-app = typer.Typer(
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+BOOLEAN_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
+
+
+class _Command(typer.core.TyperCommand):
+    """Help as a user reads it: flags show no ``<bool>`` (they take no value), docstring
+    paragraphs flow to the terminal's width instead of breaking where the source line ended,
+    and ``{recipes}`` in an option's help lists the built-in training recipes. A flag given a
+    value (``--overwrite true``) is an error, not an input file named ``true``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.help:
+            self.help = reflow_help(self.help)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        for param in params:
+            if not isinstance(param, typer.core.TyperOption):
+                continue
+            if param.is_flag and param.metavar is None:
+                param.metavar = ""
+            if param.help and "{recipes}" in param.help:
+                from train.config import builtin_recipes
+
+                param.help = param.help.replace("{recipes}", ", ".join(builtin_recipes()))
+        return params
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        flags = {
+            name
+            for param in self.get_params(ctx)
+            if isinstance(param, typer.core.TyperOption) and param.is_flag
+            for name in (*param.opts, *param.secondary_opts)
+        }
+        for flag, value in itertools.pairwise(args):
+            if flag in flags and value.lower() in BOOLEAN_WORDS and not Path(value).exists():
+                _fail(f"{flag} takes no value: write {flag} alone (or leave it out), not '{flag} {value}'")
+        return super().parse_args(ctx, args)
+
+
+def reflow_help(text: str) -> str:
+    """Docstring -> help: each paragraph on one line (the terminal wraps it), paragraphs kept."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
+class _Typer(typer.Typer):
+    """Every command uses :class:`_Command` (also those other modules add)."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[_Function], _Function]:
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _Typer(
     name="vdsr",
     help="VDSR super-resolution: train, export, build engines, upscale, evaluate, validate, benchmark.",
     no_args_is_help=True,
@@ -44,11 +102,32 @@ ProviderOption = Annotated[
     str, typer.Option("--provider", help="ONNX Runtime execution provider: cpu | cuda | tensorrt")
 ]
 TileOption = Annotated[int, typer.Option("--tile", "-t", help="Tile side in pixels; 0 runs each image whole.")]
-HaloOption = Annotated[int, typer.Option("--halo", help="Context around each tile (>= 20 for exact results).")]
+HaloOption = Annotated[
+    int,
+    typer.Option(
+        "--halo",
+        help="Context around each tile: at least the receptive radius (20 for the shipped weights) for exact results.",
+    ),
+]
+InexactHaloOption = Annotated[
+    bool,
+    typer.Option(
+        "--inexact-halo",
+        help="Accept a --halo below the network's receptive radius (tiles then differ from whole-image results).",
+    ),
+]
 BatchOption = Annotated[int, typer.Option("--batch", help="Tiles per runner call.")]
 ThreadsOption = Annotated[int, typer.Option("--threads", help="CPU threads for the runtime (0 = all cores).")]
 EnginesOption = Annotated[
     Path | None, typer.Option("--engines-dir", help="Where ONNX exports and engines are cached (default ./engines).")
+]
+EnsembleOption = Annotated[
+    bool,
+    typer.Option(
+        "--ensemble",
+        help="x8 self-ensemble: run the 4 rotations and their mirror images, map back and average "
+        "(exact with tiling; 8x the compute; its measured PSNR gain is in the README).",
+    ),
 ]
 
 
@@ -71,6 +150,36 @@ def _console() -> Any:
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+def _check_halo(
+    halo: int, tile: int, inexact: bool, weights: Path | None, onnx: Path | None, console: Any
+) -> None:
+    """Refuse a halo below the model's receptive radius (its depth in pixels) unless
+    ``--inexact-halo`` accepts it, then warn. Unreadable files are left to the runner to report."""
+    from vdsr_deploy.errors import VdsrError
+    from vdsr_deploy.weights import read_depth
+
+    if tile == 0:
+        return
+    try:
+        if onnx is not None and weights is None:
+            from vdsr_deploy.export import read_metadata
+
+            radius = int(read_metadata(onnx).get("vdsr.depth", "20"))
+        else:
+            radius = read_depth(weights)
+    except (VdsrError, ValueError):
+        return
+    if halo >= radius:
+        return
+    problem = (
+        f"--halo {halo} is below the network's receptive radius ({radius} px): tiles would not "
+        "match whole-image inference (visible seams)"
+    )
+    if not inexact:
+        _fail(f"{problem}; use --halo {radius} or more, or pass --inexact-halo to accept that")
+    console.print(f"[yellow]warning:[/yellow] {problem}")
 
 
 def _runner_spec(
@@ -153,6 +262,8 @@ def upscale(
     retries: Annotated[
         int, typer.Option("--retries", help="With --cluster: retries of an image whose worker died.")
     ] = 2,
+    ensemble: EnsembleOption = False,
+    inexact_halo: InexactHaloOption = False,
 ) -> None:
     """Upscale images (RGB via YCbCr, gray, alpha, 16-bit) with exact tiling on any runtime.
 
@@ -173,6 +284,7 @@ def upscale(
         spec = _runner_spec(backend, device, precision, provider, weights, onnx, engine, engines_dir, threads)
         spec, picked = _resolve_precision(spec)
         chosen = _upscale_tile(tile, tuple(inputs), output, scale, halo, batch, spec, memory_mb, max_pixels)
+        _check_halo(halo, chosen.tile, inexact_halo, weights, onnx, console)
         if chosen.reason:
             console.print(f"[dim]{chosen.reason}[/dim]")
         tiling = TileConfig(tile=chosen.tile, halo=halo)
@@ -182,7 +294,7 @@ def upscale(
             fmt=fmt,
             overwrite=overwrite,
             max_pixels=max_pixels,
-            pipeline=PipelineConfig(scale=scale, tiling=tiling, batch=batch),
+            pipeline=PipelineConfig(scale=scale, tiling=tiling, batch=batch, ensemble=ensemble),
             load_threads=load_threads,
             save_threads=save_threads,
             memory_mb=memory_mb,
@@ -199,7 +311,9 @@ def upscale(
                 with open_runner(spec, tiling=tiling, batch=batch) as runner:
                     console.print(
                         f"[dim]runtime {runner.info.label}, tile {tiling.tile or 'whole image'}, batch {batch}"
-                        f"{'; ' + picked.describe() if picked.requested == 'auto' else ''}[/dim]"
+                        + (f"; {picked.describe()}" if picked.requested == "auto" else "")
+                        + (", x8 ensemble" if ensemble else "")
+                        + "[/dim]"
                     )
                     with _progress(console, quiet) as on_event:
                         summary = run_job(config, runner, on_event, stop=stop.event)
@@ -210,7 +324,7 @@ def upscale(
             raise typer.Exit(stop.exit_code)
         if report is not None:
             _write_report(report, summary, stop.exit_code if summary.interrupted else None)
-    _render_summary(console, summary)
+    _render_summary(console, summary, output)
     if summary.interrupted:
         raise typer.Exit(stop.exit_code)
     if summary.failed:
@@ -380,7 +494,7 @@ def _progress(console: Any, quiet: bool) -> Iterator[Callable[[dict[str, Any]], 
         yield on_event
 
 
-def _render_summary(console: Any, summary: Any) -> None:
+def _render_summary(console: Any, summary: Any, output: Path) -> None:
     rate = summary.megapixels_out / summary.seconds if summary.seconds else 0.0
     console.print(
         f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed"
@@ -390,6 +504,11 @@ def _render_summary(console: Any, summary: Any) -> None:
     )
     for failure in summary.failed:
         console.print(f"  [red]✗[/red] {failure.source}: {failure.reason}")
+    written = [item.target for item in summary.done]
+    if len(written) == 1:
+        console.print(f"output: {written[0]}", soft_wrap=True)
+    elif written or summary.skipped:
+        console.print(f"outputs in: {output}", soft_wrap=True)
 
 
 @app.command()
@@ -606,18 +725,19 @@ def evaluate_command(
     tile: TileOption = 0,
     out: Annotated[Path | None, typer.Option("--out", help="Write <name>.json and <name>.md reports here.")] = None,
     threads: ThreadsOption = 0,
+    ensemble: EnsembleOption = False,
 ) -> None:
     """PSNR/SSIM on Y (modcrop, MATLAB bicubic, shave = scale) against bicubic."""
     from vdsr_deploy.evaluate import evaluate_folders, render_markdown
 
     with _user_errors():
         spec = _runner_spec(backend, device, precision, provider, weights, None, None, engines_dir, threads)
-        reports = evaluate_folders(folders, scales, spec, tile=tile)
+        reports = evaluate_folders(folders, scales, spec, tile=tile, ensemble=ensemble)
     console = _console()
     from rich.table import Table
 
     for report in reports:
-        table = Table(title=f"{report.dataset} — {report.backend}")
+        table = Table(title=f"{report.dataset} — {report.method}")
         for column in ("scale", "images", "bicubic PSNR", "bicubic SSIM", "PSNR", "SSIM", "paper bic/VDSR"):
             table.add_column(column, justify="right")
         from vdsr_deploy.evaluate import PAPER_PSNR
@@ -645,14 +765,23 @@ def evaluate_command(
 @app.command()
 def train(
     config: Annotated[
-        str, typer.Option("--config", "-c", help="Recipe: built-in name (paper, fast, ft_l1) or a TOML file.")
-    ] = "fast",
+        str | None,
+        typer.Option(
+            "--config", "-c", help="Recipe: a built-in name ({recipes}) or a TOML file. Default: fast."
+        ),
+    ] = None,
     data: Annotated[list[Path] | None, typer.Option("--data", help="HR training image folders (repeatable).")] = None,
     val: Annotated[Path | None, typer.Option("--val", help="Validation folder (e.g. Set5).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, log, weights.")] = Path(
         "runs/vdsr"
     ),
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.safetensors.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in OUT (last.safetensors) with its recipe, iterations and folders.",
+        ),
+    ] = False,
     init_weights: Annotated[
         Path | None,
         typer.Option("--init-weights", help="Start from these weights (fine-tune; new optimizer state)."),
@@ -670,46 +799,31 @@ def train(
     ] = 0,
     device: DeviceOption = "auto",
 ) -> None:
-    """Train VDSR (paper recipe or a faster one) with checkpoints, resume and validation."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Train VDSR (paper recipe or a faster one) with checkpoints, resume and validation.
 
+    Every file a run writes (last, best and final .safetensors) works as --weights for the
+    other commands. --resume continues a stopped run exactly: its recipe, iterations and data
+    folders come from the checkpoint, so --config and --data are not needed again (given and
+    different, they are refused).
+    """
     from train.config import load_config
+    from train.loop import resumed_config
     from train.loop import train as run_training
 
-    if not data:
+    if not data and not resume:
         _fail("give at least one --data folder of HR training images (e.g. ../shared/data/train/t91)")
     console = _console()
     with _user_errors():
-        recipe = load_config(config)
-        if time_budget is not None:
-            if iterations is not None or resume:
-                _fail("--time-budget sets the iterations of a new run: drop --iterations/--resume")
+        if time_budget is not None and (iterations is not None or resume):
+            _fail("--time-budget sets the iterations of a new run: drop --iterations/--resume")
+        recipe: TrainConfig | None = None
+        if config is not None or not resume:
+            recipe = load_config(config or "fast")
+        if time_budget is not None and recipe is not None:
             recipe = _fit_to_budget(recipe, time_budget, device, console)
         if iterations is not None:
-            recipe = recipe.replace(iterations=iterations)
-        progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            console=console,
-        )
-        task = progress.add_task("train", total=recipe.iterations, status="preparing data")
-
-        def on_event(event: dict[str, Any]) -> None:
-            progress.start()  # on the first event: an error before it prints no empty bar
-            if event["event"] == "train":
-                progress.update(
-                    task,
-                    completed=event["step"],
-                    status=f"loss {event['loss']:.5f} lr {event['lr']:.2e} {1 / event['seconds_per_iter']:.2f} it/s",
-                )
-            elif event["event"] == "validate":
-                scores = " ".join(f"x{s} {event[f'x{s}']:.2f}" for s in recipe.scales)
-                progress.console.print(f"step {event['step']}: validation PSNR {scores}")
-
-        try:
+            recipe = recipe.replace(iterations=iterations) if recipe else resumed_config(out, iterations=iterations)
+        with _train_progress(console) as on_event:
             result = run_training(
                 recipe,
                 data_dirs=data,
@@ -721,12 +835,96 @@ def train(
                 data_workers=workers,
                 on_event=on_event,
             )
-        finally:
-            progress.stop()
-    state = "stopped early (resume with --resume)" if result.interrupted else "finished"
-    console.print(f"{state} at iteration {result.iterations_done}; best {result.best_psnr}; run folder {out}")
+    _render_training(console, result)
     if result.interrupted:
         raise typer.Exit(130)
+
+
+@contextmanager
+def _train_progress(console: Any) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Training events -> a bar on a terminal, one line per logged step otherwise (a pipe or a
+    log file gets progress too); data preparation is its own phase, before the bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    interactive = bool(console.is_terminal)
+    progress = Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not interactive,
+    )
+    task = progress.add_task("train", total=None, status="", start=False)
+    total = 0
+
+    def on_event(event: dict[str, Any]) -> None:
+        nonlocal total
+        kind = event["event"]
+        if kind == "warning":
+            console.print(f"[yellow]warning:[/yellow] {event['message']}")
+        elif kind == "preparing":
+            scales = ", ".join(f"x{s}" for s in event["scales"])
+            images = f"{event['images']} image{'s' if event['images'] != 1 else ''}"
+            console.print(f"preparing data: {images} at {scales}...")
+        elif kind == "prepared":
+            validation = f", {event['validation_images']} validation items" if event["validation_images"] else ""
+            console.print(f"prepared {event['pairs']} training pairs{validation} in {event['seconds']:.1f} s")
+        elif kind == "start":
+            total = event["iterations"]
+            verb = "resuming at" if event["resumed"] else "training from"
+            console.print(f"{verb} iteration {event['step']} of {total}")
+            progress.update(task, total=total, completed=event["step"])
+            progress.start_task(task)
+            progress.start()
+        elif kind == "train":
+            status = f"loss {event['loss']:.5f} lr {event['lr']:.2e} {1 / event['seconds_per_iter']:.2f} it/s"
+            progress.update(task, completed=event["step"], status=status)
+            if not interactive:
+                console.print(f"step {event['step']}/{total} {status}")
+        elif kind == "validate":
+            scores = " ".join(f"{key} {value:.2f}" for key, value in event.items() if _is_scale_key(key))
+            progress.console.print(f"step {event['step']}: validation PSNR {scores}")
+
+    try:
+        yield on_event
+    finally:
+        progress.stop()
+
+
+def _is_scale_key(key: str) -> bool:
+    return key.startswith("x") and key[1:].isdigit()
+
+
+def _render_training(console: Any, result: Any) -> None:
+    """How the run ended, as a short table: iterations, time, best PSNR and its weights."""
+    from rich.table import Table
+
+    state = "stopped early" if result.interrupted else "finished"
+    table = Table(title=f"training {state}", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value", overflow="fold")
+    table.add_row("iterations", f"{result.iterations_done:,} of {result.iterations:,}")
+    seconds = result.wall_seconds
+    table.add_row("wall time", f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min")
+    best = result.best_psnr
+    if best:
+        scores = ", ".join(f"{key} {value:.2f} dB" for key, value in best.items() if _is_scale_key(key))
+        table.add_row("best validation PSNR", f"{scores} (iteration {int(best['step']):,})")
+    else:
+        table.add_row("best validation PSNR", "- (no --val folder, or no validation yet)")
+    if result.final_weights is not None:
+        table.add_row("weights", str(result.final_weights))
+    if result.best_weights is not None:
+        table.add_row("best weights", str(result.best_weights))
+    table.add_row("checkpoint", f"{result.checkpoint} (also loads as --weights)")
+    console.print(table)
+    weights = result.weights
+    if result.interrupted:
+        console.print(f"continue with: vdsr train --resume --out {result.out_dir}", soft_wrap=True)
+    if weights is not None:
+        console.print(f"upscale with: vdsr upscale --weights {weights} IMAGES -o OUT", soft_wrap=True)
 
 
 def _fit_to_budget(recipe: TrainConfig, seconds: float, device: str, console: Any) -> TrainConfig:
@@ -797,6 +995,15 @@ def validate(
         typer.Option("--out", "-o", help="Write validate.json, validate.md and validate-heatmap.png here."),
     ] = None,
     threads: ThreadsOption = 0,
+    ensemble: Annotated[
+        bool,
+        typer.Option(
+            "--ensemble",
+            help="Compare x8 self-ensemble outputs (reference and every runtime run the 4 rotations "
+            "and their mirror images: 8x the compute).",
+        ),
+    ] = False,
+    inexact_halo: InexactHaloOption = False,
 ) -> None:
     """Prove runtime parity: every runtime/precision vs the PyTorch FP32 reference (exit 1 on
     any failure)."""
@@ -815,6 +1022,7 @@ def validate(
 
     console = _console()
     with _user_errors():
+        _check_halo(halo, tile, inexact_halo, weights, None, console)
         config = ValidateConfig(
             weights=weights,
             scale=scale,
@@ -828,6 +1036,7 @@ def validate(
             engine=engine,
             engines_dir=engines_dir,
             threads=threads,
+            ensemble=ensemble,
         )
         images = folder_images(folder) if folder is not None else []
         if hr is not None:
@@ -859,19 +1068,31 @@ def validate(
 
 
 def _render_validation(console: Any, report: Any) -> None:
+    from rich import box
     from rich.table import Table
 
-    from vdsr_deploy.parity_report import SUMMARY_COLUMNS, summary_row
+    from vdsr_deploy.environment import describe_weights
+    from vdsr_deploy.parity_report import TERMINAL_COLUMNS, TERMINAL_LEGEND, terminal_row
 
     colours = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
-    table = Table(title=f"parity vs {report.reference} (x{report.scale:g}, tile {report.tiling.tile or 'whole'})")
-    for column in SUMMARY_COLUMNS:
-        table.add_column(column, justify="left" if column in ("pair", "candidate", "status") else "right")
+    ensemble = ", x8 ensemble" if report.ensemble else ""
+    table = Table(
+        title=f"parity vs {report.reference} (x{report.scale:g}, tile {report.tiling.tile or 'whole'}{ensemble})",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for column in TERMINAL_COLUMNS:
+        table.add_column(column, justify="left" if column in ("pair", "status") else "right", overflow="fold")
     for pair in report.pairs:
-        cells = list(summary_row(pair))
-        cells[2] = f"[{colours.get(pair.status, 'white')}]{cells[2]}[/]"
+        cells = list(terminal_row(pair))
+        cells[1] = f"[{colours.get(pair.status, 'white')}]{cells[1]}[/]"
         table.add_row(*cells)
+    console.print(f"weights {describe_weights(report.weights)}")
     console.print(table)
+    console.print(f"[dim]{TERMINAL_LEGEND}[/dim]")
+    for pair in report.pairs:
+        if pair.figures is None and pair.reasons:
+            console.print(f"[yellow]{pair.status}[/yellow] {pair.name}: {'; '.join(pair.reasons)}")
     for pair in report.pairs:
         for note in pair.notes:
             console.print(f"[dim]note ({pair.name}): {note}[/dim]")
@@ -928,6 +1149,14 @@ def bench(
     ] = True,
     baseline: Annotated[str | None, typer.Option("--baseline", help="Setting name to report ratios against.")] = None,
     note: Annotated[str, typer.Option("--note", help="Free text stored with the results.")] = "",
+    ensemble: Annotated[
+        bool,
+        typer.Option(
+            "--ensemble",
+            help="Time the x8 self-ensemble (8 transformed planes per image: 8x the compute; "
+            "Mpx/s counts output pixels).",
+        ),
+    ] = False,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Write bench.json, bench.md and bench.png here."),
@@ -944,12 +1173,15 @@ def bench(
         list[Path] | None,
         typer.Option("--hr", help="HR folder (repeatable, e.g. Set5, Set14): task-PSNR cost of each lossy setting."),
     ] = None,
+    inexact_halo: InexactHaloOption = False,
 ) -> None:
     """Throughput and latency per backend/precision/tile/batch, bare runtime and whole pipeline."""
     from vdsr_deploy.bench import BenchConfig, benchmark, render_markdown, sweep, write_plot
 
     console = _console()
     with _user_errors():
+        if any(tiles or [256]):
+            _check_halo(halo, max(tiles or [256]), inexact_halo, weights, onnx, console)
         if cpu_paths:
             from vdsr_deploy.cpu_bench import BASELINE, cpu_path_settings
 
@@ -993,6 +1225,7 @@ def bench(
             baseline=baseline,
             engines_dir=engines_dir,
             note=note,
+            ensemble=ensemble,
         )
 
         def on_event(event: dict[str, Any]) -> None:
@@ -1041,17 +1274,29 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def _render_bench(console: Any, result: dict[str, Any]) -> None:
+    from rich import box
     from rich.table import Table
 
-    from vdsr_deploy.bench import BENCH_COLUMNS, bench_rows
+    from vdsr_deploy.bench import OVERHEAD_NOTE, TERMINAL_COLUMNS, terminal_rows
 
     size = "x".join(str(v) for v in result["config"]["size"])
-    table = Table(title=f"vdsr bench — {size} output, {result['machine']['cpu']}")
-    for column in BENCH_COLUMNS:
-        table.add_column(column, justify="left" if column in ("setting", "runner", "tiles x batch") else "right")
-    for row in bench_rows(result):
+    table = Table(
+        title=f"vdsr bench — {size} output, {result['machine']['cpu']}", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    for column in TERMINAL_COLUMNS:
+        table.add_column(column, justify="left" if column == "setting" else "right", overflow="fold")
+    for row in terminal_rows(result):
         table.add_row(*row)
     console.print(table)
+    notes = [OVERHEAD_NOTE]
+    if result["config"].get("baseline"):
+        notes.append(f"vs base: runtime throughput relative to {result['config']['baseline']}")
+    notes.append("runner, tiles, latency percentiles and GFLOP/s: --out DIR writes them to bench.md")
+    for note in notes:
+        console.print(f"[dim]{note}[/dim]")
+    for item in result["results"]:
+        if item.get("runtime") is None:
+            console.print(f"[yellow]{item['status']}[/yellow] {item['name']}: {item['reason']}")
 
 
 def main() -> None:  # pragma: no cover - entry point convenience

@@ -47,9 +47,5 @@ class CudaError(VdsrError):
     """A CUDA runtime call returned an error status."""
 
 
-class ParityError(VdsrError):
-    """A runtime's output differs from the reference by more than the tolerance."""
-
-
 class TrainingError(VdsrError):
     """Training cannot start or continue (bad data folder, bad config, bad checkpoint)."""

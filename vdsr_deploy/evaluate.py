@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,12 @@ class EvalReport:
     backend: str
     images: tuple[ImageScore, ...]
     summaries: tuple[ScaleSummary, ...]
+    ensemble: bool = False
+
+    @property
+    def method(self) -> str:
+        """The backend label, with the x8 self-ensemble when used."""
+        return f"{self.backend} + x8 ensemble" if self.ensemble else self.backend
 
     def summary(self, scale: int) -> ScaleSummary:
         for item in self.summaries:
@@ -76,6 +82,7 @@ class EvalReport:
         return {
             "dataset": self.dataset,
             "backend": self.backend,
+            "ensemble": self.ensemble,
             "images": [asdict(i) for i in self.images],
             "summaries": [asdict(s) for s in self.summaries],
         }
@@ -169,31 +176,41 @@ def _mean(values: Iterable[float]) -> float:
 
 
 def evaluate_folders(
-    folders: Sequence[Path], scales: Sequence[int], spec: Any, *, tile: int = 0, batch: int = 1
+    folders: Sequence[Path],
+    scales: Sequence[int],
+    spec: Any,
+    *,
+    tile: int = 0,
+    batch: int = 1,
+    ensemble: bool = False,
 ) -> list[EvalReport]:
     """Evaluate the runner described by ``spec`` (a :class:`~vdsr_deploy.backends.factory.RunnerSpec`)
-    on every folder of HR images."""
+    on every folder of HR images; ``ensemble``: with the x8 self-ensemble
+    (:mod:`vdsr_deploy.ensemble`)."""
     from vdsr_deploy.backends.factory import open_runner
+    from vdsr_deploy.ensemble import ensemble_plane
     from vdsr_deploy.pipeline import upscale_plane
     from vdsr_deploy.tiling import TileConfig
 
     tiling = TileConfig(tile=tile)
     prepared = [(folder, prepare_items(list_images(folder), scales)) for folder in folders]
     reports: list[EvalReport] = []
+    run_plane = ensemble_plane if ensemble else upscale_plane
     with open_runner(spec, tiling=tiling, batch=batch) as runner:
 
         def run(y: NDArray[np.float32]) -> NDArray[np.float32]:
-            return upscale_plane(y, runner, tiling, batch=batch)
+            return run_plane(y, runner, tiling, batch=batch)
 
         for folder, items in prepared:
-            reports.append(score(items, run, dataset=folder.name, backend=runner.info.label))
+            report = score(items, run, dataset=folder.name, backend=runner.info.label)
+            reports.append(replace(report, ensemble=ensemble))
     return reports
 
 
 def render_markdown(report: EvalReport) -> str:
     """A Markdown table of per-scale means (with the paper's figures) and per-image scores."""
     lines = [
-        f"# {report.dataset} — {report.backend}",
+        f"# {report.dataset} — {report.method}",
         "",
         "| scale | images | bicubic PSNR | bicubic SSIM | PSNR | SSIM | paper bicubic | paper VDSR |",
         "|---|---|---|---|---|---|---|---|",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -233,12 +232,3 @@ def ensure_onnx(model: VDSR, info: WeightsInfo, precision: str, cache_dir: Path)
             return path
     export_onnx(model, path, precision=precision, info=info, overwrite=True)
     return path
-
-
-def describe(result: ExportResult) -> dict[str, Any]:
-    return {
-        "path": str(result.path),
-        "precision": result.precision,
-        "max_abs_diff_vs_torch": result.max_abs_diff,
-        "shapes_checked": [list(s) for s in result.shapes_checked],
-    }

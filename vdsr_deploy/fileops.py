@@ -59,3 +59,11 @@ def file_sha256(path: Path) -> str:
     except FileNotFoundError as error:
         raise InvalidInputError(f"{path}: file not found") from error
     return digest.hexdigest()
+
+
+def with_default_permissions(path: Path) -> None:
+    """Give ``path`` the permissions of a newly created file under the current umask (0644
+    under the usual 022), like every other output: safetensors itself writes 0600."""
+    current = os.umask(0)
+    os.umask(current)
+    os.chmod(path, 0o666 & ~current)

@@ -252,7 +252,8 @@ class ValidateConfig:
     """What :func:`validate` runs. ``onnx``: ONNX files to use instead of exporting (matched
     to candidates by their ``vdsr.precision`` metadata); ``engine``: a TensorRT engine
     (its JSON sidecar is checked); ``bit_depths``: 8 and optionally 16; ``max_untiled_pixels``:
-    larger outputs are left out of the whole-image pair."""
+    larger outputs are left out of the whole-image pair; ``ensemble``: the reference and every
+    candidate run the x8 self-ensemble (:mod:`vdsr_deploy.ensemble`)."""
 
     weights: Path | None = None
     scale: float = 2.0
@@ -268,6 +269,7 @@ class ValidateConfig:
     engines_dir: Path | None = None
     threads: int = 0
     max_untiled_pixels: int = 4_000_000
+    ensemble: bool = False
 
     def __post_init__(self) -> None:
         if not (self.scale > 1.0 and math.isfinite(self.scale)):
@@ -581,8 +583,10 @@ class ArtifactCheck:
     detail: str
 
     def to_dict(self) -> dict[str, Any]:
+        from vdsr_deploy.environment import portable_path
+
         return {
-            "artifact": self.artifact,
+            "artifact": portable_path(self.artifact),
             "kind": self.kind,
             "expected_weights_sha256": self.expected,
             "found": self.found,
@@ -608,6 +612,7 @@ class ValidationReport:
     artifacts: tuple[ArtifactCheck, ...]
     tolerances: ToleranceConfig
     environment: dict[str, Any] = field(default_factory=dict)
+    ensemble: bool = False
 
     @property
     def passed(self) -> bool:
@@ -636,6 +641,7 @@ class ValidationReport:
             "scale": self.scale,
             "tiling": {"tile": self.tiling.tile, "halo": self.tiling.halo},
             "batch": self.batch,
+            "ensemble": self.ensemble,
             "bit_depths": list(self.bit_depths),
             "images": list(self.images),
             "pairs": [p.to_dict() for p in self.pairs],
@@ -666,14 +672,18 @@ def run_images(
     scale: float,
     tiling: TileConfig,
     batch: int,
+    ensemble: bool = False,
 ) -> list[RunOutput]:
-    """Upscale every image through ``runner`` (already active)."""
+    """Upscale every image through ``runner`` (already active), with the x8 self-ensemble
+    when ``ensemble``."""
+    from vdsr_deploy.ensemble import ensemble_plane
     from vdsr_deploy.pipeline import upscale_plane
 
+    run_plane = ensemble_plane if ensemble else upscale_plane
     outputs: list[RunOutput] = []
     for image in images:
         prepared = _prepare(image, scale)
-        y = upscale_plane(prepared.y, runner, tiling, batch=batch)
+        y = run_plane(prepared.y, runner, tiling, batch=batch)
         outputs.append(RunOutput(y))
     return outputs
 
@@ -896,7 +906,7 @@ def check_onnx(path: Path, weights_sha256: str) -> ArtifactCheck:
             weights_sha256,
             found,
             False,
-            f"{precision} ONNX was exported from other weights (sha256 {found[:12]}, "
+            f"{precision} ONNX was exported from other weights (weights digest {found[:12]}, "
             f"these are {weights_sha256[:12]})",
         )
     return ArtifactCheck(
@@ -945,7 +955,7 @@ def check_engine_sidecar(
             weights_sha256,
             None,
             False,
-            "sidecar does not record the weights' sha256 "
+            "sidecar does not record the weights digest "
             "(built from an ONNX without vdsr metadata)",
         )
     if found != weights_sha256:
@@ -955,7 +965,7 @@ def check_engine_sidecar(
             weights_sha256,
             str(found),
             False,
-            f"engine was built from other weights (sha256 {str(found)[:12]}, "
+            f"engine was built from other weights (weights digest {str(found)[:12]}, "
             f"these are {weights_sha256[:12]})",
         )
     onnx_sha = onnx_section.get("sha256")
@@ -1001,13 +1011,14 @@ def validate_runners(
     bit_depths: Sequence[int] = (8,),
     max_untiled_pixels: int = 4_000_000,
     on_event: EventSink | None = None,
+    ensemble: bool = False,
 ) -> tuple[str, list[PairResult]]:
     """The core of :func:`validate` with runners given directly (no artifacts built).
 
     ``candidates``: each with a factory returning an inactive runner, or a string (the
     reason it is skipped). A factory raising :class:`BackendUnavailableError` skips the
     pair; any other :class:`VdsrError` while running marks it ``error``. Returns the
-    reference's label and the pair results.
+    reference's label and the pair results. ``ensemble``: every run is the x8 self-ensemble.
     """
     tiling = tiling or TileConfig()
     tolerances = tolerances or ToleranceConfig()
@@ -1017,7 +1028,9 @@ def validate_runners(
     emit({"event": "reference", "images": len(images)})
     with reference:
         label = reference.info.label
-        ref_outputs = run_images(images, reference, scale=scale, tiling=tiling, batch=batch)
+        ref_outputs = run_images(
+            images, reference, scale=scale, tiling=tiling, batch=batch, ensemble=ensemble
+        )
     results: list[PairResult] = []
     for candidate, factory in candidates:
         emit({"event": "pair-start", "name": candidate.name})
@@ -1029,8 +1042,9 @@ def validate_runners(
         else:
             try:
                 cand_label, outputs = _run_candidate(
-                    candidate, factory, images, scale, tiling, batch, max_untiled_pixels
-                )
+                    candidate, factory, images, scale, tiling, batch, max_untiled_pixels,
+                    ensemble=ensemble,
+                )  # fmt: skip
             except BackendUnavailableError as error:
                 result = _not_compared(candidate, label, tolerance, SKIPPED, str(error), notes)
             except VdsrError as error:
@@ -1076,6 +1090,8 @@ def _run_candidate(
     tiling: TileConfig,
     batch: int,
     max_untiled_pixels: int,
+    *,
+    ensemble: bool = False,
 ) -> tuple[str, list[RunOutput | None]]:
     """The candidate's label and outputs (None: image too large for a whole-image run)."""
     runner = factory()
@@ -1083,7 +1099,9 @@ def _run_candidate(
         info = runner.info
         label = f"{info.backend}:{info.device}:{candidate.precision}"
         if candidate.tiled:
-            return label, list(run_images(images, runner, scale=scale, tiling=tiling, batch=batch))
+            return label, list(
+                run_images(images, runner, scale=scale, tiling=tiling, batch=batch, ensemble=ensemble)
+            )
         whole = TileConfig(tile=0, halo=tiling.halo)
         outputs: list[RunOutput | None] = []
         for image in images:
@@ -1091,7 +1109,9 @@ def _run_candidate(
             if height * width > max_untiled_pixels:
                 outputs.append(None)
             else:
-                outputs.extend(run_images([image], runner, scale=scale, tiling=whole, batch=1))
+                outputs.extend(
+                    run_images([image], runner, scale=scale, tiling=whole, batch=1, ensemble=ensemble)
+                )
         return label, outputs
 
 
@@ -1155,8 +1175,8 @@ def validate(
     """Run the reference and every candidate of ``config`` on ``images`` (default: the
     bundled sample and the edge cases) and check the artifact chain (ONNX metadata, engine
     sidecar) against the weights."""
-    from vdsr_deploy import __version__
     from vdsr_deploy.backends.torch import TorchRunner
+    from vdsr_deploy.environment import runtime_environment
     from vdsr_deploy.export import read_metadata
     from vdsr_deploy.weights import load_weights
 
@@ -1209,6 +1229,7 @@ def validate(
         bit_depths=config.bit_depths,
         max_untiled_pixels=config.max_untiled_pixels,
         on_event=on_event,
+        ensemble=config.ensemble,
     )
     artifacts = _artifact_checks(config, info.sha256, onnx_by_precision, pairs)
     return ValidationReport(
@@ -1223,7 +1244,8 @@ def validate(
         pairs=tuple(pairs),
         artifacts=artifacts,
         tolerances=config.tolerances,
-        environment=_environment(__version__),
+        environment=runtime_environment(),
+        ensemble=config.ensemble,
     )
 
 
@@ -1263,29 +1285,4 @@ def _describe_image(image: ValidationImage, scale: float) -> dict[str, Any]:
         "input": [h, w, image.pixels.shape[2]],
         "output": [out_h, out_w],
         "hr": image.hr_y is not None,
-    }
-
-
-def _environment(version: str) -> dict[str, Any]:
-    import platform
-
-    import torch
-
-    from vdsr_deploy.backends.onnxruntime import available_providers
-
-    try:
-        import onnxruntime
-
-        ort: str | None = onnxruntime.__version__
-    except ImportError:
-        ort = None
-    return {
-        "vdsr_deploy": version,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "onnxruntime": ort,
-        "onnxruntime_providers": available_providers(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }

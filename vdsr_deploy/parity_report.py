@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from vdsr_deploy.environment import describe_weights, portable_path
 from vdsr_deploy.parity import (
     ERROR,
     FAILED,
@@ -32,6 +33,32 @@ SUMMARY_COLUMNS = (
     "PSNR vs ref (dB)",
     "task ΔPSNR (dB)",
 )
+
+
+# The terminal table: fits 80 columns (the Markdown report has every column above).
+TERMINAL_COLUMNS = ("pair", "status", "max abs", "p99 abs", "8-bit eq", "PSNR", "task Δ")
+TERMINAL_LEGEND = (
+    "max/p99 abs: |candidate - reference| on Y in [0, 1]; 8-bit eq: share of identical 8-bit "
+    "pixels; PSNR: vs the reference (dB); task Δ: mean change of PSNR vs HR (dB)"
+)
+
+
+def terminal_row(pair: PairResult) -> tuple[str, ...]:
+    """The cells of one pair in :data:`TERMINAL_COLUMNS` order; a pair that did not run
+    shows its status only (its reason is printed below the table)."""
+    f = pair.figures
+    if f is None:
+        return (pair.name, pair.status, *[""] * 5)
+    share = f.quant(8)
+    return (
+        pair.name,
+        pair.status,
+        f"{f.max_abs:.3g}",
+        f"{f.p99_abs:.3g}",
+        "-" if share is None else f"{share.identical_fraction:.2%}",
+        fmt_db(f.psnr_db),
+        "-" if f.hr_psnr_delta_mean is None else f"{f.hr_psnr_delta_mean:+.4f}",
+    )
 
 
 def fmt_db(value: float | None) -> str:
@@ -91,15 +118,15 @@ def _header(columns: tuple[str, ...] | list[str]) -> list[str]:
 def render_markdown(report: ValidationReport) -> str:
     """Verdict, per-pair summary, failures, notes, artifact chain, per-image figures and
     the tolerances (with their justification)."""
-    weights_sha = str(report.weights.get("sha256"))
     tile = report.tiling.tile or "whole image"
     lines = [
         f"# vdsr validate — {'PASSED' if report.passed else 'FAILED'}",
         "",
         f"- created: {report.created}",
-        f"- weights: `{report.weights.get('path')}` (sha256 `{weights_sha[:16]}…`)",
+        f"- weights: {describe_weights(report.weights, markdown=True)}",
         f"- reference: {report.reference} (TF32 off), scale x{report.scale:g}, "
-        f"tile {tile} halo {report.tiling.halo}, batch {report.batch}",
+        f"tile {tile} halo {report.tiling.halo}, batch {report.batch}"
+        + (", x8 self-ensemble on every side" if report.ensemble else ""),
         f"- images: {len(report.images)} ({', '.join(str(i['name']) for i in report.images)})",
         "",
         "All figures are on the network's Y output: float errors on [0, 1] values, then the "
@@ -127,7 +154,7 @@ def render_markdown(report: ValidationReport) -> str:
     if report.artifacts:
         lines += _header(("artifact", "kind", "ok", "detail"))
         lines += [
-            _row((f"`{a.artifact}`", a.kind, "yes" if a.passed else "**no**", a.detail))
+            _row((f"`{portable_path(a.artifact)}`", a.kind, "yes" if a.passed else "**no**", a.detail))
             for a in report.artifacts
         ]
     else:

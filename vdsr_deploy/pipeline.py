@@ -41,12 +41,14 @@ FLUSH = Flush()
 class PipelineConfig:
     """``scale``: any factor > 1 (bicubic pre-upscale); ``tiling``; ``batch``: tiles per
     runner call; ``max_images_in_flight``: images whose tiles may wait for a full batch
-    (bounds memory)."""
+    (bounds memory); ``ensemble``: the x8 self-ensemble (:mod:`vdsr_deploy.ensemble`, 8x the
+    compute), applied by :func:`upscale_pixels` and :mod:`vdsr_deploy.batch`."""
 
     scale: float = 2.0
     tiling: TileConfig = field(default_factory=TileConfig)
     batch: int = 4
     max_images_in_flight: int = 8
+    ensemble: bool = False
 
     def __post_init__(self) -> None:
         if not (self.scale > 1.0 and np.isfinite(self.scale)):
@@ -135,5 +137,8 @@ def upscale_plane(plane: F32, runner: Runner, tiling: TileConfig, *, batch: int 
 def upscale_pixels(pixels: NDArray[np.floating], runner: Runner, config: PipelineConfig) -> F32:
     """Super-resolve one image: ``(H, W, C)`` in [0, 1] -> ``(ceil(sH), ceil(sW), C)``."""
     prepared = colour.prepare(pixels, config.scale)
-    y = upscale_plane(prepared.y, runner, config.tiling, batch=config.batch)
+    run_plane = upscale_plane
+    if config.ensemble:
+        from vdsr_deploy.ensemble import ensemble_plane as run_plane
+    y = run_plane(prepared.y, runner, config.tiling, batch=config.batch)
     return colour.finish(prepared, y)

@@ -30,6 +30,16 @@ def _pyplot() -> Any:
     return plt
 
 
+THIN_RATIO = 8  # a panel longer than this many times its width is stretched to be readable
+
+
+def panel_aspect(shape: tuple[int, ...]) -> str:
+    """``"equal"`` (square pixels) for ordinary images; ``"auto"`` (fill the panel) for thin
+    ones such as a 2x150 edge case, which square pixels would draw as a sliver."""
+    height, width = int(shape[0]), int(shape[1])
+    return "auto" if max(height, width) > THIN_RATIO * max(1, min(height, width)) else "equal"
+
+
 def difference_heatmap(
     panels: Sequence[tuple[str, NDArray[np.floating]]], path: Path, *, title: str = ""
 ) -> Path:
@@ -49,10 +59,17 @@ def difference_heatmap(
         peak = float(data[finite].max()) if finite.any() else 0.0
         cmap = plt.get_cmap("inferno").with_extremes(bad="magenta")
         shown = np.ma.masked_invalid(data)
+        aspect = panel_aspect(data.shape)
         image = axis.imshow(
-            shown, cmap=cmap, vmin=0.0, vmax=peak if peak > 0 else 1.0, interpolation="nearest"
+            shown,
+            cmap=cmap,
+            vmin=0.0,
+            vmax=peak if peak > 0 else 1.0,
+            interpolation="nearest",
+            aspect=aspect,
         )
-        axis.set_title(name, fontsize=8)
+        stretched = f"\n(stretched: {data.shape[1]}x{data.shape[0]} px)" if aspect == "auto" else ""
+        axis.set_title(name + stretched, fontsize=8)
         axis.set_xticks([])
         axis.set_yticks([])
         bar = figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import platform
 from pathlib import Path
 from typing import Any
 
 from vdsr_deploy import __version__
-
-
-def _version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+from vdsr_deploy.environment import gpu_name, package_version
 
 
 def system_info() -> dict[str, Any]:
@@ -28,24 +20,19 @@ def system_info() -> dict[str, Any]:
     from vdsr_deploy.weights import default_weights_path
 
     weights = default_weights_path()
-    cuda = torch.cuda.is_available()
-    gpu = (
-        f"{torch.cuda.get_device_name(0)} (compute {'.'.join(map(str, torch.cuda.get_device_capability(0)))})"
-        if cuda
-        else "none (PyTorch sees no CUDA device)"
-    )
-    ort_dist = _version("onnxruntime-gpu") or _version("onnxruntime")
+    gpu = gpu_name() or "none (PyTorch sees no CUDA device)"
+    ort_dist = package_version("onnxruntime-gpu", "onnxruntime")
     return {
         "vdsr-deploy": __version__,
         "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.machine()}",
         "torch": f"{torch.__version__} (threads {torch.get_num_threads()})",
         "gpu": gpu,
-        "onnx": _version("onnx"),
+        "onnx": package_version("onnx"),
         "onnxruntime": ort_dist if onnxruntime_installed() else "not installed",
         "onnxruntime providers": ", ".join(available_providers()) or "-",
         "tensorrt": tensorrt_status(),
-        "cuda-python": _version("cuda-python") or _version("cuda-bindings") or "not installed",
+        "cuda-python": package_version("cuda-python", "cuda-bindings") or "not installed",
         "default weights": str(weights) + ("" if weights.is_file() else " (MISSING)"),
         **_weights_record(weights),
         "engines dir": str(default_engines_dir()),
@@ -61,7 +48,11 @@ def _weights_record(path: Path) -> dict[str, str]:
         _, info = load_weights(path)
     except VdsrError as error:
         return {"weights record": f"unreadable ({error})"}
-    record = {"weights training": training_summary(info.training)}
+    record = {
+        "weights digest": f"{info.sha256} (tensors only: what ONNX metadata and engines record)",
+        "weights file sha256": f"{info.file_sha256} (the file's bytes, as sha256sum prints)",
+        "weights training": training_summary(info.training),
+    }
     set5 = info.evaluation.get("set5", {})
     if set5:
         record["weights Set5 PSNR"] = " / ".join(

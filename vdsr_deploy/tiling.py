@@ -44,10 +44,6 @@ class TileConfig:
                 f"tile: expected > 2 * halo = {2 * self.halo} so each tile keeps a core, got {self.tile}"
             )
 
-    @property
-    def whole_image(self) -> bool:
-        return self.tile == 0
-
 
 @dataclass(frozen=True)
 class Span:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vdsr_deploy.errors import WeightsError
-from vdsr_deploy.fileops import atomic_path
+from vdsr_deploy.fileops import atomic_path, file_sha256, with_default_permissions
 
 if TYPE_CHECKING:  # torch is imported where used: a run on ONNX Runtime never needs it
     import numpy as np
@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # torch is imported where used: a run on ONNX Runtime never n
     from vdsr_deploy.model import VDSR
 
 METADATA_KEY = "vdsr"
+CHECKPOINT_METADATA_KEY = "vdsr_checkpoint"  # training checkpoints (train/loop.py): model.* + optim.*
+CHECKPOINT_MODEL_PREFIX = "model."
 FORMAT_VERSION = 1
 DEFAULT_WEIGHTS_NAME = "vdsr_default.safetensors"
 _LAYER_NAME = re.compile(r"^body\.(\d+)\.(weight|bias)$")
@@ -32,7 +34,14 @@ _LAYER_NAME = re.compile(r"^body\.(\d+)\.(weight|bias)$")
 
 @dataclass(frozen=True)
 class WeightsInfo:
-    """What a weights file says about itself."""
+    """What a weights file says about itself.
+
+    Two hashes, never to be confused: ``sha256`` is the **weights digest**
+    (:func:`state_dict_sha256`: tensor names, shapes and fp32 values; the same for the same
+    weights in any file, and what ONNX metadata ``vdsr.weights_sha256`` and engine sidecars
+    record), ``file_sha256`` the **file sha256** (the bytes on disk, what ``sha256sum``
+    prints; it changes when only the metadata does).
+    """
 
     path: Path | None
     depth: int
@@ -41,14 +50,24 @@ class WeightsInfo:
     sha256: str
     training: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
+    file_sha256: str | None = None
+
+    @property
+    def weights_digest(self) -> str:
+        return self.sha256
 
     def to_dict(self) -> dict[str, Any]:
+        """For reports: the path without the machine's folders
+        (:func:`~vdsr_deploy.environment.portable_path`) and both hashes, named apart."""
+        from vdsr_deploy.environment import portable_path
+
         return {
-            "path": str(self.path) if self.path else None,
+            "path": portable_path(self.path),
             "depth": self.depth,
             "channels": self.channels,
             "scales": list(self.scales),
-            "sha256": self.sha256,
+            "weights_digest": self.sha256,
+            "file_sha256": self.file_sha256,
             "training": self.training,
             "evaluation": self.evaluation,
         }
@@ -137,7 +156,27 @@ def save_weights(
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as temporary:
         save_file(state, str(temporary), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+        with_default_permissions(temporary)
     return target
+
+
+def read_depth(path: Path | str | None = None) -> int:
+    """The number of conv layers of a weights file or training checkpoint (``None``: the
+    shipped default), from its header only; its receptive radius is ``depth`` pixels."""
+    from safetensors import SafetensorError, safe_open
+
+    resolved = resolve_weights_path(path)
+    try:
+        with safe_open(str(resolved), framework="pt") as handle:
+            header = handle.metadata() or {}
+            names = list(handle.keys())
+        if METADATA_KEY in header:
+            return int(json.loads(header[METADATA_KEY]).get("depth", 20))
+        if CHECKPOINT_METADATA_KEY in header:
+            return int(json.loads(header[CHECKPOINT_METADATA_KEY])["config"]["depth"])
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as error:
+        raise WeightsError(f"{resolved}: not a readable safetensors file ({error})") from error
+    return len([n for n in names if n.endswith(".weight")])
 
 
 def _expected_shapes(depth: int, channels: int) -> dict[str, tuple[int, ...]]:
@@ -188,7 +227,10 @@ def load_weights(
             state = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as error:
         raise WeightsError(f"{resolved}: not a readable safetensors file ({error})") from error
-    if METADATA_KEY in header:
+    if CHECKPOINT_METADATA_KEY in header and METADATA_KEY not in header:
+        state, meta = _checkpoint_model(state, header[CHECKPOINT_METADATA_KEY], resolved)
+        depth, channels = int(meta["depth"]), int(meta["channels"])
+    elif METADATA_KEY in header:
         try:
             meta = json.loads(header[METADATA_KEY])
         except json.JSONDecodeError as error:
@@ -212,8 +254,42 @@ def load_weights(
         sha256=state_dict_sha256(state),
         training=dict(meta.get("training", {})),
         evaluation=dict(meta.get("evaluation", {})),
+        file_sha256=file_sha256(resolved),
     )
     return model, info
+
+
+def _checkpoint_model(
+    tensors: dict[str, torch.Tensor], header_value: str, source: Path
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The model tensors of a training checkpoint, and weights metadata made from its record
+    (so a stopped run's ``last.safetensors`` works wherever weights do)."""
+    try:
+        record = json.loads(header_value)
+        recipe = dict(record["config"])
+        depth, channels = int(recipe["depth"]), int(recipe["channels"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise WeightsError(f"{source}: training checkpoint with unreadable metadata ({error})") from error
+    state = {
+        name[len(CHECKPOINT_MODEL_PREFIX) :]: tensor
+        for name, tensor in tensors.items()
+        if name.startswith(CHECKPOINT_MODEL_PREFIX)
+    }
+    training = {
+        "recipe": recipe,
+        "iterations": record.get("step"),
+        "wall_seconds": record.get("wall_seconds"),
+        "checkpoint": True,
+        **({"initialised_from": record["initialised_from"]} if record.get("initialised_from") else {}),
+    }
+    meta = {
+        "depth": depth,
+        "channels": channels,
+        "scales": [float(s) for s in recipe.get("scales", (2, 3, 4))],
+        "training": training,
+        "evaluation": {"validation": record["best"]} if record.get("best") else {},
+    }
+    return state, meta
 
 
 def training_summary(training: dict[str, Any]) -> str:

@@ -243,7 +243,7 @@ def test_fine_tune_from_weights_records_the_source(tmp_path: Path) -> None:
     for (name, old), new in zip(before.state_dict().items(), after.state_dict().values(), strict=True):
         assert torch.allclose(old, new, atol=1e-6), name
     origin = info.training["initialised_from"]
-    assert origin["sha256"] == source_info.sha256 and origin["iterations"] == 4
+    assert origin["weights_digest"] == source_info.sha256 and origin["iterations"] == 4
 
 
 def test_worker_processes_cut_the_same_batches_in_order(tmp_path: Path) -> None:
