@@ -29,6 +29,8 @@ from PIL import Image
 from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.backends.torch import TorchRunner
 from vdsr_deploy.batch import JobConfig, run_job
+from vdsr_deploy.imageio import stale_temporaries
+from vdsr_deploy.joblock import LOCK_NAME, FolderInUseError, JobLock
 from vdsr_deploy.manifest import MANIFEST_NAME, Manifest
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig
@@ -273,6 +275,49 @@ def test_workers_the_cluster_cannot_place_are_an_error_not_a_hang(tmp_path: Path
     joined = ClusterConfig(address="auto", actors=3, gpus_per_actor=1, start_timeout=3)
     with pytest.raises(ClusterError, match=r"of 3 workers were not placed within 3 s.*2 CPU, 2 GPU"):
         run_cluster_job(job(inputs, output), joined, Factory())  # a cluster may grow: bounded wait
+    assert not (output / LOCK_NAME).exists()  # released on the error path too
+
+
+def test_a_cluster_job_and_a_single_machine_job_exclude_each_other(tmp_path: Path) -> None:
+    """One lock file for both: a cluster job is refused while a live single-machine job holds
+    the folder (before Ray is asked for anything), and a single-machine job (another process,
+    tests/batch_child.py) is refused while the cluster driver holds it."""
+    make_folder(tmp_path / "in", count=1)
+    inputs, output = tmp_path / "in", tmp_path / "out"
+    with JobLock(output), pytest.raises(FolderInUseError, match=r"another vdsr job is writing to this folder"):
+        run_cluster_job(job(inputs, output), ClusterConfig(), Factory())
+    assert not list(output.iterdir())  # refused: nothing written, the holder's lock released
+
+    refusals: list[subprocess.CompletedProcess[str]] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["event"] == "start":  # the driver holds the lock and its workers are ready
+            child = [sys.executable, str(REPO / "tests" / "batch_child.py"), str(output), str(inputs)]
+            refusals.append(subprocess.run(child, capture_output=True, text=True, timeout=TEST_SECONDS))
+
+    summary = run_cluster_job(job(inputs, output), ClusterConfig(), Factory(), on_event)
+    assert summary.ok and summary.done
+    [refused] = refusals
+    assert refused.returncode == 1, refused.stderr
+    assert f"error: {output}: another vdsr job is writing to this folder (PID {os.getpid()}" in refused.stderr
+    assert not (output / LOCK_NAME).exists()  # released after the job
+    with JobLock(output):  # and free for the next job
+        pass
+
+
+def test_worker_temporaries_are_owned_by_the_driver(tmp_path: Path) -> None:
+    """A worker names its temporaries after the driver's PID: another job's cleanup keeps
+    them while the driver lives; the driver itself (their owner) removes them."""
+    from vdsr_deploy.cluster.worker import _deliver
+
+    made = tmp_path / "made.png"
+    made.write_bytes(b"complete output")
+    target = tmp_path / "out" / "a.png"
+    live_driver = _deliver(made, target, os.getppid())  # a live process other than this one
+    assert live_driver.name.startswith(f".a.png.{os.getppid()}.") and live_driver.read_bytes() == b"complete output"
+    assert stale_temporaries(target) == []  # a live job's: not stale to anyone else
+    this_driver = _deliver(made, target, os.getpid())
+    assert stale_temporaries(target) == [this_driver]  # its owner removes it when it ends
 
 
 def test_placement_rules() -> None:
@@ -329,6 +374,7 @@ def test_cli_sigint_exits_130_and_the_rerun_resumes(tmp_path: Path, restore_torc
     assert report["interrupted"] and report["exit_code"] == 130
     assert len(report["done"]) + len(report["unfinished"]) == len(expected), (report["failed"], stderr)
     assert not [p for p in (tmp_path / "out").rglob("*") if p.name.endswith(".part")]
+    assert not (tmp_path / "out" / LOCK_NAME).exists()  # released on exit 130
     made = files(tmp_path / "out")
     assert made and made == {name: expected[name] for name in made}  # only complete outputs
     assert_recorded(tmp_path / "out", list(made))

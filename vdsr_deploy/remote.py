@@ -298,15 +298,16 @@ def image_size(source: RemotePath) -> tuple[int, int] | None:
         return None
 
 
-def temporary_name(target: Path) -> Path:
-    """A hidden temporary name next to ``target`` (``.<name>.<random>.part``)."""
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}{_TEMP_SUFFIX}")
+def temporary_name(target: Path, owner: int) -> Path:
+    """A hidden temporary name next to ``target`` (``.<name>.<owner>.<random>.part``; ``owner``:
+    the PID of the job's driver, as in the single-machine writer's temporaries)."""
+    return target.with_name(f".{target.name}.{owner}.{uuid.uuid4().hex[:12]}{_TEMP_SUFFIX}")
 
 
-def upload_temporary(made: Path, target: RemotePath) -> RemotePath:
+def upload_temporary(made: Path, target: RemotePath, owner: int) -> RemotePath:
     """Upload the finished local file ``made`` to a temporary key next to ``target`` in one
     output stream; the upload is complete when this returns (the stream's close succeeded)."""
-    temporary = temporary_name(target)
+    temporary = temporary_name(target, owner)
     assert isinstance(temporary, RemotePath)
     filesystem = target.filesystem
     try:

@@ -3,6 +3,9 @@
 Ray places the workers (one per GPU with ``num_gpus=1``; on CPU-only clusters several with a
 fraction of a CPU each), restarts one whose process dies, and moves results. The driver:
 
+- holds the job lock for the whole job (:func:`job_lock`: the output folder's, the one a
+  single-machine job takes), so it is the only job writing there; its workers name their
+  temporaries after the driver's PID, so other jobs leave them alone while it runs;
 - plans with :func:`vdsr_deploy.batch.plan_resume`, the single-machine rules (names, formats,
   resume verdicts against the manifest), so a cluster run and a local run resume each other;
 - hands each idle worker the next few items (like ``ray.util.ActorPool``, but remembering
@@ -38,6 +41,7 @@ from vdsr_deploy.batch import (
     Note,
     Skipped,
     WorkItem,
+    _manifest_folder,
     plan_resume,
 )
 from vdsr_deploy.cluster.worker import (
@@ -50,8 +54,9 @@ from vdsr_deploy.cluster.worker import (
 )
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError, VdsrError
 from vdsr_deploy.imageio import FileDigest, output_format, stale_temporaries
-from vdsr_deploy.manifest import Manifest
-from vdsr_deploy.remote import location, name_for_worker, registered_filesystems
+from vdsr_deploy.joblock import JobLock
+from vdsr_deploy.manifest import MANIFEST_NAME, Manifest
+from vdsr_deploy.remote import location, manifest_path, name_for_worker, registered_filesystems
 from vdsr_deploy.remote import replace as replace_target
 
 _POLL = 0.2
@@ -373,7 +378,10 @@ class _ClusterJob:
             _check_fits(placement, resources)
         factory = self.open_runner(placement)
         filesystems = registered_filesystems()
-        handles: list[Any] = [remote.remote(i, self.job, factory, filesystems) for i in range(placement.actors)]
+        owner = os.getpid()  # named in the workers' temporaries: this job's, while it runs
+        handles: list[Any] = [
+            remote.remote(i, self.job, factory, filesystems, owner=owner) for i in range(placement.actors)
+        ]
         try:
             summary = self._run_with(handles, placement, resources, connect_seconds)
         finally:
@@ -657,14 +665,15 @@ def run_staged_job(
     here): one in-process :class:`UpscaleWorker` on the open ``runner`` stages a few inputs at
     a time (downloads), runs ``run_job`` on them, uploads each output to a temporary key, and
     this driver records it and moves it into place, exactly as on a cluster."""
-    from vdsr_deploy.batch import _manifest_folder
-    from vdsr_deploy.joblock import JobLock
-    from vdsr_deploy.manifest import MANIFEST_NAME
-    from vdsr_deploy.remote import manifest_path
-
-    # One job per output: a local output folder's lock, or for a URI its state folder's.
-    with JobLock(manifest_path(_manifest_folder(job), MANIFEST_NAME).parent):
+    with job_lock(job):
         return _run_staged(job, runner, on_event, stop)
+
+
+def job_lock(job: JobConfig) -> JobLock:
+    """The lock that makes ``job`` the only one writing its outputs: for a local output, the
+    output folder's (the lock a single-machine ``vdsr upscale`` takes, so the two exclude each
+    other); for a URI output, its state folder's on this machine (where its manifest lives)."""
+    return JobLock(manifest_path(_manifest_folder(job), MANIFEST_NAME).parent)
 
 
 def _run_staged(
@@ -709,4 +718,5 @@ def run_cluster_job(
     if importlib.util.find_spec("ray") is None:
         raise BackendUnavailableError("--cluster needs Ray here and on every node: pip install 'vdsr-deploy[cluster]'")
     runner = _ClusterJob(job, cluster, open_runner, on_event or (lambda event: None), stop or threading.Event(), device)
-    return runner.run()
+    with job_lock(job):  # before Ray starts: a refused job costs nothing
+        return runner.run()

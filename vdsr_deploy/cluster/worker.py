@@ -10,9 +10,12 @@ and:
 2. runs :func:`vdsr_deploy.batch.run_job` on them (decode, bands, tiles, batches, colour,
    encode: the same code, settings and bad-input handling as ``vdsr upscale``), writing to
    the scratch folder;
-3. copies each finished output next to its target as ``.<name>.<random>.part`` (the
-   temporary name the single-machine writer uses), fsynced (for a URI target: uploaded to
-   that temporary key in one output stream), and returns its size and SHA-256.
+3. copies each finished output next to its target as ``.<name>.<owner>.<random>.part``,
+   fsynced (for a URI target: uploaded to that temporary key in one output stream), and
+   returns its size and SHA-256. ``<owner>`` is the driver's PID, not the worker's: the
+   single-machine writer's name pattern, so a job on the driver's host keeps these as a live
+   job's temporaries (:func:`vdsr_deploy.imageio.stale_temporaries`) while the driver, their
+   owner, removes those of unfinished outputs when it ends (workers die with their driver).
 
 It never renames onto a target and never touches the manifest: the driver records the
 output and renames the temporary into place, in that order (as one process does).
@@ -89,7 +92,8 @@ class UpscaleWorker:
     """Holds one open runner for its lifetime; ``process`` may be called many times.
 
     ``job``: the user's job settings (its inputs/output are replaced per call);
-    ``open_runner``: returns an inactive runner (the project's runner factory, called once).
+    ``open_runner``: returns an inactive runner (the project's runner factory, called once);
+    ``owner``: the PID named in its temporaries (the driver's; default this process's).
     """
 
     def __init__(
@@ -100,8 +104,10 @@ class UpscaleWorker:
         filesystems: dict[str, Any] | None = None,
         *,
         stop: threading.Event | None = None,
+        owner: int = 0,
     ) -> None:
         self.worker = worker
+        self.owner = owner or os.getpid()
         self.job = job
         self._open_runner = open_runner
         self._runner: Runner | None = None
@@ -198,10 +204,10 @@ class UpscaleWorker:
         target = location(task.target)
         try:
             if isinstance(target, RemotePath):
-                temporary: Path = upload_temporary(made, target)
+                temporary: Path = upload_temporary(made, target, self.owner)
                 digest = file_digest(made)  # the bytes just uploaded, complete: the stream closed
             else:
-                temporary = _deliver(made, target)
+                temporary = _deliver(made, target, self.owner)
                 digest = file_digest(temporary)
         except OSError as error:
             reason = f"{task.target}: cannot write ({error.strerror or error})"
@@ -217,10 +223,11 @@ class UpscaleWorker:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-def _deliver(made: Path, target: Path) -> Path:
-    """Copy ``made`` to a fsynced temporary next to ``target``; returns the temporary."""
+def _deliver(made: Path, target: Path, owner: int) -> Path:
+    """Copy ``made`` to a fsynced temporary next to ``target`` named after ``owner`` (a PID);
+    returns the temporary."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
+    descriptor, name = tempfile.mkstemp(prefix=f".{target.name}.{owner}.", suffix=TEMP_SUFFIX, dir=target.parent)
     temporary = Path(name)
     try:
         with os.fdopen(descriptor, "wb") as out, made.open("rb") as source:
