@@ -7,6 +7,7 @@ import pytest
 from vdsr_deploy.backends.factory import RunnerSpec
 from vdsr_deploy.errors import ConfigError
 from vdsr_deploy.precision import (
+    INT8_AUTO_BLOCKED,
     MAX_AUTO_COST_DB,
     CpuPath,
     check_precision,
@@ -44,6 +45,22 @@ def test_cpu_paths_follow_the_flags_never_assumed(flags: frozenset[str], expecte
     assert [p.precision for p in paths] == expected
     assert paths[-1] == CpuPath("fp32", "onnxruntime", paths[-1].why)
     assert all(p.backend == ("torch" if p.precision == "bf16" else "onnxruntime") for p in paths)
+    assert all(bool(p.auto_blocked) == (p.precision == "int8") for p in paths)  # INT8: opt-in only
+
+
+def test_auto_never_takes_a_blocked_path_nor_builds_it() -> None:
+    asked: list[str] = []
+
+    def cost(path: CpuPath) -> dict[str, float]:
+        asked.append(path.precision)
+        return {"x2": 0.0, "x3": 0.0, "x4": 0.0}
+
+    choice = choose_cpu_path(cpu_paths(SAPPHIRE_RAPIDS), cost)
+    assert (choice.precision, choice.backend) == ("bf16", "torch")
+    assert asked == ["bf16"]  # the blocked INT8 model is not even built for its cost
+    assert choice.passed_over == (f"int8 ({INT8_AUTO_BLOCKED})",)
+    assert "vdsr validate" in choice.describe() and "--precision int8" in choice.describe()
+    assert choose_cpu_path(cpu_paths(CASCADE_LAKE), cost).precision == "fp32"
 
 
 def test_auto_takes_the_first_path_within_the_limit_and_says_why() -> None:
@@ -54,7 +71,11 @@ def test_auto_takes_the_first_path_within_the_limit_and_says_why() -> None:
         asked.append(path.precision)
         return costs[path.precision]
 
-    choice = choose_cpu_path(cpu_paths(SAPPHIRE_RAPIDS), cost)
+    paths = (
+        CpuPath("int8", "onnxruntime", "int8 for this test"),  # not blocked here: the cost rule alone
+        *cpu_paths(SAPPHIRE_RAPIDS)[1:],
+    )
+    choice = choose_cpu_path(paths, cost)
     assert (choice.precision, choice.backend) == ("bf16", "torch")
     assert asked == ["int8", "bf16"]  # fp32 needs no record
     assert len(choice.passed_over) == 1 and "int8" in choice.passed_over[0] and "0.060" in choice.passed_over[0]
@@ -62,11 +83,12 @@ def test_auto_takes_the_first_path_within_the_limit_and_says_why() -> None:
     line = choice.describe()
     assert line.startswith("precision bf16 on torch, auto:") and "passed over" in line
     # reproducible: the same flags and records give the same choice
-    assert choose_cpu_path(cpu_paths(SAPPHIRE_RAPIDS), lambda p: costs[p.precision]) == choice
+    assert choose_cpu_path(paths, lambda p: costs[p.precision]) == choice
 
 
 def test_auto_falls_back_to_fp32_when_no_path_qualifies() -> None:
-    choice = choose_cpu_path(cpu_paths(ZEN4), lambda p: "build failed" if p.precision == "int8" else {"x2": -0.2})
+    paths = (CpuPath("int8", "onnxruntime", "int8 for this test"), *cpu_paths(ZEN4)[1:])
+    choice = choose_cpu_path(paths, lambda p: "build failed" if p.precision == "int8" else {"x2": -0.2})
     assert choice.precision == "fp32" and choice.backend == "onnxruntime"
     assert choice.passed_over == ("int8 (build failed)", f"bf16 (costs 0.200 dB > {MAX_AUTO_COST_DB:g}: x2 -0.200)")
 
@@ -85,7 +107,8 @@ def test_choose_precision_cuda_named_backend_and_concrete() -> None:
     choice = choose_precision(
         "auto", backend="onnxruntime", cuda=False, flags=SAPPHIRE_RAPIDS, quality_cost=lambda p: {"x2": 0.0}
     )
-    assert (choice.precision, choice.backend) == ("int8", "onnxruntime")
+    assert (choice.precision, choice.backend) == ("fp32", "onnxruntime")  # INT8 is opt-in
+    assert choice.passed_over == (f"int8 ({INT8_AUTO_BLOCKED})",)
 
 
 def test_precision_names_have_one_home() -> None:
