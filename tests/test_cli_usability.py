@@ -126,6 +126,7 @@ def test_validate_table_is_readable_at_80_columns(tmp_path: Path, tiny_weights: 
     row = next(line for line in lines if line.lstrip().startswith("onnxruntime-fp32") and "%" in line)
     assert "passed" in row and "%" in row
     assert any(line.split()[:2] == ["tensorrt-fp16", "skipped"] for line in lines)
+    assert "'vdsr-deploy[tensorrt-cu13]'" in text  # a reason's [extra] is text, not rich markup
     assert "weights digest" in text and "file sha256" in text
     markdown = (tmp_path / "report" / "validate.md").read_text()
     assert "weights digest `" in markdown and str(tmp_path) not in markdown  # no machine paths

@@ -152,6 +152,14 @@ def _console() -> Any:
     return Console(stderr=True)
 
 
+def escape(text: str) -> str:
+    """``text`` safe inside rich markup: file names and messages may hold ``[...]`` (e.g. a
+    pip extra), which rich would otherwise take for a style tag and drop."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _check_halo(
     halo: int, tile: int, inexact: bool, weights: Path | None, onnx: Path | None, console: Any
 ) -> None:
@@ -179,7 +187,7 @@ def _check_halo(
     )
     if not inexact:
         _fail(f"{problem}; use --halo {radius} or more, or pass --inexact-halo to accept that")
-    console.print(f"[yellow]warning:[/yellow] {problem}")
+    console.print(f"[yellow]warning:[/yellow] {escape(problem)}")
 
 
 def _runner_spec(
@@ -362,7 +370,7 @@ def _upscale_on_cluster(
                     f"({event['worker_resources']}), tile {config.pipeline.tiling.tile or 'whole image'}[/dim]"
                 )
             elif event["event"] == "retry":
-                console.print(f"[yellow]retry[/yellow] {event['file']}: {event['reason']}")
+                console.print(f"[yellow]retry[/yellow] {escape(str(event['file']))}: {escape(str(event['reason']))}")
             on_event(event)
 
         factory = OpenRunner(spec, config.pipeline.tiling, config.pipeline.batch)
@@ -482,13 +490,14 @@ def _progress(console: Any, quiet: bool) -> Iterator[Callable[[dict[str, Any]], 
             name = Path(event["file"]).name
             progress.update(task, detail=f"{name} band {event['band']}/{event['bands']}")
         elif kind == "failed":
-            progress.console.print(f"[red]failed[/red] {event['file']}: {event['reason']}")
+            progress.console.print(f"[red]failed[/red] {escape(str(event['file']))}: {escape(str(event['reason']))}")
             if started:
                 progress.update(task, advance=1)
         elif kind == "skipped":
-            progress.console.print(f"[yellow]skipped[/yellow] {event['target'] or event['file']}: {event['reason']}")
+            skipped = escape(str(event["target"] or event["file"]))
+            progress.console.print(f"[yellow]skipped[/yellow] {skipped}: {escape(str(event['reason']))}")
         elif kind == "note":
-            progress.console.print(f"[cyan]note[/cyan] {event['file']}: {event['note']}")
+            progress.console.print(f"[cyan]note[/cyan] {escape(str(event['file']))}: {escape(str(event['note']))}")
 
     with progress:
         yield on_event
@@ -503,7 +512,7 @@ def _render_summary(console: Any, summary: Any, output: Path) -> None:
         + (" — interrupted; run the same command again to resume" if summary.interrupted else "")
     )
     for failure in summary.failed:
-        console.print(f"  [red]✗[/red] {failure.source}: {failure.reason}")
+        console.print(f"  [red]✗[/red] {escape(str(failure.source))}: {escape(failure.reason)}")
     written = [item.target for item in summary.done]
     if len(written) == 1:
         console.print(f"output: {written[0]}", soft_wrap=True)
@@ -1082,7 +1091,12 @@ def _render_validation(console: Any, report: Any) -> None:
         pad_edge=False,
     )
     for column in TERMINAL_COLUMNS:
-        table.add_column(column, justify="left" if column in ("pair", "status") else "right", overflow="fold")
+        table.add_column(
+            column,
+            justify="left" if column in ("pair", "status") else "right",
+            overflow="fold",
+            no_wrap=column == "pair",  # a runtime's name stays on one line
+        )
     for pair in report.pairs:
         cells = list(terminal_row(pair))
         cells[1] = f"[{colours.get(pair.status, 'white')}]{cells[1]}[/]"
@@ -1092,19 +1106,19 @@ def _render_validation(console: Any, report: Any) -> None:
     console.print(f"[dim]{TERMINAL_LEGEND}[/dim]")
     for pair in report.pairs:
         if pair.figures is None and pair.reasons:
-            console.print(f"[yellow]{pair.status}[/yellow] {pair.name}: {'; '.join(pair.reasons)}")
+            console.print(f"[yellow]{pair.status}[/yellow] {pair.name}: {escape('; '.join(pair.reasons))}")
     for pair in report.pairs:
         for note in pair.notes:
-            console.print(f"[dim]note ({pair.name}): {note}[/dim]")
+            console.print(f"[dim]note ({pair.name}): {escape(note)}[/dim]")
     for check in report.artifacts:
         mark = "[green]ok[/green]" if check.passed else "[red]MISMATCH[/red]"
-        console.print(f"artifact {check.artifact}: {mark} — {check.detail}")
+        console.print(f"artifact {escape(str(check.artifact))}: {mark} — {escape(check.detail)}")
     if report.passed:
         console.print("[bold green]PASSED[/bold green]")
     else:
         console.print("[bold red]FAILED[/bold red]")
         for line in report.failures:
-            console.print(f"  [red]✗[/red] {line}")
+            console.print(f"  [red]✗[/red] {escape(line)}")
 
 
 @app.command()
