@@ -39,6 +39,7 @@ from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.batch import JobConfig, JobSummary, run_job
 from vdsr_deploy.errors import ImageReadError
 from vdsr_deploy.imageio import FORMAT_SUFFIX, TEMP_SUFFIX, file_digest
+from vdsr_deploy.joblock import pid_alive
 from vdsr_deploy.remote import RemotePath, download, location, upload_temporary, use_filesystems
 
 RunnerFactory = Callable[[], Runner]
@@ -219,7 +220,7 @@ class UpscaleWorker:
         """Scratch folders of workers on this node that were killed (their pid is gone)."""
         for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
             pid = folder.name[len(SCRATCH_PREFIX) :].split("-")[0]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -246,14 +247,6 @@ def _unstage(text: str, link: Path, task: WorkerTask) -> str:
     return text.replace(str(link), task.source)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _placement() -> tuple[str, str, tuple[str, ...]]:
