@@ -179,7 +179,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "imageio: writer writes straight to the target",
-        "vdsr_deploy/imageio.py",
+        "vdsr_deploy/imageio/atomic.py",
         (
             (
                 '        self.temporary = Path(name)\n'
@@ -198,7 +198,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     mutant(
         "imageio: samples truncated instead of rounded",
-        "vdsr_deploy/imageio.py",
+        "vdsr_deploy/imageio/write.py",
         "np.clip(np.rint(np.asarray(pixels, dtype=np.float64) * peak), 0, peak)",
         "np.clip(np.floor(np.asarray(pixels, dtype=np.float64) * peak), 0, peak)",
         "tests/test_imageio.py::test_quantize_rounds_half_to_even_and_clips",
