@@ -40,3 +40,20 @@ def test_cli_help_is_light() -> None:
         "assert 'upscale' in result.output"
     )
     assert not {m for m in loaded if m.split(".")[0] in (*HEAVY, "torch")}
+
+
+def test_every_package_folder_is_listed_for_the_wheel() -> None:
+    """pyproject lists packages by name: a new subpackage missing there installs nowhere but
+    in an editable checkout."""
+    from pathlib import Path
+
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(root).parts)
+        for top in ("vdsr_deploy", "train")
+        for init in (root / top).rglob("__init__.py")
+    }
+    assert found == listed
