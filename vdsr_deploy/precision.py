@@ -123,7 +123,7 @@ def cpu_paths(flags: frozenset[str]) -> tuple[CpuPath, ...]:
 
     INT8 is listed but blocked for ``auto``: with the shipped weights it fails ``vdsr
     validate``'s parity on the 64x64 pattern of 1-px black/white edges (max 74 LSB, 30.8 dB
-    against FP32; docs: TOLERANCE_INT8 in parity.py), the kind of content (text, line art)
+    against FP32; docs: TOLERANCE_INT8 in parity/tolerances.py), the kind of content (text, line art)
     where a default must not lose detail. It stays one flag away (``--precision int8``).
     """
     vnni = sorted(flags & VNNI_FLAGS)

@@ -206,7 +206,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- parity figures and the rendered report -----------------------------------------------
     mutant(
         "parity: identical share off by one",
-        "vdsr_deploy/parity.py",
+        "vdsr_deploy/parity/figures.py",
         "return self.identical / self.pixels if self.pixels else 1.0",
         "return self.identical / (self.pixels + 1) if self.pixels else 1.0",
         "tests/test_parity.py::test_figures_match_direct_numpy",
