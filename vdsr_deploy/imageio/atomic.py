@@ -191,21 +191,16 @@ class ImageWriter(ABC):
         if not self._finished:
             raise ImageWriteError(f"{self.target}: publish() before finish()")
         fault_point("rename")
-        try:
+
+        def move() -> None:
             if not self.overwrite and self.target.exists():
                 raise ImageWriteError(
                     f"{self.target}: already exists (use --overwrite to replace it)"
                 )
             self.temporary.replace(self.target)
             self._forget_temporary()
-        except OSError as error:
-            self.abort()
-            raise ImageWriteError(
-                f"{self.target}: cannot write ({error.strerror or error})"
-            ) from error
-        except BaseException:
-            self.abort()
-            raise
+
+        self._guard(move)
         self._published = True
         fault_point("renamed")
         return self.target
