@@ -29,6 +29,7 @@ its name and the reason and the rest of the batch goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import queue
@@ -1273,6 +1274,8 @@ def run_job(
     ends the job (after cleaning up) and is raised. Inputs or output named by URIs
     (``s3://...``) run staged through local scratch files (:mod:`vdsr_deploy.remote`).
     """
+    if not config.model:  # the caller named no model: the files the runner was opened from
+        config = dataclasses.replace(config, model=runner.model_identity)
     if uses_uris(config.inputs, config.output):
         from vdsr_deploy.cluster.driver import run_staged_job
 

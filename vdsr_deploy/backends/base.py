@@ -54,6 +54,11 @@ class Runner(ABC):
     """Template methods: :meth:`infer` validates, then calls :meth:`_infer`;
     :meth:`infer_tensor` validates, then calls :meth:`_infer_tensor`."""
 
+    model_identity: str = ""
+    """Which model files this runner runs (:func:`vdsr_deploy.model_files.model_identity`),
+    set by :func:`vdsr_deploy.backends.factory.open_runner`; a batch job whose config names
+    no model records this one for resume. Empty for a runner built by hand."""
+
     def __init__(self) -> None:
         self._active = False
 

@@ -26,6 +26,7 @@ from vdsr_deploy.backends.tensorrt.cache import (
 )
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError
 from vdsr_deploy.io_names import ShapeProfile
+from vdsr_deploy.model_files import spec_identity
 from vdsr_deploy.precision import CHOICES, check_backend_precision, check_precision
 from vdsr_deploy.tiling import TileConfig
 
@@ -294,12 +295,15 @@ def unavailable_reason(spec: RunnerSpec) -> str | None:
 def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int) -> Runner:
     """An inactive runner for ``spec``, with any artifact it needs built or found;
     BackendUnavailableError (the reason) when the runtime cannot run here. ``auto``
-    precision is resolved first (:func:`vdsr_deploy.fastpath.resolve_spec`)."""
+    precision is resolved first (:func:`vdsr_deploy.fastpath.resolve_spec`). The runner's
+    :attr:`~vdsr_deploy.backends.base.Runner.model_identity` names the files ``spec`` gives."""
+    given = spec
     if spec.precision == "auto":
         from vdsr_deploy.fastpath import resolve_spec
 
         spec, _ = resolve_spec(spec, spec.engines_dir or default_engines_dir())
     backend = choose_backend(spec).backend
+    check_artifacts_used(spec, backend)
     spec = replace(spec, backend=backend)
     check_backend_precision(backend, spec.precision)
     reason = REGISTRY[backend].unavailable(spec)
@@ -309,7 +313,26 @@ def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int) -> Runner:
         import torch
 
         torch.set_num_threads(spec.threads)
-    return REGISTRY[backend].open(spec, tiling, batch)
+    runner = REGISTRY[backend].open(spec, tiling, batch)
+    runner.model_identity = spec_identity(given)
+    return runner
+
+
+def check_artifacts_used(spec: RunnerSpec, backend: str) -> None:
+    """A ConfigError when ``backend`` (``spec``'s, ``auto`` resolved) would not run a file
+    ``spec`` names: PyTorch runs the weights, and only TensorRT runs an engine. A given file
+    that is silently ignored would make the user believe it ran."""
+    picked = " (what --backend auto picked here)" if spec.backend == "auto" else ""
+    if spec.onnx is not None and backend == "torch":
+        raise ConfigError(
+            f"--onnx {spec.onnx}: the torch backend{picked} runs the weights, not an ONNX file; "
+            "use --backend onnxruntime or tensorrt to run it, or leave --onnx out"
+        )
+    if spec.engine is not None and backend != "tensorrt":
+        raise ConfigError(
+            f"--engine {spec.engine}: the {backend} backend{picked} does not run TensorRT engines; "
+            "use --backend tensorrt to run it, or leave --engine out"
+        )
 
 
 def _exported_onnx(spec: RunnerSpec, engines_dir: Path, precision: str) -> Path:
