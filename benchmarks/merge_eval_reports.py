@@ -18,7 +18,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from vdsr_deploy.evaluate import EvalReport, ImageScore, ScaleSummary, render_markdown
+from vdsr_deploy.eval_report import write_reports
+from vdsr_deploy.evaluate import EvalReport, ImageScore, ScaleSummary
 
 
 def _mean(values: list[float]) -> float:
@@ -64,11 +65,9 @@ def main() -> None:
     for path in sorted(args.parts.glob("*/*.json")):
         data = json.loads(path.read_text())
         by_dataset.setdefault(data["dataset"], []).append(data)
-    args.out.mkdir(parents=True, exist_ok=True)
     for dataset, parts in by_dataset.items():
         report = merge(parts)
-        (args.out / f"{dataset}.json").write_text(json.dumps(report.to_dict(), indent=2))
-        (args.out / f"{dataset}.md").write_text(render_markdown(report))
+        write_reports([report], args.out)
         means = ", ".join(f"x{s.scale} {s.psnr:.2f} ({s.images} images)" for s in report.summaries)
         print(f"{dataset} ({len(parts)} parts): {means}")
 

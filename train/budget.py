@@ -102,6 +102,37 @@ def iterations_for_budget(
     return iterations
 
 
+@dataclass(frozen=True)
+class BudgetFit:
+    """A recipe fitted to a time budget: ``recipe`` with the iterations that fit, and the
+    measurement they come from."""
+
+    recipe: TrainConfig
+    seconds: float
+    device: torch.device
+    times: StepTimes
+
+    def describe(self) -> str:
+        """One line for the run's log: the budget, the measured step times, the iterations."""
+        times = self.times
+        mixed = f"{times.mixed * 1e3:.1f} ms bf16, " if self.recipe.precision == "bf16" else ""
+        return (
+            f"time budget {self.seconds:g} s on {self.device}: {mixed}{times.fp32 * 1e3:.1f} ms fp32 "
+            f"per step of {self.recipe.batch_size} -> {self.recipe.iterations:,} iterations"
+        )
+
+
+def fit_to_budget(config: TrainConfig, seconds: float, device: str) -> BudgetFit:
+    """``config`` with as many iterations as fit in ``seconds`` at the step time measured
+    here on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
+    from vdsr_deploy.backends.device import resolve_device
+
+    torch_device = resolve_device(device)
+    times = measure_step_times(config, torch_device)
+    fitted = iterations_for_budget(config, seconds, times)
+    return BudgetFit(config.replace(iterations=fitted), seconds, torch_device, times)
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

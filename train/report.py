@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from vdsr_deploy.backends.factory import RunnerSpec
-from vdsr_deploy.evaluate import PAPER_PSNR, EvalReport, evaluate_folders, render_markdown
+from vdsr_deploy.eval_report import write_reports
+from vdsr_deploy.evaluate import PAPER_PSNR, EvalReport, evaluate_folders
 from vdsr_deploy.weights import load_weights, save_weights
 
 
@@ -107,10 +108,7 @@ def main() -> None:
     plot_validation(entries, args.reports / "validation_psnr.png", title)
     weights = args.weights or args.run / "final.safetensors"
     reports: list[EvalReport] = evaluate_folders(args.val, [2, 3, 4], RunnerSpec(backend="torch", weights=weights))
-    args.reports.mkdir(parents=True, exist_ok=True)
-    for report in reports:
-        (args.reports / f"{report.dataset}.json").write_text(json.dumps(report.to_dict(), indent=2))
-        (args.reports / f"{report.dataset}.md").write_text(render_markdown(report))
+    write_reports(reports, args.reports)
     if args.ship:
         model, info = load_weights(weights)
         evaluation = {

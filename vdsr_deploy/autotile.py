@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vdsr_deploy.colour import output_shape
 from vdsr_deploy.device_pipeline import activation_bytes_per_pixel, auto_tile, int32_pixel_limit
 from vdsr_deploy.errors import ConfigError, VdsrError
+
+if TYPE_CHECKING:
+    from vdsr_deploy.backends.factory import RunnerSpec
 
 MIB = 1 << 20
 DEVICE_SHARE = 0.6  # of the free GPU memory: the rest for cuDNN workspaces, planes, other work
@@ -115,25 +119,26 @@ def resolve_tile(
     text: str,
     inputs: tuple[str, ...],
     output: Path,
+    spec: RunnerSpec,
     *,
     scale: float,
     batch: int,
     halo: int,
-    backend: str,
-    device: str,
-    provider: str,
-    precision: str,
-    channels: int,
     memory_mb: int,
     max_pixels: int,
 ) -> AutoTile:
     """``--tile`` as given (a side or 0), or sized by :func:`choose_tile` for ``auto`` from the
-    inputs' headers (folders and globs expanded as the job will)."""
+    inputs' headers (folders and globs expanded as the job will), for the runtime ``spec``
+    resolves to and the width of its weights."""
     side = parse_tile(text)
     if side is not None:
         return AutoTile(side, "")
+    from vdsr_deploy.backends.factory import choose_backend
     from vdsr_deploy.batch import JobConfig, plan_outputs
+    from vdsr_deploy.weights import load_weights
 
+    _, info = load_weights(spec.weights)
+    backend = choose_backend(spec).backend
     items, _failures = plan_outputs(JobConfig(inputs=inputs, output=output))
     sizes = input_sizes([str(item.source) for item in items], max_pixels=max_pixels)
     if not sizes:
@@ -143,8 +148,8 @@ def resolve_tile(
         scale=scale,
         batch=batch,
         halo=halo,
-        device=runner_device(backend, device, provider),
-        precision=precision,
-        channels=channels,
+        device=runner_device(backend, spec.device, spec.provider),
+        precision=spec.precision,
+        channels=info.channels,
         memory_mb=memory_mb,
     )

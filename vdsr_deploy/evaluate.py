@@ -205,30 +205,3 @@ def evaluate_folders(
             report = score(items, run, dataset=folder.name, backend=runner.info.label)
             reports.append(replace(report, ensemble=ensemble))
     return reports
-
-
-def render_markdown(report: EvalReport) -> str:
-    """A Markdown table of per-scale means (with the paper's figures) and per-image scores."""
-    lines = [
-        f"# {report.dataset} — {report.method}",
-        "",
-        "| scale | images | bicubic PSNR | bicubic SSIM | PSNR | SSIM | paper bicubic | paper VDSR |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for s in report.summaries:
-        paper = PAPER_PSNR.get(report.dataset.lower(), {}).get(s.scale)
-        paper_cols = f"{paper[0]:.2f} | {paper[1]:.2f}" if paper else "- | -"
-        lines.append(
-            f"| x{s.scale} | {s.images} | {s.bicubic_psnr:.2f} | {s.bicubic_ssim:.4f} "
-            f"| {s.psnr:.2f} | {s.ssim:.4f} | {paper_cols} |"
-        )
-    lines += [
-        "",
-        "| image | scale | bicubic PSNR | PSNR | bicubic SSIM | SSIM |",
-        "|---|---|---|---|---|---|",
-    ]
-    for i in report.images:
-        lines.append(
-            f"| {i.name} | x{i.scale} | {i.bicubic_psnr:.2f} | {i.psnr:.2f} | {i.bicubic_ssim:.4f} | {i.ssim:.4f} |"
-        )
-    return "\n".join(lines) + "\n"

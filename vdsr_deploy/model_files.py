@@ -51,4 +51,3 @@ def receptive_radius(weights: Path | None, onnx: Path | None = None) -> int:
     from vdsr_deploy.weights import read_depth
 
     return read_depth(weights)
-

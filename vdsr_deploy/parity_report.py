@@ -221,3 +221,12 @@ def write_heatmap(report: ValidationReport, path: Path) -> Path | None:
         f"vdsr validate ({verdict}): |candidate - {report.reference}| on Y, worst image per pair"
     )
     return difference_heatmap(panels, path, title=title)
+
+
+def write_reports(report: ValidationReport, folder: Path) -> Path | None:
+    """``validate.json``, ``validate.md`` and ``validate-heatmap.png`` in ``folder``
+    (created); returns the heatmap's path, or None when no pair ran (no heatmap)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "validate.json").write_text(report.to_json())
+    (folder / "validate.md").write_text(render_markdown(report))
+    return write_heatmap(report, folder / "validate-heatmap.png")

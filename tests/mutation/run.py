@@ -296,7 +296,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     mutant(
         "cli: a user error escapes as a crash",
-        "vdsr_deploy/cli.py",
+        "vdsr_deploy/cli/common.py",
         '    typer.echo(f"error: {message}", err=True)\n    raise typer.Exit(code)',
         '    typer.echo(f"error: {message}", err=True)\n    raise RuntimeError(message)',
         "tests/test_cli.py::test_user_errors_are_one_sentence",

@@ -114,3 +114,19 @@ def hr_images(folder: Path, scale: float) -> list[ValidationImage]:
 def default_images(seed: int = 0) -> list[ValidationImage]:
     """The bundled sample image plus the generated edge cases."""
     return [sample_image(), *edge_case_images(seed)]
+
+
+def validation_images(
+    folder: Path | None, hr: Path | None, scale: float, *, edge_cases: bool = True
+) -> list[ValidationImage]:
+    """The image set ``vdsr validate`` checks: every image in ``folder``, the HR images in
+    ``hr`` (degraded by ``scale``), the sample image when neither is given, and the
+    generated edge cases unless ``edge_cases`` is False."""
+    images = folder_images(folder) if folder is not None else []
+    if hr is not None:
+        images += hr_images(hr, scale)
+    if folder is None and hr is None:
+        images.append(sample_image())
+    if edge_cases:
+        images += edge_case_images()
+    return images

@@ -1,0 +1,73 @@
+"""``vdsr eval``: PSNR/SSIM on HR folders by the paper's protocol, as tables and reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from vdsr_deploy.cli.common import app, make_console, user_errors
+from vdsr_deploy.cli.options import (
+    BackendOption,
+    DeviceOption,
+    EnginesOption,
+    EnsembleOption,
+    PrecisionOption,
+    ProviderOption,
+    ThreadsOption,
+    TileOption,
+    WeightsOption,
+)
+
+
+@app.command("eval")
+def evaluate_command(
+    folders: Annotated[list[Path], typer.Argument(help="Folders of HR images (e.g. Set5).")],
+    scales: Annotated[list[int], typer.Option("--scale", "-s", help="Scales (repeatable).")] = [2, 3, 4],  # noqa: B006
+    weights: WeightsOption = None,
+    backend: BackendOption = "torch",
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "fp32",
+    provider: ProviderOption = "cpu",
+    engines_dir: EnginesOption = None,
+    tile: TileOption = 0,
+    out: Annotated[Path | None, typer.Option("--out", help="Write <name>.json and <name>.md reports here.")] = None,
+    threads: ThreadsOption = 0,
+    ensemble: EnsembleOption = False,
+) -> None:
+    """PSNR/SSIM on Y (modcrop, MATLAB bicubic, shave = scale) against bicubic."""
+    from vdsr_deploy.backends.factory import RunnerSpec
+    from vdsr_deploy.eval_report import write_reports
+    from vdsr_deploy.evaluate import evaluate_folders
+
+    with user_errors():
+        spec = RunnerSpec(
+            backend=backend,
+            device=device,
+            precision=precision,
+            provider=provider,
+            weights=weights,
+            engines_dir=engines_dir,
+            threads=threads,
+        )
+        reports = evaluate_folders(folders, scales, spec, tile=tile, ensemble=ensemble)
+    console = make_console()
+    for report in reports:
+        console.print(_table(report))
+    if out is not None:
+        write_reports(reports, out)
+        console.print(f"reports written to {out}")
+
+
+def _table(report: Any) -> Any:
+    from rich.table import Table
+
+    from vdsr_deploy.eval_report import TERMINAL_COLUMNS, terminal_rows
+
+    table = Table(title=f"{report.dataset} — {report.method}")
+    for column in TERMINAL_COLUMNS:
+        table.add_column(column, justify="right")
+    for row in terminal_rows(report):
+        table.add_row(*row)
+    return table
