@@ -139,6 +139,22 @@ def test_user_errors_are_one_sentence(tmp_path: Path, tiny_weights: Path) -> Non
     assert not (tmp_path / "o").exists()  # nothing written by a command that failed up front
 
 
+def test_a_file_the_backend_would_not_run_is_refused(tmp_path: Path, tiny_weights: Path) -> None:
+    """``--onnx`` with PyTorch, ``--engine`` without TensorRT: refused up front, not ignored."""
+    source = str(make_image(tmp_path / "a.png", "RGB"))
+    common = ["-o", str(tmp_path / "o"), "-w", str(tiny_weights), "--device", "cpu", "--precision", "fp32"]
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"any file: it is refused before it is read")
+    line = handled_error("upscale", source, *common, "--backend", "torch", "--onnx", str(onnx))
+    assert line.startswith(f"error: --onnx {onnx}: the torch backend runs the weights, not an ONNX file")
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"")
+    for backend in ("torch", "onnxruntime"):
+        line = handled_error("upscale", source, *common, "--backend", backend, "--engine", str(engine))
+        assert line.startswith(f"error: --engine {engine}: the {backend} backend does not run TensorRT engines")
+    assert not (tmp_path / "o").exists()
+
+
 def test_tensorrt_absent_is_a_handled_error(tmp_path: Path, tiny_weights: Path, tensorrt_absent: None) -> None:
     source = str(make_image(tmp_path / "a.png", "RGB"))
     common = ["-o", str(tmp_path / "o"), "-w", str(tiny_weights), "--engines-dir", str(tmp_path / "eng")]

@@ -378,3 +378,15 @@ def test_cli_validate_exit_codes(tmp_path: Path, model: VDSR, weights: Path) -> 
 
 
 UNKNOWN_RUNTIME = f"error: runtime: expected some of {', '.join(CANDIDATES)}, got nope"
+
+
+def test_validation_image_set(tmp_path: Path) -> None:
+    from vdsr_deploy.parity.images import validation_images
+
+    folder = tmp_path / "images"
+    write_image(folder / "a.png", np.random.default_rng(0).random((21, 19, 3)).astype(np.float32))
+    edge = len(edge_case_images())
+    assert [i.kind for i in validation_images(None, None, 2.0)] == ["sample"] + ["edge"] * edge
+    assert [i.name for i in validation_images(folder, None, 2.0, edge_cases=False)] == ["a"]
+    both = validation_images(folder, folder, 2.0, edge_cases=False)
+    assert [(i.name, i.kind) for i in both] == [("a", "user"), ("a-x2", "hr")]
