@@ -82,16 +82,20 @@ def _given_precision(spec: RunnerSpec) -> str:
     return "fp16"
 
 
-def int8_artifact(spec: RunnerSpec, engines_dir: Path, calibration: CalibrationSet | None = None) -> Int8Artifact:
-    """The cached INT8 model for ``spec``'s weights (built on first use), calibrated on the
-    shipped tiles or on ``calibration``."""
+def int8_artifact(
+    spec: RunnerSpec, engines_dir: Path, calibration: CalibrationSet | None = None, *, rebuild: bool = False
+) -> Int8Artifact:
+    """The cached INT8 model for ``spec``'s weights (built on first use, or again with
+    ``rebuild``), calibrated on the shipped tiles or on ``calibration``."""
     from vdsr_deploy.int8 import ensure_int8_onnx
     from vdsr_deploy.weights import weights_file_sha256
 
     def fp32_onnx() -> Path:
         return cached_onnx(spec.weights, engines_dir, "fp32") or _export(spec, engines_dir, "fp32")
 
-    return ensure_int8_onnx(weights_file_sha256(spec.weights), fp32_onnx, engines_dir, calibration=calibration)
+    return ensure_int8_onnx(
+        weights_file_sha256(spec.weights), fp32_onnx, engines_dir, calibration=calibration, rebuild=rebuild
+    )
 
 
 def bf16_cost(spec: RunnerSpec, engines_dir: Path) -> dict[str, float]:

@@ -97,13 +97,15 @@ def ensure_int8_onnx(
     *,
     recipe: QuantizeConfig = DEFAULT_RECIPE,
     calibration: CalibrationSet | None = None,
+    rebuild: bool = False,
 ) -> Int8Artifact:
     """The INT8 model for these weights and ``recipe`` in ``engines_dir``, built from the
-    FP32 ONNX (``fp32_onnx()`` is only called when a build is needed) if missing or stale."""
+    FP32 ONNX (``fp32_onnx()`` is only called when a build is needed) if missing or stale,
+    or with ``rebuild`` (the cached file is replaced once the new one is complete)."""
     calibration = calibration or load_calibration_set()
     key = int8_key(weights_sha256, recipe, calibration.sha256)
     target = int8_path(engines_dir, key)
-    found = recorded(target, key)
+    found = None if rebuild else recorded(target, key)
     if found is not None:
         return found
     return build_int8(fp32_onnx(), target, key, recipe, calibration)

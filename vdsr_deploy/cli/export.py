@@ -89,18 +89,11 @@ def _export_int8(
 ) -> None:
     from vdsr_deploy.backends.factory import RunnerSpec
     from vdsr_deploy.fastpath import int8_artifact
-    from vdsr_deploy.int8 import int8_path
     from vdsr_deploy.quality import calibration_set_from_images, load_calibration_set
 
     spec = RunnerSpec(backend="onnxruntime", precision="int8", weights=weights, engines_dir=output_dir)
     calibration = load_calibration_set() if calibration_dir is None else calibration_set_from_images(calibration_dir)
-    if overwrite:
-        from vdsr_deploy.int8 import DEFAULT_RECIPE, int8_key
-        from vdsr_deploy.weights import weights_file_sha256
-
-        key = int8_key(weights_file_sha256(weights), DEFAULT_RECIPE, calibration.sha256)
-        int8_path(output_dir, key).unlink(missing_ok=True)
-    artifact = int8_artifact(spec, output_dir, calibration)
+    artifact = int8_artifact(spec, output_dir, calibration, rebuild=overwrite)
     cost = ", ".join(f"{scale} {value:+.3f}" for scale, value in sorted(artifact.cost_db.items()))
     console.print(
         f"{artifact.path}  (int8 QDQ, {'built' if artifact.built else 'cached, key matches'}; "

@@ -90,8 +90,8 @@ def upscale(
     130 / 143) without leaving partial files.
     """
     from vdsr_deploy.autotile import resolve_tile
-    from vdsr_deploy.backends.factory import RunnerSpec, choose_backend, open_runner
-    from vdsr_deploy.batch import JobConfig, run_job, stop_on_signals
+    from vdsr_deploy.backends.factory import RunnerSpec, choose_backend
+    from vdsr_deploy.batch import JobConfig, stop_on_signals
     from vdsr_deploy.model_files import spec_identity
     from vdsr_deploy.pipeline import PipelineConfig
     from vdsr_deploy.remote import location
@@ -141,15 +141,7 @@ def upscale(
             if cluster is not None:
                 summary = _upscale_on_cluster(config, spec, cluster, actors, retries, console, quiet, stop.event)
             else:
-                with open_runner(spec, tiling=tiling, batch=batch) as runner:
-                    console.print(
-                        f"[dim]runtime {runner.info.label}, tile {tiling.tile or 'whole image'}, batch {batch}"
-                        + (f"; {picked.describe()}" if picked.requested == "auto" else "")
-                        + (", x8 ensemble" if ensemble else "")
-                        + "[/dim]"
-                    )
-                    with _progress(console, quiet) as on_event:
-                        summary = run_job(config, runner, on_event, stop=stop.event)
+                summary = _upscale_here(config, spec, picked, console, quiet, stop.event)
         except KeyboardInterrupt:
             stop.event.set()
         if summary is None:
@@ -170,6 +162,23 @@ def _resolve_precision(spec: Any) -> tuple[Any, Any]:
     from vdsr_deploy.fastpath import resolve_spec
 
     return resolve_spec(spec, spec.engines_dir or default_engines_dir())
+
+
+def _upscale_here(config: Any, spec: Any, picked: Any, console: Any, quiet: bool, stop: Any) -> Any:
+    """The job on one runner on this machine; its first line says which runtime, tile and batch."""
+    from vdsr_deploy.backends.factory import open_runner
+    from vdsr_deploy.batch import run_job
+
+    pipeline = config.pipeline
+    with open_runner(spec, tiling=pipeline.tiling, batch=pipeline.batch) as runner:
+        console.print(
+            f"[dim]runtime {runner.info.label}, tile {pipeline.tiling.tile or 'whole image'}, batch {pipeline.batch}"
+            + (f"; {picked.describe()}" if picked.requested == "auto" else "")
+            + (", x8 ensemble" if pipeline.ensemble else "")
+            + "[/dim]"
+        )
+        with _progress(console, quiet) as on_event:
+            return run_job(config, runner, on_event, stop=stop)
 
 
 def _upscale_on_cluster(
