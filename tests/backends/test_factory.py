@@ -126,7 +126,9 @@ def test_onnxruntime_gets_the_device_index_and_a_cache_per_profile_and_precision
 
 def test_tensorrt_gets_the_device_index_and_graph_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(factory, "create_tensorrt_runner", lambda **kwargs: seen.update(kwargs))
+    # the opener's result stands in for a runner: open_runner sets its model identity
+    opened = types.SimpleNamespace()
+    monkeypatch.setattr(factory, "create_tensorrt_runner", lambda **kwargs: seen.update(kwargs) or opened)
     monkeypatch.setitem(factory.REGISTRY, "tensorrt", factory.Backend(
         "tensorrt", lambda spec: None, factory.REGISTRY["tensorrt"].open
     ))
