@@ -33,7 +33,6 @@ from vdsr_deploy.model import VDSR
 from vdsr_deploy.precision import ONNX_PRECISIONS
 from vdsr_deploy.weights import WeightsInfo, state_dict_sha256
 
-PRECISIONS = ONNX_PRECISIONS
 # Verification tolerances against PyTorch fp32, max abs difference on [0, 1] data.
 VERIFY_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
 VERIFY_SHAPES: tuple[tuple[int, int, int, int], ...] = ((2, 1, 37, 53), (1, 1, 64, 31))
@@ -50,8 +49,8 @@ class ExportResult:
 
 def build_graph(model: VDSR, precision: str, metadata: dict[str, str]) -> onnx.ModelProto:
     """The ONNX model for ``model`` in ``precision`` (fp32 or fp16); not yet verified."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    if precision not in ONNX_PRECISIONS:
+        raise ConfigError(f"precision: expected one of {ONNX_PRECISIONS}, got {precision!r}")
     numpy_type = np.float16 if precision == "fp16" else np.float32
     dims: list[str | int] = [DYNAMIC_AXES.get(axis, 1) for axis in range(4)]
     graph_input = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, dims)
