@@ -45,9 +45,9 @@ def receptive_radius(weights: Path | None, onnx: Path | None = None) -> int:
     when only an ONNX file is given, else from the weights' header (``None``: the shipped
     weights). Raises :class:`~vdsr_deploy.errors.VdsrError` for an unreadable file."""
     if onnx is not None and weights is None:
-        from vdsr_deploy.artifacts import onnx_metadata
+        from vdsr_deploy.artifacts import MetadataKey, onnx_metadata
 
-        return int(onnx_metadata(onnx).get("vdsr.depth", str(DEFAULT_DEPTH)))
+        return int(onnx_metadata(onnx).get(MetadataKey.DEPTH, str(DEFAULT_DEPTH)))
     from vdsr_deploy.weights import read_depth
 
     return read_depth(weights)

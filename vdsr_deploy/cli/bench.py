@@ -165,9 +165,9 @@ def _settings(
 
     onnx_precision = None
     if onnx is not None:
-        from vdsr_deploy.artifacts import onnx_metadata
+        from vdsr_deploy.artifacts import MetadataKey, onnx_metadata
 
-        onnx_precision = onnx_metadata(onnx).get("vdsr.precision", "fp32")
+        onnx_precision = onnx_metadata(onnx).get(MetadataKey.PRECISION, "fp32")
     settings, notes = sweep(
         backends or ["torch", "onnxruntime"],
         precisions or ["fp32"],

@@ -55,8 +55,9 @@ def export(
     With --triton DIR: a Triton Inference Server model repository (ONNX Runtime model, and the
     FP16 TensorRT plan where TensorRT and a GPU are usable), every config.pbtxt validated.
     """
+    from vdsr_deploy.artifacts import default_onnx_name
     from vdsr_deploy.errors import ConfigError
-    from vdsr_deploy.export import default_onnx_name, export_onnx
+    from vdsr_deploy.export import export_onnx
     from vdsr_deploy.precision import check_precision
     from vdsr_deploy.weights import load_weights
 
