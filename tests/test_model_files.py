@@ -13,6 +13,7 @@ from onnx import helper
 from PIL import Image
 from typer.testing import CliRunner
 
+from vdsr_deploy.artifacts import MetadataKey
 from vdsr_deploy.backends.factory import RunnerSpec, open_runner
 from vdsr_deploy.batch import JobConfig, run_job
 from vdsr_deploy.cli import app
@@ -36,7 +37,7 @@ def test_receptive_radius_from_weights_or_onnx_metadata(tmp_path: Path, tiny_wei
     assert receptive_radius(tiny_weights) == 4  # the tiny model: 4 conv layers
     assert receptive_radius(None) == 20  # the shipped weights
     model = helper.make_model(helper.make_graph([], "empty", [], []))
-    helper.set_model_props(model, {"vdsr.depth": "7"})
+    helper.set_model_props(model, {MetadataKey.DEPTH: "7"})
     path = tmp_path / "seven.onnx"
     onnx.save(model, str(path))
     assert receptive_radius(None, path) == 7
