@@ -133,3 +133,30 @@ def check_halo(
     if not inexact:
         fail(f"{problem}; use --halo {radius} or more, or pass --inexact-halo to accept that")
     console.print(f"[yellow]warning:[/yellow] {escape(problem)}")
+
+
+def runner_spec(
+    backend: str,
+    device: str,
+    precision: str,
+    provider: str,
+    weights: Path | None,
+    onnx: Path | None,
+    engine: Path | None,
+    engines_dir: Path | None,
+    threads: int,
+) -> Any:
+    """The :class:`~vdsr_deploy.backends.factory.RunnerSpec` of the runtime options."""
+    from vdsr_deploy.backends.factory import RunnerSpec
+
+    return RunnerSpec(
+        backend=backend,
+        device=device,
+        precision=precision,
+        provider=provider,
+        weights=weights,
+        onnx=onnx,
+        engine=engine,
+        engines_dir=engines_dir,
+        threads=threads,
+    )

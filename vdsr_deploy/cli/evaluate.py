@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vdsr_deploy.cli.common import app, make_console, user_errors
+from vdsr_deploy.cli.common import app, make_console, runner_spec, user_errors
 from vdsr_deploy.cli.options import (
     BackendOption,
     DeviceOption,
@@ -37,20 +37,11 @@ def evaluate_command(
     ensemble: EnsembleOption = False,
 ) -> None:
     """PSNR/SSIM on Y (modcrop, MATLAB bicubic, shave = scale) against bicubic."""
-    from vdsr_deploy.backends.factory import RunnerSpec
     from vdsr_deploy.eval_report import write_reports
     from vdsr_deploy.evaluate import evaluate_folders
 
     with user_errors():
-        spec = RunnerSpec(
-            backend=backend,
-            device=device,
-            precision=precision,
-            provider=provider,
-            weights=weights,
-            engines_dir=engines_dir,
-            threads=threads,
-        )
+        spec = runner_spec(backend, device, precision, provider, weights, None, None, engines_dir, threads)
         reports = evaluate_folders(folders, scales, spec, tile=tile, ensemble=ensemble)
     console = make_console()
     for report in reports:

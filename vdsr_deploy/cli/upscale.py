@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vdsr_deploy.cli.common import app, check_halo, escape, make_console, user_errors
+from vdsr_deploy.cli.common import app, check_halo, escape, make_console, runner_spec, user_errors
 from vdsr_deploy.cli.options import (
     BackendOption,
     BatchOption,
@@ -90,7 +90,7 @@ def upscale(
     130 / 143) without leaving partial files.
     """
     from vdsr_deploy.autotile import resolve_tile
-    from vdsr_deploy.backends.factory import RunnerSpec, choose_backend
+    from vdsr_deploy.backends.factory import choose_backend
     from vdsr_deploy.batch import JobConfig, stop_on_signals
     from vdsr_deploy.model_files import spec_identity
     from vdsr_deploy.pipeline import PipelineConfig
@@ -101,17 +101,7 @@ def upscale(
     summary: Any = None
     with stop_on_signals() as stop, user_errors():
         load_threads, save_threads = _parse_jobs(jobs)
-        given = RunnerSpec(
-            backend=backend,
-            device=device,
-            precision=precision,
-            provider=provider,
-            weights=weights,
-            onnx=onnx,
-            engine=engine,
-            engines_dir=engines_dir,
-            threads=threads,
-        )
+        given = runner_spec(backend, device, precision, provider, weights, onnx, engine, engines_dir, threads)
         spec, picked = _resolve_precision(given)
         chosen = resolve_tile(
             tile, tuple(inputs), output, spec, scale=scale, batch=batch, halo=halo, memory_mb=memory_mb,
