@@ -302,6 +302,20 @@ MUTANTS: tuple[Mutant, ...] = (
         "tests/test_cli.py::test_user_errors_are_one_sentence",
         "tests/test_cli.py::test_tensorrt_absent_is_a_handled_error",
     ),
+    mutant(
+        "cli: an --onnx the torch backend would ignore is accepted",
+        "vdsr_deploy/backends/factory.py",
+        '    if spec.onnx is not None and backend == "torch":\n',
+        '    if spec.onnx is not None and backend == "none":\n',
+        "tests/test_cli.py::test_a_file_the_backend_would_not_run_is_refused",
+    ),
+    mutant(
+        "cli: the resume identity ignores a changed weights file",
+        "vdsr_deploy/model_files.py",
+        '            parts.append(f"{Path(path).name}:{stat.st_size}:{stat.st_mtime_ns}")\n',
+        '            parts.append(f"{Path(path).name}")\n',
+        "tests/test_model_files.py::test_identity_names_each_given_file_by_name_size_and_mtime",
+    ),
 )
 
 
