@@ -12,10 +12,13 @@ import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 import typer.core
+
+if TYPE_CHECKING:
+    from vdsr_deploy.backends.factory import RunnerSpec
 
 _Function = TypeVar("_Function", bound=Callable[..., Any])
 BOOLEAN_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
@@ -145,7 +148,7 @@ def runner_spec(
     engine: Path | None,
     engines_dir: Path | None,
     threads: int,
-) -> Any:
+) -> RunnerSpec:
     """The :class:`~vdsr_deploy.backends.factory.RunnerSpec` of the runtime options."""
     from vdsr_deploy.backends.factory import RunnerSpec
 
