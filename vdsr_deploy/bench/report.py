@@ -37,6 +37,18 @@ def fmt_ratio(ratio: float | None) -> str:
     return f"{ratio:.2f}x" if ratio is not None else "-"
 
 
+def _versus_cells(item: dict[str, Any], digits: int) -> tuple[str, str, str]:
+    """The pipeline's Mpx/s (to ``digits`` significant digits), its overhead over the bare
+    runtime and the runtime's ratio to the baseline: the last three columns of both tables."""
+    pipeline = item.get("pipeline")
+    ratio = item.get("ratio_vs_baseline", {}).get("runtime")
+    return (
+        f"{pipeline['megapixels_per_second']:.{digits}g}" if pipeline else "-",
+        fmt_overhead(item["pipeline_overhead"]) if pipeline else "-",
+        fmt_ratio(ratio),
+    )
+
+
 def terminal_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
     """Table cells per setting in :data:`TERMINAL_COLUMNS` order; settings that did not
     run show their status (the reason is printed by the caller)."""
@@ -45,16 +57,13 @@ def terminal_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
         if item.get("runtime") is None:
             rows.append((item["name"], item["status"], "", "", "", ""))
             continue
-        rt, pl = item["runtime"], item.get("pipeline")
-        ratio = item.get("ratio_vs_baseline", {}).get("runtime")
+        rt = item["runtime"]
         rows.append(
             (
                 item["name"],
                 f"{rt['megapixels_per_second']:.3g}",
                 f"{rt['latency_ms']['p50']:.1f}",
-                f"{pl['megapixels_per_second']:.3g}" if pl else "-",
-                fmt_overhead(item["pipeline_overhead"]) if pl else "-",
-                fmt_ratio(ratio),
+                *_versus_cells(item, digits=3),
             )
         )
     return rows
@@ -68,9 +77,8 @@ def bench_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
         if item.get("runtime") is None:
             rows.append((item["name"], runner, f"{item['status']}: {item['reason']}", *[""] * 7))
             continue
-        rt, pl = item["runtime"], item.get("pipeline")
+        rt = item["runtime"]
         lat = rt["latency_ms"]
-        ratio = item.get("ratio_vs_baseline", {}).get("runtime")
         rows.append(
             (
                 item["name"],
@@ -81,9 +89,7 @@ def bench_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
                 f"{rt['images_per_second']:.3g}",
                 f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f}",
                 f"{rt['equivalent_gflops_per_second']:.0f}",
-                f"{pl['megapixels_per_second']:.4g}" if pl else "-",
-                fmt_overhead(item["pipeline_overhead"]) if pl else "-",
-                fmt_ratio(ratio),
+                *_versus_cells(item, digits=4),
             )
         )
     return rows
