@@ -295,6 +295,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "tests/bench/test_harness.py::test_benchmark_numbers_and_schema",
     ),
     mutant(
+        "bench: the ensemble workload times one plane, not eight",
+        "vdsr_deploy/bench/workload.py",
+        "batch=batch, ensemble=ensemble)",
+        "batch=batch)",
+        "tests/bench/test_workload.py",
+    ),
+    mutant(
         "cli: a user error escapes as a crash",
         "vdsr_deploy/cli.py",
         '    typer.echo(f"error: {message}", err=True)\n    raise typer.Exit(code)',
