@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vdsr_deploy.backends.device import cuda_available
+from vdsr_deploy.environment import cpu_flags
 from vdsr_deploy.errors import ConfigError
 from vdsr_deploy.pipeline import PipelineConfig
-from vdsr_deploy.precision import BACKEND_PRECISIONS, BF16_FLAGS, PRECISIONS, cpu_flags
+from vdsr_deploy.precision import BACKEND_PRECISIONS, BF16_FLAGS, PRECISIONS
 from vdsr_deploy.tiling import DEFAULT_HALO, TileConfig
 
 SUPPORTED = BACKEND_PRECISIONS
@@ -136,7 +138,7 @@ def cpu_path_settings(
 
 
 def _bf16_label() -> str:
-    native = cpu_flags() & BF16_FLAGS
+    native = BF16_FLAGS.intersection(cpu_flags())
     return "torch-bf16-channels-last" + ("" if native else "-emulated")
 
 
@@ -152,16 +154,10 @@ def large_work_defaults(settings: Sequence[BenchSetting]) -> tuple[tuple[int, in
         s.backend == "tensorrt"
         or (s.backend == "onnxruntime" and s.provider != "cpu")
         or s.device.startswith("cuda")
-        or (s.device == "auto" and s.backend == "torch" and _cuda_available())
+        or (s.device == "auto" and s.backend == "torch" and cuda_available())
         for s in settings
     )
     return (GPU_SIZE, GPU_FRAMES) if on_gpu else (CPU_SIZE, 0)
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 @dataclass(frozen=True)
