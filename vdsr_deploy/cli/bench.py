@@ -158,9 +158,9 @@ def _settings(
     """The settings to time, notes on those left out, and the baseline: every CPU path
     (``--cpu-paths``) or the sweep of the options (an ``--onnx`` file at its own precision)."""
     if cpu_paths:
-        from vdsr_deploy.cpu_bench import BASELINE, cpu_path_settings
+        from vdsr_deploy.bench import CPU_BASELINE, cpu_path_settings
 
-        return cpu_path_settings((tiles or [256])[0], batch=(batches or [1])[0]), [], baseline or BASELINE
+        return cpu_path_settings((tiles or [256])[0], batch=(batches or [1])[0]), [], baseline or CPU_BASELINE
     from vdsr_deploy.bench import sweep
 
     onnx_precision = None
@@ -184,7 +184,7 @@ def _settings(
 def _task_psnr_costs(console: Any, result: dict[str, Any], hr: list[Path], settings: list[Any], config: Any) -> str:
     """``--hr``: the task-PSNR cost of each lossy setting on the HR folders, stored in
     ``result`` and returned as Markdown."""
-    from vdsr_deploy.cpu_bench import cost_markdown, quality_costs
+    from vdsr_deploy.bench import cost_markdown, quality_costs
 
     reference = config.baseline or settings[0].name
     scored = [s for s in settings if s.precision != "fp32" or s.name == reference]
