@@ -26,9 +26,9 @@ from PIL import Image
 
 from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.backends.torch import TorchRunner
-from vdsr_deploy.batch import JobConfig, plan_outputs, run_job, stop_on_signals
 from vdsr_deploy.errors import ConfigError, ImageWriteError
 from vdsr_deploy.imageio import quantize, read_image, write_image
+from vdsr_deploy.job import JobConfig, plan_outputs, run_job, stop_on_signals
 from vdsr_deploy.manifest import MANIFEST_NAME
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig, upscale_pixels
@@ -570,10 +570,10 @@ def test_cli_reports_every_failure_without_traceback(tmp_path: Path, model: VDSR
 # test sends the signal, then that line: the signal always arrives while the job runs.
 GATED_CLI = """
 import sys
-import vdsr_deploy.batch as batch
+import vdsr_deploy.job.run as job_run
 from vdsr_deploy.cli import main
 
-real = batch.upscale_planes
+real = job_run.upscale_planes
 
 def gated(*args, **kwargs):
     for index, item in enumerate(real(*args, **kwargs)):
@@ -582,7 +582,7 @@ def gated(*args, **kwargs):
             sys.stdin.readline()
         yield item
 
-batch.upscale_planes = gated
+job_run.upscale_planes = gated
 sys.argv = ["vdsr", *sys.argv[1:]]
 main()
 """

@@ -28,8 +28,8 @@ from PIL import Image
 
 from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.backends.torch import TorchRunner
-from vdsr_deploy.batch import JobConfig, run_job
 from vdsr_deploy.imageio import stale_temporaries
+from vdsr_deploy.job import JobConfig, run_job
 from vdsr_deploy.joblock import LOCK_NAME, FolderInUseError, JobLock
 from vdsr_deploy.manifest import MANIFEST_NAME, Manifest
 from vdsr_deploy.model import VDSR

@@ -170,7 +170,7 @@ class BenchConfig:
     input is ``size / scale``; ``repeats`` timed runs per path after ``warmup`` runs, cut
     short after ``max_seconds`` per setting (at least ``min_repeats``); ``baseline``: the
     setting name throughput ratios are reported against; ``frames``: also time a batch job
-    (:func:`~vdsr_deploy.batch.run_job`: decode, upscale, PNG encode, atomic write) over
+    (:func:`~vdsr_deploy.job.run_job`: decode, upscale, PNG encode, atomic write) over
     that many PNG frames of the input size, end to end; ``ensemble``: time the x8
     self-ensemble (:mod:`vdsr_deploy.ensemble`: the tiles of all eight transformed planes,
     8x the compute, on the host path; Mpx/s still counts output pixels)."""
@@ -578,7 +578,7 @@ def benchmark(
 
         def run_job_path(case: _Case) -> None:
             assert case.runner is not None and frames is not None
-            from vdsr_deploy.batch import JobConfig, run_job
+            from vdsr_deploy.job import JobConfig, run_job
 
             job = JobConfig(
                 inputs=(str(frames / "in"),),
@@ -941,7 +941,7 @@ def _device_lines(result: dict[str, Any]) -> list[str]:
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "job = vdsr_deploy.batch.run_job over the frames (PNG decode, upscale, PNG encode at the "
+        "job = vdsr_deploy.job.run_job over the frames (PNG decode, upscale, PNG encode at the "
         "writer's default level 6, atomic write); TFLOP/s and shares count output pixels only.",
     ]
     return lines
