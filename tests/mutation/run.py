@@ -175,7 +175,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "vdsr_deploy/manifest.py",
         "if record.settings != settings:",
         "if False:",
-        "tests/test_batch.py::test_resume_skips_complete_outputs_and_redoes_the_rest",
+        "tests/test_job.py::test_resume_skips_complete_outputs_and_redoes_the_rest",
     ),
     Mutant(
         "imageio: writer writes straight to the target",
@@ -283,7 +283,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "vdsr_deploy/pipeline.py",
         "            if len(queue) == batch:\n",
         "            if len(queue) >= 1:\n",
-        "tests/test_batch.py::test_tiles_of_several_images_share_a_batch",
+        "tests/test_job.py::test_tiles_of_several_images_share_a_batch",
     ),
     mutant(
         "bench: ratio to the baseline inverted",

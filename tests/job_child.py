@@ -1,6 +1,6 @@
 """A batch job in a process of its own, for tests that kill, pause or race real processes.
 
-    python tests/batch_child.py OUTPUT INPUT... [--format FMT]
+    python tests/job_child.py OUTPUT INPUT... [--format FMT]
 
 Runs :func:`vdsr_deploy.job.run_job` like ``vdsr upscale`` does (signal handling, exit
 codes 0 / 1 / 130 / 143, ``error: ...`` on stderr) with a numpy stand-in for the network,

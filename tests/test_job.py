@@ -621,7 +621,7 @@ def test_cli_exit_codes_on_signals(tmp_path: Path, model: VDSR, signum: int, cod
 
 # --- jobs that survive each other, torn files and odd inputs (issue 14) --------------------
 
-CHILD = Path(__file__).with_name("batch_child.py")
+CHILD = Path(__file__).with_name("job_child.py")
 REPO = Path(__file__).resolve().parents[1]
 
 
