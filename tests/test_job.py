@@ -29,6 +29,7 @@ from vdsr_deploy.backends.torch import TorchRunner
 from vdsr_deploy.errors import ConfigError, ImageWriteError
 from vdsr_deploy.imageio import quantize, read_image, write_image
 from vdsr_deploy.job import JobConfig, plan_outputs, run_job, stop_on_signals
+from vdsr_deploy.job.budget import MemoryBudget
 from vdsr_deploy.manifest import MANIFEST_NAME
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig, upscale_pixels
@@ -173,6 +174,21 @@ def test_huge_image_memory_is_bounded(tmp_path: Path, runner: Runner) -> None:
     )
     produced = read_image(tmp_path / "out" / "big.png").samples.astype(int)
     assert np.abs(produced - quantize(reference, 8).astype(int)).max() <= 1  # batch size may differ
+
+
+def test_memory_budget_waits_for_room_and_runs_a_big_item_alone() -> None:
+    """A request that does not fit waits (here: gives up at once, being halted) and holds
+    nothing; one larger than the whole budget runs when nothing else is held."""
+    budget = MemoryBudget(10)
+    never, now = (lambda: False), (lambda: True)
+    assert budget.acquire(6, never)
+    assert not budget.acquire(5, now) and budget.used == 6  # would have to wait
+    assert budget.acquire(4, now) and budget.used == 10  # fits: no wait, so not halted
+    budget.release(10)
+    assert budget.acquire(25, now) and budget.used == 25  # alone, larger than the budget
+    assert not budget.acquire(1, now)
+    budget.release(25)
+    assert budget.used == 0
 
 
 # --- bad input ----------------------------------------------------------------------------

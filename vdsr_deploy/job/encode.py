@@ -4,6 +4,7 @@ of an image in order, and completes the file: resume record, then atomic rename.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from numpy.typing import NDArray
@@ -87,37 +88,28 @@ def finish_rows(band: HostBand, y: F32, chunk_bytes: int) -> list[NDArray[Any]]:
     return pieces
 
 
+@dataclass(frozen=True, kw_only=True)
 class Encoder:
     """Writes finished bands into their outputs. Every band's bytes go back to ``budget``
     once written or dropped; a file's problem fails that file only; once the job is halted
     bands are dropped and files in progress stay unfinished. Outputs are recorded in
     ``manifest`` under ``settings`` before they are renamed into place."""
 
-    def __init__(
-        self,
-        *,
-        manifest: Manifest,
-        settings: str,
-        budget: MemoryBudget,
-        chunk_bytes: int,
-        recorder: Recorder,
-        halt: Halt,
-    ) -> None:
-        self._manifest = manifest
-        self._settings = settings
-        self._budget = budget
-        self._chunk_bytes = chunk_bytes
-        self._recorder = recorder
-        self._halt = halt
+    manifest: Manifest
+    settings: str
+    budget: MemoryBudget
+    chunk_bytes: int
+    recorder: Recorder
+    halt: Halt
 
     def save(self, band: HostBand, y: F32) -> None:
         """Write a host band, given the network's output for its window."""
         task = band.task
         try:
-            if task.failed or self._halt.halted():
+            if task.failed or self.halt.halted():
                 return
-            rows = finish_rows(band, y, self._chunk_bytes)
-            self._recorder.emit(
+            rows = finish_rows(band, y, self.chunk_bytes)
+            self.recorder.emit(
                 {
                     "event": "band",
                     "file": str(task.item.source),
@@ -127,26 +119,26 @@ class Encoder:
             )
             self._write_in_order(task, band.index, rows)
         except VdsrError as error:
-            fail_task(task, str(error), self._recorder)
+            fail_task(task, str(error), self.recorder)
         except MemoryError:
-            fail_task(task, "not enough memory to encode it (lower --memory-mb or --jobs)", self._recorder)
+            fail_task(task, "not enough memory to encode it (lower --memory-mb or --jobs)", self.recorder)
         except Exception as error:  # an encoder bug must not stop the batch
-            fail_task(task, f"cannot write ({describe_error(error)})", self._recorder)
+            fail_task(task, f"cannot write ({describe_error(error)})", self.recorder)
         finally:
-            self._budget.release(band.reserved)
+            self.budget.release(band.reserved)
 
     def save_device(self, task: Task, band: DeviceBand, reserved: int) -> None:
         """Write a band the device path finished (its final samples, downloaded)."""
         try:
             rows = adapt_channels(band.pixels.result(), task.layout.channels)
-            if not (task.failed or self._halt.halted()):
+            if not (task.failed or self.halt.halted()):
                 self._write_in_order(task, band.index, [rows])
         except VdsrError as error:
-            fail_task(task, str(error), self._recorder)
+            fail_task(task, str(error), self.recorder)
         except Exception as error:  # an encoder bug must not stop the batch
-            fail_task(task, f"cannot write ({describe_error(error)})", self._recorder)
+            fail_task(task, f"cannot write ({describe_error(error)})", self.recorder)
         finally:
-            self._budget.release(reserved)
+            self.budget.release(reserved)
 
     def _write_in_order(self, task: Task, index: int, rows: list[NDArray[Any]]) -> None:
         with task.lock:
@@ -158,14 +150,14 @@ class Encoder:
                     task.writer.write_rows(piece)
                 task.next_band += 1
             complete = task.next_band == len(task.spans)
-            if not complete or self._halt.halted():  # a stopped job drops images in progress
+            if not complete or self.halt.halted():  # a stopped job drops images in progress
                 return
             self._complete(task)
-        self._recorder.done(task.item, task.megapixels)
+        self.recorder.done(task.item, task.megapixels)
 
     def _complete(self, task: Task) -> None:
         """Finish the file, record it for resume, then rename it into place."""
         digest = task.writer.finish()
-        self._manifest.record(task.item.target, digest, task.item.source, self._settings)
+        self.manifest.record(task.item.target, digest, task.item.source, self.settings)
         task.writer.publish()
         task.finished = True

@@ -46,33 +46,21 @@ class DevicePath:
         return DevicePath(DeviceUpscaler(runner, config.pipeline), writes)
 
 
+@dataclass(frozen=True, kw_only=True)
 class Preparer:
     """Turns decoded images into bands. Host bands are registered in ``bands`` and their
     ``(key, y)`` put on ``ready`` for the runner; every opened output is appended to
     ``opened`` (the job aborts those left unfinished)."""
 
-    def __init__(
-        self,
-        config: JobConfig,
-        *,
-        memory: JobMemory,
-        bands: BandsInFlight,
-        ready: queue.Queue[object],
-        opened: list[Task],
-        encoder: Encoder,
-        device: DevicePath | None,
-        recorder: Recorder,
-        halt: Halt,
-    ) -> None:
-        self._config = config
-        self._memory = memory
-        self._bands = bands
-        self._ready = ready
-        self._opened = opened
-        self._encoder = encoder
-        self._device = device
-        self._recorder = recorder
-        self._halt = halt
+    config: JobConfig
+    memory: JobMemory
+    bands: BandsInFlight
+    ready: queue.Queue[object]
+    opened: list[Task]
+    encoder: Encoder
+    device: DevicePath | None
+    recorder: Recorder
+    halt: Halt
 
     def prepare_all(self, decoded: queue.Queue[object]) -> None:
         """Prepare every :class:`Decoded` of ``decoded`` until :data:`END`, giving back its
@@ -80,34 +68,34 @@ class Preparer:
         index = 0
         try:
             while True:
-                entry = self._halt.get(decoded)
+                entry = self.halt.get(decoded)
                 if entry is None or entry is END:
                     break
                 assert isinstance(entry, Decoded)
                 try:
                     self.prepare(index, entry)
                 finally:
-                    self._memory.inputs.release(entry.reserved)
+                    self.memory.inputs.release(entry.reserved)
                 index += 1
         except BaseException as error:
-            self._halt.crash(error)
+            self.halt.crash(error)
         finally:
-            if self._device is not None:
-                self._device.writes.shutdown(wait=True)
-            self._halt.put(self._ready, END)
+            if self.device is not None:
+                self.device.writes.shutdown(wait=True)
+            self.halt.put(self.ready, END)
 
     def prepare(self, index: int, entry: Decoded) -> None:
         """Open the output of the ``index``-th image and cut it into bands; a problem with
         this image fails it alone."""
-        image = decoded_image(entry, self._recorder)
+        image = decoded_image(entry, self.recorder)
         if image is None:
             return
         item = entry.item
-        task = open_task(item, entry.replace, image, self._config, self._recorder)
+        task = open_task(item, entry.replace, image, self.config, self.recorder)
         if task is None:
             return
-        self._opened.append(task)
-        self._recorder.emit(
+        self.opened.append(task)
+        self.recorder.emit(
             {
                 "event": "begin",
                 "file": str(item.source),
@@ -117,40 +105,40 @@ class Preparer:
             }
         )
         try:
-            if self._device is not None:
-                self._device_bands(self._device, task, image)
+            if self.device is not None:
+                self._device_bands(self.device, task, image)
             else:
                 self._host_bands(index, task, image)
         except Stopped:
             return  # the job is stopping: the image is dropped (its writer aborted at the end)
         except MemoryError:
-            fail_task(task, "not enough memory for its bands (lower --memory-mb or --tile)", self._recorder)
+            fail_task(task, "not enough memory for its bands (lower --memory-mb or --tile)", self.recorder)
         except VdsrError as error:
-            fail_task(task, failure_reason(error, item.source), self._recorder)
+            fail_task(task, failure_reason(error, item.source), self.recorder)
 
     def _device_bands(self, device: DevicePath, task: Task, image: DecodedImage) -> None:
         """The device path (:mod:`vdsr_deploy.device_pipeline`): bands computed on the runner's
         device, downloaded as final samples and written by the device path's writers."""
         held: list[int] = []
-        budget = self._memory.bands
+        budget = self.memory.bands
 
         def wait(nbytes: int) -> None:
-            held.append(nbytes if budget.acquire(nbytes, self._halt.halted) else 0)
+            held.append(nbytes if budget.acquire(nbytes, self.halt.halted) else 0)
 
-        device.upscaler.on_note = lambda message: self._recorder.note(task.item.source, message)
+        device.upscaler.on_note = lambda message: self.recorder.note(task.item.source, message)
         for band in device.upscaler.bands(image.samples, bit_depth=task.bit_depth, wait=wait):
             reserved = held.pop()
-            if self._halt.halted() or task.failed:
+            if self.halt.halted() or task.failed:
                 budget.release(reserved)
                 return
-            device.writes.submit(self._encoder.save_device, task, band, reserved)
+            device.writes.submit(self.encoder.save_device, task, band, reserved)
 
     def _host_bands(self, index: int, task: Task, image: DecodedImage) -> None:
         preparer = colour.RowPreparer(
             image.samples,
-            self._config.pipeline.scale,
+            self.config.pipeline.scale,
             peak=image.peak,
-            chunk_bytes=self._memory.chunk_bytes,
+            chunk_bytes=self.memory.chunk_bytes,
         )
         per_row = band_row_bytes(
             task.out_shape[1],
@@ -159,13 +147,13 @@ class Preparer:
             channels=task.layout.channels,
             bit_depth=task.bit_depth,
         )
-        budget = self._memory.bands
+        budget = self.memory.bands
         previous: tuple[int, colour.PreparedImage] | None = None
         for band_index, span in enumerate(task.spans):
-            if self._halt.halted() or task.failed:
+            if self.halt.halted() or task.failed:
                 return
             reserved = span.length * per_row
-            if not budget.acquire(reserved, self._halt.halted):
+            if not budget.acquire(reserved, self.halt.halted):
                 return
             try:
                 window = prepared_window(preparer, span, previous)
@@ -184,9 +172,9 @@ class Preparer:
                 reserved,
             )
             key = (index, band_index)
-            self._bands.add(key, band)
-            if not self._halt.put(self._ready, (key, window.y)):
-                self._bands.drop(key)
+            self.bands.add(key, band)
+            if not self.halt.put(self.ready, (key, window.y)):
+                self.bands.drop(key)
                 return
 
 

@@ -85,7 +85,7 @@ def _run_planned(
         halt=halt,
     )
     preparer = Preparer(
-        config,
+        config=config,
         memory=memory,
         bands=bands,
         ready=ready,
