@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import cast
 
@@ -40,10 +40,10 @@ def run_job(
 
     ``on_event`` receives dicts (``start``, ``skipped``, ``note``, ``begin``, ``band``,
     ``done``, ``failed``, ``finished``), one at a time, possibly from worker threads. Setting
-    ``stop`` (see :func:`stop_on_signals`) or Ctrl-C ends the job cleanly with
-    ``summary.interrupted``. ``device_path``: prepare, run and finish every band on the
-    runner's device (:mod:`vdsr_deploy.device_pipeline`); None picks it when the runner
-    computes on CUDA. Per-file problems are failures in the summary; a runner error
+    ``stop`` (see :func:`~vdsr_deploy.job.signals.stop_on_signals`) or Ctrl-C ends the job
+    cleanly with ``summary.interrupted``. ``device_path``: prepare, run and finish every band
+    on the runner's device (:mod:`vdsr_deploy.device_pipeline`); None picks it when the
+    runner computes on CUDA. Per-file problems are failures in the summary; a runner error
     ends the job (after cleaning up) and is raised. Inputs or output named by URIs
     (``s3://...``) run staged through local scratch files (:mod:`vdsr_deploy.remote`).
     """
@@ -112,19 +112,42 @@ def _run_planned(
             target=halt.interrupt_on_stop, args=(runner,), name="vdsr-interrupt", daemon=True
         ),
     ]
-    fatal: BaseException | None = None
+
+    def infer() -> None:
+        _infer_and_save(config, checked, ready, bands, encoder, savers, halt)
+
+    fatal = _run_stages(threads, decoders, savers, infer, halt)
+    _abort_unfinished(opened)
+    recorder.finish([item for item, _ in todo], interrupted=halt.stop.is_set())
+    if fatal is not None:
+        raise fatal
+    if halt.error is not None and not halt.stop.is_set():
+        raise halt.error
+    return recorder.summary
+
+
+def _run_stages(
+    threads: list[threading.Thread],
+    decoders: ThreadPoolExecutor,
+    savers: ThreadPoolExecutor,
+    infer: Callable[[], None],
+    halt: Halt,
+) -> BaseException | None:
+    """Start the stage threads, run inference here, then wind every stage down, whatever
+    happened. Returns the error that ended the job (None: finished or stopped; Ctrl-C is
+    a stop)."""
     try:
         if halt.halted():
             raise Stopped
         for thread in threads:
             thread.start()
-        _infer_and_save(config, checked, ready, bands, encoder, savers, halt)
+        infer()
     except Stopped:
         pass
     except KeyboardInterrupt:
         halt.stop.set()
     except BaseException as error:
-        fatal = error
+        return error
     finally:
         halt.end()
         savers.shutdown(wait=True)
@@ -132,13 +155,7 @@ def _run_planned(
             if thread.is_alive():
                 thread.join()
         decoders.shutdown(wait=True, cancel_futures=True)
-        _abort_unfinished(opened)
-        recorder.finish([item for item, _ in todo], interrupted=halt.stop.is_set())
-    if fatal is not None:
-        raise fatal
-    if halt.error is not None and not halt.stop.is_set():
-        raise halt.error
-    return recorder.summary
+    return None
 
 
 def _record_plan(plan: ResumePlan, recorder: Recorder) -> None:
