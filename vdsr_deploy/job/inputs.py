@@ -50,6 +50,9 @@ def walk_skip_reason(path: Path) -> str | None:
 
 @dataclass(frozen=True)
 class Expanded:
+    """The files of one input spec, the root their output names are relative to, and the
+    image-named entries that are not inputs, with the reason."""
+
     root: Path
     files: list[Path]
     skipped: list[tuple[Path, str]]
