@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from vdsr_deploy.artifacts import MetadataKey
 from vdsr_deploy.backends.factory import RunnerSpec, open_runner
-from vdsr_deploy.batch import JobConfig, run_job
 from vdsr_deploy.cli import app
 from vdsr_deploy.errors import VdsrError
+from vdsr_deploy.job import JobConfig, run_job
 from vdsr_deploy.model_files import model_identity, receptive_radius, spec_identity
 from vdsr_deploy.pipeline import PipelineConfig
 from vdsr_deploy.tiling import TileConfig

@@ -134,7 +134,7 @@ def resolve_tile(
     if side is not None:
         return AutoTile(side, "")
     from vdsr_deploy.backends.factory import choose_backend
-    from vdsr_deploy.batch import JobConfig, plan_outputs
+    from vdsr_deploy.job import JobConfig, plan_outputs
     from vdsr_deploy.weights import load_weights
 
     _, info = load_weights(spec.weights)

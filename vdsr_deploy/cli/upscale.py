@@ -91,7 +91,7 @@ def upscale(
     """
     from vdsr_deploy.autotile import resolve_tile
     from vdsr_deploy.backends.factory import choose_backend
-    from vdsr_deploy.batch import JobConfig, stop_on_signals
+    from vdsr_deploy.job import JobConfig, stop_on_signals
     from vdsr_deploy.model_files import spec_identity
     from vdsr_deploy.pipeline import PipelineConfig
     from vdsr_deploy.remote import location
@@ -157,7 +157,7 @@ def _resolve_precision(spec: Any) -> tuple[Any, Any]:
 def _upscale_here(config: Any, spec: Any, picked: Any, console: Any, quiet: bool, stop: Any) -> Any:
     """The job on one runner on this machine; its first line says which runtime, tile and batch."""
     from vdsr_deploy.backends.factory import open_runner
-    from vdsr_deploy.batch import run_job
+    from vdsr_deploy.job import run_job
 
     pipeline = config.pipeline
     with open_runner(spec, tiling=pipeline.tiling, batch=pipeline.batch) as runner:
