@@ -816,8 +816,8 @@ def train(
     different, they are refused).
     """
     from train.config import load_config
-    from train.loop import resumed_config
     from train.loop import train as run_training
+    from train.settings import resumed_config
 
     if not data and not resume:
         _fail("give at least one --data folder of HR training images (e.g. ../shared/data/train/t91)")

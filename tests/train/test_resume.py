@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from train.config import TrainConfig, builtin_recipes
-from train.loop import read_run_settings, train
+from train.loop import train
+from train.settings import read_run_settings
 from vdsr_deploy.errors import TrainingError
 from vdsr_deploy.weights import load_weights, read_depth
 

@@ -8,10 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
+from train.batches import batch_stream
 from train.budget import StepTimes, iterations_for_budget, measure_step_times
 from train.config import TrainConfig, load_config
 from train.data import PatchSampler, dihedral, find_images, prepare_pairs
-from train.loop import batch_stream, clip_gradients, learning_rate, make_optimizer, train, training_step
+from train.loop import train
+from train.step import clip_gradients, learning_rate, make_optimizer, training_step
 from vdsr_deploy import protocol
 from vdsr_deploy.errors import ConfigError, TrainingError
 from vdsr_deploy.weights import load_weights
@@ -362,7 +364,7 @@ def _stop_signals_then_exit() -> None:
     import os
     import signal
 
-    from train.loop import _ignore_stop_signals
+    from train.batches import _ignore_stop_signals
 
     _ignore_stop_signals(0)
     os.kill(os.getpid(), signal.SIGTERM)
