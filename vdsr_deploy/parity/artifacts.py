@@ -38,14 +38,14 @@ class ArtifactCheck:
 
 def check_onnx(path: Path, weights_sha256: str) -> ArtifactCheck:
     """The ONNX file's ``vdsr.weights_sha256`` metadata must name these weights."""
-    from vdsr_deploy.export import read_metadata
+    from vdsr_deploy.artifacts import MetadataKey, read_metadata
 
     try:
         metadata = read_metadata(path)
     except VdsrError as error:
         return ArtifactCheck(str(path), "onnx", weights_sha256, None, False, str(error))
-    found = metadata.get("vdsr.weights_sha256")
-    precision = metadata.get("vdsr.precision", "?")
+    found = metadata.get(MetadataKey.WEIGHTS_SHA256)
+    precision = metadata.get(MetadataKey.PRECISION, "?")
     if found is None:
         return ArtifactCheck(
             str(path),
