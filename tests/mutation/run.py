@@ -247,6 +247,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "    pass  # optimizer.load_state_dict(...)\n",
         "tests/train/test_train.py::test_resumed_training_equals_uninterrupted_bit_for_bit",
     ),
+    mutant(
+        "train: SIGTERM does not stop the run",
+        "train/loop.py",
+        "                if stop.is_set():\n                    return True\n",
+        "",
+        "tests/train/test_resume.py::test_sigterm_stops_after_the_step_keeps_the_checkpoint_and_restores_the_handler",
+    ),
     # --- export -------------------------------------------------------------------------------
     mutant(
         "export: residual Add dropped",
