@@ -251,9 +251,8 @@ def _start_run(
         model.load_state_dict(state)
     ema = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
     return _Run(
-        settings, out_dir, device, model, optimizer, ema, pairs, started,
-        initialised_from=initialised_from,
-    )  # fmt: skip
+        settings, out_dir, device, model, optimizer, ema, pairs, started, initialised_from=initialised_from
+    )
 
 
 def _restore(run: _Run, emit: EventSink) -> None:
