@@ -6,7 +6,7 @@ fraction of a CPU each), restarts one whose process dies, and moves results. The
 - holds the job lock for the whole job (:func:`job_lock`: the output folder's, the one a
   single-machine job takes), so it is the only job writing there; its workers name their
   temporaries after the driver's PID, so other jobs leave them alone while it runs;
-- plans with :func:`vdsr_deploy.batch.plan_resume`, the single-machine rules (names, formats,
+- plans with :func:`vdsr_deploy.job.plan_resume`, the single-machine rules (names, formats,
   resume verdicts against the manifest), so a cluster run and a local run resume each other;
 - hands each idle worker the next few items (like ``ray.util.ActorPool``, but remembering
   which items each call carries, so a call lost with its worker is retried image by image,
@@ -33,17 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from vdsr_deploy.backends.base import Runner
-from vdsr_deploy.batch import (
-    EventSink,
-    Failure,
-    JobConfig,
-    JobSummary,
-    Note,
-    Skipped,
-    WorkItem,
-    _manifest_folder,
-    plan_resume,
-)
 from vdsr_deploy.cluster.worker import (
     ChunkResult,
     ItemResult,
@@ -54,6 +43,17 @@ from vdsr_deploy.cluster.worker import (
 )
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError, VdsrError
 from vdsr_deploy.imageio import FileDigest, output_format, stale_temporaries
+from vdsr_deploy.job import (
+    EventSink,
+    Failure,
+    JobConfig,
+    JobSummary,
+    Note,
+    Skipped,
+    WorkItem,
+    manifest_folder,
+    plan_resume,
+)
 from vdsr_deploy.joblock import JobLock
 from vdsr_deploy.manifest import MANIFEST_NAME, Manifest
 from vdsr_deploy.remote import location, manifest_path, name_for_worker, registered_filesystems
@@ -673,7 +673,7 @@ def job_lock(job: JobConfig) -> JobLock:
     """The lock that makes ``job`` the only one writing its outputs: for a local output, the
     output folder's (the lock a single-machine ``vdsr upscale`` takes, so the two exclude each
     other); for a URI output, its state folder's on this machine (where its manifest lives)."""
-    return JobLock(manifest_path(_manifest_folder(job), MANIFEST_NAME).parent)
+    return JobLock(manifest_path(manifest_folder(job), MANIFEST_NAME).parent)
 
 
 def _run_staged(
@@ -712,7 +712,7 @@ def run_cluster_job(
 
     ``open_runner(placement)`` returns the zero-argument factory each worker calls once to
     get its (inactive) runner; it is pickled to the workers. ``device``: ``cpu`` never asks
-    for GPUs. Events are those of :func:`vdsr_deploy.batch.run_job` plus ``retry``; they
+    for GPUs. Events are those of :func:`vdsr_deploy.job.run_job` plus ``retry``; they
     arrive per finished call. ``stop`` ends the job cleanly (``summary.interrupted``).
     """
     if importlib.util.find_spec("ray") is None:
