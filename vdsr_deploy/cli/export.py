@@ -157,8 +157,8 @@ def build(
 ) -> None:
     """Build (or find) the TensorRT engine for a tile size and batch: engine + JSON sidecar."""
     from vdsr_deploy.backends.factory import default_engines_dir
+    from vdsr_deploy.backends.tensorrt.build_config import EngineBuildConfig
     from vdsr_deploy.backends.tensorrt.builder import ensure_engine
-    from vdsr_deploy.backends.tensorrt.cache import EngineBuildConfig
     from vdsr_deploy.tiling import TileConfig
 
     with user_errors():

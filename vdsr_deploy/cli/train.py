@@ -62,8 +62,8 @@ def train(
     """
     from train.budget import fit_to_budget
     from train.config import load_config
-    from train.loop import resumed_config
     from train.loop import train as run_training
+    from train.settings import resumed_config
 
     if not data and not resume:
         fail("give at least one --data folder of HR training images (e.g. ../shared/data/train/t91)")

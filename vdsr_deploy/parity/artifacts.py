@@ -75,7 +75,7 @@ def check_engine_sidecar(
 ) -> ArtifactCheck:
     """The engine's JSON sidecar (same name, ``.json``) must name these weights; when the
     ONNX it was built from is among ``onnx_files``, its recorded ONNX hash must match too."""
-    from vdsr_deploy.backends.tensorrt.cache import sidecar_path
+    from vdsr_deploy.backends.tensorrt.keys import sidecar_path
     from vdsr_deploy.fileops import file_sha256
 
     sidecar = sidecar_path(engine)
@@ -147,7 +147,7 @@ def check_engine_sidecar(
 
 def engine_precision(engine: Path | None) -> str | None:
     """The precision an engine's sidecar records (None: no engine, or no readable sidecar)."""
-    from vdsr_deploy.backends.tensorrt.cache import sidecar_path
+    from vdsr_deploy.backends.tensorrt.keys import sidecar_path
 
     if engine is None:
         return None
