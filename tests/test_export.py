@@ -8,8 +8,9 @@ import onnxruntime
 import pytest
 import torch
 
+from vdsr_deploy.artifacts import read_metadata
 from vdsr_deploy.errors import BuildError
-from vdsr_deploy.export import export_onnx, read_metadata
+from vdsr_deploy.export import export_onnx
 from vdsr_deploy.io_names import INPUT_NAME, OUTPUT_NAME
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.weights import load_weights
@@ -91,20 +92,21 @@ def test_onnx_does_not_depend_on_the_torch_version(
 
 
 def test_ensure_onnx_re_exports_an_older_exporters_file(tmp_path: Path, tiny_weights: Path) -> None:
-    from vdsr_deploy.export import EXPORTER_METADATA_KEY, EXPORTER_VERSION, ensure_onnx
+    from vdsr_deploy.artifacts import EXPORTER_VERSION, MetadataKey
+    from vdsr_deploy.export import ensure_onnx
 
     model, info = load_weights(tiny_weights)
     path = ensure_onnx(model, info, "fp32", tmp_path / "engines")
-    assert read_metadata(path)[EXPORTER_METADATA_KEY] == str(EXPORTER_VERSION)
+    assert read_metadata(path)[MetadataKey.EXPORTER] == str(EXPORTER_VERSION)
     stamp = path.stat().st_mtime_ns
     assert ensure_onnx(model, info, "fp32", tmp_path / "engines") == path
     assert path.stat().st_mtime_ns == stamp  # current: reused as it is
     old = onnx.load(str(path))
     for entry in old.metadata_props:
-        if entry.key == EXPORTER_METADATA_KEY:
+        if entry.key == MetadataKey.EXPORTER:
             entry.value = str(EXPORTER_VERSION - 1)
     onnx.save(old, str(path))
     assert ensure_onnx(model, info, "fp32", tmp_path / "engines") == path
-    assert read_metadata(path)[EXPORTER_METADATA_KEY] == str(EXPORTER_VERSION)
+    assert read_metadata(path)[MetadataKey.EXPORTER] == str(EXPORTER_VERSION)
     left = [p.name for p in path.parent.iterdir() if not p.name.endswith(".meta.json")]  # + metadata sidecar
     assert left == [path.name]  # no temporary left

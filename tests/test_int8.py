@@ -15,12 +15,12 @@ import pytest
 from typer.testing import CliRunner
 
 from vdsr_deploy import int8 as int8_module
-from vdsr_deploy.artifacts import onnx_metadata, sidecar_path
+from vdsr_deploy.artifacts import MetadataKey, onnx_metadata, sidecar_path
 from vdsr_deploy.backends.onnxruntime import OnnxRuntimeRunner, OrtOptions
 from vdsr_deploy.cli import app
 from vdsr_deploy.export import ensure_onnx, export_onnx
 from vdsr_deploy.fastpath import cached_onnx
-from vdsr_deploy.int8 import COST_METADATA, DEFAULT_RECIPE, KEY_METADATA, ensure_int8_onnx
+from vdsr_deploy.int8 import DEFAULT_RECIPE, ensure_int8_onnx
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.quality import load_calibration_set, quality_cost
 from vdsr_deploy.weights import load_weights, weights_file_sha256
@@ -50,10 +50,10 @@ def test_int8_is_built_once_recorded_and_reused(tmp_path: Path, tiny_weights: Pa
     assert first.built and calls == [1] and first.path.is_file()
     metadata = onnx_metadata(first.path)
     assert metadata["vdsr.precision"] == "int8" and metadata["vdsr.weights_sha256"] == sha
-    key = json.loads(metadata[KEY_METADATA])
+    key = json.loads(metadata[MetadataKey.INT8_KEY])
     assert key["weights_sha256"] == sha and key["onnxruntime"] and key["recipe"]["method"] == "minmax"
     assert key["calibration_sha256"] == load_calibration_set().sha256
-    assert set(json.loads(metadata[COST_METADATA])) == {"x2", "x3", "x4"} == set(first.cost_db)
+    assert set(json.loads(metadata[MetadataKey.QUALITY_COST_DB])) == {"x2", "x3", "x4"} == set(first.cost_db)
     stamp = first.path.stat().st_mtime_ns
     again = ensure_int8_onnx(sha, fp32, engines)
     assert not again.built and calls == [1] and again.path == first.path and again.cost_db == first.cost_db
@@ -90,7 +90,7 @@ def test_a_file_whose_recorded_key_differs_is_never_used(tmp_path: Path, tiny_we
     foreign = ensure_int8_onnx(other_sha, lambda: _fp32(tmp_path / "o", other_weights), tmp_path / "other-eng")
     first.path.write_bytes(foreign.path.read_bytes())
     rebuilt = ensure_int8_onnx(sha, lambda: _fp32(tmp_path, tiny_weights), engines)
-    assert rebuilt.built and json.loads(onnx_metadata(rebuilt.path)[KEY_METADATA])["weights_sha256"] == sha
+    assert rebuilt.built and json.loads(onnx_metadata(rebuilt.path)[MetadataKey.INT8_KEY])["weights_sha256"] == sha
 
 
 def test_quality_cost_is_zero_for_the_same_model_and_negative_for_a_worse_one() -> None:
@@ -176,7 +176,6 @@ def test_calibration_from_images_holds_out_the_last_images(tmp_path: Path) -> No
 
 
 def test_export_int8_with_a_users_calibration_folder(tmp_path: Path, tiny_weights: Path) -> None:
-    from vdsr_deploy.int8 import CALIBRATION_METADATA
 
     engines = tmp_path / "eng"
     folder = _photos(tmp_path / "mine", [(192, 96), (96, 96)])
@@ -192,9 +191,9 @@ def test_export_int8_with_a_users_calibration_folder(tmp_path: Path, tiny_weight
     models = sorted(engines.glob("vdsr-*-int8-*.onnx"), key=lambda p: p.stat().st_mtime_ns)
     assert len(models) == 2  # a changed calibration set is another key, another file
     metadata = onnx_metadata(models[-1])
-    recorded = json.loads(metadata[CALIBRATION_METADATA])
+    recorded = json.loads(metadata[MetadataKey.CALIBRATION])
     assert recorded["origin"] == str(folder) and recorded["calibrate"] == 2 and recorded["held_out"] == 1
-    assert json.loads(metadata[KEY_METADATA])["calibration_sha256"] == recorded["sha256"]
+    assert json.loads(metadata[MetadataKey.INT8_KEY])["calibration_sha256"] == recorded["sha256"]
     assert recorded["sha256"] != load_calibration_set().sha256
     code, text = run(*base, "--calibration", str(folder))
     assert code == 0 and "cached, key matches" in text, text

@@ -172,9 +172,9 @@ def _check_halo(
         return
     try:
         if onnx is not None and weights is None:
-            from vdsr_deploy.export import read_metadata
+            from vdsr_deploy.artifacts import MetadataKey, onnx_metadata
 
-            radius = int(read_metadata(onnx).get("vdsr.depth", "20"))
+            radius = int(onnx_metadata(onnx).get(MetadataKey.DEPTH, "20"))
         else:
             radius = read_depth(weights)
     except (VdsrError, ValueError):
@@ -562,8 +562,9 @@ def export(
     With --triton DIR: a Triton Inference Server model repository (ONNX Runtime model, and the
     FP16 TensorRT plan where TensorRT and a GPU are usable), every config.pbtxt validated.
     """
+    from vdsr_deploy.artifacts import default_onnx_name
     from vdsr_deploy.errors import ConfigError
-    from vdsr_deploy.export import default_onnx_name, export_onnx
+    from vdsr_deploy.export import export_onnx
     from vdsr_deploy.precision import check_precision
     from vdsr_deploy.weights import load_weights
 
@@ -1205,9 +1206,9 @@ def bench(
         else:
             onnx_precision = None
             if onnx is not None:
-                from vdsr_deploy.export import read_metadata
+                from vdsr_deploy.artifacts import MetadataKey, onnx_metadata
 
-                onnx_precision = read_metadata(onnx).get("vdsr.precision", "fp32")
+                onnx_precision = onnx_metadata(onnx).get(MetadataKey.PRECISION, "fp32")
             settings, notes = sweep(
                 backends or ["torch", "onnxruntime"],
                 precisions or ["fp32"],

@@ -18,10 +18,14 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from vdsr_deploy import __version__
-from vdsr_deploy.artifacts import EXPORTER_METADATA_KEY as EXPORTER_METADATA_KEY
-from vdsr_deploy.artifacts import EXPORTER_VERSION as EXPORTER_VERSION
-from vdsr_deploy.artifacts import VERIFIED_METADATA, remember_metadata
-from vdsr_deploy.artifacts import default_onnx_name as default_onnx_name
+from vdsr_deploy.artifacts import (
+    EXPORTER_VERSION,
+    MetadataKey,
+    default_onnx_name,
+    is_current_export,
+    onnx_metadata,
+    remember_metadata,
+)
 from vdsr_deploy.errors import BuildError, ConfigError
 from vdsr_deploy.fileops import atomic_path
 from vdsr_deploy.io_names import DYNAMIC_AXES, INPUT_NAME, OPSET, OUTPUT_NAME
@@ -29,7 +33,6 @@ from vdsr_deploy.model import VDSR
 from vdsr_deploy.precision import ONNX_PRECISIONS
 from vdsr_deploy.weights import WeightsInfo, state_dict_sha256
 
-PRECISIONS = ONNX_PRECISIONS
 # Verification tolerances against PyTorch fp32, max abs difference on [0, 1] data.
 VERIFY_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
 VERIFY_SHAPES: tuple[tuple[int, int, int, int], ...] = ((2, 1, 37, 53), (1, 1, 64, 31))
@@ -46,8 +49,8 @@ class ExportResult:
 
 def build_graph(model: VDSR, precision: str, metadata: dict[str, str]) -> onnx.ModelProto:
     """The ONNX model for ``model`` in ``precision`` (fp32 or fp16); not yet verified."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    if precision not in ONNX_PRECISIONS:
+        raise ConfigError(f"precision: expected one of {ONNX_PRECISIONS}, got {precision!r}")
     numpy_type = np.float16 if precision == "fp16" else np.float32
     dims: list[str | int] = [DYNAMIC_AXES.get(axis, 1) for axis in range(4)]
     graph_input = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, dims)
@@ -121,25 +124,16 @@ def export_metadata(model: VDSR, info: WeightsInfo | None, precision: str) -> di
     key) is the same for the same weights whatever torch exported it."""
     weights_hash = info.sha256 if info else state_dict_sha256(model.state_dict())
     return {
-        "vdsr.precision": precision,
-        "vdsr.weights_sha256": weights_hash,
-        "vdsr.scales": json.dumps(list(info.scales) if info else [2.0, 3.0, 4.0]),
-        "vdsr.depth": str(model.depth),
-        "vdsr.channels": str(model.channels),
-        "vdsr.input": INPUT_NAME,
-        "vdsr.output": OUTPUT_NAME,
-        EXPORTER_METADATA_KEY: str(EXPORTER_VERSION),
-        "vdsr.versions": json.dumps({"vdsr_deploy": __version__, "onnx": onnx.__version__}),
+        MetadataKey.PRECISION: precision,
+        MetadataKey.WEIGHTS_SHA256: weights_hash,
+        MetadataKey.SCALES: json.dumps(list(info.scales) if info else [2.0, 3.0, 4.0]),
+        MetadataKey.DEPTH: str(model.depth),
+        MetadataKey.CHANNELS: str(model.channels),
+        MetadataKey.INPUT: INPUT_NAME,
+        MetadataKey.OUTPUT: OUTPUT_NAME,
+        MetadataKey.EXPORTER: str(EXPORTER_VERSION),
+        MetadataKey.VERSIONS: json.dumps({"vdsr_deploy": __version__, "onnx": onnx.__version__}),
     }
-
-
-def read_metadata(path: Path) -> dict[str, str]:
-    """The ``metadata_props`` of an ONNX file (weights are not loaded)."""
-    try:
-        loaded = onnx.load(str(path), load_external_data=False)
-    except Exception as error:  # onnx raises DecodeError and others
-        raise BuildError(f"{path}: not a readable ONNX file ({error})") from error
-    return {p.key: p.value for p in loaded.metadata_props}
 
 
 def verify(onnx_model: onnx.ModelProto, model: VDSR, precision: str, seed: int = 0) -> float:
@@ -205,9 +199,9 @@ def export_onnx(
         "shapes": [list(s) for s in VERIFY_SHAPES],
         "passed": True,
     }
-    metadata[VERIFIED_METADATA] = json.dumps(verified)
+    metadata[MetadataKey.VERIFIED] = json.dumps(verified)
     entry = onnx_model.metadata_props.add()
-    entry.key, entry.value = VERIFIED_METADATA, metadata[VERIFIED_METADATA]
+    entry.key, entry.value = MetadataKey.VERIFIED, metadata[MetadataKey.VERIFIED]
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as temporary:
         onnx.save(onnx_model, str(temporary))
@@ -219,16 +213,7 @@ def ensure_onnx(model: VDSR, info: WeightsInfo, precision: str, cache_dir: Path)
     """The ONNX for these weights in ``cache_dir``, exported (and verified) if missing, or
     if the one there is for other weights or precision or from an older exporter."""
     path = cache_dir / default_onnx_name(info.sha256, precision)
-    if path.is_file():
-        from vdsr_deploy.artifacts import onnx_metadata
-
-        meta = onnx_metadata(path)
-        if (
-            meta.get("vdsr.weights_sha256") == info.sha256
-            and meta.get("vdsr.precision") == precision
-            and VERIFIED_METADATA in meta
-            and meta.get(EXPORTER_METADATA_KEY) == str(EXPORTER_VERSION)
-        ):
-            return path
+    if path.is_file() and is_current_export(onnx_metadata(path), info.sha256, precision):
+        return path
     export_onnx(model, path, precision=precision, info=info, overwrite=True)
     return path

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vdsr_deploy.artifacts import EXPORTER_METADATA_KEY, EXPORTER_VERSION, VERIFIED_METADATA
+from vdsr_deploy.artifacts import MetadataKey, default_onnx_name, is_current_export, onnx_metadata
 from vdsr_deploy.precision import AUTO, CpuPath, PrecisionChoice, choose_precision, nvidia_driver_present
 
 if TYPE_CHECKING:
@@ -76,9 +76,7 @@ def resolve_spec(spec: RunnerSpec, engines_dir: Path) -> tuple[RunnerSpec, Preci
 
 def _given_precision(spec: RunnerSpec) -> str:
     if spec.onnx is not None:
-        from vdsr_deploy.artifacts import onnx_metadata
-
-        return onnx_metadata(spec.onnx).get("vdsr.precision", "fp32")
+        return onnx_metadata(spec.onnx).get(MetadataKey.PRECISION, "fp32")
     return "fp16"
 
 
@@ -134,7 +132,6 @@ def _digest(key: Mapping[str, object]) -> str:
 def cached_onnx(weights: Path | None, engines_dir: Path, precision: str) -> Path | None:
     """The exported ONNX of ``weights`` in ``engines_dir`` if it is there, made from these
     weights in ``precision`` and verified at export (its metadata says so); else None."""
-    from vdsr_deploy.artifacts import default_onnx_name, onnx_metadata
     from vdsr_deploy.errors import VdsrError
     from vdsr_deploy.weights import weights_file_sha256
 
@@ -146,14 +143,7 @@ def cached_onnx(weights: Path | None, engines_dir: Path, precision: str) -> Path
         metadata = onnx_metadata(path)
     except VdsrError:
         return None
-    if (
-        metadata.get("vdsr.weights_sha256") == sha
-        and metadata.get("vdsr.precision") == precision
-        and VERIFIED_METADATA in metadata
-        and metadata.get(EXPORTER_METADATA_KEY) == str(EXPORTER_VERSION)
-    ):
-        return path
-    return None
+    return path if is_current_export(metadata, sha, precision) else None
 
 
 def _export(spec: RunnerSpec, engines_dir: Path, precision: str) -> Path:

@@ -22,14 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from vdsr_deploy.artifacts import EXPORTER_VERSION, onnx_metadata, remember_metadata
+from vdsr_deploy.artifacts import EXPORTER_VERSION, MetadataKey, onnx_metadata, remember_metadata
 from vdsr_deploy.errors import BackendUnavailableError, BuildError
 from vdsr_deploy.quality import SCALES, CalibrationSet, load_calibration_set, quality_cost
 from vdsr_deploy.quantize import QuantizeConfig, quantize_int8
 
-KEY_METADATA = "vdsr.int8_key"
-COST_METADATA = "vdsr.quality_cost_db"
-CALIBRATION_METADATA = "vdsr.calibration"
 RECIPE_VERSION = 1
 DEFAULT_RECIPE = QuantizeConfig(tile=96, scales=SCALES, method="minmax", per_channel=True)
 """Measured in benchmarks/cpu.py: MinMax, per-channel weights, first/last conv in FP32."""
@@ -81,11 +78,11 @@ def recorded(path: Path, key: dict[str, Any]) -> Int8Artifact | None:
         return None
     try:
         metadata = onnx_metadata(path)
-        stored_key = json.loads(metadata.get(KEY_METADATA, "null"))
-        cost = json.loads(metadata.get(COST_METADATA, "null"))
+        stored_key = json.loads(metadata.get(MetadataKey.INT8_KEY, "null"))
+        cost = json.loads(metadata.get(MetadataKey.QUALITY_COST_DB, "null"))
     except (BuildError, ValueError):
         return None
-    if stored_key != key or metadata.get("vdsr.precision") != "int8" or not isinstance(cost, dict):
+    if stored_key != key or metadata.get(MetadataKey.PRECISION) != "int8" or not isinstance(cost, dict):
         return None
     return Int8Artifact(path, key, {str(k): float(v) for k, v in cost.items()}, built=False)
 
@@ -135,9 +132,9 @@ def build_int8(
             "held_out": len(calibration.held_out),
         }
         entries = {
-            KEY_METADATA: json.dumps(key, sort_keys=True),
-            COST_METADATA: json.dumps(cost),
-            CALIBRATION_METADATA: json.dumps(origin),
+            MetadataKey.INT8_KEY: json.dumps(key, sort_keys=True),
+            MetadataKey.QUALITY_COST_DB: json.dumps(cost),
+            MetadataKey.CALIBRATION: json.dumps(origin),
         }
         metadata = _add_metadata(work, entries)
         work.replace(target)

@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy import protocol
+from vdsr_deploy.artifacts import MetadataKey, model_metadata
 from vdsr_deploy.errors import BackendUnavailableError, BuildError, ConfigError, InvalidInputError
 from vdsr_deploy.fileops import temporary_path
 from vdsr_deploy.io_names import INPUT_NAME
@@ -163,11 +164,11 @@ def quantize_int8(
     if not planes:
         raise InvalidInputError("expected at least one calibration tile")
     source = onnx.load(str(fp32_onnx))
-    metadata = {p.key: p.value for p in source.metadata_props}
-    if metadata.get("vdsr.precision", "fp32") != "fp32":
+    metadata = model_metadata(source)
+    if metadata.get(MetadataKey.PRECISION, "fp32") != "fp32":
         raise BuildError(
             f"{fp32_onnx}: expected an FP32 vdsr-deploy ONNX, "
-            f"got precision {metadata.get('vdsr.precision')}"
+            f"got precision {metadata.get(MetadataKey.PRECISION)}"
         )
     convs = _conv_names(source)
     excluded = [convs[0], convs[-1], "global_residual"] if config.keep_float_ends else []
@@ -212,8 +213,8 @@ def quantize_int8(
         raise BuildError(f"INT8 quantization of {fp32_onnx} failed: {error}") from error
     quantized = onnx.load(str(temporary))
     del quantized.metadata_props[:]
-    metadata["vdsr.precision"] = "int8"
-    metadata["vdsr.quantization"] = json.dumps(
+    metadata[MetadataKey.PRECISION] = "int8"
+    metadata[MetadataKey.QUANTIZATION] = json.dumps(
         {
             **asdict(config),
             "float_nodes": excluded,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from vdsr_deploy.artifacts import MetadataKey
 from vdsr_deploy.backends.base import Runner, RunnerInfo
 
 if TYPE_CHECKING:
@@ -170,7 +171,7 @@ class OnnxRuntimeRunner(Runner):
         self._loaded_from = source
         if wanted not in self._session.get_providers():
             raise BackendUnavailableError(f"{wanted} could not be initialised for {self._path}")
-        declared = self._session.get_modelmeta().custom_metadata_map.get("vdsr.precision")
+        declared = self._session.get_modelmeta().custom_metadata_map.get(MetadataKey.PRECISION)
         if declared:
             self._precision = str(declared)
 

@@ -38,7 +38,7 @@ class ArtifactCheck:
 
 def check_onnx(path: Path, weights_sha256: str) -> ArtifactCheck:
     """The ONNX file's ``vdsr.weights_sha256`` metadata must name these weights."""
-    from vdsr_deploy.export import read_metadata
+    from vdsr_deploy.artifacts import MetadataKey, read_metadata
 
     def verdict(found: str | None, passed: bool, detail: str) -> ArtifactCheck:
         return ArtifactCheck(str(path), "onnx", weights_sha256, found, passed, detail)
@@ -47,11 +47,11 @@ def check_onnx(path: Path, weights_sha256: str) -> ArtifactCheck:
         metadata = read_metadata(path)
     except VdsrError as error:
         return verdict(None, False, str(error))
-    found = metadata.get("vdsr.weights_sha256")
-    precision = metadata.get("vdsr.precision", "?")
+    found = metadata.get(MetadataKey.WEIGHTS_SHA256)
+    precision = metadata.get(MetadataKey.PRECISION, "?")
     if found is None:
         return verdict(
-            None, False, "no vdsr.weights_sha256 metadata: not exported by vdsr-deploy, provenance unknown"
+            None, False, f"no {MetadataKey.WEIGHTS_SHA256} metadata: not exported by vdsr-deploy, provenance unknown"
         )
     if found != weights_sha256:
         return verdict(

@@ -370,9 +370,9 @@ def validate(
     """Run the reference and every candidate of ``config`` on ``images`` (default: the
     bundled sample and the edge cases) and check the artifact chain (ONNX metadata, engine
     sidecar) against the weights."""
+    from vdsr_deploy.artifacts import MetadataKey, read_metadata
     from vdsr_deploy.backends.torch import TorchRunner
     from vdsr_deploy.environment import runtime_environment
-    from vdsr_deploy.export import read_metadata
     from vdsr_deploy.weights import load_weights
 
     chosen = list(images) if images is not None else default_images()
@@ -385,7 +385,7 @@ def validate(
     for path in config.onnx:
         if not Path(path).is_file():
             raise InvalidInputError(f"{path}: ONNX file not found")
-        precision = read_metadata(path).get("vdsr.precision") or (
+        precision = read_metadata(path).get(MetadataKey.PRECISION) or (
             "fp16" if "fp16" in Path(path).name else "fp32"
         )
         if precision in onnx_by_precision:
@@ -450,8 +450,8 @@ def _artifact_checks(
     onnx_by_precision: dict[str, Path],
     pairs: Sequence[PairResult],
 ) -> tuple[ArtifactCheck, ...]:
+    from vdsr_deploy.artifacts import default_onnx_name
     from vdsr_deploy.backends.factory import default_engines_dir
-    from vdsr_deploy.export import default_onnx_name
 
     checks: list[ArtifactCheck] = [
         check_onnx(p, weights_sha256) for p in onnx_by_precision.values()

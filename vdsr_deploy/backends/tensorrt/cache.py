@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vdsr_deploy import __version__
+from vdsr_deploy.artifacts import MetadataKey
 from vdsr_deploy.backends.tensorrt.cuda import DeviceInfo
 from vdsr_deploy.errors import ConfigError, EngineMismatchError
 from vdsr_deploy.fileops import atomic_write_bytes, file_sha256
@@ -48,8 +49,8 @@ OPTIMIZATION_LEVELS = range(0, 6)
 DEFAULT_CONTEXTS = 2
 MAX_CONTEXTS = 8
 MIN_WORKSPACE_BYTES = 1 << 20
-WEIGHTS_METADATA_KEY = "vdsr.weights_sha256"
-PRECISION_METADATA_KEY = "vdsr.precision"
+WEIGHTS_METADATA_KEY = MetadataKey.WEIGHTS_SHA256
+PRECISION_METADATA_KEY = MetadataKey.PRECISION
 
 # ----------------------------------------------------------------------------------------
 # Build configuration
@@ -620,7 +621,7 @@ def scan_engines(engines_dir: Path) -> list[EngineCandidate]:
 
 def onnx_metadata(onnx_path: Path) -> dict[str, str]:
     """The ``vdsr.*`` metadata of an exported ONNX (BuildError when unreadable)."""
-    from vdsr_deploy.export import read_metadata
+    from vdsr_deploy.artifacts import read_metadata
 
     return read_metadata(Path(onnx_path))
 
