@@ -219,6 +219,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "tests/test_evaluate.py",
         "tests/test_parity.py::test_hr_images_give_task_psnr",
     ),
+    # --- the cluster driver's ledger ---------------------------------------------------------
+    mutant(
+        "cluster ledger: an image retried once more than allowed",
+        "vdsr_deploy/cluster/ledger.py",
+        "if entry.attempts > self.retries:",
+        "if entry.attempts > self.retries + 1:",
+        "tests/test_cluster.py::test_killed_worker_is_retried_and_a_poison_image_is_reported",
+    ),
     # --- parity figures and the rendered report -----------------------------------------------
     mutant(
         "parity: identical share off by one",
