@@ -11,7 +11,7 @@ repeat so a busy machine slows them alike; read the ratio columns.
         --hr ../shared/data/val/set14 --repeats 7 --note "..."
 
 Writes benchmarks/results/cpu-<date>.json, .md and .png. Everything is a library call
-(vdsr_deploy.cpu_bench, vdsr_deploy.bench, vdsr_deploy.int8); this file only wires them.
+(vdsr_deploy.bench, vdsr_deploy.int8); this file only wires them.
 """
 
 from __future__ import annotations
@@ -22,8 +22,16 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from vdsr_deploy.bench import BenchConfig, benchmark, render_markdown, write_plot
-from vdsr_deploy.cpu_bench import BASELINE, cost_markdown, cpu_path_settings, quality_costs
+from vdsr_deploy.bench import (
+    CPU_BASELINE,
+    BenchConfig,
+    benchmark,
+    cost_markdown,
+    cpu_path_settings,
+    quality_costs,
+    render_markdown,
+    write_plot,
+)
 from vdsr_deploy.fastpath import cached_onnx
 from vdsr_deploy.int8 import DEFAULT_RECIPE, ensure_int8_onnx
 from vdsr_deploy.weights import load_weights
@@ -86,7 +94,7 @@ def main() -> None:
         min_repeats=min(3, args.repeats),
         max_seconds=args.max_seconds,
         threads=args.threads,
-        baseline=BASELINE,
+        baseline=CPU_BASELINE,
         engines_dir=args.work,
         note=args.note,
     )
@@ -97,7 +105,7 @@ def main() -> None:
     base.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")  # the timings, before scoring
     if args.hr:
         print("scoring " + ", ".join(p.name for p in args.hr) + " (whole images)...", flush=True)
-        lossy = [s for s in settings if s.precision != "fp32" or s.name == BASELINE]
+        lossy = [s for s in settings if s.precision != "fp32" or s.name == CPU_BASELINE]
         result["task_psnr"] = quality_costs(args.hr, args.scales, lossy, config)
         base.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     markdown = render_markdown(result, title=f"CPU benchmark {stamp}")

@@ -7,7 +7,7 @@ can be scored with ``--hr`` like benchmarks/cpu.py does.
     nice -n 19 python benchmarks/cpu_levers.py --size 512 --repeats 5 --hr ../shared/data/val/set5
 
 The OpenVINO runner below lives here because OpenVINO is a measured lever, not (yet) a
-supported backend; everything else is vdsr_deploy.bench / vdsr_deploy.cpu_bench.
+supported backend; everything else is vdsr_deploy.bench.
 """
 
 from __future__ import annotations
@@ -23,8 +23,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy.backends.base import Runner, RunnerInfo
-from vdsr_deploy.bench import BenchConfig, BenchSetting, benchmark, open_bench_runner, render_markdown
-from vdsr_deploy.cpu_bench import BASELINE, cost_markdown, quality_costs
+from vdsr_deploy.bench import (
+    CPU_BASELINE,
+    BenchConfig,
+    BenchSetting,
+    benchmark,
+    cost_markdown,
+    open_bench_runner,
+    quality_costs,
+    render_markdown,
+)
 from vdsr_deploy.fastpath import cached_onnx, int8_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +91,7 @@ def main() -> None:
     fp32 = cached_onnx(args.weights, args.work, "fp32") or ensure_onnx(model, info, "fp32", args.work)
     int8 = int8_artifact(RunnerSpec(weights=args.weights, precision="int8"), args.work).path
     ov_runners: dict[str, OpenVinoRunner] = {}
-    settings = [BenchSetting("onnxruntime", "fp32", tile=256, label=BASELINE)]
+    settings = [BenchSetting("onnxruntime", "fp32", tile=256, label=CPU_BASELINE)]
     for tile in args.tiles:
         settings += [
             BenchSetting("onnxruntime", "int8", tile=tile, label=f"onnxruntime-int8-t{tile}"),
@@ -112,14 +120,14 @@ def main() -> None:
         repeats=args.repeats,
         min_repeats=min(3, args.repeats),
         max_seconds=args.max_seconds,
-        baseline=BASELINE,
+        baseline=CPU_BASELINE,
         engines_dir=args.work,
         note=args.note,
     )
     result = benchmark(config, open_runner=opener, on_event=lambda e: print(json.dumps(e), flush=True))
     markdown = render_markdown(result, title="CPU levers")
     if args.hr:
-        scored = [s for s in settings if s.name == BASELINE or (s.tile == min(args.tiles) and "fp32" not in s.name)]
+        scored = [s for s in settings if s.name == CPU_BASELINE or (s.tile == min(args.tiles) and "fp32" not in s.name)]
         result["task_psnr"] = quality_costs(args.hr, [2, 3, 4], scored, config, opener=opener)
         markdown += "\n" + cost_markdown(result, result["task_psnr"])
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M")

@@ -32,6 +32,6 @@ def test_machine_facts_come_from_one_module() -> None:
     assert {"cpu", "logical_cpus", "cpu_flags", "memory_gib", "gpu", "nice"} <= set(machine)
     assert set(environment.cpu_flags()) <= set(environment.CPU_FLAGS)
     assert environment.versions()["python"] and environment.package_version("no-such-dist-xyz") is None
-    import vdsr_deploy.bench as bench
+    import vdsr_deploy.bench.record as bench
 
     assert bench.machine_info is environment.machine_info  # bench records what environment says

@@ -334,3 +334,22 @@ def test_bench_cpu_paths_reports_ratios_and_task_psnr_cost(tmp_path: Path, tiny_
     assert all(set(v) == {"x2", "x3", "x4"} for v in scored.values())
     markdown = (out / "bench.md").read_text()
     assert "| onnxruntime-int8 |" in markdown and "within 0.05 dB" in markdown
+
+
+def test_int8_of_the_shipped_weights_keeps_full_contrast_edges_within_tolerance(tmp_path: Path) -> None:
+    """The 1-px black/white edge pattern ``vdsr validate`` checks came out 70 levels off when
+    the calibrated ranges had never seen full-contrast edges (max 0.32 at x2)."""
+    from vdsr_deploy import protocol
+    from vdsr_deploy.parity import TOLERANCE_INT8, edge_case_images
+    from vdsr_deploy.weights import default_weights_path
+
+    weights = default_weights_path()
+    artifact = ensure_int8_onnx(weights_file_sha256(weights), lambda: _fp32(tmp_path, weights), tmp_path / "eng")
+    pattern = next(image for image in edge_case_images() if image.name == "edges-64x64")
+    luma = (16.0 + 219.0 * pattern.pixels[..., 0].astype(np.float64)) / 255.0
+    with OnnxRuntimeRunner(_fp32(tmp_path, weights)) as reference, OnnxRuntimeRunner(artifact.path) as int8:
+        for scale in (2, 3, 4):
+            plane = protocol.imresize(luma, scale).astype(np.float32)[None, None]
+            difference = np.abs(np.clip(int8.infer(plane), 0, 1) - np.clip(reference.infer(plane), 0, 1))
+            worst = float(difference.max()) * 255.0 / 219.0  # gray output: Y back to gray
+            assert worst < TOLERANCE_INT8.max_abs, (scale, worst)

@@ -20,7 +20,7 @@ from vdsr_deploy.parity import (
     ToleranceConfig,
     ValidationReport,
 )
-from vdsr_deploy.parity_report import SUMMARY_COLUMNS, render_markdown
+from vdsr_deploy.parity_report import SUMMARY_COLUMNS, TERMINAL_COLUMNS, render_markdown, terminal_row
 from vdsr_deploy.tiling import TileConfig
 
 TOLERANCES = ToleranceConfig()
@@ -146,3 +146,13 @@ def test_json_numbers_equal_the_figures() -> None:
     assert (wide["shape"], wide["hr_psnr_delta"], wide["quantized"][0]["identical"]) == ([20, 300], 0.25, 5_900)
     assert (tall["shape"], tall["hr_psnr_delta"], tall["quantized"][0]["max_lsb"]) == ([400, 10], -0.875, 1)
     assert data["pairs"][1]["figures"]["psnr_db"] == "inf"
+
+
+def test_terminal_rows_fit_their_columns() -> None:
+    """The 80-column table: an identical pair's PSNR is one short cell ("identical" wrapped)."""
+    passed, untiled = report().pairs
+    assert dict(zip(TERMINAL_COLUMNS, terminal_row(passed), strict=True)) == {
+        "pair": "onnxruntime-fp32", "status": "passed", "max abs": "0.0125", "p99 abs": "0.00789",
+        "8-bit eq": "90.00%", "PSNR": "41.23", "task Δ": "-0.3125",
+    }  # fmt: skip
+    assert terminal_row(untiled)[-2:] == ("∞", "-")

@@ -59,7 +59,7 @@ def test_auto_never_takes_a_blocked_path_nor_builds_it() -> None:
     assert (choice.precision, choice.backend) == ("bf16", "torch")
     assert asked == ["bf16"]  # the blocked INT8 model is not even built for its cost
     assert choice.passed_over == (f"int8 ({INT8_AUTO_BLOCKED})",)
-    assert "vdsr validate" in choice.describe() and "--precision int8" in choice.describe()
+    assert "Set5 x2" in choice.describe() and "--precision int8" in choice.describe()
     assert choose_cpu_path(cpu_paths(CASCADE_LAKE), cost).precision == "fp32"
 
 

@@ -1198,7 +1198,8 @@ def bench(
         if any(tiles or [256]):
             _check_halo(halo, max(tiles or [256]), inexact_halo, weights, onnx, console)
         if cpu_paths:
-            from vdsr_deploy.cpu_bench import BASELINE, cpu_path_settings
+            from vdsr_deploy.bench import CPU_BASELINE as BASELINE
+            from vdsr_deploy.bench import cpu_path_settings
 
             settings = cpu_path_settings((tiles or [256])[0], batch=(batches or [1])[0])
             notes: list[str] = []
@@ -1252,7 +1253,7 @@ def bench(
         result = benchmark(config, on_event=on_event)
         costs = ""
         if hr:
-            from vdsr_deploy.cpu_bench import cost_markdown, quality_costs
+            from vdsr_deploy.bench import cost_markdown, quality_costs
 
             reference = baseline or settings[0].name
             scored = [s for s in settings if s.precision != "fp32" or s.name == reference]

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,10 +22,12 @@ from typing import Any
 
 from vdsr_deploy.artifacts import EXPORTER_VERSION, MetadataKey, onnx_metadata, remember_metadata
 from vdsr_deploy.errors import BackendUnavailableError, BuildError
+from vdsr_deploy.fileops import temporary_path
 from vdsr_deploy.quality import SCALES, CalibrationSet, load_calibration_set, quality_cost
 from vdsr_deploy.quantize import QuantizeConfig, quantize_int8
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
+"""2: the calibration data includes :func:`vdsr_deploy.quality.contrast_guard_tiles`."""
 DEFAULT_RECIPE = QuantizeConfig(tile=96, scales=SCALES, method="minmax", per_channel=True)
 """Measured in benchmarks/cpu.py: MinMax, per-channel weights, first/last conv in FP32."""
 
@@ -120,7 +120,7 @@ def build_int8(
 
     planes = calibration_inputs(calibration, recipe.scales)
     config = QuantizeConfig(**{**asdict(recipe), "tiles": len(planes)})
-    work = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.build")
+    work = temporary_path(target)
     try:
         quantize_int8(fp32_onnx, work, planes, config, overwrite=True)
         with OnnxRuntimeRunner(fp32_onnx) as reference, OnnxRuntimeRunner(work) as candidate:

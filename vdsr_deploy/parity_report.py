@@ -39,7 +39,7 @@ SUMMARY_COLUMNS = (
 TERMINAL_COLUMNS = ("pair", "status", "max abs", "p99 abs", "8-bit eq", "PSNR", "task Δ")
 TERMINAL_LEGEND = (
     "max/p99 abs: |candidate - reference| on Y in [0, 1]; 8-bit eq: share of identical 8-bit "
-    "pixels; PSNR: vs the reference (dB); task Δ: mean change of PSNR vs HR (dB)"
+    "pixels; PSNR: vs the reference (dB; ∞: identical); task Δ: mean change of PSNR vs HR (dB)"
 )
 
 
@@ -56,7 +56,7 @@ def terminal_row(pair: PairResult) -> tuple[str, ...]:
         f"{f.max_abs:.3g}",
         f"{f.p99_abs:.3g}",
         "-" if share is None else f"{share.identical_fraction:.2%}",
-        fmt_db(f.psnr_db),
+        "∞" if f.psnr_db == math.inf else fmt_db(f.psnr_db),  # "identical" wraps at 80 columns
         "-" if f.hr_psnr_delta_mean is None else f"{f.hr_psnr_delta_mean:+.4f}",
     )
 

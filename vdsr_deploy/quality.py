@@ -126,6 +126,23 @@ def _calibration_set(
     return CalibrationSet(tiles.astype(np.float64) / 255.0, sources, calibration, digest.hexdigest(), origin)
 
 
+def contrast_guard_tiles() -> NDArray[np.float64]:
+    """HR tiles ``(1, TILE, TILE)`` that every INT8 calibration adds to its data: a
+    full-contrast (Y 16 / 235) checkerboard of 4-px squares.
+
+    Photos rarely have black-to-white edges, text and line art do, and they drive the
+    network's activations about 2x past what the shipped tiles reach (measured per ReLU on
+    the shipped weights: 1.1-2.4x), so a range calibrated without them clips and a 1-px
+    edge pattern came out 70 levels off. This one tile widens the ranges enough: on the
+    generated edge pattern (8-px checker with 1-px lines, not this tile) the worst
+    difference to FP32 fell from 0.32 to 0.05 at x2 (0.10 -> 0.06 at x3, 0.07 -> 0.12 at
+    x4), for 0.011 dB more cost at x2 on the held-out tiles (x3/x4 within +-0.015 dB).
+    Checkers of 8 px, 2 px and line grids were tried too (benchmarks/README.md)."""
+    square = 4
+    cells = (np.arange(TILE)[:, None] // square + np.arange(TILE)[None, :] // square) % 2
+    return np.asarray((16.0 + 219.0 * cells[None]) / 255.0, dtype=np.float64)
+
+
 def degraded(tiles: NDArray[np.float64], scale: int) -> NDArray[np.float32]:
     """Network inputs ``(N, 1, H, W)``: each HR tile down and up by MATLAB bicubic."""
     planes = [protocol.degrade(protocol.modcrop(tile, scale), scale) for tile in tiles]
@@ -133,9 +150,11 @@ def degraded(tiles: NDArray[np.float64], scale: int) -> NDArray[np.float32]:
 
 
 def calibration_inputs(calibration: CalibrationSet, scales: Sequence[int] = SCALES) -> list[NDArray[np.float32]]:
-    """One ``(H, W)`` plane per calibration tile and scale (tile-major, deterministic)."""
-    batches = [degraded(calibration.calibration_tiles, s) for s in scales]
-    return [batch[i, 0] for i in range(calibration.calibration) for batch in batches]
+    """One ``(H, W)`` plane per calibration tile and scale (tile-major, deterministic), then
+    the :func:`contrast_guard_tiles` at each scale."""
+    tiles = np.concatenate([calibration.calibration_tiles, contrast_guard_tiles()])
+    batches = [degraded(tiles, s) for s in scales]
+    return [batch[i, 0] for i in range(len(tiles)) for batch in batches]
 
 
 def _mean_psnr(outputs: NDArray[np.float32], hr: NDArray[np.float64], scale: int) -> float:

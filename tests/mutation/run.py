@@ -311,12 +311,19 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     mutant(
         "bench: ratio to the baseline inverted",
-        "vdsr_deploy/bench.py",
+        "vdsr_deploy/bench/record.py",
         '"runtime": result["runtime"]["megapixels_per_second"]\n'
         '            / base["runtime"]["megapixels_per_second"]',
         '"runtime": base["runtime"]["megapixels_per_second"]\n'
         '            / result["runtime"]["megapixels_per_second"]',
-        "tests/test_bench.py::test_benchmark_numbers_and_schema",
+        "tests/bench/test_harness.py::test_benchmark_numbers_and_schema",
+    ),
+    mutant(
+        "bench: the ensemble workload times one plane, not eight",
+        "vdsr_deploy/bench/workload.py",
+        "batch=batch, ensemble=ensemble)",
+        "batch=batch)",
+        "tests/bench/test_workload.py",
     ),
     mutant(
         "cli: a user error escapes as a crash",

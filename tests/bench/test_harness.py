@@ -1,37 +1,18 @@
-"""vdsr bench: sane, positive numbers and a stable JSON schema, on a tiny model in seconds."""
+"""vdsr bench's harness: sane, positive numbers and a stable JSON schema, on a tiny model in seconds."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from vdsr_deploy.bench import (
-    BenchConfig,
-    BenchSetting,
-    bench_image,
-    benchmark,
-    latency_stats,
-    make_workload,
-    render_markdown,
-    sweep,
-    write_plot,
-)
+from vdsr_deploy.bench import BenchConfig, BenchSetting, benchmark, render_markdown, write_plot
 from vdsr_deploy.cli import app
-from vdsr_deploy.errors import ConfigError
-from vdsr_deploy.model import VDSR, flops_per_pixel
+from vdsr_deploy.model import flops_per_pixel
 from vdsr_deploy.tiling import TileConfig, plan_tiles
-from vdsr_deploy.weights import save_weights
-
-
-@pytest.fixture
-def weights(tmp_path: Path) -> Path:
-    torch.manual_seed(3)
-    return save_weights(VDSR(depth=3, channels=4), tmp_path / "tiny3.safetensors")
 
 
 def config_for(
@@ -112,40 +93,6 @@ def test_benchmark_numbers_and_schema(tmp_path: Path, weights: Path) -> None:
     assert "torch-fp32-nchw-t24-b2" in markdown and "skipped" in markdown and "test run" in markdown
     assert write_plot(result, tmp_path / "bench.png") is not None
     assert (tmp_path / "bench.png").stat().st_size > 1000
-
-
-def test_workload_matches_the_pipeline_batching() -> None:
-    lr = bench_image((70, 61), 2.0)
-    assert lr.shape == (35, 30, 3) and lr.dtype == np.float32
-    workload = make_workload(lr, 2.0, TileConfig(tile=32, halo=4), batch=3)
-    planned = plan_tiles(70, 60, TileConfig(tile=32, halo=4))
-    assert workload.output_shape == (70, 60)
-    assert workload.tiles == len(planned)
-    assert workload.network_pixels == sum(t.shape[0] * t.shape[1] for t in planned)
-    assert all(b.shape[0] <= 3 and b.shape[1] == 1 for b in workload.batches)
-
-
-def test_latency_stats_match_numpy() -> None:
-    seconds = [0.010, 0.012, 0.011, 0.030, 0.009]
-    stats = latency_stats(seconds)
-    ms = np.array(seconds) * 1000
-    assert stats["p50"] == pytest.approx(np.percentile(ms, 50))
-    assert stats["p99"] == pytest.approx(np.percentile(ms, 99))
-    assert stats["mean"] == pytest.approx(ms.mean()) and stats["min"] == pytest.approx(9.0)
-
-
-def test_settings_and_sweep_are_validated() -> None:
-    with pytest.raises(ConfigError):
-        BenchSetting("onnxruntime", "bf16")
-    with pytest.raises(ConfigError):
-        BenchSetting("tensorrt", "int8")  # INT8 is an ONNX Runtime (CPU) path
-    with pytest.raises(ConfigError):
-        BenchConfig(settings=(BenchSetting(), BenchSetting()))  # duplicate names
-    with pytest.raises(ConfigError):
-        BenchConfig(settings=(BenchSetting(),), baseline="missing")
-    settings, notes = sweep(["torch", "onnxruntime"], ["fp32", "bf16"], [0, 64], [1])
-    assert len(settings) == 6
-    assert notes == ["onnxruntime has no bf16 path: left out"]
 
 
 def test_cli_bench(tmp_path: Path, weights: Path) -> None:

@@ -13,20 +13,12 @@ from vdsr_deploy.bench import (
     CPU_SIZE,
     BenchConfig,
     BenchSetting,
-    _tf32_for,
     benchmark,
     device_peak_tflops,
     large_work_defaults,
     render_markdown,
 )
-from vdsr_deploy.model import VDSR
-from vdsr_deploy.weights import save_weights
-
-
-@pytest.fixture
-def weights(tmp_path: Path) -> Path:
-    torch.manual_seed(3)
-    return save_weights(VDSR(depth=3, channels=4), tmp_path / "tiny3.safetensors")
+from vdsr_deploy.bench.device import tf32_for
 
 
 def test_job_path_halo_and_output_pixel_gflops(tmp_path: Path, weights: Path) -> None:
@@ -55,7 +47,7 @@ def test_tf32_is_set_per_case_and_restored() -> None:
     cuda_runner = SimpleNamespace(info=SimpleNamespace(device="cuda:0", backend="torch"))
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     for allow in (True, False):
-        with _tf32_for(BenchSetting("torch", "fp32", device="cuda", allow_tf32=allow), cuda_runner):  # type: ignore[arg-type]
+        with tf32_for(BenchSetting("torch", "fp32", device="cuda", allow_tf32=allow), cuda_runner):  # type: ignore[arg-type]
             assert torch.backends.cuda.matmul.allow_tf32 is allow
             assert torch.backends.cudnn.allow_tf32 is allow
         assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == saved
