@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vdsr_deploy.backends.factory import RunnerSpec
+from vdsr_deploy.environment import cpu_flags
 from vdsr_deploy.errors import ConfigError
 from vdsr_deploy.precision import (
     INT8_AUTO_BLOCKED,
@@ -13,7 +14,6 @@ from vdsr_deploy.precision import (
     check_precision,
     choose_cpu_path,
     choose_precision,
-    cpu_flags,
     cpu_paths,
 )
 

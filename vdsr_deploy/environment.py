@@ -44,27 +44,39 @@ def versions() -> dict[str, str | None]:
     }
 
 
+CPUINFO = Path("/proc/cpuinfo")
+
+
 def _cpuinfo() -> str:
     try:
-        return Path("/proc/cpuinfo").read_text()
+        return CPUINFO.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
-    for line in _cpuinfo().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The first processor's ``model name`` in ``/proc/cpuinfo`` (or in the ``cpuinfo`` text
+    given), else what :mod:`platform` knows."""
+    for line in (_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return value.strip()
     return platform.processor() or platform.machine() or "unknown"
 
 
-def cpu_flags() -> list[str]:
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU feature flags (``flags`` on x86, ``Features`` on Arm) of the first processor
+    in ``/proc/cpuinfo`` (or in the ``cpuinfo`` text given); empty when unreadable."""
+    for line in (_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def notable_cpu_flags() -> list[str]:
     """The ISA extensions among :data:`CPU_FLAGS` this CPU has (they decide CPU speed)."""
-    flags = next(
-        (line.split(":", 1)[1].split() for line in _cpuinfo().splitlines() if line.startswith("flags")),
-        [],
-    )
+    flags = cpu_flags()
     return [f for f in CPU_FLAGS if f in flags]
 
 
@@ -105,7 +117,7 @@ def machine_info(load_before: list[float] | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": notable_cpu_flags(),
         "memory_gib": memory_gib(),
         "gpu": gpu_name(),
         "load_average_before": load_before,

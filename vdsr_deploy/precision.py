@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vdsr_deploy.environment import cpu_flags, cpu_model
 from vdsr_deploy.errors import ConfigError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -37,7 +38,6 @@ MAX_AUTO_COST_DB = 0.05
 INT8_AUTO_BLOCKED = "not taken by auto: costs 0.057 dB on Set5 x2 (limit 0.05); ask with --precision int8"
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-CPUINFO = Path("/proc/cpuinfo")
 
 
 def check_precision(value: str, allowed: Iterable[str] = CHOICES) -> str:
@@ -57,35 +57,6 @@ def check_backend_precision(backend: str, precision: str) -> None:
 
 # ----------------------------------------------------------------------------------------
 # What the CPU can do
-
-
-def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
-    """The CPU feature flags (``flags`` on x86, ``Features`` on Arm) of the first processor
-    in ``/proc/cpuinfo`` (or in the ``cpuinfo`` text given); empty when unreadable."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = CPUINFO.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return frozenset()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
-
-
-def cpu_model(cpuinfo: str | None = None) -> str:
-    """``model name`` of the first processor ('' when unknown)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = CPUINFO.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            return value.strip()
-    return ""
 
 
 def nvidia_driver_present() -> bool:
