@@ -184,8 +184,8 @@ def stage_huge(out: Path, smoke: bool) -> None:
 
     from vdsr_deploy.autotile import choose_tile
     from vdsr_deploy.backends.torch import TorchRunner
-    from vdsr_deploy.batch import JobConfig, run_job
     from vdsr_deploy.imageio import probe_image
+    from vdsr_deploy.job import JobConfig, run_job
     from vdsr_deploy.pipeline import PipelineConfig
     from vdsr_deploy.tiling import TileConfig
     from vdsr_deploy.weights import load_weights

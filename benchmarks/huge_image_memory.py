@@ -8,7 +8,7 @@ seeded VDSR (depth 3, 4 channels): memory, not speed, is measured.
     nice -n 19 python benchmarks/huge_image_memory.py --size 6000 --size 2000 \\
         --whole-size 2000 --note "2-core VM, training job running"
 
-``bands``: :func:`vdsr_deploy.batch.run_job` (decoded input + bounded bands, PNG streamed).
+``bands``: :func:`vdsr_deploy.job.run_job` (decoded input + bounded bands, PNG streamed).
 ``whole``: the single-image path the batch job used before: ``colour.prepare`` on the whole
 image (float64), tiled inference, ``colour.finish``, ``write_image``. Writes
 benchmarks/results/huge_image_memory.json and .md.
@@ -75,7 +75,7 @@ def child(
         baseline = _rss_mib()
         started = time.perf_counter()
         if mode == "bands":
-            from vdsr_deploy.batch import JobConfig, run_job
+            from vdsr_deploy.job import JobConfig, run_job
 
             summary = run_job(
                 JobConfig(

@@ -1,6 +1,6 @@
 """Crash test: SIGKILL a batch job at every fault point, resume, compare with a clean run.
 
-A job (``tests/batch_child.py``: the real :func:`vdsr_deploy.batch.run_job` with a numpy
+A job (``tests/job_child.py``: the real :func:`vdsr_deploy.job.run_job` with a numpy
 stand-in for the network, so each process starts in a fraction of a second) upscales a
 mixed folder (multi-band PNG, RGBA, 16-bit PNG, 8-bit TIFF, JPEG). First an uninterrupted
 run gives the reference bytes. Then, for every step of :mod:`vdsr_deploy.faults` (``write``,
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-CHILD = ROOT / "tests" / "batch_child.py"
+CHILD = ROOT / "tests" / "job_child.py"
 RESULTS = ROOT / "benchmarks" / "results"
 STEPS = ("write", "finish", "manifest", "rename", "renamed")
 

@@ -2,7 +2,7 @@
 
 For each runtime: the images' tiles are cut exactly as the job cuts them (same tile, halo
 and batch), captured as the runner's input batches, and timed through the bare runner
-(``runner.infer`` only). Then :func:`vdsr_deploy.batch.run_job` processes the same files
+(``runner.infer`` only). Then :func:`vdsr_deploy.job.run_job` processes the same files
 end to end (decode, bicubic prepare, inference, colour, PNG encode, atomic write, manifest).
 The ratio job throughput / bare throughput (same output pixels) is the share of the
 runner's speed the pipeline keeps; the goal is >= 0.90. Bare and job runs are interleaved
@@ -36,9 +36,9 @@ from numpy.typing import NDArray
 
 from vdsr_deploy import colour
 from vdsr_deploy.backends.base import Runner, RunnerInfo
-from vdsr_deploy.batch import JobConfig, run_job
 from vdsr_deploy.environment import cpu_model, package_version, portable_path
 from vdsr_deploy.imageio import read_image
+from vdsr_deploy.job import JobConfig, run_job
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig, upscale_planes
 from vdsr_deploy.tiling import TileConfig

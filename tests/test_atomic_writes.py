@@ -92,7 +92,7 @@ def test_a_job_killed_between_manifest_and_rename_redoes_the_output(tmp_path: Pa
         import os, signal, sys
         import torch
         from vdsr_deploy import manifest
-        from vdsr_deploy.batch import JobConfig, run_job
+        from vdsr_deploy.job import JobConfig, run_job
         from vdsr_deploy.model import VDSR
         from vdsr_deploy.pipeline import PipelineConfig
         from vdsr_deploy.backends.torch import TorchRunner

@@ -28,8 +28,8 @@ from PIL import Image
 
 from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.backends.torch import TorchRunner
-from vdsr_deploy.batch import JobConfig, run_job
 from vdsr_deploy.imageio import stale_temporaries
+from vdsr_deploy.job import JobConfig, run_job
 from vdsr_deploy.joblock import LOCK_NAME, FolderInUseError, JobLock
 from vdsr_deploy.manifest import MANIFEST_NAME, Manifest
 from vdsr_deploy.model import VDSR
@@ -281,7 +281,7 @@ def test_workers_the_cluster_cannot_place_are_an_error_not_a_hang(tmp_path: Path
 def test_a_cluster_job_and_a_single_machine_job_exclude_each_other(tmp_path: Path) -> None:
     """One lock file for both: a cluster job is refused while a live single-machine job holds
     the folder (before Ray is asked for anything), and a single-machine job (another process,
-    tests/batch_child.py) is refused while the cluster driver holds it."""
+    tests/job_child.py) is refused while the cluster driver holds it."""
     make_folder(tmp_path / "in", count=1)
     inputs, output = tmp_path / "in", tmp_path / "out"
     with JobLock(output), pytest.raises(FolderInUseError, match=r"another vdsr job is writing to this folder"):
@@ -292,7 +292,7 @@ def test_a_cluster_job_and_a_single_machine_job_exclude_each_other(tmp_path: Pat
 
     def on_event(event: dict[str, Any]) -> None:
         if event["event"] == "start":  # the driver holds the lock and its workers are ready
-            child = [sys.executable, str(REPO / "tests" / "batch_child.py"), str(output), str(inputs)]
+            child = [sys.executable, str(REPO / "tests" / "job_child.py"), str(output), str(inputs)]
             refusals.append(subprocess.run(child, capture_output=True, text=True, timeout=TEST_SECONDS))
 
     summary = run_cluster_job(job(inputs, output), ClusterConfig(), Factory(), on_event)

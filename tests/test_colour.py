@@ -18,8 +18,8 @@ from PIL import Image
 
 from vdsr_deploy import protocol
 from vdsr_deploy.backends.torch import TorchRunner
-from vdsr_deploy.batch import JobConfig, run_job
 from vdsr_deploy.imageio import quantize, read_image, write_image
+from vdsr_deploy.job import JobConfig, run_job
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig, upscale_pixels
 from vdsr_deploy.tiling import TileConfig

@@ -13,7 +13,6 @@ from numpy.typing import NDArray
 
 from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.backends.torch import TorchRunner
-from vdsr_deploy.batch import JobConfig, run_job
 from vdsr_deploy.device_pipeline import (
     DeviceUpscaler,
     activation_bytes_per_pixel,
@@ -23,6 +22,7 @@ from vdsr_deploy.device_pipeline import (
 )
 from vdsr_deploy.errors import ConfigError, VdsrError
 from vdsr_deploy.imageio import read_image, write_image
+from vdsr_deploy.job import JobConfig, run_job
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig
 from vdsr_deploy.tiling import TileConfig

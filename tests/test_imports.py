@@ -28,7 +28,7 @@ def test_submodules_import_without_runtimes() -> None:
         "vdsr_deploy.backends.tensorrt.library, vdsr_deploy.backends.tensorrt.runner, "
         "vdsr_deploy.backends.onnxruntime, vdsr_deploy.backends.tensorrt.cuda, vdsr_deploy.tiling, "
         "vdsr_deploy.protocol, vdsr_deploy.cluster, vdsr_deploy.cluster.worker, vdsr_deploy.triton, "
-        "vdsr_deploy.remote, vdsr_deploy.batch"
+        "vdsr_deploy.remote, vdsr_deploy.job"
     )
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}
 

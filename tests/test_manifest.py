@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from vdsr_deploy.backends.torch import TorchRunner
-from vdsr_deploy.batch import JobConfig, run_job
 from vdsr_deploy.imageio import file_digest, read_image
+from vdsr_deploy.job import JobConfig, run_job
 from vdsr_deploy.manifest import Manifest, settings_key
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig

@@ -17,7 +17,7 @@ from PIL import Image
 
 from vdsr_deploy import remote
 from vdsr_deploy.backends.torch import TorchRunner
-from vdsr_deploy.batch import JobConfig, JobSummary, plan_outputs, run_job
+from vdsr_deploy.job import JobConfig, JobSummary, plan_outputs, run_job
 from vdsr_deploy.manifest import MANIFEST_NAME
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig

@@ -132,7 +132,7 @@ def resolve_tile(
     side = parse_tile(text)
     if side is not None:
         return AutoTile(side, "")
-    from vdsr_deploy.batch import JobConfig, plan_outputs
+    from vdsr_deploy.job import JobConfig, plan_outputs
 
     items, _failures = plan_outputs(JobConfig(inputs=inputs, output=output))
     sizes = input_sizes([str(item.source) for item in items], max_pixels=max_pixels)

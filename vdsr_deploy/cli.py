@@ -280,7 +280,7 @@ def upscale(
     130 / 143) without leaving partial files.
     """
     from vdsr_deploy.backends.factory import choose_backend, open_runner
-    from vdsr_deploy.batch import JobConfig, run_job, stop_on_signals
+    from vdsr_deploy.job import JobConfig, run_job, stop_on_signals
     from vdsr_deploy.pipeline import PipelineConfig
     from vdsr_deploy.remote import location
     from vdsr_deploy.tiling import TileConfig

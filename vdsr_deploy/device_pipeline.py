@@ -2,7 +2,7 @@
 stitch, finish, quantize, download final samples. Runtime-agnostic.
 
 :class:`DeviceUpscaler` cuts each image into row bands (one row of tiles each, as
-:mod:`vdsr_deploy.batch` does on the host), so device memory is bounded by a band, not by
+:mod:`vdsr_deploy.job` does on the host), so device memory is bounded by a band, not by
 the image. Per band, on the device: the MATLAB bicubic Y/CbCr/alpha rows
 (:class:`~vdsr_deploy.device_colour.DeviceColour`), tiles as views of the band, batches of
 ``batch`` tiles through the runner, cores stitched by slice assignment, colour finished and

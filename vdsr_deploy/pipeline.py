@@ -4,7 +4,7 @@
 Y, float32) from any number of images, cuts them into tiles (:mod:`vdsr_deploy.tiling`),
 fills batches of same-shape tiles across images, runs them through a :class:`Runner`, and
 yields each image as soon as its last tile is back. :func:`upscale_pixels` does one image,
-colour included; file handling lives in :mod:`vdsr_deploy.batch`.
+colour included; file handling lives in :mod:`vdsr_deploy.job`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class PipelineConfig:
     """``scale``: any factor > 1 (bicubic pre-upscale); ``tiling``; ``batch``: tiles per
     runner call; ``max_images_in_flight``: images whose tiles may wait for a full batch
     (bounds memory); ``ensemble``: the x8 self-ensemble (:mod:`vdsr_deploy.ensemble`, 8x the
-    compute), applied by :func:`upscale_pixels` and :mod:`vdsr_deploy.batch`."""
+    compute), applied by :func:`upscale_pixels` and :mod:`vdsr_deploy.job`."""
 
     scale: float = 2.0
     tiling: TileConfig = field(default_factory=TileConfig)

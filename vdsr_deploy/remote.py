@@ -2,7 +2,7 @@
 anything ``pyarrow.fs.FileSystem.from_uri`` understands).
 
 A URI becomes a :class:`RemotePath`: a ``pathlib`` path (so the planner in
-:mod:`vdsr_deploy.batch` lists, names and resumes it with the same code and rules as a local
+:mod:`vdsr_deploy.job` lists, names and resumes it with the same code and rules as a local
 path) whose queries (``exists``, ``is_dir``, ``stat``, ``glob``, ``open("rb")``, ``unlink``)
 go through the pyarrow filesystem. Pixels are never decoded from or encoded to a remote
 file directly: a job with URIs stages each input in a local scratch folder

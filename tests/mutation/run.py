@@ -175,7 +175,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "vdsr_deploy/manifest.py",
         "if record.settings != settings:",
         "if False:",
-        "tests/test_batch.py::test_resume_skips_complete_outputs_and_redoes_the_rest",
+        "tests/test_job.py::test_resume_skips_complete_outputs_and_redoes_the_rest",
     ),
     Mutant(
         "imageio: writer writes straight to the target",
@@ -301,13 +301,53 @@ MUTANTS: tuple[Mutant, ...] = (
         "inputs.append(hr)",
         "tests/test_quantize.py",
     ),
+    # --- the job of files (vdsr_deploy/job/) -----------------------------------------------------
+    mutant(
+        "job: colliding output names not renamed",
+        "vdsr_deploy/job/plan.py",
+        "        if target.resolve() in taken and not single_file:\n",
+        "        if False:\n",
+        "tests/test_job.py::test_names_never_collide_and_inputs_are_never_overwritten",
+    ),
+    mutant(
+        "job: a band window reuses the previous window's rows one row off",
+        "vdsr_deploy/job/prepare.py",
+        "    keep = slice(span.start - start, None)\n",
+        "    keep = slice(span.start - start + 1, None)\n",
+        "tests/test_job.py::test_outputs_equal_the_single_image_pipeline",
+    ),
+    mutant(
+        "job: the memory budget never waits",
+        "vdsr_deploy/job/budget.py",
+        "            while self.used and self.used + amount > self.capacity:\n",
+        "            while False:\n",
+        "tests/test_job.py::test_memory_budget_waits_for_room_and_runs_a_big_item_alone",
+    ),
+    mutant(
+        "job: an item larger than the memory budget waits for ever",
+        "vdsr_deploy/job/budget.py",
+        "            while self.used and self.used + amount > self.capacity:\n",
+        "            while self.used + amount > self.capacity:\n",
+        "tests/test_job.py::test_memory_budget_waits_for_room_and_runs_a_big_item_alone",
+    ),
+    mutant(
+        "job: stop not checked before a runner call",
+        "vdsr_deploy/job/halt.py",
+        "        if self._halted():\n"
+        "            raise Stopped\n"
+        "        try:\n"
+        "            return self._runner.infer(batch)\n",
+        "        try:\n"
+        "            return self._runner.infer(batch)\n",
+        "tests/test_job.py::test_stop_is_checked_between_runner_calls",
+    ),
     # --- batching, benchmark ratios, CLI errors -----------------------------------------------
     mutant(
         "pipeline: tiles of different images never share a batch",
         "vdsr_deploy/pipeline.py",
         "            if len(queue) == batch:\n",
         "            if len(queue) >= 1:\n",
-        "tests/test_batch.py::test_tiles_of_several_images_share_a_batch",
+        "tests/test_job.py::test_tiles_of_several_images_share_a_batch",
     ),
     mutant(
         "bench: ratio to the baseline inverted",

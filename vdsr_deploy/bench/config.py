@@ -166,7 +166,7 @@ class BenchConfig:
     width); ``scale``: its input is ``size / scale``; ``repeats`` timed runs per path after
     ``warmup`` runs, cut short after ``max_seconds`` per setting (at least ``min_repeats``);
     ``baseline``: the setting name throughput ratios are reported against; ``frames``: also
-    time a batch job (:func:`~vdsr_deploy.batch.run_job`: decode, upscale, PNG encode, atomic
+    time a batch job (:func:`~vdsr_deploy.job.run_job`: decode, upscale, PNG encode, atomic
     write) over that many PNG frames of the input size, end to end; ``ensemble``: time the x8
     self-ensemble (:mod:`vdsr_deploy.ensemble`: the tiles of all eight transformed planes,
     8x the compute, on the host path; Mpx/s still counts output pixels)."""

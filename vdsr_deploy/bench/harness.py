@@ -158,7 +158,7 @@ def _run_pipeline(case: Case, inputs: _Inputs) -> None:
 
 
 def _run_job(case: Case, frames: Path) -> None:
-    from vdsr_deploy.batch import JobConfig, run_job
+    from vdsr_deploy.job import JobConfig, run_job
 
     assert case.runner is not None
     job = JobConfig(

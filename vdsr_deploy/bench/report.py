@@ -174,7 +174,7 @@ def _device_lines(result: dict[str, Any]) -> list[str]:
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "job = vdsr_deploy.batch.run_job over the frames (PNG decode, upscale, PNG encode at the "
+        "job = vdsr_deploy.job.run_job over the frames (PNG decode, upscale, PNG encode at the "
         "writer's default level 6, atomic write); TFLOP/s and shares count output pixels only.",
     ]
     return lines

@@ -1,8 +1,8 @@
 """``vdsr upscale --cluster``: the batch job spread over a Ray cluster (``pip install
 'vdsr-deploy[cluster]'``). Ray is imported only when a job runs.
 
-:func:`run_cluster_job` takes the same :class:`~vdsr_deploy.batch.JobConfig` as
-:func:`~vdsr_deploy.batch.run_job` and gives the same outputs, names, resume manifest and
+:func:`run_cluster_job` takes the same :class:`~vdsr_deploy.job.JobConfig` as
+:func:`~vdsr_deploy.job.run_job` and gives the same outputs, names, resume manifest and
 report, plus where the work ran (see ``docs/cluster.md``).
 
 One job per module: :mod:`.placement` (the config, joining Ray, how many workers and what

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from vdsr_deploy.backends.base import Runner
-from vdsr_deploy.batch import EventSink, JobConfig, JobSummary, _manifest_folder
 from vdsr_deploy.cluster.ledger import JobLedger
 from vdsr_deploy.cluster.placement import (
     ClusterConfig,
@@ -46,6 +45,7 @@ from vdsr_deploy.cluster.pool import POLL_SECONDS, Calls, WorkerPool, error_text
 from vdsr_deploy.cluster.report import ClusterSummary, Startup, cluster_report
 from vdsr_deploy.cluster.worker import RunnerFactory, UpscaleWorker
 from vdsr_deploy.errors import BackendUnavailableError
+from vdsr_deploy.job import EventSink, JobConfig, JobSummary, manifest_folder
 from vdsr_deploy.joblock import JobLock
 from vdsr_deploy.manifest import MANIFEST_NAME
 from vdsr_deploy.remote import manifest_path, registered_filesystems
@@ -229,7 +229,7 @@ def job_lock(job: JobConfig) -> JobLock:
     """The lock that makes ``job`` the only one writing its outputs: for a local output, the
     output folder's (the lock a single-machine ``vdsr upscale`` takes, so the two exclude each
     other); for a URI output, its state folder's on this machine (where its manifest lives)."""
-    return JobLock(manifest_path(_manifest_folder(job), MANIFEST_NAME).parent)
+    return JobLock(manifest_path(manifest_folder(job), MANIFEST_NAME).parent)
 
 
 def run_staged_job(
@@ -282,7 +282,7 @@ def run_cluster_job(
 
     ``open_runner(placement)`` returns the zero-argument factory each worker calls once to
     get its (inactive) runner; it is pickled to the workers. ``device``: ``cpu`` never asks
-    for GPUs. Events are those of :func:`vdsr_deploy.batch.run_job` plus ``retry``; they
+    for GPUs. Events are those of :func:`vdsr_deploy.job.run_job` plus ``retry``; they
     arrive per finished call. ``stop`` ends the job cleanly (``summary.interrupted``).
     """
     if importlib.util.find_spec("ray") is None:

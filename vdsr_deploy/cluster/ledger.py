@@ -1,6 +1,6 @@
 """The driver's record of one job, apart from how the work is run (Ray or in process).
 
-:class:`JobLedger` plans with :func:`vdsr_deploy.batch.plan_resume` (the single-machine rules:
+:class:`JobLedger` plans with :func:`vdsr_deploy.job.plan_resume` (the single-machine rules:
 names, formats, resume verdicts against the manifest, so a cluster run and a local run resume
 each other), cuts the work into calls, and takes each call's results: it records a finished
 output in the manifest and only then renames its temporary into place (the order one process
@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vdsr_deploy.batch import EventSink, Failure, JobConfig, Note, Skipped, WorkItem, plan_resume
 from vdsr_deploy.cluster.report import ClusterSummary, NodeStats
 from vdsr_deploy.cluster.worker import ChunkResult, ItemResult, WorkerInfo, WorkerTask
 from vdsr_deploy.errors import VdsrError
 from vdsr_deploy.imageio import FileDigest, output_format, stale_temporaries
+from vdsr_deploy.job import EventSink, Failure, JobConfig, Note, Skipped, WorkItem, plan_resume
 from vdsr_deploy.manifest import Manifest
 from vdsr_deploy.remote import location, name_for_worker
 from vdsr_deploy.remote import replace as replace_target

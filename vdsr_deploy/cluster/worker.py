@@ -7,7 +7,7 @@ and:
 
 1. stages each input in a private scratch folder (a symlink to the source; for a URI, a
    download through its pyarrow filesystem: :mod:`vdsr_deploy.remote`);
-2. runs :func:`vdsr_deploy.batch.run_job` on them (decode, bands, tiles, batches, colour,
+2. runs :func:`vdsr_deploy.job.run_job` on them (decode, bands, tiles, batches, colour,
    encode: the same code, settings and bad-input handling as ``vdsr upscale``), writing to
    the scratch folder;
 3. copies each finished output next to its target as ``.<name>.<owner>.<random>.part``,
@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from vdsr_deploy.backends.base import Runner
-from vdsr_deploy.batch import JobConfig, JobSummary, run_job
 from vdsr_deploy.errors import ImageReadError
 from vdsr_deploy.imageio import FORMAT_SUFFIX, TEMP_SUFFIX, file_digest
+from vdsr_deploy.job import JobConfig, JobSummary, run_job
 from vdsr_deploy.joblock import pid_alive
 from vdsr_deploy.remote import RemotePath, download, location, upload_temporary, use_filesystems
 

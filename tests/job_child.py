@@ -1,8 +1,8 @@
 """A batch job in a process of its own, for tests that kill, pause or race real processes.
 
-    python tests/batch_child.py OUTPUT INPUT... [--format FMT]
+    python tests/job_child.py OUTPUT INPUT... [--format FMT]
 
-Runs :func:`vdsr_deploy.batch.run_job` like ``vdsr upscale`` does (signal handling, exit
+Runs :func:`vdsr_deploy.job.run_job` like ``vdsr upscale`` does (signal handling, exit
 codes 0 / 1 / 130 / 143, ``error: ...`` on stderr) with a numpy stand-in for the network,
 so no torch import: a process starts in a fraction of a second. Fault injection comes from
 ``$VDSR_FAULT`` (:mod:`vdsr_deploy.faults`). Prints the summary as JSON on stdout.
@@ -18,8 +18,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy.backends.base import Runner, RunnerInfo
-from vdsr_deploy.batch import JobConfig, run_job, stop_on_signals
 from vdsr_deploy.errors import VdsrError
+from vdsr_deploy.job import JobConfig, run_job, stop_on_signals
 from vdsr_deploy.pipeline import PipelineConfig
 from vdsr_deploy.tiling import TileConfig
 

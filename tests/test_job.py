@@ -26,9 +26,10 @@ from PIL import Image
 
 from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.backends.torch import TorchRunner
-from vdsr_deploy.batch import JobConfig, plan_outputs, run_job, stop_on_signals
 from vdsr_deploy.errors import ConfigError, ImageWriteError
 from vdsr_deploy.imageio import quantize, read_image, write_image
+from vdsr_deploy.job import JobConfig, plan_outputs, run_job, stop_on_signals
+from vdsr_deploy.job.budget import MemoryBudget
 from vdsr_deploy.manifest import MANIFEST_NAME
 from vdsr_deploy.model import VDSR
 from vdsr_deploy.pipeline import PipelineConfig, upscale_pixels
@@ -173,6 +174,21 @@ def test_huge_image_memory_is_bounded(tmp_path: Path, runner: Runner) -> None:
     )
     produced = read_image(tmp_path / "out" / "big.png").samples.astype(int)
     assert np.abs(produced - quantize(reference, 8).astype(int)).max() <= 1  # batch size may differ
+
+
+def test_memory_budget_waits_for_room_and_runs_a_big_item_alone() -> None:
+    """A request that does not fit waits (here: gives up at once, being halted) and holds
+    nothing; one larger than the whole budget runs when nothing else is held."""
+    budget = MemoryBudget(10)
+    never, now = (lambda: False), (lambda: True)
+    assert budget.acquire(6, never)
+    assert not budget.acquire(5, now) and budget.used == 6  # would have to wait
+    assert budget.acquire(4, now) and budget.used == 10  # fits: no wait, so not halted
+    budget.release(10)
+    assert budget.acquire(25, now) and budget.used == 25  # alone, larger than the budget
+    assert not budget.acquire(1, now)
+    budget.release(25)
+    assert budget.used == 0
 
 
 # --- bad input ----------------------------------------------------------------------------
@@ -570,10 +586,10 @@ def test_cli_reports_every_failure_without_traceback(tmp_path: Path, model: VDSR
 # test sends the signal, then that line: the signal always arrives while the job runs.
 GATED_CLI = """
 import sys
-import vdsr_deploy.batch as batch
+import vdsr_deploy.job.run as job_run
 from vdsr_deploy.cli import main
 
-real = batch.upscale_planes
+real = job_run.upscale_planes
 
 def gated(*args, **kwargs):
     for index, item in enumerate(real(*args, **kwargs)):
@@ -582,7 +598,7 @@ def gated(*args, **kwargs):
             sys.stdin.readline()
         yield item
 
-batch.upscale_planes = gated
+job_run.upscale_planes = gated
 sys.argv = ["vdsr", *sys.argv[1:]]
 main()
 """
@@ -621,7 +637,7 @@ def test_cli_exit_codes_on_signals(tmp_path: Path, model: VDSR, signum: int, cod
 
 # --- jobs that survive each other, torn files and odd inputs (issue 14) --------------------
 
-CHILD = Path(__file__).with_name("batch_child.py")
+CHILD = Path(__file__).with_name("job_child.py")
 REPO = Path(__file__).resolve().parents[1]
 
 
