@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vdsr_deploy.backends.tensorrt.cache import EngineSidecar, write_sidecar
+from vdsr_deploy.backends.tensorrt.sidecar import EngineSidecar, write_sidecar
 from vdsr_deploy.io_names import profile_for_tiles
 from vdsr_deploy.tiling import TileConfig
 

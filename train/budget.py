@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from train.config import TrainConfig
-from train.loop import make_optimizer, training_step
+from train.step import make_optimizer, training_step
 from vdsr_deploy.errors import TrainingError
 from vdsr_deploy.model import VDSR
 

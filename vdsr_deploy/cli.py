@@ -671,8 +671,8 @@ def build(
 ) -> None:
     """Build (or find) the TensorRT engine for a tile size and batch: engine + JSON sidecar."""
     from vdsr_deploy.backends.factory import default_engines_dir
+    from vdsr_deploy.backends.tensorrt.build_config import EngineBuildConfig
     from vdsr_deploy.backends.tensorrt.builder import ensure_engine
-    from vdsr_deploy.backends.tensorrt.cache import EngineBuildConfig
     from vdsr_deploy.tiling import TileConfig
 
     with _user_errors():
@@ -817,8 +817,8 @@ def train(
     different, they are refused).
     """
     from train.config import load_config
-    from train.loop import resumed_config
     from train.loop import train as run_training
+    from train.settings import resumed_config
 
     if not data and not resume:
         _fail("give at least one --data folder of HR training images (e.g. ../shared/data/train/t91)")

@@ -214,7 +214,7 @@ class TritonExport:
 
 def tensorrt_model(engine: Path, sidecar_file: Path) -> TritonModel:
     """The TensorRT model for a built engine, from its sidecar's optimisation profiles."""
-    from vdsr_deploy.backends.tensorrt.cache import read_sidecar
+    from vdsr_deploy.backends.tensorrt.sidecar import read_sidecar
 
     sidecar = read_sidecar(sidecar_file)
     profiles: tuple[ShapeProfile, ...] = sidecar.profiles
@@ -262,7 +262,7 @@ def export_triton(
         if plan is None:
             notes.append(f"{TENSORRT_MODEL} left out: {reason}")
     if plan is not None:
-        from vdsr_deploy.backends.tensorrt.cache import sidecar_path
+        from vdsr_deploy.backends.tensorrt.keys import sidecar_path
 
         models.append(tensorrt_model(plan, sidecar_path(plan)))
     configs = write_repository(directory, models, overwrite=overwrite)
@@ -274,8 +274,8 @@ def _engine_here(
 ) -> tuple[Path | None, str]:
     """The FP16 engine for this GPU (found or built), or why there is none."""
     from vdsr_deploy.backends.factory import RunnerSpec, unavailable_reason
+    from vdsr_deploy.backends.tensorrt.build_config import EngineBuildConfig
     from vdsr_deploy.backends.tensorrt.builder import ensure_engine
-    from vdsr_deploy.backends.tensorrt.cache import EngineBuildConfig
 
     reason = unavailable_reason(RunnerSpec(backend="tensorrt", device="cuda"))
     if reason is not None and not required:

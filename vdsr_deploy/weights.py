@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # torch is imported where used: a run on ONNX Runtime never n
     from vdsr_deploy.model import VDSR
 
 METADATA_KEY = "vdsr"
-CHECKPOINT_METADATA_KEY = "vdsr_checkpoint"  # training checkpoints (train/loop.py): model.* + optim.*
+CHECKPOINT_METADATA_KEY = "vdsr_checkpoint"  # training checkpoints (train/checkpoint.py): model.* + optim.*
 CHECKPOINT_MODEL_PREFIX = "model."
 FORMAT_VERSION = 1
 DEFAULT_WEIGHTS_NAME = "vdsr_default.safetensors"

@@ -19,45 +19,42 @@ from typing import Any
 import pytest
 
 from vdsr_deploy import __version__
+from vdsr_deploy.artifacts import MetadataKey, onnx_metadata
 from vdsr_deploy.backends import factory
 from vdsr_deploy.backends.tensorrt import builder as trt_builder
-from vdsr_deploy.backends.tensorrt import cache as trt_cache
 from vdsr_deploy.backends.tensorrt import cuda
 from vdsr_deploy.backends.tensorrt import library as trt_library
+from vdsr_deploy.backends.tensorrt.build_config import DEFAULT_WHOLE_IMAGE_MAX_SIDE, EngineBuildConfig
 from vdsr_deploy.backends.tensorrt.builder import (
     LayerPrecisions,
     check_io_names,
+    check_onnx_precision,
     check_precision,
     network_creation_flags,
     parse_failure_message,
     summarize_inspector_json,
     type_tokens,
 )
-from vdsr_deploy.backends.tensorrt.cache import (
+from vdsr_deploy.backends.tensorrt.cache import EngineCandidate, EngineRecord, find_engine, select_engine
+from vdsr_deploy.backends.tensorrt.cuda import DeviceInfo
+from vdsr_deploy.backends.tensorrt.keys import (
     BUILD_RECIPE,
-    EngineBuildConfig,
-    EngineCandidate,
-    EngineRecord,
-    EngineSidecar,
-    check_onnx_precision,
-    check_profile_covers,
     engine_file_name,
     engine_key,
-    environment_reasons,
-    explicit_engine_reasons,
-    find_engine,
-    mismatch_reasons,
-    read_sidecar,
-    select_engine,
     sidecar_path,
     slug,
     timing_cache_path,
-    write_sidecar,
 )
-from vdsr_deploy.backends.tensorrt.cuda import DeviceInfo
 from vdsr_deploy.backends.tensorrt.library import (
     TensorRTLog,
 )
+from vdsr_deploy.backends.tensorrt.matching import (
+    check_profile_covers,
+    environment_reasons,
+    explicit_engine_reasons,
+    mismatch_reasons,
+)
+from vdsr_deploy.backends.tensorrt.sidecar import SIDECAR_SCHEMA, EngineSidecar, read_sidecar, write_sidecar
 from vdsr_deploy.errors import (
     BackendUnavailableError,
     BuildError,
@@ -65,6 +62,7 @@ from vdsr_deploy.errors import (
     EngineMismatchError,
     InvalidInputError,
 )
+from vdsr_deploy.fileops import file_sha256
 from vdsr_deploy.io_names import ShapeProfile, profile_for_tiles
 from vdsr_deploy.tiling import TileConfig
 
@@ -364,12 +362,12 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def _cache_engine(
     folder: Path, onnx_path: Path, config: EngineBuildConfig, gpu: DeviceInfo
 ) -> Path:
-    metadata = trt_cache.onnx_metadata(onnx_path)
+    metadata = onnx_metadata(onnx_path)
     sidecar = make_sidecar(
         config=config,
         gpu=gpu,
-        onnx_sha256=trt_cache.file_sha256(onnx_path),
-        weights_sha256=metadata[trt_cache.WEIGHTS_METADATA_KEY],
+        onnx_sha256=file_sha256(onnx_path),
+        weights_sha256=metadata[MetadataKey.WEIGHTS_SHA256],
     )
     path = folder / sidecar.engine_file
     path.write_bytes(b"engine")
@@ -397,9 +395,9 @@ def test_find_engine(tmp_path: Path, tiny_onnx: tuple[Path, Path]) -> None:
 
 def test_onnx_precision_must_match_the_engine(tiny_onnx: tuple[Path, Path]) -> None:
     fp32, fp16 = tiny_onnx
-    check_onnx_precision(trt_cache.onnx_metadata(fp16), "fp16", fp16)
+    check_onnx_precision(onnx_metadata(fp16), "fp16", fp16)
     with pytest.raises(ConfigError, match="is the fp32 ONNX, but a fp16 engine"):
-        check_onnx_precision(trt_cache.onnx_metadata(fp32), "fp16", fp32)
+        check_onnx_precision(onnx_metadata(fp32), "fp16", fp32)
     check_onnx_precision({}, "fp16", fp32)  # a foreign ONNX: the inspector check decides
 
 
@@ -722,6 +720,33 @@ def test_explicit_engine_reasons_are_data() -> None:
     assert reason.startswith("it was built in fp16 but fp32 was asked for")
 
 
+def _wing_imports(module: str) -> set[str]:
+    """The modules of the TensorRT wing that ``module`` imports, at the top or inside a
+    function, directly or through others of the wing."""
+    package = "vdsr_deploy.backends.tensorrt"
+    folder = Path(trt_builder.__file__).parent
+    found: set[str] = set()
+    pending = [module]
+    while pending:
+        tree = ast.parse((folder / f"{pending.pop()}.py").read_text())
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith(package):
+                continue
+            names = [a.name for a in node.names] if node.module == package else [node.module]
+            for name in names:
+                short = str(name).removeprefix(package + ".")
+                if (folder / f"{short}.py").is_file() and short not in found:
+                    found.add(short)
+                    pending.append(short)
+    return found
+
+
+def test_builder_and_runner_never_import_each_other() -> None:
+    assert "runner" not in _wing_imports("builder")
+    assert "builder" not in _wing_imports("runner")
+    assert {"cache", "sidecar"} <= _wing_imports("builder")  # the walk sees the wing
+
+
 def test_importing_needs_neither_tensorrt_nor_cuda() -> None:
     code = (
         "import sys, vdsr_deploy, vdsr_deploy.backends.factory, "
@@ -845,7 +870,7 @@ def test_whole_images_build_a_max_side_profile(
     runner = factory.create_tensorrt_runner(
         onnx_path=fp16, engines_dir=tmp_path, tiling=TileConfig(tile=0), batch=4, precision="fp16"
     )
-    side = trt_cache.DEFAULT_WHOLE_IMAGE_MAX_SIDE
+    side = DEFAULT_WHOLE_IMAGE_MAX_SIDE
     assert runner.engine_profile.max == (1, 1, side, side)
     assert runner.engine_profile.min == (1, 1, 1, 1)
     bounded = factory.create_tensorrt_runner(
@@ -878,4 +903,4 @@ def test_an_engine_from_an_older_sidecar_schema_is_rebuilt_or_refused(
         )
     rebuilt = trt_builder.find_or_build_engine(fp16, config, tmp_path)
     assert rebuilt.built and rebuilt.path == first.path  # same key: replaces the stale one
-    assert read_sidecar(sidecar_path(first.path)).schema == trt_cache.SIDECAR_SCHEMA
+    assert read_sidecar(sidecar_path(first.path)).schema == SIDECAR_SCHEMA

@@ -22,17 +22,11 @@ import numpy as np
 import pytest
 import torch
 
-from vdsr_deploy.backends.tensorrt import cache as trt_cache
 from vdsr_deploy.backends.tensorrt import cuda
 from vdsr_deploy.backends.tensorrt import library as trt_library
-from vdsr_deploy.backends.tensorrt.cache import (
-    EngineBuildConfig,
-    EngineSidecar,
-    engine_key,
-    sidecar_path,
-    write_sidecar,
-)
+from vdsr_deploy.backends.tensorrt.build_config import EngineBuildConfig
 from vdsr_deploy.backends.tensorrt.cuda import DeviceInfo
+from vdsr_deploy.backends.tensorrt.keys import engine_file_name, engine_key, sidecar_path
 from vdsr_deploy.backends.tensorrt.runner import (
     MAX_SPLIT_BATCH,
     ExecutionPipeline,
@@ -40,6 +34,7 @@ from vdsr_deploy.backends.tensorrt.runner import (
     check_engine_io,
     split_batch,
 )
+from vdsr_deploy.backends.tensorrt.sidecar import EngineSidecar, write_sidecar
 from vdsr_deploy.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -446,7 +441,7 @@ def write_engine(
         profile=profile_for_tiles(TileConfig(tile=8, halo=2), MAX_SHAPE[0]), contexts=2
     )
     key = engine_key("ab" * 32, config, gpu, version, cuda_major=12)
-    path = folder / trt_cache.engine_file_name(key)
+    path = folder / engine_file_name(key)
     path.write_bytes(blob)
     sidecar = EngineSidecar.from_key(
         key,

@@ -13,21 +13,19 @@ import numpy as np
 import pytest
 
 from vdsr_deploy.backends.tensorrt import cuda
+from vdsr_deploy.backends.tensorrt.build_config import EngineBuildConfig
 from vdsr_deploy.backends.tensorrt.builder import (
     build_engine,
     find_or_build_engine,
 )
-from vdsr_deploy.backends.tensorrt.cache import (
-    EngineBuildConfig,
-    find_engine,
-    read_sidecar,
-    sidecar_path,
-)
+from vdsr_deploy.backends.tensorrt.cache import find_engine
 from vdsr_deploy.backends.tensorrt.cuda import DeviceInfo
+from vdsr_deploy.backends.tensorrt.keys import sidecar_path
 from vdsr_deploy.backends.tensorrt.library import (
     tensorrt_available,
     tensorrt_status,
 )
+from vdsr_deploy.backends.tensorrt.sidecar import read_sidecar
 from vdsr_deploy.errors import BackendUnavailableError, EngineMismatchError
 from vdsr_deploy.tiling import TileConfig, extract, place, plan_tiles
 

@@ -259,17 +259,24 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- training resume ----------------------------------------------------------------------
     mutant(
         "train: resume skips the checkpoint's weights",
-        "train/loop.py",
+        "train/checkpoint.py",
         "        model.load_state_dict(model_state)\n",
         "        pass  # model.load_state_dict(model_state)\n",
         "tests/train/test_train.py::test_resumed_training_equals_uninterrupted_bit_for_bit",
     ),
     mutant(
         "train: resume skips the optimizer state",
-        "train/loop.py",
-        "    optimizer.load_state_dict(optimizer_state)\n",
-        "    pass  # optimizer.load_state_dict(optimizer_state)\n",
+        "train/checkpoint.py",
+        "    optimizer.load_state_dict(_optimizer_state(meta, tensors, list(model.parameters())))\n",
+        "    pass  # optimizer.load_state_dict(...)\n",
         "tests/train/test_train.py::test_resumed_training_equals_uninterrupted_bit_for_bit",
+    ),
+    mutant(
+        "train: SIGTERM does not stop the run",
+        "train/loop.py",
+        "                if stop.is_set():\n                    return True\n",
+        "",
+        "tests/train/test_resume.py::test_sigterm_stops_after_the_step_keeps_the_checkpoint_and_restores_the_handler",
     ),
     # --- export -------------------------------------------------------------------------------
     mutant(

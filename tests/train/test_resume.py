@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from train.config import TrainConfig, builtin_recipes
-from train.loop import read_run_settings, train
+from train.loop import train
+from train.settings import read_run_settings
 from vdsr_deploy.errors import TrainingError
 from vdsr_deploy.weights import load_weights, read_depth
 
@@ -124,3 +125,28 @@ def test_every_file_a_run_writes_loads_as_weights(tmp_path: Path) -> None:
 def test_builtin_recipes_are_found_in_the_folder() -> None:
     names = builtin_recipes()
     assert {"paper", "fast", "ft_l1", "gpu_l1"} <= set(names)
+
+
+def test_sigterm_stops_after_the_step_keeps_the_checkpoint_and_restores_the_handler(
+    tmp_path: Path,
+) -> None:
+    import signal
+
+    torch.set_num_threads(1)
+    hr = write_image(tmp_path / "hr")
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def terminate_after_step_2(event: dict[str, Any]) -> None:
+        if event["event"] == "train" and event["step"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # what `kill` or a scheduler sends
+
+    result = train(
+        recipe(log_every=1), data_dirs=[hr], out_dir=tmp_path / "run", on_event=terminate_after_step_2
+    )
+    assert result.interrupted and result.iterations_done == 2 and result.final_weights is None
+    assert read_run_settings(tmp_path / "run" / "last.safetensors").config == recipe(log_every=1)
+    assert signal.getsignal(signal.SIGTERM) is previous
+    events: list[dict[str, Any]] = []
+    resumed = train(None, out_dir=tmp_path / "run", resume=True, on_event=events.append)
+    assert next(e["step"] for e in events if e["event"] == "start") == 2
+    assert resumed.iterations_done == 8 and not resumed.interrupted

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.backends.device import cuda_available, cuda_index
-from vdsr_deploy.backends.tensorrt.cache import (
+from vdsr_deploy.backends.tensorrt.build_config import (
     DEFAULT_CONTEXTS,
     DEFAULT_OPTIMIZATION_LEVEL,
     DEFAULT_WORKSPACE_BYTES,
@@ -233,7 +233,7 @@ def ort_tensorrt_cache_dir(
     """Where ONNX Runtime's TensorRT provider keeps its engines and timing cache: one folder
     per precision and profile, so an engine built for one tile size or precision is never
     picked up for another (the provider keys its cache on the graph, not on the profile)."""
-    from vdsr_deploy.backends.tensorrt.cache import profile_token
+    from vdsr_deploy.backends.tensorrt.keys import profile_token
 
     shapes = profile_token(profile) if profile is not None else "dynamic"
     return engines_dir / "ort-trt-cache" / f"{precision}_{shapes}"
@@ -342,17 +342,17 @@ def create_tensorrt_runner(
     built there (:func:`~vdsr_deploy.backends.tensorrt.builder.find_or_build_engine`)
     before the runner exists; engines for other precisions, batches and tiles stay cached.
     With ``tiling.tile`` 0 (whole images) the profile goes up to ``max_side`` (default
-    :data:`~vdsr_deploy.backends.tensorrt.cache.DEFAULT_WHOLE_IMAGE_MAX_SIDE`) at batch 1.
+    :data:`~vdsr_deploy.backends.tensorrt.build_config.DEFAULT_WHOLE_IMAGE_MAX_SIDE`) at batch 1.
     An ``engine_path`` the user named is used only if it fits this run
-    (:func:`~vdsr_deploy.backends.tensorrt.cache.explicit_engine_reasons`: precision,
+    (:func:`~vdsr_deploy.backends.tensorrt.matching.explicit_engine_reasons`: precision,
     tiles, and weights when ``weights_sha256`` is given); otherwise EngineMismatchError
     says every reason. Its GPU, TensorRT and CUDA are checked on activation."""
-    from vdsr_deploy.backends.tensorrt.builder import find_or_build_engine
-    from vdsr_deploy.backends.tensorrt.cache import (
+    from vdsr_deploy.backends.tensorrt.build_config import (
         DEFAULT_WHOLE_IMAGE_MAX_SIDE,
         EngineBuildConfig,
-        explicit_engine_reasons,
     )
+    from vdsr_deploy.backends.tensorrt.builder import find_or_build_engine
+    from vdsr_deploy.backends.tensorrt.matching import explicit_engine_reasons
     from vdsr_deploy.backends.tensorrt.runner import TensorRTRunner
     from vdsr_deploy.errors import EngineMismatchError
     from vdsr_deploy.io_names import profile_for_tiles

@@ -68,7 +68,7 @@ def check_engine_sidecar(
 ) -> ArtifactCheck:
     """The engine's JSON sidecar (same name, ``.json``) must name these weights; when the
     ONNX it was built from is among ``onnx_files``, its recorded ONNX hash must match too."""
-    from vdsr_deploy.backends.tensorrt.cache import sidecar_path
+    from vdsr_deploy.backends.tensorrt.keys import sidecar_path
     from vdsr_deploy.fileops import file_sha256
 
     def verdict(found: str | None, passed: bool, detail: str) -> ArtifactCheck:
@@ -118,7 +118,7 @@ def _read_sidecar(engine: Path) -> dict[str, Any]:
     """The engine's JSON sidecar as it is written (no field required: the checks above say
     what is missing); a JSON value that is not an object reads as ``{}``. Raises OSError
     (FileNotFoundError: none) or ValueError (not JSON)."""
-    from vdsr_deploy.backends.tensorrt.cache import sidecar_path
+    from vdsr_deploy.backends.tensorrt.keys import sidecar_path
 
     data = json.loads(sidecar_path(engine).read_text(encoding="utf-8"))
     return data if isinstance(data, dict) else {}

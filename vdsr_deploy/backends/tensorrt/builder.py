@@ -1,5 +1,5 @@
 """ONNX -> serialized TensorRT engine + JSON sidecar (the build step; the cache it fills
-is :mod:`vdsr_deploy.backends.tensorrt.cache`).
+is :mod:`vdsr_deploy.backends.tensorrt.cache`, and a missing engine is built here).
 
 One code path for TensorRT 10 and 11: the network is strongly typed (``STRONGLY_TYPED`` on
 10.x; always, and the flag ignored or gone, on 11.x), so the engine's precision is the
@@ -26,25 +26,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vdsr_deploy.backends.tensorrt.cache import (
-    WEIGHTS_METADATA_KEY,
-    EngineBuildConfig,
-    EngineRecord,
-    EngineSidecar,
-    check_onnx_precision,
+from vdsr_deploy.artifacts import MetadataKey
+from vdsr_deploy.backends.tensorrt.build_config import EngineBuildConfig
+from vdsr_deploy.backends.tensorrt.cache import EngineRecord, select_cached, wanted_key
+from vdsr_deploy.backends.tensorrt.cuda import DeviceInfo
+from vdsr_deploy.backends.tensorrt.keys import (
     describe_profile,
     engine_file_name,
-    read_sidecar,
-    scan_engines,
-    select_engine,
     sidecar_path,
     timing_cache_path,
-    wanted_key,
-    write_sidecar,
 )
-from vdsr_deploy.backends.tensorrt.cuda import DeviceInfo
 from vdsr_deploy.backends.tensorrt.library import TensorRTLog, require_tensorrt, shared_tensorrt_logger
-from vdsr_deploy.errors import BuildError, InvalidInputError
+from vdsr_deploy.backends.tensorrt.sidecar import EngineSidecar, read_sidecar, write_sidecar
+from vdsr_deploy.errors import BuildError, ConfigError, InvalidInputError
 from vdsr_deploy.fileops import atomic_write_bytes
 from vdsr_deploy.io_names import INPUT_NAME, OUTPUT_NAME
 
@@ -174,6 +168,19 @@ def check_io_names(inputs: Sequence[str], outputs: Sequence[str]) -> None:
         )
 
 
+def check_onnx_precision(metadata: Mapping[str, str], precision: str, onnx_path: Path) -> None:
+    """A strongly typed network keeps the ONNX's types: refuse an fp16 build from the FP32
+    ONNX (and the reverse) before spending minutes in the builder."""
+    declared = metadata.get(MetadataKey.PRECISION)
+    if declared is not None and declared != precision:
+        raise ConfigError(
+            f"{onnx_path} is the {declared} ONNX, but a {precision} engine was asked for: a "
+            "strongly typed "
+            f"TensorRT network keeps the ONNX's types, so build it from the {precision} ONNX "
+            f"(vdsr export --precision {precision})"
+        )
+
+
 def parse_failure_message(onnx_path: Path, errors: Sequence[str]) -> str:
     if not errors:
         return f"TensorRT's ONNX parser rejected {onnx_path} without an error message"
@@ -224,11 +231,11 @@ def find_or_build_engine(
     builds even when an exact match exists."""
     target = build_target(device)
     onnx_path, engines_dir = Path(onnx_path), Path(engines_dir)
-    wanted, metadata = wanted_key(
-        onnx_path, config, target.gpu, target.tensorrt_version, cuda_major=target.cuda_major
-    )
-    selection = select_engine(
-        scan_engines(engines_dir), wanted, weights_sha256=metadata.get(WEIGHTS_METADATA_KEY)
+    selection = select_cached(
+        engines_dir,
+        *wanted_key(
+            onnx_path, config, target.gpu, target.tensorrt_version, cuda_major=target.cuda_major
+        ),
     )
     if selection.match is not None and not rebuild:
         return EngineRecord(
@@ -289,7 +296,7 @@ def _build(
         engine_sha256=hashlib.sha256(blob).hexdigest(),
         engine_bytes=len(blob),
         onnx_file=onnx_path.name,
-        weights_sha256=metadata.get(WEIGHTS_METADATA_KEY),
+        weights_sha256=metadata.get(MetadataKey.WEIGHTS_SHA256),
         build_seconds=round(build_seconds, 3),
         layers=summary.layers,
         fp16_layers=summary.fp16_layers,

@@ -43,14 +43,10 @@ from numpy.typing import NDArray
 
 from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.backends.tensorrt import cuda
-from vdsr_deploy.backends.tensorrt.cache import (
-    EngineSidecar,
-    describe_profiles,
-    environment_reasons,
-    read_sidecar,
-    sidecar_path,
-)
+from vdsr_deploy.backends.tensorrt.keys import describe_profiles, sidecar_path
 from vdsr_deploy.backends.tensorrt.library import require_tensorrt, shared_tensorrt_logger
+from vdsr_deploy.backends.tensorrt.matching import environment_reasons
+from vdsr_deploy.backends.tensorrt.sidecar import EngineSidecar, read_sidecar
 from vdsr_deploy.backends.tensorrt.streams import DeviceOps, Graph, Stream, TorchCudaOps
 from vdsr_deploy.errors import ConfigError, EngineMismatchError, InvalidInputError, VdsrError
 from vdsr_deploy.io_names import CHANNELS, INPUT_NAME, OUTPUT_NAME, Shape, ShapeProfile

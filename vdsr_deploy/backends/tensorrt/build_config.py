@@ -1,0 +1,99 @@
+"""How a TensorRT engine is to be built: :class:`EngineBuildConfig` (shape profile,
+precision, execution contexts, workspace, optimization level, timing cache), validated on
+construction, with the defaults and limits of each option.
+
+Take the profile from :meth:`EngineBuildConfig.for_tiles` so the engine and the tiler
+agree. Nothing here needs TensorRT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vdsr_deploy.errors import ConfigError
+from vdsr_deploy.io_names import ShapeProfile, profile_for_tiles
+from vdsr_deploy.precision import BACKEND_PRECISIONS
+from vdsr_deploy.tiling import TileConfig
+
+PRECISIONS = BACKEND_PRECISIONS["tensorrt"]
+# --tile 0 (whole images) with TensorRT: the profile's largest side when none is given.
+DEFAULT_WHOLE_IMAGE_MAX_SIDE = 4096
+DEFAULT_WORKSPACE_BYTES = 1 << 30
+DEFAULT_OPTIMIZATION_LEVEL = 3
+OPTIMIZATION_LEVELS = range(0, 6)
+DEFAULT_CONTEXTS = 2
+MAX_CONTEXTS = 8
+MIN_WORKSPACE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class EngineBuildConfig:
+    """How to build an engine.
+
+    ``profile``: the input shape range; take it from :meth:`for_tiles` so the engine and the
+    tiler agree (one source of truth: :func:`vdsr_deploy.io_names.profile_for_tiles`).
+    ``contexts``: identical copies of the profile, one per execution context running
+    concurrently (TensorRT lets a dynamic-shape profile serve one context at a time).
+    ``precision``: fp16 (needs the FP16 ONNX) or fp32 (TF32 off, for parity baselines).
+    ``workspace_bytes``: the builder's WORKSPACE memory-pool limit. ``optimization_level``:
+    TensorRT's builder optimization level 0..5. ``timing_cache``: where the timing cache is
+    loaded from and saved to (None: next to the engines, one per GPU and TensorRT version).
+    """
+
+    profile: ShapeProfile
+    precision: str = "fp16"
+    contexts: int = DEFAULT_CONTEXTS
+    workspace_bytes: int = DEFAULT_WORKSPACE_BYTES
+    optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL
+    timing_cache: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.profile, ShapeProfile):
+            raise ConfigError(
+                f"profile: expected a ShapeProfile, got {type(self.profile).__name__}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
+        if not 1 <= self.contexts <= MAX_CONTEXTS:
+            raise ConfigError(f"contexts: expected 1..{MAX_CONTEXTS}, got {self.contexts}")
+        if self.workspace_bytes < MIN_WORKSPACE_BYTES:
+            raise ConfigError(
+                f"workspace_bytes: expected >= {MIN_WORKSPACE_BYTES} (1 MiB), got "
+                f"{self.workspace_bytes}"
+            )
+        if self.optimization_level not in OPTIMIZATION_LEVELS:
+            raise ConfigError(f"optimization_level: expected 0..5, got {self.optimization_level}")
+
+    @classmethod
+    def for_tiles(
+        cls,
+        tiling: TileConfig,
+        batch: int,
+        *,
+        max_side: int | None = None,
+        precision: str = "fp16",
+        contexts: int = DEFAULT_CONTEXTS,
+        workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
+        optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL,
+        timing_cache: Path | None = None,
+    ) -> EngineBuildConfig:
+        """The config whose profile is exactly what the tiler feeds at ``batch``."""
+        return cls(
+            profile=profile_for_tiles(tiling, batch, max_side=max_side),
+            precision=precision,
+            contexts=contexts,
+            workspace_bytes=workspace_bytes,
+            optimization_level=optimization_level,
+            timing_cache=timing_cache,
+        )
+
+    @property
+    def profiles(self) -> tuple[ShapeProfile, ...]:
+        """One optimization profile per execution context."""
+        return (self.profile,) * self.contexts
+
+    @property
+    def tf32(self) -> bool:
+        """TF32 stays at TensorRT's default (on) for fp16 and is switched off for fp32."""
+        return self.precision != "fp32"
