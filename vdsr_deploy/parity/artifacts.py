@@ -3,13 +3,12 @@ these weights?"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vdsr_deploy.errors import VdsrError
+from vdsr_deploy.errors import EngineMismatchError, VdsrError
 
 
 @dataclass(frozen=True)
@@ -74,12 +73,12 @@ def check_engine_sidecar(
     def verdict(found: str | None, passed: bool, detail: str) -> ArtifactCheck:
         return ArtifactCheck(str(sidecar_path(engine)), "engine-sidecar", weights_sha256, found, passed, detail)
 
+    if not sidecar_path(engine).exists():
+        return verdict(None, False, "the engine has no JSON sidecar, so its provenance is unknown")
     try:
         data = _read_sidecar(engine)
-    except FileNotFoundError:
-        return verdict(None, False, "the engine has no JSON sidecar, so its provenance is unknown")
-    except (OSError, ValueError) as error:
-        return verdict(None, False, f"unreadable sidecar ({error})")
+    except EngineMismatchError as error:
+        return verdict(None, False, str(error))
     onnx_section = data.get("onnx")
     if not isinstance(onnx_section, dict):
         return verdict(None, False, "sidecar has no 'onnx' section")
@@ -109,16 +108,15 @@ def engine_precision(engine: Path | None) -> str | None:
         return None
     try:
         precision = _read_sidecar(engine).get("precision")
-    except (OSError, ValueError):
+    except EngineMismatchError:
         return None
     return str(precision) if precision else None
 
 
-def _read_sidecar(engine: Path) -> dict[str, Any]:
+def _read_sidecar(engine: Path) -> Mapping[str, Any]:
     """The engine's JSON sidecar as it is written (no field required: the checks above say
-    what is missing); a JSON value that is not an object reads as ``{}``. Raises OSError
-    (FileNotFoundError: none) or ValueError (not JSON)."""
+    what is missing); EngineMismatchError when missing or unreadable."""
     from vdsr_deploy.backends.tensorrt.keys import sidecar_path
+    from vdsr_deploy.backends.tensorrt.sidecar import read_sidecar_json
 
-    data = json.loads(sidecar_path(engine).read_text(encoding="utf-8"))
-    return data if isinstance(data, dict) else {}
+    return read_sidecar_json(sidecar_path(engine))
