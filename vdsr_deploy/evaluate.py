@@ -162,7 +162,7 @@ def score(
                 scale=s,
                 bicubic_psnr=protocol.psnr(bic255, hr255, border=s, peak=255),
                 bicubic_ssim=protocol.ssim(bic255, hr255, border=s, peak=255),
-                psnr=protocol.psnr(sr255, hr255, border=s, peak=255),
+                psnr=protocol.task_psnr(sr, item.hr_y, s),
                 ssim=protocol.ssim(sr255, hr255, border=s, peak=255),
             )
         )

@@ -218,9 +218,9 @@ def psnr_vs_reference(reference: NDArray[np.floating], candidate: NDArray[np.flo
 
 
 def task_psnr(y: NDArray[np.floating], hr_y: F64, scale: int) -> float:
-    """The paper's PSNR: Y, clipped, shave = scale, peak 255."""
-    sr = np.clip(_finite(y).astype(np.float64), 0.0, 1.0)
-    return protocol.psnr(sr * 255.0, hr_y * 255.0, border=scale, peak=255.0)
+    """The paper's PSNR (:func:`vdsr_deploy.protocol.task_psnr`) of a candidate's Y, its
+    non-finite values counted as :func:`_finite` says."""
+    return protocol.task_psnr(_finite(y), hr_y, scale)
 
 
 def image_figures(
