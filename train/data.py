@@ -18,9 +18,8 @@ from numpy.typing import NDArray
 
 from vdsr_deploy import protocol
 from vdsr_deploy.ensemble import dihedral
-from vdsr_deploy.errors import ImageReadError, TrainingError
-from vdsr_deploy.evaluate import hr_luma
-from vdsr_deploy.imageio import IMAGE_SUFFIXES
+from vdsr_deploy.errors import ImageReadError, InvalidInputError, TrainingError
+from vdsr_deploy.evaluate import hr_luma, list_images
 
 
 @dataclass(frozen=True)
@@ -34,18 +33,12 @@ class TrainingPair:
 
 
 def find_images(folders: Sequence[Path]) -> list[Path]:
-    """All images directly inside ``folders``; a clear error for missing or empty ones."""
-    paths: list[Path] = []
-    for folder in folders:
-        if not folder.is_dir():
-            raise TrainingError(f"{folder}: training data folder does not exist")
-        found = sorted(
-            p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
-        if not found:
-            raise TrainingError(f"{folder}: no images found (expected .png/.jpg/.bmp/... files)")
-        paths.extend(found)
-    return paths
+    """All images directly inside ``folders`` (:func:`vdsr_deploy.evaluate.list_images`, in
+    folder order); a clear error for missing or empty ones."""
+    try:
+        return [path for folder in folders for path in list_images(folder)]
+    except InvalidInputError as error:
+        raise TrainingError(str(error)) from error
 
 
 def prepare_pairs(

@@ -73,10 +73,7 @@ class EvalReport:
         return f"{self.backend} + x8 ensemble" if self.ensemble else self.backend
 
     def summary(self, scale: int) -> ScaleSummary:
-        for item in self.summaries:
-            if item.scale == scale:
-                return item
-        raise KeyError(scale)
+        return {item.scale: item for item in self.summaries}[scale]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,25 +85,46 @@ class EvalReport:
         }
 
 
-def hr_luma(path: Path) -> NDArray[np.float64]:
-    """Y (MATLAB rgb2ycbcr) of an HR image in [0, 1]; gray images are treated as R=G=B."""
+def hr_pixels(path: Path) -> NDArray[np.float64]:
+    """An HR image as ``(H, W, 3)`` RGB float64 in [0, 1], as MATLAB's im2double reads it
+    (8-bit values exact); gray images become R=G=B, alpha is dropped."""
     image = read_image(path)
     pixels = image.pixels.astype(np.float64)
     if image.bit_depth == 8:
         # exact 8-bit values, as MATLAB im2double gives
         pixels = np.rint(pixels * 255.0) / 255.0
-    colour = pixels[..., :3] if pixels.shape[2] >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
-    return protocol.rgb2y(colour)
+    return pixels[..., :3] if pixels.shape[2] >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
+
+
+def hr_luma(path: Path) -> NDArray[np.float64]:
+    """Y (MATLAB rgb2ycbcr) of an HR image in [0, 1]; gray images are treated as R=G=B."""
+    return protocol.rgb2y(hr_pixels(path))
+
+
+def crop_hr(hr: NDArray[np.float64], scale: int, path: Path) -> NDArray[np.float64]:
+    """``hr`` (Y, or ``(H, W, C)``) modcropped to a multiple of ``scale``; an error naming
+    ``path`` when what is left is too small to score (the SSIM window after shaving)."""
+    cropped = np.asarray(protocol.modcrop(hr, scale), dtype=np.float64)
+    if min(cropped.shape[:2]) < 2 * scale + 11:
+        raise InvalidInputError(
+            f"{path}: {cropped.shape[1]}x{cropped.shape[0]} is too small to evaluate at x{scale}"
+        )
+    return cropped
 
 
 def list_images(folder: Path) -> list[Path]:
+    """The images directly inside ``folder`` (by suffix, :data:`IMAGE_SUFFIXES`; hidden files
+    included, subfolders not), sorted by name: what evaluation, parity and training read.
+    A clear error when ``folder`` is not a folder or holds no image."""
     if not folder.is_dir():
-        raise InvalidInputError(f"{folder}: not a folder")
+        why = " (it does not exist)" if not folder.exists() else ""
+        raise InvalidInputError(f"{folder}: not a folder{why}")
     paths = sorted(
         p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
     )
     if not paths:
-        raise InvalidInputError(f"{folder}: no images found")
+        expected = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise InvalidInputError(f"{folder}: no images found (expected {expected} files)")
     return paths
 
 
@@ -116,11 +134,7 @@ def prepare_items(paths: Iterable[Path], scales: Sequence[int]) -> list[EvalItem
     for path in paths:
         y = hr_luma(path)
         for scale in scales:
-            hr = np.asarray(protocol.modcrop(y, scale), dtype=np.float64)
-            if min(hr.shape) < 2 * scale + 11:
-                raise InvalidInputError(
-                    f"{path}: {hr.shape[1]}x{hr.shape[0]} is too small to evaluate at x{scale}"
-                )
+            hr = crop_hr(y, scale, path)
             items.append(EvalItem(path.stem, scale, hr, protocol.degrade(hr, scale)))
     return items
 
@@ -148,7 +162,7 @@ def score(
                 scale=s,
                 bicubic_psnr=protocol.psnr(bic255, hr255, border=s, peak=255),
                 bicubic_ssim=protocol.ssim(bic255, hr255, border=s, peak=255),
-                psnr=protocol.psnr(sr255, hr255, border=s, peak=255),
+                psnr=protocol.task_psnr(sr, item.hr_y, s),
                 ssim=protocol.ssim(sr255, hr255, border=s, peak=255),
             )
         )

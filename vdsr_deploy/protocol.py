@@ -195,6 +195,14 @@ def psnr(
     return 10.0 * math.log10(peak * peak / mse)
 
 
+def task_psnr(sr_y: NDArray[np.floating], hr_y: NDArray[np.floating], scale: int) -> float:
+    """The paper's PSNR of an output Y in [0, 1] against the HR Y in [0, 1]: the output
+    clipped to [0, 1], both on the 0..255 scale in double precision without rounding (as
+    the MATLAB scripts), ``scale`` px shaved."""
+    sr = np.clip(sr_y.astype(np.float64), 0.0, 1.0)
+    return psnr(sr * 255.0, np.asarray(hr_y, dtype=np.float64) * 255.0, border=scale, peak=255.0)
+
+
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> FloatArray:
     coords = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
     g = np.exp(-(coords**2) / (2 * sigma * sigma))

@@ -160,8 +160,7 @@ def calibration_inputs(calibration: CalibrationSet, scales: Sequence[int] = SCAL
 def _mean_psnr(outputs: NDArray[np.float32], hr: NDArray[np.float64], scale: int) -> float:
     scores = []
     for output, target in zip(outputs[:, 0], hr, strict=True):
-        sr = np.clip(output.astype(np.float64), 0.0, 1.0) * 255.0
-        scores.append(protocol.psnr(sr, target * 255.0, border=scale, peak=255))
+        scores.append(protocol.task_psnr(output, target, scale))
     return math.fsum(scores) / len(scores)
 
 

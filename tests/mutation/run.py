@@ -203,6 +203,30 @@ MUTANTS: tuple[Mutant, ...] = (
         "np.clip(np.floor(np.asarray(pixels, dtype=np.float64) * peak), 0, peak)",
         "tests/test_imageio.py::test_quantize_rounds_half_to_even_and_clips",
     ),
+    # --- the evaluation protocol's folder listing and HR crop (evaluate, parity, training) -------
+    mutant(
+        "evaluate: a folder named like an image is listed as one",
+        "vdsr_deploy/evaluate.py",
+        "if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()",
+        "if p.suffix.lower() in IMAGE_SUFFIXES",
+        "tests/test_evaluate.py",
+    ),
+    mutant(
+        "evaluate: HR not modcropped before scoring",
+        "vdsr_deploy/evaluate.py",
+        "cropped = np.asarray(protocol.modcrop(hr, scale), dtype=np.float64)",
+        "cropped = np.asarray(hr, dtype=np.float64)",
+        "tests/test_evaluate.py",
+        "tests/test_parity.py::test_hr_images_give_task_psnr",
+    ),
+    # --- the cluster driver's ledger ---------------------------------------------------------
+    mutant(
+        "cluster ledger: an image retried once more than allowed",
+        "vdsr_deploy/cluster/ledger.py",
+        "if entry.attempts > self.retries:",
+        "if entry.attempts > self.retries + 1:",
+        "tests/test_cluster.py::test_killed_worker_is_retried_and_a_poison_image_is_reported",
+    ),
     # --- parity figures and the rendered report -----------------------------------------------
     mutant(
         "parity: identical share off by one",

@@ -25,8 +25,9 @@ by the runtime. The ``untiled`` pair compares whole-image PyTorch FP32 against t
 reference and so isolates tiling (exact by construction up to float rounding).
 
 The package, one job per module: :mod:`.tolerances` (the limits), :mod:`.images` (what is
-upscaled), :mod:`.figures` (the comparison maths and :func:`judge`), :mod:`.artifacts` (ONNX
-metadata and engine sidecar checks), :mod:`.run` (candidates, running, the report).
+upscaled; folders and HR images through :mod:`vdsr_deploy.evaluate`'s listing and protocol),
+:mod:`.figures` (the comparison maths and :func:`judge`), :mod:`.artifacts` (ONNX metadata
+and engine sidecar checks), :mod:`.run` (candidates, running, the report).
 """
 
 from __future__ import annotations

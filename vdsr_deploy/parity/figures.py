@@ -15,7 +15,7 @@ from vdsr_deploy import protocol
 from vdsr_deploy.errors import InvalidInputError
 from vdsr_deploy.imageio import quantize
 from vdsr_deploy.parity.images import F32, F64, ValidationImage
-from vdsr_deploy.parity.tolerances import Tolerance, tolerance_dict
+from vdsr_deploy.parity.tolerances import Tolerance
 
 # ----------------------------------------------------------------------------------------
 # Figures
@@ -44,11 +44,7 @@ class QuantFigures:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "bit_depth": self.bit_depth,
-            "pixels": self.pixels,
-            "identical": self.identical,
-            "identical_fraction": self.identical_fraction,
-            "max_lsb": self.max_lsb,
+            **_fields(self, "bit_depth pixels identical identical_fraction max_lsb"),
             "histogram": {str(lsb): count for lsb, count in self.histogram},
         }
 
@@ -94,18 +90,11 @@ class ImageFigures:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "kind": self.kind,
+            **_fields(self, "name kind"),
             "shape": list(self.shape),
-            "max_abs": _num(self.max_abs),
-            "mean_abs": _num(self.mean_abs),
-            "p99_abs": _num(self.p99_abs),
-            "nonfinite": self.nonfinite,
-            "psnr_db": _num(self.psnr_db),
+            **_fields(self, "max_abs mean_abs p99_abs nonfinite psnr_db"),
             "quantized": [q.to_dict() for q in self.quantized],
-            "hr_psnr_reference": _num(self.hr_psnr_reference),
-            "hr_psnr_candidate": _num(self.hr_psnr_candidate),
-            "hr_psnr_delta": _num(self.hr_psnr_delta),
+            **_fields(self, "hr_psnr_reference hr_psnr_candidate hr_psnr_delta"),
         }
 
 
@@ -130,23 +119,22 @@ class PairFigures:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "pixels": self.pixels,
-            "max_abs": _num(self.max_abs),
-            "mean_abs": _num(self.mean_abs),
-            "p99_abs": _num(self.p99_abs),
-            "nonfinite": self.nonfinite,
-            "psnr_db": _num(self.psnr_db),
+            **_fields(self, "pixels max_abs mean_abs p99_abs nonfinite psnr_db"),
             "quantized": [q.to_dict() for q in self.quantized],
-            "worst_image": self.worst_image,
-            "hr_psnr_delta_mean": _num(self.hr_psnr_delta_mean),
-            "hr_psnr_delta_worst": _num(self.hr_psnr_delta_worst),
+            **_fields(self, "worst_image hr_psnr_delta_mean hr_psnr_delta_worst"),
         }
 
 
-def _num(value: float | None) -> float | str | None:
-    """JSON-safe number: infinite PSNR (identical outputs) becomes the string ``"inf"``."""
-    if value is None:
-        return None
+def _fields(record: object, names: str) -> dict[str, Any]:
+    """``{name: record.name}`` for each space-separated name, floats JSON-safe (:func:`_num`)."""
+    return {name: _num(getattr(record, name)) for name in names.split()}
+
+
+def _num(value: Any) -> Any:
+    """JSON-safe number: infinite PSNR (identical outputs) becomes the string ``"inf"``, NaN
+    ``"nan"``; anything but a float is returned as it is."""
+    if not isinstance(value, float):
+        return value
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
     if math.isnan(value):
@@ -181,14 +169,11 @@ class PairResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "candidate": self.candidate,
-            "reference": self.reference,
-            "status": self.status,
+            **_fields(self, "name candidate reference status"),
             "reasons": list(self.reasons),
             "notes": list(self.notes),
             "tolerance_class": self.tolerance_class,
-            "tolerance": tolerance_dict(self.tolerance),
+            "tolerance": self.tolerance.to_dict(),
             "figures": self.figures.to_dict() if self.figures else None,
             "images": [i.to_dict() for i in self.images],
             "seconds": self.seconds,
@@ -233,9 +218,9 @@ def psnr_vs_reference(reference: NDArray[np.floating], candidate: NDArray[np.flo
 
 
 def task_psnr(y: NDArray[np.floating], hr_y: F64, scale: int) -> float:
-    """The paper's PSNR: Y, clipped, shave = scale, peak 255."""
-    sr = np.clip(_finite(y).astype(np.float64), 0.0, 1.0)
-    return protocol.psnr(sr * 255.0, hr_y * 255.0, border=scale, peak=255.0)
+    """The paper's PSNR (:func:`vdsr_deploy.protocol.task_psnr`) of a candidate's Y, its
+    non-finite values counted as :func:`_finite` says."""
+    return protocol.task_psnr(_finite(y), hr_y, scale)
 
 
 def image_figures(

@@ -10,7 +10,8 @@ from numpy.typing import NDArray
 
 from vdsr_deploy import protocol
 from vdsr_deploy.errors import ConfigError, InvalidInputError
-from vdsr_deploy.imageio import IMAGE_SUFFIXES, read_image
+from vdsr_deploy.evaluate import crop_hr, hr_pixels, list_images
+from vdsr_deploy.imageio import read_image
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
@@ -67,45 +68,23 @@ def edge_case_images(seed: int = 0) -> list[ValidationImage]:
     ]
 
 
-def _image_paths(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise InvalidInputError(f"{folder}: not a folder")
-    paths = sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-    if not paths:
-        raise InvalidInputError(f"{folder}: no images found")
-    return paths
-
-
 def folder_images(folder: Path) -> list[ValidationImage]:
     """Every image in ``folder``, upscaled as it is (no HR to score against)."""
-    return [ValidationImage(p.stem, "user", read_image(p).pixels) for p in _image_paths(folder)]
+    return [ValidationImage(p.stem, "user", read_image(p).pixels) for p in list_images(folder)]
 
 
 def hr_images(folder: Path, scale: float) -> list[ValidationImage]:
-    """Every HR image in ``folder``, degraded by the paper's protocol (modcrop, MATLAB
-    bicubic shrink by ``scale``) into the input; the output is scored against its HR Y."""
+    """Every HR image in ``folder``, degraded by the paper's protocol (:mod:`vdsr_deploy.evaluate`:
+    read as MATLAB does, modcrop, MATLAB bicubic shrink by ``scale``) into the colour input;
+    the output is scored against its HR Y."""
     if scale != round(scale):
         raise ConfigError(
             f"scale: HR images need an integer scale (the paper's protocol), got {scale}"
         )
     s = round(scale)
     images: list[ValidationImage] = []
-    for path in _image_paths(folder):
-        decoded = read_image(path)
-        pixels = (
-            decoded.pixels[..., :3].astype(np.float64)
-            if decoded.channels >= 3
-            else (np.repeat(decoded.pixels[..., :1].astype(np.float64), 3, axis=2))
-        )
-        if decoded.bit_depth == 8:
-            pixels = np.rint(pixels * 255.0) / 255.0  # exact 8-bit values, as MATLAB im2double
-        hr = np.asarray(protocol.modcrop(pixels, s), dtype=np.float64)
-        if min(hr.shape[:2]) < 2 * s + 11:
-            raise InvalidInputError(
-                f"{path}: {hr.shape[1]}x{hr.shape[0]} is too small to score at x{s}"
-            )
+    for path in list_images(folder):
+        hr = crop_hr(hr_pixels(path), s, path)
         lr = np.asarray(protocol.imresize(hr, 1.0 / s), dtype=np.float32)
         images.append(ValidationImage(f"{path.stem}-x{s}", "hr", lr, protocol.rgb2y(hr), s))
     return images

@@ -147,10 +147,7 @@ class ValidationReport:
         return tuple(lines)
 
     def pair(self, name: str) -> PairResult:
-        for item in self.pairs:
-            if item.name == name:
-                return item
-        raise KeyError(name)
+        return {item.name: item for item in self.pairs}[name]
 
     def to_dict(self) -> dict[str, Any]:
         return {

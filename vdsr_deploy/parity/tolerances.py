@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from vdsr_deploy.errors import ConfigError
@@ -47,6 +47,9 @@ class Tolerance:
         if math.isnan(self.min_psnr_db):
             raise ConfigError("tolerance min_psnr_db: expected a number, got NaN")
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 # Defaults, calibrated on real weights: a 20-layer checkpoint of the training run in
 # progress (runs/fast/best.safetensors at step ~500, Set5 x2 33.97 dB) over Set5 x2/x3/x4
@@ -57,13 +60,8 @@ class Tolerance:
 # fully trained weights with larger activations) and far below what a real fault gives (a
 # wrong or perturbed weight, a dropped layer, a padded tile, a bad cast: 1e-2 and more).
 TOLERANCE_FP32 = Tolerance(
-    max_abs=1e-4,
-    p99_abs=1e-5,
-    mean_abs=2e-6,
-    min_identical_8bit=0.999,
-    max_lsb_8bit=1,
-    min_psnr_db=90.0,
-    max_task_psnr_drop_db=0.001,
+    max_abs=1e-4, p99_abs=1e-5, mean_abs=2e-6, min_identical_8bit=0.999, max_lsb_8bit=1,
+    min_psnr_db=90.0, max_task_psnr_drop_db=0.001,
     why="FP32 vs FP32 differ only in accumulation order (conv algorithms). Measured ORT vs "
     "PyTorch: max 7.5e-7, p99 3e-7, mean 6.6e-8, 99.998% identical (1 LSB flips at rounding "
     "ties), 137 dB. max 1e-4 is the export check's limit; GPU FP32 (TF32 off) stays below it.",
@@ -75,13 +73,8 @@ TOLERANCE_TILING = replace(
     "or a zero-padded border tile gives 1e-2 and more.",
 )
 TOLERANCE_FP16 = Tolerance(
-    max_abs=2e-2,
-    p99_abs=2e-3,
-    mean_abs=3e-4,
-    min_identical_8bit=0.90,
-    max_lsb_8bit=4,
-    min_psnr_db=50.0,
-    max_task_psnr_drop_db=0.01,
+    max_abs=2e-2, p99_abs=2e-3, mean_abs=3e-4, min_identical_8bit=0.90, max_lsb_8bit=4,
+    min_psnr_db=50.0, max_task_psnr_drop_db=0.01,
     why="Required: no NaN/Inf, >= 90% identical 8-bit pixels, >= 50 dB vs reference, task "
     "PSNR within 0.01 dB. Measured on the shipped weights: FP16 weights with ORT CPU (upcast "
     "arithmetic) max 1.8e-3, p99 6.3e-5, 99.85% identical, 82 dB; true FP16 arithmetic, "
@@ -91,13 +84,8 @@ TOLERANCE_FP16 = Tolerance(
     "flips (TensorRT may pick other FP16 tactics); faults still show in max/mean/PSNR.",
 )
 TOLERANCE_BF16 = Tolerance(
-    max_abs=0.1,
-    p99_abs=1e-2,
-    mean_abs=2.5e-3,
-    min_identical_8bit=0.75,
-    max_lsb_8bit=16,
-    min_psnr_db=50.0,
-    max_task_psnr_drop_db=0.05,
+    max_abs=0.1, p99_abs=1e-2, mean_abs=2.5e-3, min_identical_8bit=0.75, max_lsb_8bit=16,
+    min_psnr_db=50.0, max_task_psnr_drop_db=0.05,
     why="bf16 keeps 8 mantissa bits (FP16: 11). Measured PyTorch CPU autocast: max 7.1e-3, "
     "p99 2.0e-3, mean 4.9e-4, 87.8% identical (max 2 LSB), 60.6 dB; PyTorch CUDA autocast on "
     "an H200 (shipped weights): max 3.1e-2, p99 2.6e-3, mean 4.6e-4, 88.5% identical, max "
@@ -105,13 +93,8 @@ TOLERANCE_BF16 = Tolerance(
     "PSNR (within 0.05 dB) and >= 50 dB.",
 )
 TOLERANCE_INT8 = Tolerance(
-    max_abs=0.15,
-    p99_abs=3e-2,
-    mean_abs=6e-3,
-    min_identical_8bit=0.40,
-    max_lsb_8bit=40,
-    min_psnr_db=38.0,
-    max_task_psnr_drop_db=0.15,
+    max_abs=0.15, p99_abs=3e-2, mean_abs=6e-3, min_identical_8bit=0.40, max_lsb_8bit=40,
+    min_psnr_db=38.0, max_task_psnr_drop_db=0.15,
     why="Static INT8 QDQ (UINT8 activations per tensor, INT8 weights per channel, first/last "
     "conv FP32), a lossy speed mode. Measured (MinMax calibration): max 4.9e-2 (hard edges), "
     "p99 6.8e-3, mean 1.6e-3, 62.6% identical, 45 dB, Set5 x2 task PSNR -0.031 dB (worst "
@@ -148,21 +131,7 @@ class ToleranceConfig:
         return tolerance
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: tolerance_dict(self.for_class(name)) for name in TOLERANCE_CLASSES}
+        return {name: self.for_class(name).to_dict() for name in TOLERANCE_CLASSES}
 
 
 TOLERANCE_CLASSES = ("fp32", "tiling", "fp16", "bf16", "int8")
-
-
-def tolerance_dict(tolerance: Tolerance) -> dict[str, Any]:
-    return {
-        "max_abs": tolerance.max_abs,
-        "p99_abs": tolerance.p99_abs,
-        "mean_abs": tolerance.mean_abs,
-        "min_identical_8bit": tolerance.min_identical_8bit,
-        "max_lsb_8bit": tolerance.max_lsb_8bit,
-        "min_psnr_db": tolerance.min_psnr_db,
-        "max_task_psnr_drop_db": tolerance.max_task_psnr_drop_db,
-        "max_nonfinite": tolerance.max_nonfinite,
-        "why": tolerance.why,
-    }

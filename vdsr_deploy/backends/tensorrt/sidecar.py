@@ -171,6 +171,21 @@ def read_sidecar(path: Path) -> EngineSidecar:
     """The sidecar at ``path``; EngineMismatchError when missing or unreadable (an engine
     without a trustworthy sidecar is never loaded)."""
     path = Path(path)
+    data = read_sidecar_json(path)
+    try:
+        return EngineSidecar.from_dict(data)
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise EngineMismatchError(
+            f"{path}: unreadable engine sidecar ({type(error).__name__}: {error}); rebuild the "
+            "engine"
+        ) from error
+
+
+def read_sidecar_json(path: Path) -> Mapping[str, Any]:
+    """The sidecar at ``path`` as the JSON object it is, no field required (the one reader
+    of the file: :func:`read_sidecar` builds on it, ``vdsr validate``'s provenance check
+    reads the fields it needs); EngineMismatchError when missing, not JSON or not an
+    object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as error:
@@ -187,13 +202,7 @@ def read_sidecar(path: Path) -> EngineSidecar:
         raise EngineMismatchError(
             f"{path}: unreadable engine sidecar (not a JSON object); rebuild the engine"
         )
-    try:
-        return EngineSidecar.from_dict(data)
-    except (KeyError, TypeError, ValueError, IndexError) as error:
-        raise EngineMismatchError(
-            f"{path}: unreadable engine sidecar ({type(error).__name__}: {error}); rebuild the "
-            "engine"
-        ) from error
+    return data
 
 
 def write_sidecar(path: Path, sidecar: EngineSidecar) -> None:
