@@ -386,3 +386,23 @@ def test_cli_sigint_exits_130_and_the_rerun_resumes(tmp_path: Path, restore_torc
     assert files(tmp_path / "out") == expected
     assert again["cluster"]["workers"] == 2 and again["cluster"]["worker_resources"] == {"CPU": 0.5, "GPU": 0.0}
     assert sum(node["images"] for node in again["cluster"]["nodes"]) == len(expected) - len(made)
+
+
+def test_python_callers_get_the_clis_model_identity_and_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster job from Python records the same model identity as ``vdsr upscale`` (which
+    passes it in), so its resume check sees a changed weights file; workers get absolute paths."""
+    from vdsr_deploy.backends.factory import RunnerSpec
+    from vdsr_deploy.cluster.driver import OpenRunner, with_model_identity
+    from vdsr_deploy.model_files import spec_identity
+
+    monkeypatch.chdir(tmp_path)
+    Path("w.safetensors").write_bytes(b"weights")
+    spec = RunnerSpec(backend="torch", weights=Path("w.safetensors"))
+    factory = OpenRunner(spec, TILING, 1)
+    assert factory.spec.weights == tmp_path / "w.safetensors"
+    config = with_model_identity(job(tmp_path / "in", tmp_path / "out"), factory)
+    assert config.model == spec_identity(spec) and "w.safetensors:7:" in config.model
+    assert with_model_identity(job(tmp_path / "in", tmp_path / "out", model="given"), factory).model == "given"
+    assert with_model_identity(job(tmp_path / "in", tmp_path / "out"), Factory()).model == ""

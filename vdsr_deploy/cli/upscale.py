@@ -175,16 +175,9 @@ def _upscale_on_cluster(
     config: Any, spec: Any, address: str, actors: int, retries: int, console: Any, quiet: bool, stop: Any
 ) -> Any:
     """``vdsr upscale --cluster``: the same job on a pool of Ray workers (vdsr_deploy.cluster)."""
-    from dataclasses import replace
-
     from vdsr_deploy.cluster import ClusterConfig, OpenRunner, run_cluster_job
 
     cluster = ClusterConfig(address=address, actors=actors, retries=retries)
-    # Workers may start elsewhere: give them absolute paths.
-    spec = replace(
-        spec,
-        **{k: Path(v).absolute() for k in ("weights", "onnx", "engine", "engines_dir") if (v := getattr(spec, k))},
-    )
     with _progress(console, quiet) as on_event:
 
         def on_cluster_event(event: dict[str, Any]) -> None:

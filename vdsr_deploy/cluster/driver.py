@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from vdsr_deploy.backends.base import Runner
@@ -197,14 +198,32 @@ class _ClusterRun:
         kill_calls(busy)
 
 
+def with_model_identity(job: JobConfig, open_runner: Callable[[Placement], RunnerFactory]) -> JobConfig:
+    """``job`` with the model identity its resume check records: its own ``model`` when set,
+    else (like :func:`vdsr_deploy.job.run_job`) that of the model files the project's
+    :class:`OpenRunner` names; a custom factory's job keeps ``model`` as given."""
+    if job.model or not isinstance(open_runner, OpenRunner):
+        return job
+    from vdsr_deploy.model_files import spec_identity
+
+    return dataclasses.replace(job, model=spec_identity(open_runner.spec))
+
+
 @dataclass(frozen=True)
 class OpenRunner:
     """The project's runner factory for a worker: :func:`vdsr_deploy.backends.factory.open_runner` with
-    ``spec`` (its thread count set from the placement when it is 0). Picklable."""
+    ``spec`` (its thread count set from the placement when it is 0). Picklable. The spec's
+    file paths are made absolute here, on the driver: workers may start in other folders."""
 
     spec: Any  # RunnerSpec
     tiling: Any  # TileConfig
     batch: int
+
+    def __post_init__(self) -> None:
+        paths = ("weights", "onnx", "engine", "engines_dir")
+        absolute = {k: Path(v).absolute() for k in paths if (v := getattr(self.spec, k, None))}
+        if absolute:
+            object.__setattr__(self, "spec", dataclasses.replace(self.spec, **absolute))
 
     def __call__(self, placement: Placement) -> RunnerFactory:
         spec = self.spec
@@ -287,6 +306,7 @@ def run_cluster_job(
     """
     if importlib.util.find_spec("ray") is None:
         raise BackendUnavailableError("--cluster needs Ray here and on every node: pip install 'vdsr-deploy[cluster]'")
+    job = with_model_identity(job, open_runner)
     run = _ClusterRun(job, cluster, open_runner, on_event or (lambda event: None), stop or threading.Event(), device)
     with job_lock(job):  # before Ray starts: a refused job costs nothing
         return run.run()
