@@ -12,11 +12,11 @@ machine, version or model never loads it.
 from __future__ import annotations
 
 import hashlib
-import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from vdsr_deploy.fileops import temporary_path
 
 if TYPE_CHECKING:
     from vdsr_deploy.backends.onnxruntime import OrtOptions
@@ -39,7 +39,7 @@ class OptimizedGraph:
         digest = hashlib.sha256(Path(model).read_bytes())
         digest.update(f"|{onnxruntime.__version__}|{engines_cache_key()}".encode())
         final = Path(directory) / f"{Path(model).stem}.{digest.hexdigest()[:16]}.ort.onnx"
-        pending = final.with_name(f".{final.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+        pending = temporary_path(final)
         return cls(final, pending)
 
     @property

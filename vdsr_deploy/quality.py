@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from vdsr_deploy import protocol
 from vdsr_deploy.errors import InvalidInputError, VdsrError
+from vdsr_deploy.fileops import atomic_write_bytes
 
 CALIBRATION_ASSET = "calibration_tiles.npz"
 TILE = 96
@@ -192,14 +193,5 @@ def cached_cost(record: Path, key: Mapping[str, Any], measure: Callable[[], dict
         pass
     cost = measure()
     record.parent.mkdir(parents=True, exist_ok=True)
-    temporary = record.with_name(f".{record.name}.{_unique()}.tmp")
-    temporary.write_text(json.dumps({"key": dict(key), "cost_db": cost}, indent=2), encoding="utf-8")
-    temporary.replace(record)
+    atomic_write_bytes(record, json.dumps({"key": dict(key), "cost_db": cost}, indent=2).encode("utf-8"))
     return cost
-
-
-def _unique() -> str:
-    import os
-    import threading
-
-    return f"{os.getpid()}-{threading.get_ident()}"
