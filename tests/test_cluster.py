@@ -406,3 +406,30 @@ def test_python_callers_get_the_clis_model_identity_and_absolute_paths(
     assert config.model == spec_identity(spec) and "w.safetensors:7:" in config.model
     assert with_model_identity(job(tmp_path / "in", tmp_path / "out", model="given"), factory).model == "given"
     assert with_model_identity(job(tmp_path / "in", tmp_path / "out"), Factory()).model == ""
+
+
+
+def test_workers_resolve_precision_auto_for_their_own_hardware(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``vdsr upscale --cluster`` hands ``--precision auto`` to the workers unresolved (each
+    worker's ``open_runner`` resolves it for its own GPU and CPU flags): a CPU-only driver
+    must not pick a CPU path for GPU workers."""
+    from typer.testing import CliRunner
+
+    import vdsr_deploy.cluster
+    from vdsr_deploy.cli import app
+    from vdsr_deploy.errors import VdsrError
+    from vdsr_deploy.weights import save_weights
+
+    def fake_run_cluster_job(config: JobConfig, cluster: Any, factory: Any, *args: Any, **kwargs: Any) -> Any:
+        raise VdsrError(f"workers would open precision={factory.spec.precision} backend={factory.spec.backend}")
+
+    monkeypatch.setattr(vdsr_deploy.cluster, "run_cluster_job", fake_run_cluster_job)
+    make_folder(tmp_path / "in", count=1)
+    weights = save_weights(tiny_model(), tmp_path / "tiny.safetensors")
+    result = CliRunner().invoke(app, [
+        "upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(weights),
+        "--engines-dir", str(tmp_path / "e"), "--tile", "40", "--halo", "3", "--cluster", "local",
+    ])  # fmt: skip
+    assert "workers would open precision=auto backend=auto" in result.output, result.output

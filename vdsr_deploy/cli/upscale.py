@@ -102,7 +102,8 @@ def upscale(
     with stop_on_signals() as stop, user_errors():
         load_threads, save_threads = _parse_jobs(jobs)
         given = runner_spec(backend, device, precision, provider, weights, onnx, engine, engines_dir, threads)
-        spec, picked = _resolve_precision(given)
+        # on a cluster, each worker resolves --precision auto for its own hardware
+        spec, picked = (given, None) if cluster is not None else _resolve_precision(given)
         chosen = resolve_tile(
             tile, tuple(inputs), output, spec, scale=scale, batch=batch, halo=halo, memory_mb=memory_mb,
             max_pixels=max_pixels,
