@@ -18,8 +18,10 @@
 # Knobs (environment): BUDGET seconds of training steps for --time-budget (default 270:
 # 90% of it is filled with steps; data preparation, the step-time measurement, the
 # validations and the evaluation come on top, ~1.5 min on the H200 last time), RECIPE,
-# DATA and VAL folders, DEVICE, WORKERS, RUN (the run folder). A CPU dry run:
-#     BUDGET=20 DEVICE=cpu WORKERS=0 DATA=.devdata/val OUT=/tmp/dry bash benchmarks/gpu_train.sh
+# DATA (a folder of image folders) and VAL folders, DEVICE, WORKERS, RUN (the run folder).
+# A CPU dry run (gpu_ema's batch of 256 does not fit a CPU budget; `fast` does, ~4 min):
+#     RECIPE=fast BUDGET=90 DEVICE=cpu WORKERS=0 DATA=../shared/data/val VAL=../shared/data/val \
+#         OUT=/tmp/dry RUN=/tmp/dry-run PYTHON=python bash benchmarks/gpu_train.sh
 set -euo pipefail
 
 BUDGET=${BUDGET:-270}
@@ -46,7 +48,8 @@ vdsr train --config "$RECIPE" --init-weights vdsr_deploy/assets/vdsr_default.saf
     "${data_args[@]}" --val "$VAL/set5" --out "$RUN" 2>&1 | tee -a "$OUT/train.txt"
 echo "training: $(( $(date +%s) - started )) s" | tee -a "$OUT/train.txt"
 
-cp "$RUN/final.safetensors" "$RUN/ema.safetensors" "$RUN/log.jsonl" "$OUT/"
+cp "$RUN/final.safetensors" "$RUN/log.jsonl" "$OUT/"
+if [[ -f $RUN/ema.safetensors ]]; then cp "$RUN/ema.safetensors" "$OUT/"; fi  # EMA recipes only
 vdsr eval "$VAL/set5" "$VAL/set14" --device "$DEVICE" -w "$RUN/final.safetensors" --out "$OUT" \
     2>&1 | tee -a "$OUT/train.txt"
 echo "total: $(( $(date +%s) - started )) s" | tee -a "$OUT/train.txt"
