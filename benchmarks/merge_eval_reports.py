@@ -14,16 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from vdsr_deploy.eval_report import write_reports
-from vdsr_deploy.evaluate import EvalReport, ImageScore, ScaleSummary
-
-
-def _mean(values: list[float]) -> float:
-    return math.fsum(values) / len(values)
+from vdsr_deploy.evaluate import EvalReport, ImageScore, summarize
 
 
 def merge(parts: list[dict[str, Any]]) -> EvalReport:
@@ -38,21 +33,8 @@ def merge(parts: list[dict[str, Any]]) -> EvalReport:
     ensembles = {bool(part.get("ensemble", False)) for part in parts}
     if len(backends) != 1 or len(ensembles) != 1:
         raise SystemExit(f"error: parts from different runs: {backends}, ensemble {ensembles}")
-    summaries = []
-    for scale in sorted({i.scale for i in images}):
-        group = [i for i in images if i.scale == scale]
-        summaries.append(
-            ScaleSummary(
-                scale=scale,
-                images=len(group),
-                bicubic_psnr=_mean([i.bicubic_psnr for i in group]),
-                bicubic_ssim=_mean([i.bicubic_ssim for i in group]),
-                psnr=_mean([i.psnr for i in group]),
-                ssim=_mean([i.ssim for i in group]),
-            )
-        )
     return EvalReport(
-        parts[0]["dataset"], backends.pop(), tuple(images), tuple(summaries), ensemble=ensembles.pop()
+        parts[0]["dataset"], backends.pop(), tuple(images), summarize(images), ensemble=ensembles.pop()
     )
 
 

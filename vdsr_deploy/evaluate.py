@@ -166,6 +166,11 @@ def score(
                 ssim=protocol.ssim(sr255, hr255, border=s, peak=255),
             )
         )
+    return EvalReport(dataset=dataset, backend=backend, images=tuple(scores), summaries=summarize(scores))
+
+
+def summarize(scores: Sequence[ImageScore]) -> tuple[ScaleSummary, ...]:
+    """The per-scale means of ``scores``, by increasing scale."""
     summaries = []
     for s in sorted({i.scale for i in scores}):
         group = [i for i in scores if i.scale == s]
@@ -179,9 +184,7 @@ def score(
                 ssim=_mean(i.ssim for i in group),
             )
         )
-    return EvalReport(
-        dataset=dataset, backend=backend, images=tuple(scores), summaries=tuple(summaries)
-    )
+    return tuple(summaries)
 
 
 def _mean(values: Iterable[float]) -> float:
