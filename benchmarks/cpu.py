@@ -11,7 +11,7 @@ repeat so a busy machine slows them alike; read the ratio columns.
         --hr ../shared/data/val/set14 --repeats 7 --note "..."
 
 Writes benchmarks/results/cpu-<date>.json, .md and .png. Everything is a library call
-(vdsr_deploy.bench, vdsr_deploy.int8); this file only wires them.
+(vdsr_deploy.bench, vdsr_deploy.export.int8); this file only wires them.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from vdsr_deploy.bench import (
     render_markdown,
     write_plot,
 )
-from vdsr_deploy.fastpath import cached_onnx
-from vdsr_deploy.int8 import DEFAULT_RECIPE, ensure_int8_onnx
-from vdsr_deploy.weights import load_weights
+from vdsr_deploy.export.int8 import DEFAULT_RECIPE, ensure_int8_onnx
+from vdsr_deploy.model.weights import load_weights
+from vdsr_deploy.runtime.resolve import cached_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -70,7 +70,7 @@ def int8_variants(args: argparse.Namespace) -> dict[str, Path]:
     model, info = load_weights(args.weights)
 
     def fp32() -> Path:
-        from vdsr_deploy.export import ensure_onnx
+        from vdsr_deploy.export.onnx import ensure_onnx
 
         return cached_onnx(args.weights, args.work, "fp32") or ensure_onnx(model, info, "fp32", args.work)
 

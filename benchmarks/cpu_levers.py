@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.bench import (
     CPU_BASELINE,
     BenchConfig,
@@ -33,7 +32,8 @@ from vdsr_deploy.bench import (
     quality_costs,
     render_markdown,
 )
-from vdsr_deploy.fastpath import cached_onnx, int8_artifact
+from vdsr_deploy.runner import Runner, RunnerInfo
+from vdsr_deploy.runtime.resolve import cached_onnx, int8_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,9 +83,9 @@ def arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = arguments()
-    from vdsr_deploy.backends.factory import RunnerSpec
-    from vdsr_deploy.export import ensure_onnx
-    from vdsr_deploy.weights import load_weights
+    from vdsr_deploy.export.onnx import ensure_onnx
+    from vdsr_deploy.model.weights import load_weights
+    from vdsr_deploy.runtime.prepare import RunnerSpec
 
     model, info = load_weights(args.weights)
     fp32 = cached_onnx(args.weights, args.work, "fp32") or ensure_onnx(model, info, "fp32", args.work)

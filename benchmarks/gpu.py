@@ -70,12 +70,12 @@ def _compare(got: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
 def stage_parity(out: Path, smoke: bool) -> None:
     import torch
 
-    from vdsr_deploy.backends.torch import TorchRunner
-    from vdsr_deploy.device_pipeline import DeviceUpscaler
+    from vdsr_deploy.backends.torch.runner import TorchRunner
     from vdsr_deploy.imageio import quantize
-    from vdsr_deploy.pipeline import PipelineConfig, upscale_pixels
-    from vdsr_deploy.tiling import TileConfig
-    from vdsr_deploy.weights import load_weights
+    from vdsr_deploy.model.weights import load_weights
+    from vdsr_deploy.planes.device_pipeline import DeviceUpscaler
+    from vdsr_deploy.planes.pipeline import PipelineConfig, upscale_pixels
+    from vdsr_deploy.planes.tiling import TileConfig
 
     size = (96, 80) if smoke else (540, 960)
     lr = bench_image((2 * size[0], 2 * size[1]), 2.0)
@@ -182,13 +182,13 @@ def stage_bench(out: Path, smoke: bool) -> None:
 def stage_huge(out: Path, smoke: bool) -> None:
     import torch
 
-    from vdsr_deploy.autotile import choose_tile
-    from vdsr_deploy.backends.torch import TorchRunner
+    from vdsr_deploy.backends.torch.runner import TorchRunner
     from vdsr_deploy.imageio import probe_image
     from vdsr_deploy.job import JobConfig, run_job
-    from vdsr_deploy.pipeline import PipelineConfig
-    from vdsr_deploy.tiling import TileConfig
-    from vdsr_deploy.weights import load_weights
+    from vdsr_deploy.job.autotile import choose_tile
+    from vdsr_deploy.model.weights import load_weights
+    from vdsr_deploy.planes.pipeline import PipelineConfig
+    from vdsr_deploy.planes.tiling import TileConfig
 
     side = 300 if smoke else 6000  # x2: a 600x600 (smoke) or 12000x12000 output
     device = _device(smoke)

@@ -58,7 +58,7 @@ run_stage() {  # name limit_seconds command...
 
 # -- tests: the GPU tests and the device-path tests; the summary line goes into tests.json
 tests_stage() {
-    local files=(tests/test_device_colour.py tests/test_device_pipeline.py tests/bench/test_device.py)
+    local files=(tests/planes/test_device_colour.py tests/planes/test_device_pipeline.py tests/bench/test_device.py)
     local command=("$python" -m pytest -q -p no:cacheprovider -x "${files[@]}")
     if [[ -z $smoke ]]; then command=("$python" -m pytest -q -p no:cacheprovider tests/gpu "${files[@]}"); fi
     "${command[@]}" 2>&1 | tee "$out/pytest.txt"

@@ -61,10 +61,10 @@ def child(
 ) -> dict[str, Any]:
     import torch
 
-    from vdsr_deploy.backends.torch import TorchRunner
-    from vdsr_deploy.model import VDSR
-    from vdsr_deploy.pipeline import PipelineConfig
-    from vdsr_deploy.tiling import TileConfig
+    from vdsr_deploy.backends.torch.runner import TorchRunner
+    from vdsr_deploy.model.network import VDSR
+    from vdsr_deploy.planes.pipeline import PipelineConfig
+    from vdsr_deploy.planes.tiling import TileConfig
 
     torch.manual_seed(0)
     model = VDSR(depth=3, channels=4).eval()
@@ -86,9 +86,9 @@ def child(
             if summary.failed:
                 raise SystemExit(f"failed: {summary.failed}")
         else:
-            from vdsr_deploy import colour
             from vdsr_deploy.imageio import read_image, write_image
-            from vdsr_deploy.pipeline import upscale_plane
+            from vdsr_deploy.planes import colour
+            from vdsr_deploy.planes.pipeline import upscale_plane
 
             image = read_image(source)
             prepared = colour.prepare(image.pixels, scale)

@@ -5,8 +5,8 @@ calibrate a static INT8 model of the weights; reported per variant: the worst di
 to ONNX Runtime FP32 on the 64x64 1-px edge pattern ``vdsr validate`` checks (as a gray
 image: Y mapped back with 255/219) at x2/x3/x4, and the task-PSNR cost on the held-out
 tiles (what ``--precision auto`` reads). ``recipe`` is what ``--precision int8`` uses today
-(:func:`vdsr_deploy.quality.calibration_inputs` adds
-:func:`vdsr_deploy.quality.contrast_guard_tiles`); ``none`` is the shipped tiles alone.
+(:func:`vdsr_deploy.export.calibration.calibration_inputs` adds
+:func:`vdsr_deploy.export.calibration.contrast_guard_tiles`); ``none`` is the shipped tiles alone.
 
     python benchmarks/int8_edges.py [--variant none --variant checker8 ...] [--weights W]
 
@@ -26,13 +26,20 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy import protocol
-from vdsr_deploy.backends.onnxruntime import OnnxRuntimeRunner
-from vdsr_deploy.export import ensure_onnx
-from vdsr_deploy.int8 import DEFAULT_RECIPE
+from vdsr_deploy.backends.onnxruntime.runner import OnnxRuntimeRunner
+from vdsr_deploy.export.calibration import (
+    SCALES,
+    TILE,
+    calibration_inputs,
+    degraded,
+    load_calibration_set,
+    quality_cost,
+)
+from vdsr_deploy.export.int8 import DEFAULT_RECIPE
+from vdsr_deploy.export.onnx import ensure_onnx
+from vdsr_deploy.export.quantize import quantize_int8
+from vdsr_deploy.model.weights import load_weights
 from vdsr_deploy.parity import edge_case_images
-from vdsr_deploy.quality import SCALES, TILE, calibration_inputs, degraded, load_calibration_set, quality_cost
-from vdsr_deploy.quantize import quantize_int8
-from vdsr_deploy.weights import load_weights
 
 
 def _luma(cells: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -15,7 +15,7 @@ each tile, and how many of the first tiles calibrate (the rest are held out).
     python benchmarks/make_calibration_tiles.py
 
 Deterministic: the same arrays every run (the file's zip timestamps aside; the project keys
-on a hash of the arrays, :attr:`vdsr_deploy.quality.CalibrationSet.sha256`). 96 divides by
+on a hash of the arrays, :attr:`vdsr_deploy.export.calibration.CalibrationSet.sha256`). 96 divides by
 2, 3 and 4, so every tile degrades cleanly at each scale.
 """
 
@@ -28,8 +28,8 @@ import numpy as np
 from make_sample_image import SUPERSAMPLE, _noise, render
 from numpy.typing import NDArray
 
+from vdsr_deploy.export.calibration import CALIBRATION_ASSET, TILE
 from vdsr_deploy.protocol import rgb2y
-from vdsr_deploy.quality import CALIBRATION_ASSET, TILE
 
 F64 = NDArray[np.float64]
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """Merge the JSON reports of a `vdsr eval` split into parts (by scale, by image folder) into
 one report per dataset, the per-scale means recomputed over all images as
-:func:`vdsr_deploy.evaluate.score` computes them (so a long evaluation, e.g. with
+:func:`vdsr_deploy.evaluation.run.score` computes them (so a long evaluation, e.g. with
 ``--ensemble`` on a busy CPU, can run as parallel processes).
 
     python benchmarks/merge_eval_reports.py PARTS_DIR OUT_DIR
@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vdsr_deploy.eval_report import write_reports
-from vdsr_deploy.evaluate import EvalReport, ImageScore, summarize
+from vdsr_deploy.evaluation.report import write_reports
+from vdsr_deploy.evaluation.run import EvalReport, ImageScore, summarize
 
 
 def merge(parts: list[dict[str, Any]]) -> EvalReport:

@@ -34,14 +34,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr_deploy import colour
-from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.environment import cpu_model, package_version, portable_path
 from vdsr_deploy.imageio import read_image
 from vdsr_deploy.job import JobConfig, run_job
-from vdsr_deploy.model import VDSR
-from vdsr_deploy.pipeline import PipelineConfig, upscale_planes
-from vdsr_deploy.tiling import TileConfig
+from vdsr_deploy.model.network import VDSR
+from vdsr_deploy.planes import colour
+from vdsr_deploy.planes.pipeline import PipelineConfig, upscale_planes
+from vdsr_deploy.planes.tiling import TileConfig
+from vdsr_deploy.runner import Runner, RunnerInfo
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED_VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "val"
@@ -89,7 +89,7 @@ class Counting(Runner):
 def load_model() -> tuple[VDSR, str]:
     import torch
 
-    from vdsr_deploy.weights import default_weights_path, load_weights
+    from vdsr_deploy.model.weights import default_weights_path, load_weights
 
     if default_weights_path().is_file():
         model, _ = load_weights(None)
@@ -101,13 +101,13 @@ def load_model() -> tuple[VDSR, str]:
 @contextmanager
 def open_runtime(name: str, model: VDSR, work: Path) -> Iterator[Runner]:
     if name == "torch":
-        from vdsr_deploy.backends.torch import TorchRunner
+        from vdsr_deploy.backends.torch.runner import TorchRunner
 
         with TorchRunner(model) as runner:
             yield runner
         return
-    from vdsr_deploy.backends.onnxruntime import OnnxRuntimeRunner
-    from vdsr_deploy.export import export_onnx
+    from vdsr_deploy.backends.onnxruntime.runner import OnnxRuntimeRunner
+    from vdsr_deploy.export.onnx import export_onnx
 
     onnx_path = work / "model-fp32.onnx"
     if not onnx_path.exists():
@@ -188,12 +188,12 @@ def measure(
 def colour_costs(images: list[Path], scale: float, repeats: int) -> list[dict[str, Any]]:
     """Preparation (samples -> bicubic Y/CbCr/alpha planes) and finishing (planes -> quantized
     samples) per output megapixel: the host numpy float64 path against the device path
-    (:mod:`vdsr_deploy.device_colour`) on torch's CPU device, interleaved, median of
+    (:mod:`vdsr_deploy.planes.device_colour`) on torch's CPU device, interleaved, median of
     ``repeats``. The network is left out (Y passes through), so only colour work is timed."""
     import torch
 
-    from vdsr_deploy.device_colour import DeviceColour
     from vdsr_deploy.imageio import quantize
+    from vdsr_deploy.planes.device_colour import DeviceColour
 
     decoded = [read_image(p) for p in images]
     megapixels = sum(np.prod(colour.output_shape(d.height, d.width, scale)) for d in decoded) / 1e6

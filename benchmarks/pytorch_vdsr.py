@@ -47,8 +47,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vdsr_deploy.model import VDSR
-from vdsr_deploy.weights import load_weights, save_weights
+from vdsr_deploy.model.network import VDSR
+from vdsr_deploy.model.weights import load_weights, save_weights
 
 SOURCE_URL = "https://github.com/twtygqyy/pytorch-vdsr/blob/master/model/model_epoch_50.pth"
 DEPTH = 20

@@ -9,8 +9,8 @@ import pytest
 import torch
 from hypothesis import Phase, settings
 
-from vdsr_deploy.model import VDSR
-from vdsr_deploy.weights import save_weights
+from vdsr_deploy.model.network import VDSR
+from vdsr_deploy.model.weights import save_weights
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.errors import VdsrError
 from vdsr_deploy.job import JobConfig, run_job, stop_on_signals
-from vdsr_deploy.pipeline import PipelineConfig
-from vdsr_deploy.tiling import TileConfig
+from vdsr_deploy.planes.pipeline import PipelineConfig
+from vdsr_deploy.planes.tiling import TileConfig
+from vdsr_deploy.runner import Runner, RunnerInfo
 
 TILING = TileConfig(tile=40, halo=3)
 

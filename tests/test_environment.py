@@ -8,7 +8,7 @@ import pytest
 
 from vdsr_deploy import environment
 from vdsr_deploy.environment import describe_weights, portable_path
-from vdsr_deploy.weights import default_weights_path
+from vdsr_deploy.model.weights import default_weights_path
 
 
 def test_portable_paths_name_no_machine_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

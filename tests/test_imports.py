@@ -23,12 +23,12 @@ def test_import_package_is_light() -> None:
 
 def test_submodules_import_without_runtimes() -> None:
     loaded = modules_after(
-        "import vdsr_deploy.cli, vdsr_deploy.backends.factory, vdsr_deploy.backends.device, "
+        "import vdsr_deploy.cli, vdsr_deploy.runtime.prepare, vdsr_deploy.backends.device, "
         "vdsr_deploy.backends.tensorrt.builder, vdsr_deploy.backends.tensorrt.cache, "
         "vdsr_deploy.backends.tensorrt.library, vdsr_deploy.backends.tensorrt.runner, "
-        "vdsr_deploy.backends.onnxruntime, vdsr_deploy.backends.tensorrt.cuda, vdsr_deploy.tiling, "
-        "vdsr_deploy.protocol, vdsr_deploy.cluster, vdsr_deploy.cluster.worker, vdsr_deploy.triton, "
-        "vdsr_deploy.remote, vdsr_deploy.job"
+        "vdsr_deploy.backends.onnxruntime.runner, vdsr_deploy.backends.tensorrt.cuda, vdsr_deploy.planes.tiling, "
+        "vdsr_deploy.protocol, vdsr_deploy.cluster, vdsr_deploy.job.worker, vdsr_deploy.export.triton, "
+        "vdsr_deploy.job.remote, vdsr_deploy.job"
     )
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}
 

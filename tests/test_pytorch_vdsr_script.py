@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from vdsr_deploy.weights import load_weights
+from vdsr_deploy.model.weights import load_weights
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pytorch_vdsr.py"
 

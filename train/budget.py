@@ -16,7 +16,7 @@ import torch
 from train.config import TrainConfig
 from train.step import make_optimizer, training_step
 from vdsr_deploy.errors import TrainingError
-from vdsr_deploy.model import VDSR
+from vdsr_deploy.model.network import VDSR
 
 # Validation, checkpoints, logging and the first steps' kernel selection are not in the
 # measured step time; keeping a tenth of the budget for them was enough on the CPU and GPU

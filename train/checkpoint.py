@@ -3,7 +3,7 @@
 Model, EMA and optimizer tensors are stored as safetensors; everything else (step, recipe,
 best validation, wall time, folders, optimizer scalars and parameter groups) as JSON under
 one metadata key: no pickle. The model's tensors carry the weights format's prefix, so the
-checkpoint also loads as weights (:func:`vdsr_deploy.weights.load_weights`). Restoring a
+checkpoint also loads as weights (:func:`vdsr_deploy.model.weights.load_weights`). Restoring a
 checkpoint restores the optimizer exactly, so a resumed run equals the uninterrupted one
 bit for bit.
 """
@@ -20,7 +20,7 @@ from torch import nn
 from train.ema import WeightAverage
 from vdsr_deploy.errors import TrainingError
 from vdsr_deploy.fileops import atomic_path, with_default_permissions
-from vdsr_deploy.weights import CHECKPOINT_METADATA_KEY, CHECKPOINT_MODEL_PREFIX
+from vdsr_deploy.model.weights import CHECKPOINT_METADATA_KEY, CHECKPOINT_MODEL_PREFIX
 
 CHECKPOINT_NAME = "last.safetensors"
 _EMA_PREFIX = "ema."

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from vdsr_deploy.errors import TrainingError
-from vdsr_deploy.model import VDSR
+from vdsr_deploy.model.network import VDSR
 
 
 class WeightAverage:

@@ -32,12 +32,12 @@ from train.progress import EventSink, LossWindow, RunLog
 from train.settings import RunSettings, load_initial_weights, run_settings
 from train.step import learning_rate, make_optimizer, training_step
 from train.validation import Validation, validate
-from vdsr_deploy import evaluate
 from vdsr_deploy.backends.device import resolve_device
 from vdsr_deploy.environment import training_hardware
 from vdsr_deploy.errors import TrainingError
-from vdsr_deploy.model import VDSR
-from vdsr_deploy.weights import save_weights
+from vdsr_deploy.evaluation import run as evaluate
+from vdsr_deploy.model.network import VDSR
+from vdsr_deploy.model.weights import save_weights
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def train(
 
     ``out_dir/last.safetensors`` (resumable checkpoint), ``best.safetensors`` and
     ``final.safetensors`` (weights format, with the recipe and results in the metadata),
-    ``log.jsonl``. Every one of them loads as weights (:func:`vdsr_deploy.weights.load_weights`).
+    ``log.jsonl``. Every one of them loads as weights (:func:`vdsr_deploy.model.weights.load_weights`).
     ``resume`` continues the run in ``last.safetensors`` with the recipe and folders recorded
     there: ``config``, ``data_dirs`` and ``val_dir`` may be left out (None), and a recipe or
     data folders that differ are refused (:func:`train.settings.settings_for_resume`).

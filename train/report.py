@@ -3,7 +3,7 @@
     python -m train.report runs/fast --val ../shared/data/val/set5 ../shared/data/val/set14 \
         --ship vdsr_deploy/assets/vdsr_default.safetensors --reports docs/quality
 
-Evaluation uses :mod:`vdsr_deploy.evaluate` (the paper's protocol) on the PyTorch fp32
+Evaluation uses :mod:`vdsr_deploy.evaluation.run` (the paper's protocol) on the PyTorch fp32
 runner; the figures are stored in the shipped weights' metadata.
 """
 
@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vdsr_deploy.backends.factory import RunnerSpec
-from vdsr_deploy.eval_report import write_reports
-from vdsr_deploy.evaluate import PAPER_PSNR, EvalReport, evaluate_folders
-from vdsr_deploy.weights import load_weights, save_weights
+from vdsr_deploy.evaluation.report import write_reports
+from vdsr_deploy.evaluation.run import PAPER_PSNR, EvalReport, evaluate_folders
+from vdsr_deploy.model.weights import load_weights, save_weights
+from vdsr_deploy.runtime.prepare import RunnerSpec
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from train.checkpoint import CHECKPOINT_NAME, read_checkpoint
 from train.config import TrainConfig, config_from_dict
 from vdsr_deploy.environment import portable_path
 from vdsr_deploy.errors import TrainingError
-from vdsr_deploy.weights import load_weights
+from vdsr_deploy.model.weights import load_weights
 
 
 @dataclass(frozen=True)

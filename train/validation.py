@@ -1,6 +1,6 @@
 """Validation during training: PSNR of the weights (and of their moving average, when the
 recipe keeps one) on the validation images, by the paper's protocol
-(:func:`vdsr_deploy.evaluate.score`), and which of the two the run keeps.
+(:func:`vdsr_deploy.evaluation.run.score`), and which of the two the run keeps.
 
 The figures are returned as data; the loop logs them and writes ``best.safetensors`` when
 they beat the best so far.
@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from train.ema import WeightAverage
-from vdsr_deploy import evaluate
-from vdsr_deploy.model import VDSR
+from vdsr_deploy.evaluation import run as evaluate
+from vdsr_deploy.model.network import VDSR
 
 
 def validation_scores(

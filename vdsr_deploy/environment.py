@@ -158,7 +158,7 @@ def runtime_environment() -> dict[str, Any]:
     import torch
 
     from vdsr_deploy import __version__
-    from vdsr_deploy.backends.onnxruntime import available_providers
+    from vdsr_deploy.backends.onnxruntime.runner import available_providers
 
     return {
         "vdsr_deploy": __version__,
@@ -189,7 +189,7 @@ def portable_path(path: Path | str | None) -> str | None:
 
 def describe_weights(weights: dict[str, Any], *, markdown: bool = False) -> str:
     """``path (weights digest 89f3a08ad88d, file sha256 6381cd2ccfb4)``: the two hashes
-    named apart (see :class:`~vdsr_deploy.weights.WeightsInfo`)."""
+    named apart (see :class:`~vdsr_deploy.model.weights.WeightsInfo`)."""
     quote = "`" if markdown else ""
     digest = weights.get("weights_digest") or weights.get("sha256")  # reports before the rename
     hashes = [f"weights digest {quote}{str(digest)[:12]}{quote}"] if digest else []

@@ -6,7 +6,7 @@ until ``<path>`` exists (a test holds a job at a known point, e.g. to start a se
 Unset (always, outside tests) a fault point costs one environment lookup.
 
 Steps, in the order one output passes them (see :mod:`vdsr_deploy.imageio`,
-:mod:`vdsr_deploy.manifest`):
+:mod:`vdsr_deploy.job.manifest`):
 
 - ``write``: a band's rows were appended to the temporary output file;
 - ``finish``: the data is complete, not yet fsynced;

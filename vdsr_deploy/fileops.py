@@ -67,3 +67,16 @@ def with_default_permissions(path: Path) -> None:
     current = os.umask(0)
     os.umask(current)
     os.chmod(path, 0o666 & ~current)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists on this host (another user's included)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vdsr_deploy.errors import ConfigError
-from vdsr_deploy.tiling import TileConfig
+from vdsr_deploy.planes.tiling import TileConfig
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"

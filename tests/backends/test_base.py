@@ -8,9 +8,9 @@ import pytest
 import torch
 from numpy.typing import NDArray
 
-from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.errors import InvalidInputError, VdsrError
 from vdsr_deploy.io_names import ShapeProfile
+from vdsr_deploy.runner import Runner, RunnerInfo
 
 
 class Doubling(Runner):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from vdsr_deploy.backends.onnxruntime import OnnxRuntimeRunner, OrtOptions
-from vdsr_deploy.export import export_onnx
-from vdsr_deploy.model import VDSR
+from vdsr_deploy.backends.onnxruntime.runner import OnnxRuntimeRunner, OrtOptions
+from vdsr_deploy.export.onnx import export_onnx
+from vdsr_deploy.model.network import VDSR
 
 
 @pytest.fixture

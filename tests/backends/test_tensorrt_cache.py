@@ -19,8 +19,6 @@ from typing import Any
 import pytest
 
 from vdsr_deploy import __version__
-from vdsr_deploy.artifacts import MetadataKey, onnx_metadata
-from vdsr_deploy.backends import factory
 from vdsr_deploy.backends.tensorrt import builder as trt_builder
 from vdsr_deploy.backends.tensorrt import cuda
 from vdsr_deploy.backends.tensorrt import library as trt_library
@@ -64,7 +62,9 @@ from vdsr_deploy.errors import (
 )
 from vdsr_deploy.fileops import file_sha256
 from vdsr_deploy.io_names import ShapeProfile, profile_for_tiles
-from vdsr_deploy.tiling import TileConfig
+from vdsr_deploy.model.onnx_metadata import MetadataKey, onnx_metadata
+from vdsr_deploy.planes.tiling import TileConfig
+from vdsr_deploy.runtime import prepare as factory
 
 H100 = DeviceInfo(
     index=0, name="NVIDIA H100 80GB HBM3", compute_capability=(9, 0), multiprocessors=132
@@ -345,8 +345,8 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     import onnx
     import torch
 
-    from vdsr_deploy.export import build_graph, export_metadata
-    from vdsr_deploy.model import VDSR
+    from vdsr_deploy.export.onnx import build_graph, export_metadata
+    from vdsr_deploy.model.network import VDSR
 
     torch.manual_seed(0)
     model = VDSR(depth=3, channels=4)
@@ -749,7 +749,7 @@ def test_builder_and_runner_never_import_each_other() -> None:
 
 def test_importing_needs_neither_tensorrt_nor_cuda() -> None:
     code = (
-        "import sys, vdsr_deploy, vdsr_deploy.backends.factory, "
+        "import sys, vdsr_deploy, vdsr_deploy.runtime.prepare, "
         "vdsr_deploy.backends.tensorrt.builder, vdsr_deploy.backends.tensorrt.runner, "
         "vdsr_deploy.backends.tensorrt.cuda\n"
         "heavy = [m for m in ('tensorrt', 'cuda', 'cuda.bindings', 'torch', 'onnx') if m in "

@@ -43,7 +43,7 @@ from vdsr_deploy.errors import (
     VdsrError,
 )
 from vdsr_deploy.io_names import profile_for_tiles
-from vdsr_deploy.tiling import TileConfig
+from vdsr_deploy.planes.tiling import TileConfig
 
 GPU = DeviceInfo(index=0, name="NVIDIA Fake GPU", compute_capability=(8, 9), multiprocessors=1)
 TRT_VERSION = "10.13.0.35"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from vdsr_deploy.backends.torch import ShapeGraphs, TorchRunner
-from vdsr_deploy.model import VDSR
+from vdsr_deploy.backends.torch.runner import ShapeGraphs, TorchRunner
+from vdsr_deploy.model.network import VDSR
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vdsr_deploy.model import VDSR
-from vdsr_deploy.weights import save_weights
+from vdsr_deploy.model.network import VDSR
+from vdsr_deploy.model.weights import save_weights
 
 
 @pytest.fixture

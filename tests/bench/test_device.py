@@ -72,7 +72,7 @@ def test_device_forms_are_timed_for_runners_on_a_device(
 ) -> None:
     """What a CUDA runner gets (here on the CPU device): the bare runner on batches already on
     its device through infer_tensor, the pipeline through the device path."""
-    import vdsr_deploy.device_pipeline as device_pipeline
+    import vdsr_deploy.planes.device_pipeline as device_pipeline
 
     monkeypatch.setattr(device_pipeline, "use_device_path", lambda runner: True)
     setting = BenchSetting("torch", "fp32", device="cpu", tile=24, batch=2)

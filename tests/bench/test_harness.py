@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from vdsr_deploy.bench import BenchConfig, BenchSetting, benchmark, render_markdown, write_plot
 from vdsr_deploy.cli import app
-from vdsr_deploy.model import flops_per_pixel
-from vdsr_deploy.tiling import TileConfig, plan_tiles
+from vdsr_deploy.model.network import flops_per_pixel
+from vdsr_deploy.planes.tiling import TileConfig, plan_tiles
 
 
 def config_for(
@@ -116,8 +116,8 @@ def test_importing_parity_and_bench_loads_no_runtime() -> None:
     import sys
 
     code = (
-        "import sys, vdsr_deploy.bench, vdsr_deploy.parity, vdsr_deploy.parity_report, "
-        "vdsr_deploy.plots, vdsr_deploy.quantize; "
+        "import sys, vdsr_deploy.bench, vdsr_deploy.parity, vdsr_deploy.parity.report, "
+        "vdsr_deploy.parity.plots, vdsr_deploy.export.quantize; "
         "heavy = ('torch', 'onnxruntime', 'matplotlib', 'tensorrt'); "
         "print(sorted(m for m in heavy if m in sys.modules))"
     )

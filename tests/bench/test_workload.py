@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from vdsr_deploy.bench import bench_image, make_workload
-from vdsr_deploy.tiling import TileConfig, plan_tiles
+from vdsr_deploy.planes.tiling import TileConfig, plan_tiles
 
 
 def test_workload_matches_the_pipeline_batching() -> None:

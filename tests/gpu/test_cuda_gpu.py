@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from vdsr_deploy.backends.tensorrt import cuda
-from vdsr_deploy.backends.torch import TorchRunner
+from vdsr_deploy.backends.torch.runner import TorchRunner
 from vdsr_deploy.errors import BackendUnavailableError
-from vdsr_deploy.model import VDSR
+from vdsr_deploy.model.network import VDSR
 
 
 def _why_not() -> str | None:

@@ -27,7 +27,7 @@ from vdsr_deploy.backends.tensorrt.library import (
 )
 from vdsr_deploy.backends.tensorrt.sidecar import read_sidecar
 from vdsr_deploy.errors import BackendUnavailableError, EngineMismatchError
-from vdsr_deploy.tiling import TileConfig, extract, place, plan_tiles
+from vdsr_deploy.planes.tiling import TileConfig, extract, place, plan_tiles
 
 
 def _why_not() -> str | None:
@@ -67,7 +67,7 @@ FP16_MEAN_TOLERANCE = 2e-3
 def model() -> Any:
     import torch
 
-    from vdsr_deploy.model import VDSR
+    from vdsr_deploy.model.network import VDSR
 
     torch.manual_seed(0)
     return VDSR(depth=DEPTH, channels=CHANNELS).eval()
@@ -76,7 +76,7 @@ def model() -> Any:
 @pytest.fixture(scope="module")
 def onnx_files(model: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     pytest.importorskip("onnxruntime")  # the exporter verifies with ONNX Runtime
-    from vdsr_deploy.export import export_onnx
+    from vdsr_deploy.export.onnx import export_onnx
 
     folder = tmp_path_factory.mktemp("onnx")
     return {

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vdsr_deploy.backends.torch import TorchRunner
-from vdsr_deploy.model import VDSR
+from vdsr_deploy.backends.torch.runner import TorchRunner
+from vdsr_deploy.model.network import VDSR
 
 pytestmark = pytest.mark.gpu
 

@@ -55,38 +55,38 @@ def mutant(name: str, file: str, original: str, replacement: str, *tests: str) -
 # The scratch copy has no ../shared/data beside it, so the MATLAB-oracle tests skip there:
 # protocol mutants must be caught by the constant checks alone.
 PROTOCOL = "tests/test_protocol.py"
-TILED = "tests/test_tiling.py::test_tiled_equals_untiled"
+TILED = "tests/planes/test_tiling.py::test_tiled_equals_untiled"
 
 MUTANTS: tuple[Mutant, ...] = (
     # --- tiling: exact by construction -----------------------------------------------------
     mutant(
         "tiling: core copied one pixel off",
-        "vdsr_deploy/tiling.py",
+        "vdsr_deploy/planes/tiling.py",
         "y.core_start - y.start : y.core_stop - y.start,",
         "y.core_start - y.start + 1 : y.core_stop - y.start + 1,",
         TILED,
     ),
     mutant(
         "tiling: too few tiles (floor instead of ceil)",
-        "vdsr_deploy/tiling.py",
+        "vdsr_deploy/planes/tiling.py",
         "count = math.ceil((length - 2 * halo) / core)",
         "count = max(2, math.floor((length - 2 * halo) / core))",
-        "tests/test_tiling.py::test_plan_axis_cores_partition_and_windows_stay_inside",
+        "tests/planes/test_tiling.py::test_plan_axis_cores_partition_and_windows_stay_inside",
         TILED,
     ),
     mutant(
         "tiling: core boundary not centred in the overlap",
-        "vdsr_deploy/tiling.py",
+        "vdsr_deploy/planes/tiling.py",
         "boundaries.append((previous + tile + current) // 2)",
         "boundaries.append(previous + tile)",
         TILED,
     ),
     mutant(
         "tiling: tile == 2 * halo accepted",
-        "vdsr_deploy/tiling.py",
+        "vdsr_deploy/planes/tiling.py",
         "if self.tile and self.tile <= 2 * self.halo:",
         "if self.tile and self.tile < 2 * self.halo:",
-        "tests/test_tiling.py::test_tile_config_validation",
+        "tests/planes/test_tiling.py::test_tile_config_validation",
     ),
     # --- protocol (caught without the MATLAB oracles) ----------------------------------------
     mutant(
@@ -143,39 +143,39 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- colour and alpha ---------------------------------------------------------------------
     mutant(
         "colour: alpha inverted in finish",
-        "vdsr_deploy/colour.py",
+        "vdsr_deploy/planes/colour.py",
         "[colour, prepared.alpha[..., None]]",
         "[colour, 1.0 - prepared.alpha[..., None]]",
-        "tests/test_colour.py",
+        "tests/planes/test_colour.py",
     ),
     mutant(
         "colour: Cb and Cr swapped",
-        "vdsr_deploy/colour.py",
+        "vdsr_deploy/planes/colour.py",
         "return PreparedImage(y, np.ascontiguousarray(upscaled[..., 1:]), alpha)",
         "return PreparedImage(y, np.ascontiguousarray(upscaled[..., :0:-1]), alpha)",
-        "tests/test_colour.py",
+        "tests/planes/test_colour.py",
     ),
     mutant(
         "colour: gray mapped back with 255 instead of 219",
-        "vdsr_deploy/colour.py",
+        "vdsr_deploy/planes/colour.py",
         "colour = ((y.astype(np.float32) * 255.0 - 16.0) / 219.0)[..., None]",
         "colour = ((y.astype(np.float32) * 255.0 - 16.0) / 255.0)[..., None]",
-        "tests/test_colour.py",
+        "tests/planes/test_colour.py",
     ),
     # --- resume manifest and atomic writes ----------------------------------------------------
     mutant(
         "manifest: sizes compared, not SHA-256",
-        "vdsr_deploy/manifest.py",
+        "vdsr_deploy/job/manifest.py",
         "if (digest.size, digest.sha256) != (record.size, record.sha256):",
         "if digest.size != record.size:",
-        "tests/test_manifest.py",
+        "tests/job/test_manifest.py",
     ),
     mutant(
         "manifest: settings ignored",
-        "vdsr_deploy/manifest.py",
+        "vdsr_deploy/job/manifest.py",
         "if record.settings != settings:",
         "if False:",
-        "tests/test_job.py::test_resume_skips_complete_outputs_and_redoes_the_rest",
+        "tests/job/test_job.py::test_resume_skips_complete_outputs_and_redoes_the_rest",
     ),
     Mutant(
         "imageio: writer writes straight to the target",
@@ -194,38 +194,38 @@ MUTANTS: tuple[Mutant, ...] = (
                 "            if not self.overwrite and self.target.exists() and self.temporary != self.target:",
             ),
         ),
-        ("tests/test_atomic_writes.py",),
+        ("tests/imageio/test_atomic_writes.py",),
     ),
     mutant(
         "imageio: samples truncated instead of rounded",
         "vdsr_deploy/imageio/write.py",
         "np.clip(np.rint(np.asarray(pixels, dtype=np.float64) * peak), 0, peak)",
         "np.clip(np.floor(np.asarray(pixels, dtype=np.float64) * peak), 0, peak)",
-        "tests/test_imageio.py::test_quantize_rounds_half_to_even_and_clips",
+        "tests/imageio/test_imageio.py::test_quantize_rounds_half_to_even_and_clips",
     ),
     # --- the evaluation protocol's folder listing and HR crop (evaluate, parity, training) -------
     mutant(
         "evaluate: a folder named like an image is listed as one",
-        "vdsr_deploy/evaluate.py",
+        "vdsr_deploy/evaluation/run.py",
         "if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()",
         "if p.suffix.lower() in IMAGE_SUFFIXES",
-        "tests/test_evaluate.py",
+        "tests/evaluation/test_evaluate.py",
     ),
     mutant(
         "evaluate: HR not modcropped before scoring",
-        "vdsr_deploy/evaluate.py",
+        "vdsr_deploy/evaluation/run.py",
         "cropped = np.asarray(protocol.modcrop(hr, scale), dtype=np.float64)",
         "cropped = np.asarray(hr, dtype=np.float64)",
-        "tests/test_evaluate.py",
-        "tests/test_parity.py::test_hr_images_give_task_psnr",
+        "tests/evaluation/test_evaluate.py",
+        "tests/parity/test_parity.py::test_hr_images_give_task_psnr",
     ),
     # --- the cluster driver's ledger ---------------------------------------------------------
     mutant(
         "cluster ledger: an image retried once more than allowed",
-        "vdsr_deploy/cluster/ledger.py",
+        "vdsr_deploy/job/ledger.py",
         "if entry.attempts > self.retries:",
         "if entry.attempts > self.retries + 1:",
-        "tests/test_cluster.py::test_killed_worker_is_retried_and_a_poison_image_is_reported",
+        "tests/cluster/test_cluster.py::test_killed_worker_is_retried_and_a_poison_image_is_reported",
     ),
     # --- parity figures and the rendered report -----------------------------------------------
     mutant(
@@ -233,28 +233,28 @@ MUTANTS: tuple[Mutant, ...] = (
         "vdsr_deploy/parity/figures.py",
         "return self.identical / self.pixels if self.pixels else 1.0",
         "return self.identical / (self.pixels + 1) if self.pixels else 1.0",
-        "tests/test_parity.py::test_figures_match_direct_numpy",
+        "tests/parity/test_parity.py::test_figures_match_direct_numpy",
     ),
     mutant(
         "parity report: histogram cut one entry short",
-        "vdsr_deploy/parity_report.py",
+        "vdsr_deploy/parity/report.py",
         'items = [f"{lsb}:{count}" for lsb, count in quant.histogram[:limit]]',
         'items = [f"{lsb}:{count}" for lsb, count in quant.histogram[: limit - 1]]',
-        "tests/test_parity_report.py",
+        "tests/parity/test_parity_report.py",
     ),
     mutant(
         "parity report: '... max' shown one entry late",
-        "vdsr_deploy/parity_report.py",
+        "vdsr_deploy/parity/report.py",
         "if len(quant.histogram) > limit:",
         "if len(quant.histogram) > limit + 1:",
-        "tests/test_parity_report.py",
+        "tests/parity/test_parity_report.py",
     ),
     mutant(
         "parity report: per-image share of the wrong bit depth",
-        "vdsr_deploy/parity_report.py",
+        "vdsr_deploy/parity/report.py",
         "fmt_share(image.quantized[0])",
         "fmt_share(image.quantized[-1])",
-        "tests/test_parity_report.py",
+        "tests/parity/test_parity_report.py",
     ),
     # --- training resume ----------------------------------------------------------------------
     mutant(
@@ -281,32 +281,32 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- export -------------------------------------------------------------------------------
     mutant(
         "export: residual Add dropped",
-        "vdsr_deploy/export.py",
+        "vdsr_deploy/export/onnx.py",
         'helper.make_node("Add", [INPUT_NAME, current], [OUTPUT_NAME], name="global_residual")',
         'helper.make_node("Identity", [current], [OUTPUT_NAME], name="global_residual")',
-        "tests/test_export.py",
+        "tests/export/test_export.py",
     ),
     mutant(
         "export: last ReLU dropped",
-        "vdsr_deploy/export.py",
+        "vdsr_deploy/export/onnx.py",
         "if index < model.depth - 1:",
         "if index < model.depth - 2:",
-        "tests/test_export.py",
+        "tests/export/test_export.py",
     ),
     # --- INT8 quantization --------------------------------------------------------------------
     mutant(
         "quantize: last conv quantized too",
-        "vdsr_deploy/quantize.py",
+        "vdsr_deploy/export/quantize.py",
         'excluded = [convs[0], convs[-1], "global_residual"] if config.keep_float_ends else []',
         'excluded = [convs[0], "global_residual"] if config.keep_float_ends else []',
-        "tests/test_quantize.py",
+        "tests/export/test_quantize.py",
     ),
     mutant(
         "quantize: calibrated on HR instead of degraded inputs",
-        "vdsr_deploy/quantize.py",
+        "vdsr_deploy/export/quantize.py",
         "inputs.append(protocol.degrade(hr, scale))",
         "inputs.append(hr)",
-        "tests/test_quantize.py",
+        "tests/export/test_quantize.py",
     ),
     # --- the job of files (vdsr_deploy/job/) -----------------------------------------------------
     mutant(
@@ -314,28 +314,28 @@ MUTANTS: tuple[Mutant, ...] = (
         "vdsr_deploy/job/plan.py",
         "        if target.resolve() in taken and not single_file:\n",
         "        if False:\n",
-        "tests/test_job.py::test_names_never_collide_and_inputs_are_never_overwritten",
+        "tests/job/test_job.py::test_names_never_collide_and_inputs_are_never_overwritten",
     ),
     mutant(
         "job: a band window reuses the previous window's rows one row off",
         "vdsr_deploy/job/prepare.py",
         "    keep = slice(span.start - start, None)\n",
         "    keep = slice(span.start - start + 1, None)\n",
-        "tests/test_job.py::test_outputs_equal_the_single_image_pipeline",
+        "tests/job/test_job.py::test_outputs_equal_the_single_image_pipeline",
     ),
     mutant(
         "job: the memory budget never waits",
         "vdsr_deploy/job/budget.py",
         "            while self.used and self.used + amount > self.capacity:\n",
         "            while False:\n",
-        "tests/test_job.py::test_memory_budget_waits_for_room_and_runs_a_big_item_alone",
+        "tests/job/test_job.py::test_memory_budget_waits_for_room_and_runs_a_big_item_alone",
     ),
     mutant(
         "job: an item larger than the memory budget waits for ever",
         "vdsr_deploy/job/budget.py",
         "            while self.used and self.used + amount > self.capacity:\n",
         "            while self.used + amount > self.capacity:\n",
-        "tests/test_job.py::test_memory_budget_waits_for_room_and_runs_a_big_item_alone",
+        "tests/job/test_job.py::test_memory_budget_waits_for_room_and_runs_a_big_item_alone",
     ),
     mutant(
         "job: stop not checked before a runner call",
@@ -346,15 +346,15 @@ MUTANTS: tuple[Mutant, ...] = (
         "            return self._runner.infer(batch)\n",
         "        try:\n"
         "            return self._runner.infer(batch)\n",
-        "tests/test_job.py::test_stop_is_checked_between_runner_calls",
+        "tests/job/test_job.py::test_stop_is_checked_between_runner_calls",
     ),
     # --- batching, benchmark ratios, CLI errors -----------------------------------------------
     mutant(
         "pipeline: tiles of different images never share a batch",
-        "vdsr_deploy/pipeline.py",
+        "vdsr_deploy/planes/pipeline.py",
         "            if len(queue) == batch:\n",
         "            if len(queue) >= 1:\n",
-        "tests/test_job.py::test_tiles_of_several_images_share_a_batch",
+        "tests/job/test_job.py::test_tiles_of_several_images_share_a_batch",
     ),
     mutant(
         "bench: ratio to the baseline inverted",
@@ -377,22 +377,22 @@ MUTANTS: tuple[Mutant, ...] = (
         "vdsr_deploy/cli/common.py",
         '    typer.echo(f"error: {message}", err=True)\n    raise typer.Exit(code)',
         '    typer.echo(f"error: {message}", err=True)\n    raise RuntimeError(message)',
-        "tests/test_cli.py::test_user_errors_are_one_sentence",
-        "tests/test_cli.py::test_tensorrt_absent_is_a_handled_error",
+        "tests/cli/test_cli.py::test_user_errors_are_one_sentence",
+        "tests/cli/test_cli.py::test_tensorrt_absent_is_a_handled_error",
     ),
     mutant(
         "cli: an --onnx the torch backend would ignore is accepted",
-        "vdsr_deploy/backends/factory.py",
+        "vdsr_deploy/runtime/prepare.py",
         '    if spec.onnx is not None and backend == "torch":\n',
         '    if spec.onnx is not None and backend == "none":\n',
-        "tests/test_cli.py::test_a_file_the_backend_would_not_run_is_refused",
+        "tests/cli/test_cli.py::test_a_file_the_backend_would_not_run_is_refused",
     ),
     mutant(
         "cli: the resume identity ignores a changed weights file",
-        "vdsr_deploy/model_files.py",
+        "vdsr_deploy/model/identity.py",
         '            parts.append(f"{Path(path).name}:{stat.st_size}:{stat.st_mtime_ns}")\n',
         '            parts.append(f"{Path(path).name}")\n',
-        "tests/test_model_files.py::test_identity_names_each_given_file_by_name_size_and_mtime",
+        "tests/model/test_model_files.py::test_identity_names_each_given_file_by_name_size_and_mtime",
     ),
 )
 

@@ -16,8 +16,8 @@ from train.data import PatchSampler, TrainingPair, find_images, prepare_pairs
 from train.ema import WeightAverage
 from train.loop import train
 from vdsr_deploy.errors import ConfigError, TrainingError
-from vdsr_deploy.model import VDSR
-from vdsr_deploy.weights import load_weights
+from vdsr_deploy.model.network import VDSR
+from vdsr_deploy.model.weights import load_weights
 
 
 def write_images(folder: Path, sizes: list[tuple[int, int]]) -> None:

@@ -16,7 +16,7 @@ from train.config import TrainConfig, builtin_recipes
 from train.loop import train
 from train.settings import read_run_settings
 from vdsr_deploy.errors import TrainingError
-from vdsr_deploy.weights import load_weights, read_depth
+from vdsr_deploy.model.weights import load_weights, read_depth
 
 
 def write_image(folder: Path, size: tuple[int, int] = (45, 49)) -> Path:

@@ -16,7 +16,7 @@ from train.loop import train
 from train.step import make_optimizer, training_step
 from vdsr_deploy import protocol
 from vdsr_deploy.errors import ConfigError, TrainingError
-from vdsr_deploy.weights import load_weights
+from vdsr_deploy.model.weights import load_weights
 
 
 def test_config_validation(tmp_path: Path) -> None:

@@ -3,6 +3,6 @@ imports none of them."""
 
 from __future__ import annotations
 
-from vdsr_deploy.backends.base import Runner, RunnerInfo
+from vdsr_deploy.runner import Runner, RunnerInfo
 
 __all__ = ["Runner", "RunnerInfo"]

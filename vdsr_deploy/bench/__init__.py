@@ -7,7 +7,7 @@ times two things on the same in-memory image:
   batches the pipeline forms (:func:`make_workload`; only the runner is timed:
   ``runner.infer`` on host arrays, or for a runner on CUDA ``runner.infer_tensor`` on
   batches already on the device);
-- ``pipeline``: :func:`~vdsr_deploy.pipeline.upscale_pixels` on the low-resolution RGB
+- ``pipeline``: :func:`~vdsr_deploy.planes.pipeline.upscale_pixels` on the low-resolution RGB
   image (colour conversion, MATLAB bicubic, tiling, batching, stitching, back to RGB; for a
   runner on CUDA the device path, uint8 samples in and out);
 

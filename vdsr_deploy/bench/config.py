@@ -12,9 +12,9 @@ from pathlib import Path
 from vdsr_deploy.backends.device import cuda_available
 from vdsr_deploy.environment import cpu_flags
 from vdsr_deploy.errors import ConfigError
-from vdsr_deploy.pipeline import PipelineConfig
-from vdsr_deploy.precision import BACKEND_PRECISIONS, BF16_FLAGS, PRECISIONS
-from vdsr_deploy.tiling import DEFAULT_HALO, TileConfig
+from vdsr_deploy.planes.pipeline import PipelineConfig
+from vdsr_deploy.planes.tiling import DEFAULT_HALO, TileConfig
+from vdsr_deploy.precision.decision import BACKEND_PRECISIONS, BF16_FLAGS, PRECISIONS
 
 SUPPORTED = BACKEND_PRECISIONS
 BACKENDS = tuple(SUPPORTED)
@@ -168,7 +168,7 @@ class BenchConfig:
     ``baseline``: the setting name throughput ratios are reported against; ``frames``: also
     time a batch job (:func:`~vdsr_deploy.job.run_job`: decode, upscale, PNG encode, atomic
     write) over that many PNG frames of the input size, end to end; ``ensemble``: time the x8
-    self-ensemble (:mod:`vdsr_deploy.ensemble`: the tiles of all eight transformed planes,
+    self-ensemble (:mod:`vdsr_deploy.planes.ensemble`: the tiles of all eight transformed planes,
     8x the compute, on the host path; Mpx/s still counts output pixels)."""
 
     settings: tuple[BenchSetting, ...]

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.bench.config import BenchSetting
+from vdsr_deploy.runner import Runner
 
 # Dense tensor-core peaks from NVIDIA's datasheets (TFLOP/s without sparsity) and the SM
 # counts they are quoted for; a MIG slice or another SM count scales them.

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.bench.config import BenchConfig, BenchSetting
 from vdsr_deploy.bench.device import on_cuda, tf32_for
 from vdsr_deploy.bench.record import bench_record, runner_record
@@ -25,10 +24,11 @@ from vdsr_deploy.bench.timing import Timer, Timings
 from vdsr_deploy.bench.workload import Workload, bench_image, make_workload
 from vdsr_deploy.environment import load_average
 from vdsr_deploy.errors import BackendUnavailableError, VdsrError
-from vdsr_deploy.pipeline import PipelineConfig, upscale_pixels
+from vdsr_deploy.planes.pipeline import PipelineConfig, upscale_pixels
+from vdsr_deploy.runner import Runner
 
 if TYPE_CHECKING:
-    from vdsr_deploy.backends.factory import RunnerSpec
+    from vdsr_deploy.runtime.prepare import RunnerSpec
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -68,8 +68,8 @@ class _Inputs:
 
 
 def bench_runner_spec(setting: BenchSetting, config: BenchConfig) -> RunnerSpec:
-    """The :class:`~vdsr_deploy.backends.factory.RunnerSpec` that ``setting`` times."""
-    from vdsr_deploy.backends.factory import RunnerSpec
+    """The :class:`~vdsr_deploy.runtime.prepare.RunnerSpec` that ``setting`` times."""
+    from vdsr_deploy.runtime.prepare import RunnerSpec
 
     return RunnerSpec(
         backend=setting.backend,
@@ -88,7 +88,7 @@ def bench_runner_spec(setting: BenchSetting, config: BenchConfig) -> RunnerSpec:
 def open_bench_runner(setting: BenchSetting, config: BenchConfig) -> Runner:
     """An inactive runner for ``setting``, from the runner factory
     (BackendUnavailableError, with the reason, when its runtime cannot run here)."""
-    from vdsr_deploy.backends.factory import open_runner
+    from vdsr_deploy.runtime.prepare import open_runner
 
     pipeline = config.pipeline_for(setting)
     return open_runner(bench_runner_spec(setting, config), tiling=pipeline.tiling, batch=setting.batch)
@@ -116,7 +116,7 @@ def _open_case(
 ) -> None:
     """Activate the case's runner (kept open by ``stack``) and lay out its workload, on the
     runner's device when it computes on CUDA; a runner that cannot open fails the case."""
-    from vdsr_deploy.device_pipeline import DeviceUpscaler, use_device_path
+    from vdsr_deploy.planes.device_pipeline import DeviceUpscaler, use_device_path
 
     setting = case.setting
     try:
@@ -245,8 +245,8 @@ def benchmark(
     ``open_runner``: how to make a runner for a setting (default :func:`open_bench_runner`);
     ``on_event``: called with each progress event (warmup, repeat, skipped, error)."""
     from vdsr_deploy.imageio import quantize
-    from vdsr_deploy.model import flops_per_pixel
-    from vdsr_deploy.weights import load_weights
+    from vdsr_deploy.model.network import flops_per_pixel
+    from vdsr_deploy.model.weights import load_weights
 
     emit = on_event or (lambda event: None)
     opener = open_runner or open_bench_runner

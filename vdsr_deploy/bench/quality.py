@@ -1,6 +1,6 @@
 """The task quality of runners side by side, for pricing a fast path (e.g. INT8, bf16) in
 PSNR: :func:`score_runners` scores active runners on a folder of HR images with the paper's
-protocol (:mod:`vdsr_deploy.evaluate`), :func:`quality_costs` does it for benchmark settings
+protocol (:mod:`vdsr_deploy.evaluation.run`), :func:`quality_costs` does it for benchmark settings
 over several folders, :func:`worst_costs` gives each one's largest loss.
 
 Not to be confused with :func:`vdsr_deploy.parity.task_psnr`, the PSNR of one output plane
@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.bench.config import CPU_BASELINE, BenchConfig, BenchSetting
 from vdsr_deploy.bench.harness import open_bench_runner
 from vdsr_deploy.errors import ConfigError
-from vdsr_deploy.pipeline import upscale_plane
-from vdsr_deploy.tiling import TileConfig
+from vdsr_deploy.planes.pipeline import upscale_plane
+from vdsr_deploy.planes.tiling import TileConfig
+from vdsr_deploy.runner import Runner
 
 
 def score_runners(
@@ -32,10 +32,10 @@ def score_runners(
     tiling: TileConfig | None = None,
     batch: int = 1,
 ) -> dict[str, Any]:
-    """Mean PSNR/SSIM (paper protocol, :mod:`vdsr_deploy.evaluate`) of each runner (already
+    """Mean PSNR/SSIM (paper protocol, :mod:`vdsr_deploy.evaluation.run`) of each runner (already
     active) on the HR images of ``folder``, per scale, and each runner's PSNR difference to
     the first one (``psnr_delta_vs_<first>``)."""
-    from vdsr_deploy.evaluate import list_images, prepare_items, score
+    from vdsr_deploy.evaluation.run import list_images, prepare_items, score
 
     if not runners:
         raise ConfigError("expected at least one runner to score")

@@ -12,11 +12,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.bench.config import BenchConfig
 from vdsr_deploy.bench.device import add_device_share
 from vdsr_deploy.bench.timing import summarize
 from vdsr_deploy.environment import machine_info, portable_path, thread_info, versions
+from vdsr_deploy.runner import Runner
 
 if TYPE_CHECKING:
     from vdsr_deploy.bench.harness import Case

@@ -12,7 +12,7 @@ from typing import Any
 from vdsr_deploy.bench.config import CPU_BASELINE
 from vdsr_deploy.bench.quality import worst_costs
 from vdsr_deploy.environment import describe_weights
-from vdsr_deploy.precision import MAX_AUTO_COST_DB
+from vdsr_deploy.precision.decision import MAX_AUTO_COST_DB
 
 BENCH_COLUMNS = (
     "setting", "runner", "tiles x batch", "runtime Mpx/s", "img/s", "p50 / p90 / p99 ms",
@@ -182,7 +182,7 @@ def _device_lines(result: dict[str, Any]) -> list[str]:
 
 def write_plot(result: dict[str, Any], path: Path) -> Path | None:
     """Throughput (Mpx/s) per setting, runtime and pipeline, as a PNG (None if nothing ran)."""
-    from vdsr_deploy.plots import throughput_bars
+    from vdsr_deploy.parity.plots import throughput_bars
 
     done = [r for r in result["results"] if r.get("runtime")]
     if not done:

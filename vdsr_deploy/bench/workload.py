@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr_deploy.backends.base import Runner, RunnerInfo
-from vdsr_deploy.pipeline import PipelineConfig, upscale_pixels
-from vdsr_deploy.tiling import TileConfig
+from vdsr_deploy.planes.pipeline import PipelineConfig, upscale_pixels
+from vdsr_deploy.planes.tiling import TileConfig
+from vdsr_deploy.runner import Runner, RunnerInfo
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def make_workload(
     *,
     ensemble: bool = False,
 ) -> Workload:
-    """The batches :func:`~vdsr_deploy.pipeline.upscale_pixels` sends to its runner for
+    """The batches :func:`~vdsr_deploy.planes.pipeline.upscale_pixels` sends to its runner for
     ``lr_pixels`` (the prepared Y plane, with ``ensemble`` its eight rotations/mirror images,
     cut into tiles and stacked into batches of same-shape tiles), recorded from one run of
     the pipeline itself through a runner that returns its input, so the batching has one

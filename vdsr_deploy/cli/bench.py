@@ -165,7 +165,7 @@ def _settings(
 
     onnx_precision = None
     if onnx is not None:
-        from vdsr_deploy.artifacts import MetadataKey, onnx_metadata
+        from vdsr_deploy.model.onnx_metadata import MetadataKey, onnx_metadata
 
         onnx_precision = onnx_metadata(onnx).get(MetadataKey.PRECISION, "fp32")
     settings, notes = sweep(

@@ -18,7 +18,7 @@ import typer
 import typer.core
 
 if TYPE_CHECKING:
-    from vdsr_deploy.backends.factory import RunnerSpec
+    from vdsr_deploy.runtime.prepare import RunnerSpec
 
 _Function = TypeVar("_Function", bound=Callable[..., Any])
 BOOLEAN_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
@@ -119,7 +119,7 @@ def check_halo(
     """Refuse a halo below the model's receptive radius (its depth in pixels) unless
     ``--inexact-halo`` accepts it, then warn. Unreadable files are left to the runner to report."""
     from vdsr_deploy.errors import VdsrError
-    from vdsr_deploy.model_files import receptive_radius
+    from vdsr_deploy.model.identity import receptive_radius
 
     if tile == 0:
         return
@@ -149,8 +149,8 @@ def runner_spec(
     engines_dir: Path | None,
     threads: int,
 ) -> RunnerSpec:
-    """The :class:`~vdsr_deploy.backends.factory.RunnerSpec` of the runtime options."""
-    from vdsr_deploy.backends.factory import RunnerSpec
+    """The :class:`~vdsr_deploy.runtime.prepare.RunnerSpec` of the runtime options."""
+    from vdsr_deploy.runtime.prepare import RunnerSpec
 
     return RunnerSpec(
         backend=backend,

@@ -37,8 +37,8 @@ def evaluate_command(
     ensemble: EnsembleOption = False,
 ) -> None:
     """PSNR/SSIM on Y (modcrop, MATLAB bicubic, shave = scale) against bicubic."""
-    from vdsr_deploy.eval_report import write_reports
-    from vdsr_deploy.evaluate import evaluate_folders
+    from vdsr_deploy.evaluation.report import write_reports
+    from vdsr_deploy.evaluation.run import evaluate_folders
 
     with user_errors():
         spec = runner_spec(backend, device, precision, provider, weights, None, None, engines_dir, threads)
@@ -54,7 +54,7 @@ def evaluate_command(
 def _table(report: Any) -> Any:
     from rich.table import Table
 
-    from vdsr_deploy.eval_report import TERMINAL_COLUMNS, terminal_rows
+    from vdsr_deploy.evaluation.report import TERMINAL_COLUMNS, terminal_rows
 
     table = Table(title=f"{report.dataset} — {report.method}")
     for column in TERMINAL_COLUMNS:

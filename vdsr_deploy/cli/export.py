@@ -55,11 +55,11 @@ def export(
     With --triton DIR: a Triton Inference Server model repository (ONNX Runtime model, and the
     FP16 TensorRT plan where TensorRT and a GPU are usable), every config.pbtxt validated.
     """
-    from vdsr_deploy.artifacts import default_onnx_name
     from vdsr_deploy.errors import ConfigError
-    from vdsr_deploy.export import export_onnx
-    from vdsr_deploy.precision import check_precision
-    from vdsr_deploy.weights import load_weights
+    from vdsr_deploy.export.onnx import export_onnx
+    from vdsr_deploy.model.onnx_metadata import default_onnx_name
+    from vdsr_deploy.model.weights import load_weights
+    from vdsr_deploy.precision.decision import check_precision
 
     console = make_console()
     if triton is not None:
@@ -88,9 +88,9 @@ def export(
 def _export_int8(
     console: Any, weights: Path | None, output_dir: Path, overwrite: bool, calibration_dir: Path | None
 ) -> None:
-    from vdsr_deploy.backends.factory import RunnerSpec
-    from vdsr_deploy.fastpath import int8_artifact
-    from vdsr_deploy.quality import calibration_set_from_images, load_calibration_set
+    from vdsr_deploy.export.calibration import calibration_set_from_images, load_calibration_set
+    from vdsr_deploy.runtime.prepare import RunnerSpec
+    from vdsr_deploy.runtime.resolve import int8_artifact
 
     spec = RunnerSpec(backend="onnxruntime", precision="int8", weights=weights, engines_dir=output_dir)
     calibration = load_calibration_set() if calibration_dir is None else calibration_set_from_images(calibration_dir)
@@ -114,9 +114,9 @@ def _export_triton(
     engines_dir: Path | None,
     overwrite: bool,
 ) -> None:
-    from vdsr_deploy.backends.factory import default_engines_dir
-    from vdsr_deploy.tiling import TileConfig
-    from vdsr_deploy.triton import export_triton
+    from vdsr_deploy.export.triton import export_triton
+    from vdsr_deploy.planes.tiling import TileConfig
+    from vdsr_deploy.runtime.prepare import default_engines_dir
 
     with user_errors():
         result = export_triton(
@@ -156,10 +156,10 @@ def build(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Build (or find) the TensorRT engine for a tile size and batch: engine + JSON sidecar."""
-    from vdsr_deploy.backends.factory import default_engines_dir
     from vdsr_deploy.backends.tensorrt.build_config import EngineBuildConfig
     from vdsr_deploy.backends.tensorrt.builder import ensure_engine
-    from vdsr_deploy.tiling import TileConfig
+    from vdsr_deploy.planes.tiling import TileConfig
+    from vdsr_deploy.runtime.prepare import default_engines_dir
 
     with user_errors():
         config = EngineBuildConfig.for_tiles(

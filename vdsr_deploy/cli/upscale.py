@@ -89,13 +89,13 @@ def upscale(
     the output folder) are skipped, the rest redone. Ctrl-C / SIGTERM stop cleanly (exit
     130 / 143) without leaving partial files.
     """
-    from vdsr_deploy.autotile import resolve_tile
-    from vdsr_deploy.backends.factory import choose_backend
     from vdsr_deploy.job import JobConfig, stop_on_signals
-    from vdsr_deploy.model_files import spec_identity
-    from vdsr_deploy.pipeline import PipelineConfig
-    from vdsr_deploy.remote import location
-    from vdsr_deploy.tiling import TileConfig
+    from vdsr_deploy.job.autotile import resolve_tile
+    from vdsr_deploy.job.remote import location
+    from vdsr_deploy.model.identity import spec_identity
+    from vdsr_deploy.planes.pipeline import PipelineConfig
+    from vdsr_deploy.planes.tiling import TileConfig
+    from vdsr_deploy.runtime.prepare import choose_backend
 
     console = make_console()
     summary: Any = None
@@ -149,16 +149,16 @@ def upscale(
 
 def _resolve_precision(spec: Any) -> tuple[Any, Any]:
     """``spec`` with ``--precision auto`` resolved, and the choice (said on the first line)."""
-    from vdsr_deploy.backends.factory import default_engines_dir
-    from vdsr_deploy.fastpath import resolve_spec
+    from vdsr_deploy.runtime.prepare import default_engines_dir
+    from vdsr_deploy.runtime.resolve import resolve_spec
 
     return resolve_spec(spec, spec.engines_dir or default_engines_dir())
 
 
 def _upscale_here(config: Any, spec: Any, picked: Any, console: Any, quiet: bool, stop: Any) -> Any:
     """The job on one runner on this machine; its first line says which runtime, tile and batch."""
-    from vdsr_deploy.backends.factory import open_runner
     from vdsr_deploy.job import run_job
+    from vdsr_deploy.runtime.prepare import open_runner
 
     pipeline = config.pipeline
     with open_runner(spec, tiling=pipeline.tiling, batch=pipeline.batch) as runner:

@@ -88,7 +88,7 @@ def validate(
     from vdsr_deploy.parity import DEFAULT_CANDIDATES, ValidateConfig
     from vdsr_deploy.parity import validate as run
     from vdsr_deploy.parity.images import validation_images
-    from vdsr_deploy.tiling import TileConfig
+    from vdsr_deploy.planes.tiling import TileConfig
 
     console = make_console()
     with user_errors():
@@ -119,7 +119,7 @@ def validate(
         report = run(config, images, on_event=on_event)
     _render_validation(console, report)
     if out is not None:
-        from vdsr_deploy.parity_report import write_reports
+        from vdsr_deploy.parity.report import write_reports
 
         with user_errors():
             heatmap = write_reports(report, out)
@@ -133,7 +133,7 @@ def _render_validation(console: Any, report: Any) -> None:
     from rich.table import Table
 
     from vdsr_deploy.environment import describe_weights
-    from vdsr_deploy.parity_report import TERMINAL_COLUMNS, TERMINAL_LEGEND, terminal_row
+    from vdsr_deploy.parity.report import TERMINAL_COLUMNS, TERMINAL_LEGEND, terminal_row
 
     colours = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
     ensemble = ", x8 ensemble" if report.ensemble else ""

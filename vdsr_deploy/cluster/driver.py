@@ -9,7 +9,7 @@ fraction of a CPU each), restarts one whose process dies, and moves results. The
   single-machine job takes), so it is the only job writing there; its workers name their
   temporaries after the driver's PID, so other jobs leave them alone while it runs;
 - plans, records outputs in the manifest and renames them into place through
-  :class:`~vdsr_deploy.cluster.ledger.JobLedger` (the single-machine rules and order);
+  :class:`~vdsr_deploy.job.ledger.JobLedger` (the single-machine rules and order);
 - hands each idle worker the next few items (:class:`~vdsr_deploy.cluster.pool.WorkerPool`),
   so a call lost with its worker is retried image by image, at most ``retries`` times, then
   reported by name with the reason;
@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vdsr_deploy.backends.base import Runner
-from vdsr_deploy.cluster.ledger import JobLedger
 from vdsr_deploy.cluster.placement import (
     ClusterConfig,
     ClusterError,
@@ -44,12 +42,14 @@ from vdsr_deploy.cluster.placement import (
 )
 from vdsr_deploy.cluster.pool import POLL_SECONDS, Calls, WorkerPool, error_text, kill_calls
 from vdsr_deploy.cluster.report import ClusterSummary, Startup, cluster_report
-from vdsr_deploy.cluster.worker import RunnerFactory, UpscaleWorker
 from vdsr_deploy.errors import BackendUnavailableError
 from vdsr_deploy.job import EventSink, JobConfig, JobSummary, manifest_folder
-from vdsr_deploy.joblock import JobLock
-from vdsr_deploy.manifest import MANIFEST_NAME
-from vdsr_deploy.remote import manifest_path, registered_filesystems
+from vdsr_deploy.job.ledger import JobLedger
+from vdsr_deploy.job.lock import JobLock
+from vdsr_deploy.job.manifest import MANIFEST_NAME
+from vdsr_deploy.job.remote import manifest_path, registered_filesystems
+from vdsr_deploy.job.worker import RunnerFactory, UpscaleWorker
+from vdsr_deploy.runner import Runner
 
 
 class _ClusterRun:
@@ -204,14 +204,14 @@ def with_model_identity(job: JobConfig, open_runner: Callable[[Placement], Runne
     :class:`OpenRunner` names; a custom factory's job keeps ``model`` as given."""
     if job.model or not isinstance(open_runner, OpenRunner):
         return job
-    from vdsr_deploy.model_files import spec_identity
+    from vdsr_deploy.model.identity import spec_identity
 
     return dataclasses.replace(job, model=spec_identity(open_runner.spec))
 
 
 @dataclass(frozen=True)
 class OpenRunner:
-    """The project's runner factory for a worker: :func:`vdsr_deploy.backends.factory.open_runner` with
+    """The project's runner factory for a worker: :func:`vdsr_deploy.runtime.prepare.open_runner` with
     ``spec`` (its thread count set from the placement when it is 0). Picklable. The spec's
     file paths are made absolute here, on the driver: workers may start in other folders."""
 
@@ -239,7 +239,7 @@ class _RunnerFromSpec:
     batch: int
 
     def __call__(self) -> Any:
-        from vdsr_deploy.backends.factory import open_runner
+        from vdsr_deploy.runtime.prepare import open_runner
 
         return open_runner(self.spec, tiling=self.tiling, batch=self.batch)
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vdsr_deploy.cluster.placement import Placement
-from vdsr_deploy.cluster.worker import WorkerInfo
 from vdsr_deploy.job import JobSummary
+from vdsr_deploy.job.worker import WorkerInfo
 
 
 @dataclass

@@ -19,8 +19,8 @@ import numpy as np
 
 from vdsr_deploy.errors import ImageWriteError
 from vdsr_deploy.faults import fault_point
+from vdsr_deploy.fileops import pid_alive
 from vdsr_deploy.imageio.read import ImageMetadata, Samples
-from vdsr_deploy.joblock import pid_alive
 
 TEMP_SUFFIX = ".part"
 

@@ -1,6 +1,6 @@
 """Upscaling a job of files: inputs -> output paths -> decode | prepare | infer | encode.
 
-(A *job* is many files; a *batch* is the tiles of one runner call, :mod:`vdsr_deploy.pipeline`.)
+(A *job* is many files; a *batch* is the tiles of one runner call, :mod:`vdsr_deploy.planes.pipeline`.)
 Stages run concurrently and talk through bounded queues, so memory stays flat for any
 number of files and the runner is fed while files are decoded and encoded:
 
@@ -14,7 +14,7 @@ number of files and the runner is fed while files are decoded and encoded:
   of the whole-image planes, computed in bounded chunks. Bands take the other half of the
   budget.
 - *infer* (:mod:`~vdsr_deploy.job.run`, the calling thread):
-  :func:`vdsr_deploy.pipeline.upscale_planes` fills batches with tiles of any bands and
+  :func:`vdsr_deploy.planes.pipeline.upscale_planes` fills batches with tiles of any bands and
   images; when nothing is ready it flushes partial batches so the accelerator never waits
   for a full batch.
 - *encode* (:mod:`~vdsr_deploy.job.encode`, ``save_threads``): recombines colour,
@@ -23,9 +23,9 @@ number of files and the runner is fed while files are decoded and encoded:
 
 So a huge image costs its decoded samples plus a few bands, never whole float planes.
 
-Never losing work: one job at a time writes to an output folder (:mod:`vdsr_deploy.joblock`);
+Never losing work: one job at a time writes to an output folder (:mod:`vdsr_deploy.job.lock`);
 outputs are written to a temporary file and renamed into place; the resume manifest
-(:mod:`vdsr_deploy.manifest`) records each finished output with its size, SHA-256 and
+(:mod:`vdsr_deploy.job.manifest`) records each finished output with its size, SHA-256 and
 settings, so a re-run skips complete outputs and redoes the rest. A stop request
 (:func:`stop_on_signals`, :mod:`~vdsr_deploy.job.signals`: SIGINT/SIGTERM) or Ctrl-C ends
 the job cleanly (:mod:`~vdsr_deploy.job.halt`): unfinished outputs leave no file behind and

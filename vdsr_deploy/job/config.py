@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vdsr_deploy.errors import ConfigError, ImageWriteError, InvalidInputError
 from vdsr_deploy.imageio import DEFAULT_MAX_PIXELS, output_format
-from vdsr_deploy.pipeline import PipelineConfig
+from vdsr_deploy.planes.pipeline import PipelineConfig
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class JobConfig:
     workers; ``queue_size``: bands waiting for the runner; ``memory_mb``: budget for decoded
     inputs and bands in flight (half each; one item larger than its half runs alone);
     ``quality``: JPEG/WebP quality; ``model``: identifies the model files for resume
-    (:func:`vdsr_deploy.model_files.model_identity`; empty: :func:`run_job` takes the runner's).
+    (:func:`vdsr_deploy.model.identity.model_identity`; empty: :func:`run_job` takes the runner's).
     """
 
     inputs: tuple[str, ...]

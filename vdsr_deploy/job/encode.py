@@ -9,8 +9,6 @@ from typing import Any
 
 from numpy.typing import NDArray
 
-from vdsr_deploy import colour
-from vdsr_deploy.device_pipeline import Band as DeviceBand
 from vdsr_deploy.errors import VdsrError
 from vdsr_deploy.imageio import (
     DecodedImage,
@@ -24,10 +22,12 @@ from vdsr_deploy.imageio import (
 from vdsr_deploy.job.budget import MemoryBudget
 from vdsr_deploy.job.config import JobConfig, WorkItem
 from vdsr_deploy.job.halt import Halt
+from vdsr_deploy.job.manifest import Manifest
 from vdsr_deploy.job.report import Recorder, describe_error
 from vdsr_deploy.job.task import F32, HostBand, Task, fail_task
-from vdsr_deploy.manifest import Manifest
-from vdsr_deploy.tiling import plan_axis
+from vdsr_deploy.planes import colour
+from vdsr_deploy.planes.device_pipeline import Band as DeviceBand
+from vdsr_deploy.planes.tiling import plan_axis
 
 
 def open_task(

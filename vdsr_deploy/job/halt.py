@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.io_names import ShapeProfile
+from vdsr_deploy.runner import Runner, RunnerInfo
 
 if TYPE_CHECKING:
     import torch

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vdsr_deploy.imageio import IMAGE_SUFFIXES, not_regular_reason
-from vdsr_deploy.remote import glob_files, is_uri, location
+from vdsr_deploy.job.remote import glob_files, is_uri, location
 
 
 def _magic_root(spec: str) -> Path:
@@ -62,7 +62,7 @@ def expand_spec(spec: str, recursive: bool, exclude: Path | None) -> Expanded | 
     """Files of one input spec; None when nothing matches. ``exclude``: the resolved output
     folder; when it lies inside the input folder its files are never inputs. Image-named
     entries that are not regular files (FIFOs, devices, broken links) are ``skipped``. A URI
-    (``s3://bucket/scans``) is listed through its filesystem (:mod:`vdsr_deploy.remote`)."""
+    (``s3://bucket/scans``) is listed through its filesystem (:mod:`vdsr_deploy.job.remote`)."""
     path = location(spec)
     if path.is_dir():
         skip = exclude if exclude is not None and path.resolve() in exclude.parents else None

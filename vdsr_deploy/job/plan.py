@@ -14,9 +14,9 @@ from vdsr_deploy.errors import ConfigError
 from vdsr_deploy.imageio import FORMAT_SUFFIX, IMAGE_SUFFIXES, output_format
 from vdsr_deploy.job.config import JobConfig, WorkItem
 from vdsr_deploy.job.inputs import expand_spec
+from vdsr_deploy.job.manifest import Manifest, settings_key
+from vdsr_deploy.job.remote import RemotePath, location
 from vdsr_deploy.job.report import Failure, Note, Skipped
-from vdsr_deploy.manifest import Manifest, settings_key
-from vdsr_deploy.remote import RemotePath, location
 
 # (input order, source, target)
 _Planned = tuple[int, Path, Path]

@@ -1,6 +1,6 @@
 """Stage 2, preparing: a :class:`Preparer` opens each decoded image's output and cuts the
-image into row bands, one per row of tiles (:func:`vdsr_deploy.tiling.plan_axis`). On the
-host a band is its bicubic Y/CbCr/alpha planes (:class:`vdsr_deploy.colour.RowPreparer`:
+image into row bands, one per row of tiles (:func:`vdsr_deploy.planes.tiling.plan_axis`). On the
+host a band is its bicubic Y/CbCr/alpha planes (:class:`vdsr_deploy.planes.colour.RowPreparer`:
 exactly the rows of the whole-image planes, computed in bounded chunks), queued for the
 runner; on the device path (:class:`DevicePath`) bands are upscaled and finished on the
 runner's device and go straight to the encoder. Bands hold bytes of the band budget."""
@@ -13,9 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vdsr_deploy import colour
-from vdsr_deploy.backends.base import Runner
-from vdsr_deploy.device_pipeline import DeviceUpscaler, use_device_path
 from vdsr_deploy.errors import VdsrError
 from vdsr_deploy.imageio import DecodedImage
 from vdsr_deploy.job.budget import JobMemory, band_row_bytes
@@ -25,7 +22,10 @@ from vdsr_deploy.job.encode import Encoder, open_task
 from vdsr_deploy.job.halt import END, Halt, Stopped
 from vdsr_deploy.job.report import Recorder, failure_reason
 from vdsr_deploy.job.task import F32, BandsInFlight, HostBand, Task, fail_task
-from vdsr_deploy.tiling import Span
+from vdsr_deploy.planes import colour
+from vdsr_deploy.planes.device_pipeline import DeviceUpscaler, use_device_path
+from vdsr_deploy.planes.tiling import Span
+from vdsr_deploy.runner import Runner
 
 
 @dataclass
@@ -117,7 +117,7 @@ class Preparer:
             fail_task(task, failure_reason(error, item.source), self.recorder)
 
     def _device_bands(self, device: DevicePath, task: Task, image: DecodedImage) -> None:
-        """The device path (:mod:`vdsr_deploy.device_pipeline`): bands computed on the runner's
+        """The device path (:mod:`vdsr_deploy.planes.device_pipeline`): bands computed on the runner's
         device, downloaded as final samples and written by the device path's writers."""
         held: list[int] = []
         budget = self.memory.bands

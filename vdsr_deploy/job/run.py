@@ -13,20 +13,20 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import cast
 
-from vdsr_deploy.backends.base import Runner
-from vdsr_deploy.ensemble import ensemble_planes
 from vdsr_deploy.job.budget import JobMemory
 from vdsr_deploy.job.config import JobConfig
 from vdsr_deploy.job.decode import feed
 from vdsr_deploy.job.encode import Encoder
 from vdsr_deploy.job.halt import END, Halt, StopCheckingRunner, Stopped
+from vdsr_deploy.job.lock import JobLock
 from vdsr_deploy.job.plan import ResumePlan, manifest_folder, plan_resume
 from vdsr_deploy.job.prepare import DevicePath, Preparer
+from vdsr_deploy.job.remote import uses_uris
 from vdsr_deploy.job.report import EventSink, JobSummary, Recorder
 from vdsr_deploy.job.task import F32, BandKey, BandsInFlight, Task
-from vdsr_deploy.joblock import JobLock
-from vdsr_deploy.pipeline import FLUSH, Flush, upscale_planes
-from vdsr_deploy.remote import uses_uris
+from vdsr_deploy.planes.ensemble import ensemble_planes
+from vdsr_deploy.planes.pipeline import FLUSH, Flush, upscale_planes
+from vdsr_deploy.runner import Runner
 
 
 def run_job(
@@ -43,10 +43,10 @@ def run_job(
     ``done``, ``failed``, ``finished``), one at a time, possibly from worker threads. Setting
     ``stop`` (see :func:`~vdsr_deploy.job.signals.stop_on_signals`) or Ctrl-C ends the job
     cleanly with ``summary.interrupted``. ``device_path``: prepare, run and finish every band
-    on the runner's device (:mod:`vdsr_deploy.device_pipeline`); None picks it when the
+    on the runner's device (:mod:`vdsr_deploy.planes.device_pipeline`); None picks it when the
     runner computes on CUDA. Per-file problems are failures in the summary; a runner error
     ends the job (after cleaning up) and is raised. Inputs or output named by URIs
-    (``s3://...``) run staged through local scratch files (:mod:`vdsr_deploy.remote`).
+    (``s3://...``) run staged through local scratch files (:mod:`vdsr_deploy.job.remote`).
     """
     if not config.model:  # the caller named no model: the files the runner was opened from
         config = dataclasses.replace(config, model=runner.model_identity)
@@ -179,7 +179,7 @@ def _infer_and_save(
     savers: ThreadPoolExecutor,
     halt: Halt,
 ) -> None:
-    """Stage 3 on the calling thread: :func:`vdsr_deploy.pipeline.upscale_planes` fills
+    """Stage 3 on the calling thread: :func:`vdsr_deploy.planes.pipeline.upscale_planes` fills
     batches with tiles of any bands and images; each upscaled band goes to a save worker
     (at most two per worker waiting)."""
     p = config.pipeline
@@ -206,7 +206,7 @@ def _ready_planes(
     ready: queue.Queue[object], bands: BandsInFlight, halt: Halt
 ) -> Iterator[tuple[BandKey, F32] | Flush]:
     """The bands' network inputs as the preparer queues them. When none is ready, yields
-    :data:`~vdsr_deploy.pipeline.FLUSH` first, so the runner never waits for a full batch.
+    :data:`~vdsr_deploy.planes.pipeline.FLUSH` first, so the runner never waits for a full batch.
     Bands of failed images are dropped; a crashed worker's error is raised at the end."""
     while True:
         try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from vdsr_deploy.imageio import remove_live_temporaries
-from vdsr_deploy.joblock import release_all
+from vdsr_deploy.job.lock import release_all
 
 
 @dataclass

@@ -15,7 +15,7 @@ from vdsr_deploy.imageio import ImageWriter, OutputLayout
 from vdsr_deploy.job.budget import MemoryBudget
 from vdsr_deploy.job.config import WorkItem
 from vdsr_deploy.job.report import Recorder
-from vdsr_deploy.tiling import Span
+from vdsr_deploy.planes.tiling import Span
 
 F32 = NDArray[np.float32]
 BandKey = tuple[int, int]  # (image number in the job, band number in the image)

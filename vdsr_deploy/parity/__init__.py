@@ -4,7 +4,7 @@
 candidate (ONNX Runtime FP32, the FP16 ONNX graph, PyTorch bf16/fp16, TensorRT FP32/FP16,
 whole-image vs tiled) on the same images, and returns a frozen :class:`ValidationReport`:
 figures, the tolerance each pair was judged by, pass/fail and reasons. Rendering (terminal
-table, Markdown, heatmap) lives elsewhere (:func:`render_markdown`, :mod:`vdsr_deploy.plots`,
+table, Markdown, heatmap) lives elsewhere (:func:`render_markdown`, :mod:`vdsr_deploy.parity.plots`,
 the CLI).
 
 What is compared, per image:
@@ -25,7 +25,7 @@ by the runtime. The ``untiled`` pair compares whole-image PyTorch FP32 against t
 reference and so isolates tiling (exact by construction up to float rounding).
 
 The package, one job per module: :mod:`.tolerances` (the limits), :mod:`.images` (what is
-upscaled; folders and HR images through :mod:`vdsr_deploy.evaluate`'s listing and protocol),
+upscaled; folders and HR images through :mod:`vdsr_deploy.evaluation.run`'s listing and protocol),
 :mod:`.figures` (the comparison maths and :func:`judge`), :mod:`.artifacts` (ONNX metadata
 and engine sidecar checks), :mod:`.run` (candidates, running, the report).
 """

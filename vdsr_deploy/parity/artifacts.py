@@ -37,7 +37,7 @@ class ArtifactCheck:
 
 def check_onnx(path: Path, weights_sha256: str) -> ArtifactCheck:
     """The ONNX file's ``vdsr.weights_sha256`` metadata must name these weights."""
-    from vdsr_deploy.artifacts import MetadataKey, read_metadata
+    from vdsr_deploy.model.onnx_metadata import MetadataKey, read_metadata
 
     def verdict(found: str | None, passed: bool, detail: str) -> ArtifactCheck:
         return ArtifactCheck(str(path), "onnx", weights_sha256, found, passed, detail)

@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from vdsr_deploy import protocol
 from vdsr_deploy.errors import ConfigError, InvalidInputError
-from vdsr_deploy.evaluate import crop_hr, hr_pixels, list_images
+from vdsr_deploy.evaluation.run import crop_hr, hr_pixels, list_images
 from vdsr_deploy.imageio import read_image
 
 F32 = NDArray[np.float32]
@@ -74,7 +74,7 @@ def folder_images(folder: Path) -> list[ValidationImage]:
 
 
 def hr_images(folder: Path, scale: float) -> list[ValidationImage]:
-    """Every HR image in ``folder``, degraded by the paper's protocol (:mod:`vdsr_deploy.evaluate`:
+    """Every HR image in ``folder``, degraded by the paper's protocol (:mod:`vdsr_deploy.evaluation.run`:
     read as MATLAB does, modcrop, MATLAB bicubic shrink by ``scale``) into the colour input;
     the output is scored against its HR Y."""
     if scale != round(scale):

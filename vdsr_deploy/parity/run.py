@@ -12,8 +12,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vdsr_deploy import colour
-from vdsr_deploy.backends.base import Runner
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError, InvalidInputError, VdsrError
 from vdsr_deploy.parity.artifacts import ArtifactCheck, check_engine_sidecar, check_onnx, engine_precision
 from vdsr_deploy.parity.figures import (
@@ -27,7 +25,9 @@ from vdsr_deploy.parity.figures import (
 )
 from vdsr_deploy.parity.images import ValidationImage, default_images
 from vdsr_deploy.parity.tolerances import Tolerance, ToleranceConfig
-from vdsr_deploy.tiling import TileConfig
+from vdsr_deploy.planes import colour
+from vdsr_deploy.planes.tiling import TileConfig
+from vdsr_deploy.runner import Runner
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -75,7 +75,7 @@ class ValidateConfig:
     to candidates by their ``vdsr.precision`` metadata); ``engine``: a TensorRT engine
     (its JSON sidecar is checked); ``bit_depths``: 8 and optionally 16; ``max_untiled_pixels``:
     larger outputs are left out of the whole-image pair; ``ensemble``: the reference and every
-    candidate run the x8 self-ensemble (:mod:`vdsr_deploy.ensemble`)."""
+    candidate run the x8 self-ensemble (:mod:`vdsr_deploy.planes.ensemble`)."""
 
     weights: Path | None = None
     scale: float = 2.0
@@ -183,8 +183,8 @@ def run_images(
 ) -> list[RunOutput]:
     """Upscale every image through ``runner`` (already active), with the x8 self-ensemble
     when ``ensemble``."""
-    from vdsr_deploy.ensemble import ensemble_plane
-    from vdsr_deploy.pipeline import upscale_plane
+    from vdsr_deploy.planes.ensemble import ensemble_plane
+    from vdsr_deploy.planes.pipeline import upscale_plane
 
     run_plane = ensemble_plane if ensemble else upscale_plane
     outputs: list[RunOutput] = []
@@ -330,7 +330,7 @@ def _candidate_factory(
     candidate: Candidate, config: ValidateConfig, onnx_by_precision: dict[str, Path]
 ) -> RunnerFactory | str:
     """How to open ``candidate`` (a factory), or why it cannot run here (a string)."""
-    from vdsr_deploy.backends.factory import RunnerSpec, open_runner, unavailable_reason
+    from vdsr_deploy.runtime.prepare import RunnerSpec, open_runner, unavailable_reason
 
     tiling = config.tiling if candidate.tiled else TileConfig(tile=0, halo=config.tiling.halo)
     engine = (
@@ -370,10 +370,10 @@ def validate(
     """Run the reference and every candidate of ``config`` on ``images`` (default: the
     bundled sample and the edge cases) and check the artifact chain (ONNX metadata, engine
     sidecar) against the weights."""
-    from vdsr_deploy.artifacts import MetadataKey, read_metadata
-    from vdsr_deploy.backends.torch import TorchRunner
+    from vdsr_deploy.backends.torch.runner import TorchRunner
     from vdsr_deploy.environment import runtime_environment
-    from vdsr_deploy.weights import load_weights
+    from vdsr_deploy.model.onnx_metadata import MetadataKey, read_metadata
+    from vdsr_deploy.model.weights import load_weights
 
     chosen = list(images) if images is not None else default_images()
     model, info = load_weights(config.weights)
@@ -450,8 +450,8 @@ def _artifact_checks(
     onnx_by_precision: dict[str, Path],
     pairs: Sequence[PairResult],
 ) -> tuple[ArtifactCheck, ...]:
-    from vdsr_deploy.artifacts import default_onnx_name
-    from vdsr_deploy.backends.factory import default_engines_dir
+    from vdsr_deploy.model.onnx_metadata import default_onnx_name
+    from vdsr_deploy.runtime.prepare import default_engines_dir
 
     checks: list[ArtifactCheck] = [
         check_onnx(p, weights_sha256) for p in onnx_by_precision.values()

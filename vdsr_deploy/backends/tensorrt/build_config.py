@@ -13,8 +13,8 @@ from pathlib import Path
 
 from vdsr_deploy.errors import ConfigError
 from vdsr_deploy.io_names import ShapeProfile, profile_for_tiles
-from vdsr_deploy.precision import BACKEND_PRECISIONS
-from vdsr_deploy.tiling import TileConfig
+from vdsr_deploy.planes.tiling import TileConfig
+from vdsr_deploy.precision.decision import BACKEND_PRECISIONS
 
 PRECISIONS = BACKEND_PRECISIONS["tensorrt"]
 # --tile 0 (whole images) with TensorRT: the profile's largest side when none is given.

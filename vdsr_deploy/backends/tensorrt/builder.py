@@ -3,7 +3,7 @@ is :mod:`vdsr_deploy.backends.tensorrt.cache`, and a missing engine is built her
 
 One code path for TensorRT 10 and 11: the network is strongly typed (``STRONGLY_TYPED`` on
 10.x; always, and the flag ignored or gone, on 11.x), so the engine's precision is the
-ONNX's: an FP16 engine is built from the FP16 ONNX of :mod:`vdsr_deploy.export` (float32
+ONNX's: an FP16 engine is built from the FP16 ONNX of :mod:`vdsr_deploy.export.onnx` (float32
 I/O, FP16 convolutions, float32 residual Add). ``BuilderFlag.FP16`` is never used (11.x
 removed it). After the build, the engine inspector's JSON is parsed and an fp16 build
 with no FP16 layer fails loudly; an fp32 build switches TF32 off and must contain none.
@@ -26,7 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vdsr_deploy.artifacts import MetadataKey
 from vdsr_deploy.backends.tensorrt.build_config import EngineBuildConfig
 from vdsr_deploy.backends.tensorrt.cache import EngineRecord, select_cached, wanted_key
 from vdsr_deploy.backends.tensorrt.cuda import DeviceInfo
@@ -41,6 +40,7 @@ from vdsr_deploy.backends.tensorrt.sidecar import EngineSidecar, read_sidecar, w
 from vdsr_deploy.errors import BuildError, ConfigError, InvalidInputError
 from vdsr_deploy.fileops import atomic_write_bytes
 from vdsr_deploy.io_names import INPUT_NAME, OUTPUT_NAME
+from vdsr_deploy.model.onnx_metadata import MetadataKey
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -261,8 +261,8 @@ def ensure_engine(
     :func:`find_or_build_engine`."""
     require_tensorrt()  # fail before exporting anything
     if onnx_path is None:
-        from vdsr_deploy.export import ensure_onnx
-        from vdsr_deploy.weights import load_weights
+        from vdsr_deploy.export.onnx import ensure_onnx
+        from vdsr_deploy.model.weights import load_weights
 
         model, info = load_weights(weights)
         onnx_path = ensure_onnx(model, info, config.precision, Path(engines_dir))

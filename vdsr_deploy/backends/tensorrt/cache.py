@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vdsr_deploy.artifacts import MetadataKey, onnx_metadata
 from vdsr_deploy.backends.tensorrt.build_config import EngineBuildConfig
 from vdsr_deploy.backends.tensorrt.cuda import DeviceInfo
 from vdsr_deploy.backends.tensorrt.keys import (
@@ -35,6 +34,7 @@ from vdsr_deploy.backends.tensorrt.matching import mismatch_reasons
 from vdsr_deploy.backends.tensorrt.sidecar import EngineSidecar, read_sidecar
 from vdsr_deploy.errors import EngineMismatchError
 from vdsr_deploy.fileops import file_sha256
+from vdsr_deploy.model.onnx_metadata import MetadataKey, onnx_metadata
 
 _LOG = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def wanted_key(
 ) -> tuple[EngineKey, dict[str, str]]:
     """The key an engine for ``onnx_path`` and ``config`` built here would have, and the
     ONNX's ``vdsr.*`` metadata. The key's hash is of the file's bytes; the metadata comes
-    through :func:`vdsr_deploy.artifacts.onnx_metadata`, whose copy is trusted only while
+    through :func:`vdsr_deploy.model.onnx_metadata.onnx_metadata`, whose copy is trusted only while
     the file's size and modification time are unchanged."""
     onnx_sha = file_sha256(onnx_path)
     metadata = onnx_metadata(onnx_path)

@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr_deploy.backends.base import Runner, RunnerInfo
 from vdsr_deploy.backends.tensorrt import cuda
 from vdsr_deploy.backends.tensorrt.keys import describe_profiles, sidecar_path
 from vdsr_deploy.backends.tensorrt.library import require_tensorrt, shared_tensorrt_logger
@@ -50,6 +49,7 @@ from vdsr_deploy.backends.tensorrt.sidecar import EngineSidecar, read_sidecar
 from vdsr_deploy.backends.tensorrt.streams import DeviceOps, Graph, Stream, TorchCudaOps
 from vdsr_deploy.errors import ConfigError, EngineMismatchError, InvalidInputError, VdsrError
 from vdsr_deploy.io_names import CHANNELS, INPUT_NAME, OUTPUT_NAME, Shape, ShapeProfile
+from vdsr_deploy.runner import Runner, RunnerInfo
 
 if TYPE_CHECKING:
     import tensorrt as trt

@@ -1,0 +1,242 @@
+"""The device pipeline's logic on the CPU device: out-of-memory retries with halved tiles
+(a fake runner raises torch.cuda.OutOfMemoryError), the runner adapter, ``--tile auto``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from numpy.typing import NDArray
+
+from vdsr_deploy.backends.torch.runner import TorchRunner
+from vdsr_deploy.errors import ConfigError, VdsrError
+from vdsr_deploy.imageio import read_image, write_image
+from vdsr_deploy.job import JobConfig, run_job
+from vdsr_deploy.model.network import VDSR
+from vdsr_deploy.planes.device_pipeline import (
+    DeviceUpscaler,
+    activation_bytes_per_pixel,
+    auto_tile,
+    int32_pixel_limit,
+    use_device_path,
+)
+from vdsr_deploy.planes.pipeline import PipelineConfig
+from vdsr_deploy.planes.tiling import TileConfig
+from vdsr_deploy.runner import Runner, RunnerInfo
+
+
+class OutOfMemoryAbove(Runner):
+    """Runs ``inner`` but raises CUDA out-of-memory for tiles with a side above ``limit``."""
+
+    def __init__(self, inner: Runner, limit: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.limit = limit
+        self.shapes: list[tuple[int, ...]] = []
+
+    @property
+    def info(self) -> RunnerInfo:
+        return RunnerInfo("fake-oom", "cpu", "fp32")
+
+    def _infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        self.shapes.append(batch.shape)
+        if max(batch.shape[2:]) > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner.infer(batch)
+
+
+def _image(rng: np.random.Generator, shape: tuple[int, int, int] = (45, 39, 3)) -> NDArray[np.uint8]:
+    return rng.integers(0, 256, shape).astype(np.uint8)
+
+
+@pytest.fixture
+def inner(tiny_model: VDSR) -> TorchRunner:
+    return TorchRunner(tiny_model, device="cpu")
+
+
+def test_out_of_memory_halves_the_tile_and_keeps_the_result(
+    rng: np.random.Generator, inner: TorchRunner
+) -> None:
+    samples = _image(rng, (100, 80, 3))
+    whole = PipelineConfig(scale=2.0, tiling=TileConfig(tile=0, halo=4), batch=2)
+    with inner:
+        expected = DeviceUpscaler(inner, whole).upscale(samples)
+        notes: list[str] = []
+        fake = OutOfMemoryAbove(inner, limit=60)
+        with fake:
+            upscaler = DeviceUpscaler(fake, whole, on_note=notes.append)
+            got = upscaler.upscale(samples)
+            calls = len(fake.shapes)
+            again = upscaler.upscale(samples)  # the smaller tile is used directly now
+    diff = np.abs(got.astype(int) - expected.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.999
+    np.testing.assert_array_equal(again, got)
+    assert upscaler.tile_limit == 50  # 200x160 whole -> 100 (still too large) -> 50
+    assert notes == [
+        "out of device memory at tile 200 (batch 1): halved the tile to 100 and retried",
+        "out of device memory at tile 100 (batch 2): halved the tile to 50 and retried",
+    ]
+    assert all(max(shape[2:]) <= 50 for shape in fake.shapes[calls:])
+
+
+def test_out_of_memory_below_the_smallest_tile_is_a_clear_error(
+    rng: np.random.Generator, inner: TorchRunner
+) -> None:
+    config = PipelineConfig(scale=2.0, tiling=TileConfig(tile=64, halo=10), batch=4)
+    with (
+        inner,
+        OutOfMemoryAbove(inner, limit=10) as fake,
+        pytest.raises(VdsrError, match=r"out of device memory even at tile 64 .* below 52 px"),
+    ):
+        DeviceUpscaler(fake, config).upscale(_image(rng))
+
+
+def test_the_device_path_is_chosen_for_cuda_runners_only(inner: TorchRunner) -> None:
+    class OnCuda(OutOfMemoryAbove):
+        @property
+        def tensor_device(self) -> str:
+            return "cuda:0"
+
+    assert not use_device_path(inner)
+    assert use_device_path(OnCuda(inner, limit=1000))
+
+
+# --tile auto
+
+
+def test_auto_tile_is_whole_image_when_it_fits() -> None:
+    per_pixel = activation_bytes_per_pixel(64, "fp16")
+    sizes = [(2160, 3840), (1080, 1920)]
+    budget = 4 * 2160 * 3840 * per_pixel
+    assert auto_tile(sizes, budget_bytes=budget, batch=4, halo=20, bytes_per_pixel=per_pixel) == 0
+
+
+def test_auto_tile_is_the_largest_multiple_that_fits() -> None:
+    per_pixel = activation_bytes_per_pixel(64, "fp32")
+    assert per_pixel == 2 * 64 * 4 + 12
+    budget = 1 << 30
+    tile = auto_tile([(24000, 24000)], budget_bytes=budget, batch=2, halo=20, bytes_per_pixel=per_pixel)
+    assert tile % 32 == 0
+    assert 2 * tile * tile * per_pixel <= budget < 2 * (tile + 32) ** 2 * per_pixel
+
+
+def test_auto_tile_keeps_feature_maps_within_32_bit_indexing() -> None:
+    limit = int32_pixel_limit(64)
+    assert limit == (2**31 - 1) // 64
+    huge_budget = 1 << 50
+    assert auto_tile([(5000, 5000)], budget_bytes=huge_budget, batch=1, halo=20, bytes_per_pixel=268,
+                     max_pixels=limit) == 0  # fmt: skip
+    tile = auto_tile([(12000, 12000)], budget_bytes=huge_budget, batch=1, halo=20, bytes_per_pixel=268,
+                     max_pixels=limit)  # fmt: skip
+    assert tile == 5792 - 5792 % 32 and 64 * tile * tile < 2**31
+
+
+def test_auto_tile_never_exceeds_the_image_and_refuses_tiny_budgets() -> None:
+    assert auto_tile([(100, 3000)], budget_bytes=100 * 3000 * 10 - 1, batch=1, halo=20,
+                     bytes_per_pixel=10) <= 3000  # fmt: skip
+    with pytest.raises(ConfigError, match="fits no tile"):
+        auto_tile([(4000, 4000)], budget_bytes=1000, batch=1, halo=20, bytes_per_pixel=524)
+    with pytest.raises(ConfigError, match="no images"):
+        auto_tile([], budget_bytes=1 << 30, batch=1, halo=20, bytes_per_pixel=524)
+
+
+# the batch job on the device path
+
+
+def test_job_on_the_device_path_writes_what_the_host_path_writes(
+    tmp_path: Path, rng: np.random.Generator, inner: TorchRunner
+) -> None:
+    sources = tmp_path / "in"
+    sources.mkdir()
+    write_image(sources / "rgba.png", rng.random((33, 47, 4)), bit_depth=8)
+    write_image(sources / "gray16.png", rng.random((29, 21, 1)), bit_depth=16)
+    write_image(sources / "rgb.jpg", rng.random((40, 31, 3)), bit_depth=8)
+    pipeline = PipelineConfig(scale=2.5, tiling=TileConfig(tile=40, halo=8), batch=3)
+    outputs = {}
+    with inner:
+        for device_path in (False, True):
+            config = JobConfig(inputs=(str(sources),), output=tmp_path / f"out-{device_path}", pipeline=pipeline,
+                               memory_mb=16)  # fmt: skip
+            summary = run_job(config, inner, device_path=device_path)
+            assert summary.ok and len(summary.done) == 3
+            written = sorted(p for p in config.output.iterdir() if not p.name.startswith("."))
+            outputs[device_path] = {p.name: read_image(p) for p in written}
+    assert outputs[True].keys() == outputs[False].keys() and len(outputs[True]) == 3
+    for name, host in outputs[False].items():
+        device = outputs[True][name]
+        assert device.bit_depth == host.bit_depth and device.samples.shape == host.samples.shape, name
+        diff = np.abs(device.samples.astype(int) - host.samples.astype(int))
+        assert diff.max() <= 1, name
+        if host.bit_depth == 8:
+            assert (diff == 0).all(axis=2).mean() >= 0.9999, name
+
+
+def test_job_reports_out_of_memory_retries_as_notes(
+    tmp_path: Path, rng: np.random.Generator, inner: TorchRunner
+) -> None:
+    write_image(tmp_path / "a.png", rng.random((40, 40, 3)), bit_depth=8)
+    pipeline = PipelineConfig(scale=2.0, tiling=TileConfig(tile=0, halo=4), batch=1)
+    config = JobConfig(inputs=(str(tmp_path / "a.png"),), output=tmp_path / "out", pipeline=pipeline)
+    with inner, OutOfMemoryAbove(inner, limit=50) as fake:
+        summary = run_job(config, fake, device_path=True)
+    assert summary.ok and len(summary.done) == 1
+    assert [n.message for n in summary.notes] == [
+        "out of device memory at tile 80 (batch 1): halved the tile to 40 and retried"
+    ]
+
+
+def test_cli_tile_auto_sizes_the_tile_from_the_inputs(tmp_path: Path, tiny_weights: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vdsr_deploy.cli import app
+
+    image = tmp_path / "a.png"
+    write_image(image, np.random.default_rng(0).random((30, 50, 3)), bit_depth=8)
+    base = ["upscale", str(image), "-o", str(tmp_path / "out"), "-w", str(tiny_weights), "-b", "torch",
+            "--device", "cpu", "-q"]  # fmt: skip
+    result = CliRunner().invoke(app, [*base, "--tile", "auto", "--memory-mb", "16"])
+    assert result.exit_code == 0, result.output
+    # 60x100 output x 4 tiles fits 16 MiB at (2 * 8 channels * 4 + 12) B/pixel: whole images
+    assert "--tile auto: whole images" in result.output and "tile whole image" in result.output
+    result = CliRunner().invoke(app, [*base, "--tile", "big"])
+    assert result.exit_code == 1 and "--tile: expected a side in pixels, 0 or auto" in result.output
+
+
+def test_choose_tile_on_the_cpu_uses_memory_mb() -> None:
+    from vdsr_deploy.job.autotile import choose_tile
+
+    chosen = choose_tile([(6000, 6000)], scale=2.0, batch=4, halo=20, device="cpu", precision="fp32",
+                         channels=64, memory_mb=256)  # fmt: skip
+    assert chosen.tile == 352  # isqrt(256 MiB / (4 x 524 B)) = 357, down to a multiple of 32
+    assert "--memory-mb 256" in chosen.reason
+
+
+def test_job_fails_only_the_file_whose_colour_planes_run_out_of_memory(
+    tmp_path: Path, rng: np.random.Generator, inner: TorchRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vdsr_deploy.planes.device_colour import DeviceColour
+
+    write_image(tmp_path / "big.png", rng.random((40, 40, 3)), bit_depth=8)
+    write_image(tmp_path / "small.png", rng.random((10, 12, 3)), bit_depth=8)
+    original = DeviceColour.prepare_rows
+
+    def prepare_rows(self: DeviceColour, samples: torch.Tensor, scale: float, start: int, stop: int) -> Any:
+        if samples.shape[0] > 20:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return original(self, samples, scale, start, stop)
+
+    monkeypatch.setattr(DeviceColour, "prepare_rows", prepare_rows)
+    pipeline = PipelineConfig(scale=2.0, tiling=TileConfig(tile=0, halo=4), batch=1)
+    config = JobConfig(inputs=(str(tmp_path / "big.png"), str(tmp_path / "small.png")), output=tmp_path / "out",
+                       pipeline=pipeline)  # fmt: skip
+    with inner:
+        summary = run_job(config, inner, device_path=True)
+    assert [item.source.name for item in summary.done] == ["small.png"]
+    assert [(f.source.name, f.reason) for f in summary.failed] == [
+        ("big.png", "out of device memory for a band of 80x80 output pixels (colour planes): lower --tile "
+                    "(CUDA out of memory. Tried to allocate 9.00 GiB)")
+    ]  # fmt: skip
+    assert not (tmp_path / "out" / "big.png").exists()

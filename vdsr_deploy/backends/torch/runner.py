@@ -1,0 +1,283 @@
+"""PyTorch runner: the reference (fp32) and the fp16/bf16 paths, on CPU or CUDA.
+
+On CUDA the device form (:meth:`TorchRunner.infer_tensor`) runs channels-last with
+``cudnn.benchmark`` on, and replays one CUDA graph per input shape (:class:`ShapeGraphs`):
+the 20 convolutions, bias adds and ReLUs of a call become one graph launch instead of ~60
+kernel launches from Python. A graph is captured the first time a shape is seen (after a
+warm-up on a side stream, so cuDNN has picked its algorithms), at most
+:data:`MAX_GRAPHS` shapes are kept (least recently used dropped), and if a capture fails
+graphs are switched off for the runner and eager execution carries on
+(``info.details["cuda_graphs"]`` says why). ``torch.compile`` was the alternative the issue
+allowed; it was not measured (no GPU here), so graphs, which need no compiler toolchain,
+are what ships; ``cuda_graphs=False`` gives plain eager execution for comparison.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from vdsr_deploy.backends.device import resolve_device
+from vdsr_deploy.errors import ConfigError, VdsrError
+from vdsr_deploy.model.network import VDSR
+from vdsr_deploy.precision.decision import BACKEND_PRECISIONS
+from vdsr_deploy.runner import Runner, RunnerInfo
+
+_LOG = logging.getLogger(__name__)
+
+PRECISIONS = BACKEND_PRECISIONS["torch"]
+MAX_GRAPHS = 8
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+Shape = tuple[int, ...]
+
+
+@dataclass
+class CapturedGraph:
+    """A CUDA graph of ``forward`` for one input shape, with its static input and output.
+    ``done`` is recorded after the output is copied out, and the next launch waits for it,
+    so launches from different streams never overwrite each other's static buffers."""
+
+    graph: torch.cuda.CUDAGraph
+    static_input: torch.Tensor
+    static_output: torch.Tensor
+    done: torch.cuda.Event
+
+    def launch(self, batch: torch.Tensor, stream: torch.cuda.Stream) -> torch.Tensor:
+        """Enqueue copy-in, replay and copy-out on ``stream``; no host synchronisation."""
+        stream.wait_event(self.done)
+        with torch.cuda.stream(stream):
+            self.static_input.copy_(batch, non_blocking=True)
+            self.graph.replay()
+            output = self.static_output.clone()
+            self.done.record(stream)
+        return output
+
+
+class Launchable(Protocol):
+    """What :class:`ShapeGraphs` keeps per shape (a :class:`CapturedGraph` on CUDA)."""
+
+    def launch(self, batch: torch.Tensor, stream: torch.cuda.Stream) -> torch.Tensor: ...
+
+
+def capture_cuda_graph(forward: Forward, shape: Shape, device: torch.device) -> CapturedGraph:
+    """Warm ``forward`` up on a side stream, then capture it for ``shape`` on ``device``."""
+    static_input = torch.zeros(shape, dtype=torch.float32, device=device)
+    side = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(2):  # cudnn.benchmark tries its algorithms on the first call
+            forward(static_input)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        static_output = forward(static_input)
+    done = torch.cuda.Event()  # type: ignore[no-untyped-call]
+    return CapturedGraph(graph, static_input, static_output, done)
+
+
+class ShapeGraphs:
+    """One captured graph per input shape, least recently used dropped beyond ``limit``.
+
+    :meth:`launch` returns None when graphs are off (never on, or switched off after a
+    failed capture; :attr:`state` says which) so the caller runs eagerly. ``capture`` is
+    :func:`capture_cuda_graph` bound to the runner; tests pass a fake.
+    """
+
+    def __init__(
+        self, capture: Callable[[Shape], Launchable], *, limit: int = MAX_GRAPHS
+    ) -> None:
+        self._capture = capture
+        self._limit = limit
+        self._graphs: OrderedDict[Shape, Launchable] = OrderedDict()
+        self._lock = threading.Lock()
+        self.state = "on"
+        self.captures = 0
+        self.launches = 0
+
+    def launch(self, batch: torch.Tensor, stream: torch.cuda.Stream) -> torch.Tensor | None:
+        if self.state != "on":
+            return None
+        shape = tuple(int(v) for v in batch.shape)
+        with self._lock:
+            graph = self._graphs.get(shape)
+            if graph is None:
+                try:
+                    graph = self._capture(shape)
+                except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
+                    self.switch_off(f"capture failed for shape {shape}: {error}")
+                    return None
+                self.captures += 1
+                self._graphs[shape] = graph
+                while len(self._graphs) > self._limit:
+                    self._graphs.popitem(last=False)
+            self._graphs.move_to_end(shape)
+            self.launches += 1
+            return graph.launch(batch, stream)
+
+    def switch_off(self, reason: str) -> None:
+        _LOG.warning("CUDA graphs switched off, running eagerly: %s", reason)
+        self.state = f"off ({reason})"
+        self._graphs.clear()
+
+    @property
+    def shapes(self) -> list[Shape]:
+        return list(self._graphs)
+
+
+class TorchRunner(Runner):
+    """Runs a :class:`VDSR` module.
+
+    ``fp32``: reference; TF32 is switched off on CUDA unless ``allow_tf32`` (parity baselines
+    need true fp32). ``fp16`` (CUDA only): the 20 conv layers run in half precision, the
+    global residual add in fp32, as in the FP16 ONNX graph. ``bf16``: autocast, residual add
+    in fp32 (CPU and CUDA).
+    """
+
+    def __init__(
+        self,
+        model: VDSR,
+        *,
+        device: str = "cpu",
+        precision: str = "fp32",
+        channels_last: bool = True,
+        allow_tf32: bool = False,
+        cuda_graphs: bool = True,
+    ) -> None:
+        super().__init__()
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+        resolved = resolve_device(device)
+        if resolved.type == "cuda" and resolved.index is None:
+            resolved = torch.device("cuda", torch.cuda.current_device())
+        self._device = resolved
+        if precision == "fp16" and self._device.type != "cuda":
+            raise ConfigError("precision fp16 needs a CUDA device for PyTorch; use bf16 on CPU")
+        self._precision = precision
+        self._channels_last = channels_last
+        self._allow_tf32 = allow_tf32
+        self._model = model
+        self._body: torch.nn.Module | None = None  # a copy on the device, while active
+        self._saved_flags: tuple[bool, bool, bool] | None = None
+        self._cuda_graphs = cuda_graphs and self._device.type == "cuda"
+        self._graphs: ShapeGraphs | None = None
+
+    @property
+    def info(self) -> RunnerInfo:
+        name = torch.cuda.get_device_name(self._device) if self._device.type == "cuda" else "cpu"
+        return RunnerInfo(
+            backend="torch",
+            device=str(self._device),
+            precision=self._precision,
+            details={
+                "torch": torch.__version__,
+                "device_name": name,
+                "threads": torch.get_num_threads(),
+                "channels_last": self._channels_last,
+                "tf32": self._allow_tf32,
+                "cuda_graphs": self._graph_state(),
+                "graph_stats": {
+                    "captures": self._graphs.captures,
+                    "launches": self._graphs.launches,
+                }
+                if self._graphs is not None
+                else None,
+            },
+        )
+
+    def _graph_state(self) -> str:
+        if self._graphs is not None:
+            return self._graphs.state
+        if self._device.type != "cuda":
+            return "off (CPU)"
+        return "on" if self._cuda_graphs else "off (asked)"
+
+    def activate(self) -> None:
+        memory_format = torch.channels_last if self._channels_last else torch.contiguous_format
+        # A copy: the caller's model stays where it is, in its dtype (runners of one model
+        # on two devices, or fp32 and fp16, can be open at once).
+        body = copy.deepcopy(self._model.body).to(self._device).eval()
+        body = body.to(memory_format=memory_format)  # type: ignore[call-overload]
+        self._body = body.half() if self._precision == "fp16" else body
+        if self._device.type == "cuda":
+            self._saved_flags = (
+                torch.backends.cuda.matmul.allow_tf32,
+                torch.backends.cudnn.allow_tf32,
+                torch.backends.cudnn.benchmark,
+            )
+            self._apply_flags()
+        if self._cuda_graphs:
+            device = self._device
+            self._graphs = ShapeGraphs(
+                lambda shape: capture_cuda_graph(self._forward, shape, device)
+            )
+
+    def _apply_flags(self) -> None:
+        """This runner's TF32 and cudnn.benchmark settings. They are process-wide, so they
+        are set again on every call: another runner opened or closed in between (a
+        benchmark comparing TF32 on and off) cannot change what this one runs with."""
+        torch.backends.cuda.matmul.allow_tf32 = self._allow_tf32
+        torch.backends.cudnn.allow_tf32 = self._allow_tf32
+        torch.backends.cudnn.benchmark = True
+
+    def deactivate(self) -> None:
+        self._graphs = None
+        if self._saved_flags is not None:
+            (
+                torch.backends.cuda.matmul.allow_tf32,
+                torch.backends.cudnn.allow_tf32,
+                torch.backends.cudnn.benchmark,
+            ) = self._saved_flags
+            self._saved_flags = None
+        self._body = None
+
+    @property
+    def tensor_device(self) -> str:
+        return str(self._device)
+
+    def _infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        x = torch.from_numpy(batch).to(self._device)
+        output = self._infer_tensor(x, None)
+        result: NDArray[np.float32] = output.cpu().numpy()
+        return result
+
+    def _infer_tensor(self, batch: torch.Tensor, stream: torch.cuda.Stream | None) -> torch.Tensor:
+        if self._device.type != "cuda":
+            return self._forward(batch)
+        stream = stream or torch.cuda.current_stream(self._device)
+        self._apply_flags()
+        if self._graphs is not None:
+            output = self._graphs.launch(batch, stream)
+            if output is not None:
+                return output
+        with torch.cuda.stream(stream):
+            return self._forward(batch)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        body = self._body
+        if body is None:
+            raise VdsrError(f"{self.info.label}: not activated")
+        memory_format = torch.channels_last if self._channels_last else torch.contiguous_format
+        # no_grad, not inference_mode: callers may modify the output in place afterwards.
+        with torch.no_grad():
+            x = batch.contiguous(memory_format=memory_format)
+            if self._precision == "fp16":
+                residual = body(x.half()).float()
+            elif self._precision == "bf16":
+                # no autocast weight cache: it would outlive a CUDA graph capture
+                with torch.autocast(self._device.type, dtype=torch.bfloat16, cache_enabled=False):
+                    residual = body(x)
+                residual = residual.float()
+            else:
+                residual = body(x)
+            output: torch.Tensor = (x + residual).contiguous()
+            return output

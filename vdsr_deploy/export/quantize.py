@@ -1,0 +1,235 @@
+"""Static INT8 (QDQ) quantization of the FP32 ONNX for ONNX Runtime on CPU.
+
+The 18 inner 64->64 convolutions (99.8% of the multiply-adds) get INT8 weights (per output
+channel, symmetric) and UINT8 activations; the first and last convolutions and the global
+residual ``Add`` stay FP32, so the input keeps full precision, the residual is not rounded
+to an 8-bit grid, and the output keeps the input's exact values where the residual is
+small. Activation ranges come from calibration inputs: HR tiles degraded by the paper's
+protocol (MATLAB bicubic down and up, Y channel). Users never call this directly:
+:mod:`vdsr_deploy.export.int8` makes the cached model ``--precision int8`` runs (calibrated on the
+procedurally drawn tiles shipped in ``assets/``, or on a user's own images). Check it with
+``vdsr validate -r onnxruntime-int8`` (the int8 tolerance) and ``vdsr eval -b onnxruntime
+-p int8``; ``benchmarks/cpu.py`` measures its speed and Set5/Set14 cost.
+
+onnxruntime is imported only inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vdsr_deploy import protocol
+from vdsr_deploy.errors import BackendUnavailableError, BuildError, ConfigError, InvalidInputError
+from vdsr_deploy.fileops import temporary_path
+from vdsr_deploy.io_names import INPUT_NAME
+from vdsr_deploy.model.onnx_metadata import MetadataKey, model_metadata
+
+METHODS = ("minmax", "percentile", "entropy")
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """``tiles`` calibration tiles of ``tile`` x ``tile`` pixels, drawn from the images at
+    ``scales``; ``method``: how activation ranges are set from them (``percentile`` clips
+    the top ``100 - percentile`` % of values); ``keep_float_ends``: first/last conv and the
+    residual Add stay FP32."""
+
+    tiles: int = 32
+    tile: int = 64
+    scales: tuple[int, ...] = (2, 3, 4)
+    method: str = "minmax"
+    percentile: float = 99.999
+    per_channel: bool = True
+    keep_float_ends: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.tiles < 1:
+            raise ConfigError(f"tiles: expected >= 1, got {self.tiles}")
+        if self.tile < 8:
+            raise ConfigError(f"tile: expected >= 8 pixels, got {self.tile}")
+        if not self.scales or any(s < 2 for s in self.scales):
+            raise ConfigError(f"scales: expected integer scales >= 2, got {self.scales}")
+        if self.method not in METHODS:
+            raise ConfigError(f"method: expected one of {METHODS}, got {self.method!r}")
+        if not 90.0 < self.percentile <= 100.0:
+            raise ConfigError(f"percentile: expected a value in (90, 100], got {self.percentile}")
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    path: Path
+    calibration_tiles: int
+    quantized_convs: int
+    float_nodes: tuple[str, ...]
+    seconds: float
+    config: QuantizeConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "calibration_tiles": self.calibration_tiles,
+            "quantized_convs": self.quantized_convs,
+            "float_nodes": list(self.float_nodes),
+            "seconds": self.seconds,
+            "config": asdict(self.config),
+        }
+
+
+def calibration_planes(paths: Sequence[Path], config: QuantizeConfig) -> list[NDArray[np.float32]]:
+    """Network-input tiles (bicubic-degraded Y in [0, 1]) from HR images, deterministic:
+    image ``i`` is degraded at ``scales[i % len(scales)]``, then tiles are cut at random
+    positions, round-robin over the images, until ``config.tiles`` are collected."""
+    from vdsr_deploy.evaluation.run import hr_luma
+
+    if not paths:
+        raise InvalidInputError("expected at least one calibration image")
+    rng = np.random.default_rng(config.seed)
+    inputs: list[NDArray[np.float64]] = []
+    for index, path in enumerate(paths):
+        scale = config.scales[index % len(config.scales)]
+        hr = np.asarray(protocol.modcrop(hr_luma(Path(path)), scale), dtype=np.float64)
+        if min(hr.shape) < max(config.tile, 2 * scale):
+            raise InvalidInputError(
+                f"{path}: {hr.shape[1]}x{hr.shape[0]} is smaller than a {config.tile}px tile"
+            )
+        inputs.append(protocol.degrade(hr, scale))
+    planes: list[NDArray[np.float32]] = []
+    while len(planes) < config.tiles:
+        image = inputs[len(planes) % len(inputs)]
+        top = int(rng.integers(0, image.shape[0] - config.tile + 1))
+        left = int(rng.integers(0, image.shape[1] - config.tile + 1))
+        crop = image[top : top + config.tile, left : left + config.tile]
+        planes.append(np.ascontiguousarray(crop, dtype=np.float32))
+    return planes
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime.quantization warns on the root logger ("consider pre-processing"); the
+    VDSR graph has nothing to pre-process, so keep those lines off the user's terminal."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _conv_names(model: Any) -> list[str]:
+    return [node.name for node in model.graph.node if node.op_type == "Conv"]
+
+
+def quantize_int8(
+    fp32_onnx: Path,
+    output: Path,
+    planes: Sequence[NDArray[np.float32]],
+    config: QuantizeConfig | None = None,
+    *,
+    overwrite: bool = False,
+) -> QuantizeResult:
+    """Write a static INT8 QDQ model of ``fp32_onnx`` (a vdsr-deploy FP32 export) to
+    ``output``, calibrated on ``planes`` (see :func:`calibration_planes`). The vdsr metadata
+    is kept, with ``vdsr.precision`` = ``int8`` and the settings in ``vdsr.quantization``."""
+    import onnx
+
+    try:
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+    except ImportError as error:
+        raise BackendUnavailableError(
+            "INT8 quantization needs onnxruntime: pip install 'vdsr-deploy[cpu]'"
+        ) from error
+
+    config = config or QuantizeConfig()
+    target = Path(output)
+    if target.exists() and not overwrite:
+        raise BuildError(f"{target}: already exists (use overwrite to replace it)")
+    if not planes:
+        raise InvalidInputError("expected at least one calibration tile")
+    source = onnx.load(str(fp32_onnx))
+    metadata = model_metadata(source)
+    if metadata.get(MetadataKey.PRECISION, "fp32") != "fp32":
+        raise BuildError(
+            f"{fp32_onnx}: expected an FP32 vdsr-deploy ONNX, "
+            f"got precision {metadata.get(MetadataKey.PRECISION)}"
+        )
+    convs = _conv_names(source)
+    excluded = [convs[0], convs[-1], "global_residual"] if config.keep_float_ends else []
+
+    class _Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._items = iter(planes)
+
+        def get_next(self) -> dict[str, NDArray[np.float32]] | None:
+            plane = next(self._items, None)
+            return None if plane is None else {INPUT_NAME: plane[None, None].astype(np.float32)}
+
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[config.method]
+    # (not CalibMaxIntermediateOutputs: in onnxruntime 1.32 it discards the collected batches)
+    extra: dict[str, Any] = {}
+    if config.method == "percentile":
+        extra["CalibPercentile"] = config.percentile
+    started = time.perf_counter()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_path(target)
+    try:
+        with _quiet_root_logger():
+            quantize_static(
+                str(fp32_onnx),
+                str(temporary),
+                _Reader(),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["Conv", "Relu"],
+                per_channel=config.per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=excluded,
+                calibrate_method=method,
+                extra_options=extra,
+            )
+    except Exception as error:  # onnxruntime.quantization raises assorted exception types
+        temporary.unlink(missing_ok=True)
+        raise BuildError(f"INT8 quantization of {fp32_onnx} failed: {error}") from error
+    quantized = onnx.load(str(temporary))
+    del quantized.metadata_props[:]
+    metadata[MetadataKey.PRECISION] = "int8"
+    metadata[MetadataKey.QUANTIZATION] = json.dumps(
+        {
+            **asdict(config),
+            "float_nodes": excluded,
+            "calibration_tiles": len(planes),
+            "format": "QDQ",
+        }
+    )
+    for key, value in metadata.items():
+        entry = quantized.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(quantized, str(temporary))
+    temporary.replace(target)
+    count = sum(1 for node in quantized.graph.node if node.op_type == "Conv") - len(
+        [name for name in excluded if name.startswith("conv")]
+    )
+    return QuantizeResult(
+        target, len(planes), count, tuple(excluded), time.perf_counter() - started, config
+    )

@@ -1,0 +1,195 @@
+"""The resume manifest: which outputs of a batch job are complete, and with which settings.
+
+One JSON object per line in ``<output folder>/.vdsr-manifest.jsonl``, appended (and fsynced)
+after an output's data is complete on disk and *before* it is renamed into place. So an
+output that exists and matches its record (size and SHA-256) is complete; a record whose
+file is missing or differs means the write did not finish, and the output is redone. A
+line cut short by a crash (kill -9 or a full disk mid-append) is ignored, and the next record
+starts on a line of its own, so no later record is lost. The last record for an output wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vdsr_deploy.errors import ImageWriteError
+from vdsr_deploy.faults import fault_point
+from vdsr_deploy.imageio import FileDigest, file_digest
+from vdsr_deploy.job.remote import manifest_path
+
+MANIFEST_NAME = ".vdsr-manifest.jsonl"
+VERSION = 1
+
+
+def settings_key(settings: Mapping[str, Any]) -> str:
+    """A short stable hash of the settings that change an output's pixels."""
+    text = json.dumps(dict(settings), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SourceStamp:
+    """Identity of an input file: size and modification time."""
+
+    size: int
+    mtime_ns: int
+
+    @staticmethod
+    def of(path: Path) -> SourceStamp | None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return SourceStamp(stat.st_size, stat.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One finished output."""
+
+    output: str  # path relative to the manifest's folder, POSIX separators
+    size: int
+    sha256: str
+    settings: str  # settings_key
+    source: str
+    source_size: int
+    source_mtime_ns: int
+    finished: str
+    version: int = VERSION
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to do with one planned output: ``complete`` (skip), ``redo``, ``foreign`` (a file
+    this job did not make), ``other_settings`` (made by this tool with other settings)."""
+
+    state: str
+    reason: str
+
+    @property
+    def replace_existing(self) -> bool:
+        return self.state == "redo"
+
+
+class Manifest:
+    """Records in ``folder / MANIFEST_NAME``; thread-safe appends."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = manifest_path(folder, MANIFEST_NAME)  # a URI's: in a local state folder
+        self._lock = threading.Lock()
+        self._records: dict[str, Record] = {}
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing recorded yet (a blocked output folder fails per file later)
+        except OSError as error:
+            raise ImageWriteError(
+                f"{self.path}: cannot read the resume manifest ({error.strerror or error})"
+            ) from error
+        for line in lines:
+            try:
+                data = json.loads(line)
+                record = Record(**data)
+            except (ValueError, TypeError):
+                continue  # a line cut short by a crash, or from another version
+            self._records[record.output] = record
+
+    def key(self, target: Path) -> str:
+        try:
+            relative = target.resolve().relative_to(self.folder.resolve())
+        except ValueError:
+            relative = Path(os.path.abspath(target))
+        return relative.as_posix()
+
+    def get(self, target: Path) -> Record | None:
+        return self._records.get(self.key(target))
+
+    def verdict(self, target: Path, source: Path, settings: str) -> Verdict:
+        """Whether ``target`` (for ``source`` under ``settings``) is complete."""
+        record = self.get(target)
+        exists = target.exists() or target.is_symlink()
+        if exists and not target.is_file():  # never hash (open) a FIFO or device
+            return Verdict("foreign", "exists and is not a regular file; left as it is")
+        if record is None:
+            if exists:
+                return Verdict(
+                    "foreign", "exists and was not made by this job (use --overwrite to replace it)"
+                )
+            return Verdict("redo", "new")
+        if not exists:
+            return Verdict("redo", "recorded output is missing; redoing it")
+        if record.settings != settings:
+            return Verdict(
+                "other_settings", "made with other settings (use --overwrite to replace it)"
+            )
+        stamp = SourceStamp.of(source)
+        if stamp is None or (stamp.size, stamp.mtime_ns) != (
+            record.source_size,
+            record.source_mtime_ns,
+        ):
+            return Verdict("redo", "input changed since the output was made; redoing it")
+        try:
+            digest = file_digest(target)
+        except OSError:
+            return Verdict("redo", "output unreadable; redoing it")
+        if (digest.size, digest.sha256) != (record.size, record.sha256):
+            return Verdict(
+                "redo", "output does not match its record (incomplete or changed); redoing it"
+            )
+        return Verdict("complete", "complete (matches the manifest)")
+
+    def record(self, target: Path, digest: FileDigest, source: Path, settings: str) -> None:
+        """Append a record for ``target`` and fsync it."""
+        stamp = SourceStamp.of(source) or SourceStamp(-1, -1)
+        record = Record(
+            output=self.key(target),
+            size=digest.size,
+            sha256=digest.sha256,
+            settings=settings,
+            source=str(source),
+            source_size=stamp.size,
+            source_mtime_ns=stamp.mtime_ns,
+            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+        line = (json.dumps(asdict(record), ensure_ascii=False) + "\n").encode()
+        with self._lock:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)  # a URI's: the state folder
+                with self.path.open("a+b") as handle:
+                    if _ends_mid_line(handle):
+                        line = b"\n" + line  # a torn last line stays torn, alone
+                    half = len(line) // 2
+                    handle.write(line[:half])
+                    handle.flush()
+                    fault_point("manifest")
+                    handle.write(line[half:])
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as error:
+                raise ImageWriteError(
+                    f"{self.path}: cannot update the resume manifest ({error.strerror or error})"
+                ) from error
+            self._records[record.output] = record
+
+
+def _ends_mid_line(handle: Any) -> bool:
+    """Whether the file open in ``handle`` (binary, append) is non-empty and lacks a final
+    newline, i.e. its last append was cut short."""
+    end = handle.seek(0, os.SEEK_END)
+    if end == 0:
+        return False
+    handle.seek(end - 1)
+    last: bytes = handle.read(1)
+    return last != b"\n"

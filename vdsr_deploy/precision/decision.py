@@ -1,0 +1,231 @@
+"""Precision names, and what ``--precision auto`` means on this machine: one home for both.
+
+:func:`cpu_paths` lists the CPU paths this machine supports, fastest first (an ordering
+measured in ``benchmarks/cpu.py``, see benchmarks/README.md), from the CPU's feature
+flags (``/proc/cpuinfo``), never assumed. :func:`choose_precision` returns the decision as
+data with its reason, like :func:`vdsr_deploy.backends.tensorrt.cache.select_engine`: the first CPU path
+whose measured quality cost (recorded with its artifact) is within
+:data:`MAX_AUTO_COST_DB` at every scale, else FP32; on CUDA, FP16. Nothing here imports a
+runtime, so the choice is cheap and reproducible: the same flags, versions and recorded
+costs give the same path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vdsr_deploy.environment import cpu_flags, cpu_model
+from vdsr_deploy.errors import ConfigError
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+"""Concrete precisions: what an artifact or a runner computes in."""
+AUTO = "auto"
+CHOICES = (AUTO, *PRECISIONS)
+"""What ``--precision`` accepts."""
+BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "torch": ("fp32", "fp16", "bf16"),
+    "onnxruntime": ("fp32", "fp16", "int8"),
+    "tensorrt": ("fp32", "fp16"),
+}
+ONNX_PRECISIONS = ("fp32", "fp16")
+"""Graph types the exporter writes; the INT8 ONNX is derived from the FP32 one."""
+MAX_AUTO_COST_DB = 0.05
+"""The most task PSNR (dB, any scale) ``auto`` may give up for speed."""
+
+INT8_AUTO_BLOCKED = "not taken by auto: costs 0.057 dB on Set5 x2 (limit 0.05); ask with --precision int8"
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def check_precision(value: str, allowed: Iterable[str] = CHOICES) -> str:
+    """``value`` if it is one of ``allowed``, else a :class:`ConfigError` naming both."""
+    options = tuple(allowed)
+    if value not in options:
+        raise ConfigError(f"precision: expected one of {', '.join(options)}, got {value!r}")
+    return value
+
+
+def check_backend_precision(backend: str, precision: str) -> None:
+    """A :class:`ConfigError` when ``backend`` has no ``precision`` path."""
+    supported = BACKEND_PRECISIONS.get(backend)
+    if supported is not None and precision not in supported:
+        raise ConfigError(f"{backend} has no {precision} path (it has {', '.join(supported)})")
+
+
+# ----------------------------------------------------------------------------------------
+# What the CPU can do
+
+
+def nvidia_driver_present() -> bool:
+    """Whether an NVIDIA driver may be loaded: without one (Linux: no /proc/driver/nvidia,
+    no /dev/nvidiactl) there is no CUDA device, so CPU runs need not import torch just to
+    ask. Once torch is imported anyway, asking it costs nothing: True, let it answer."""
+    import sys
+
+    if "torch" in sys.modules or not Path("/proc").is_dir():
+        return True
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
+
+
+@dataclass(frozen=True)
+class CpuPath:
+    """One CPU path: ``precision`` on ``backend``, and why it is in the list at its place."""
+
+    precision: str
+    backend: str
+    why: str
+    auto_blocked: str = ""
+    """Why ``auto`` may not take this path whatever its cost ('' when it may)."""
+
+
+def cpu_paths(flags: frozenset[str]) -> tuple[CpuPath, ...]:
+    """The CPU paths ``flags`` support, fastest first; FP32 (the reference) is always last.
+
+    Ordering, from ``benchmarks/cpu.py`` (ratios to ONNX Runtime FP32 in one run, see
+    benchmarks/README.md): INT8 QDQ on ONNX Runtime needs VNNI (avx512_vnni, avx_vnni or
+    amx_int8) and ran 3.1x on the 2-core Xeon with AMX (PyTorch bf16 on the AMX tiles:
+    1.9x in the same run) and ~2.5x on an AMD Zen 5 (bf16 ~2x); it also starts without
+    importing PyTorch. bf16 channels-last on PyTorch comes next where the CPU has bf16
+    hardware (avx512_bf16 or amx_bf16); without it bf16 is emulated and 3-4x *slower* than
+    FP32, so it is never offered.
+
+    INT8 is listed but blocked for ``auto``. Its calibration includes full-contrast edges
+    (:func:`vdsr_deploy.export.calibration.contrast_guard_tiles`) so that text and line art are not
+    clipped (it passes ``vdsr validate``), and that costs photos more: with the shipped
+    weights -0.057 / -0.029 / -0.027 dB on Set5 and -0.032 / -0.022 / -0.014 dB on Set14 at
+    x2 / x3 / x4, over the 0.05 dB limit at Set5 x2 although the held-out tiles (what
+    ``auto`` reads) say -0.028. It stays one flag away (``--precision int8``).
+    """
+    vnni = sorted(flags & VNNI_FLAGS)
+    bf16 = sorted(flags & BF16_FLAGS)
+    paths: list[CpuPath] = []
+    if vnni:
+        paths.append(
+            CpuPath(
+                "int8",
+                "onnxruntime",
+                f"static INT8 QDQ on ONNX Runtime ({'/'.join(vnni)})",
+                auto_blocked=INT8_AUTO_BLOCKED,
+            )
+        )
+    if bf16:
+        paths.append(CpuPath("bf16", "torch", f"bf16 channels-last on PyTorch ({'/'.join(bf16)})"))
+    paths.append(CpuPath("fp32", "onnxruntime", "the FP32 reference on ONNX Runtime"))
+    return tuple(paths)
+
+
+# ----------------------------------------------------------------------------------------
+# The decision
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """What a run computes in, on which backend, and why; ``passed_over`` lists the faster
+    paths that were not taken, each with its reason."""
+
+    precision: str
+    backend: str
+    reason: str
+    requested: str = AUTO
+    passed_over: tuple[str, ...] = field(default_factory=tuple)
+
+    def describe(self) -> str:
+        """One line for the first line of output."""
+        head = f"precision {self.precision} on {self.backend}"
+        if self.requested != AUTO:
+            return f"{head} (as asked)"
+        extra = f"; passed over: {', '.join(self.passed_over)}" if self.passed_over else ""
+        return f"{head}, auto: {self.reason}{extra}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "precision": self.precision,
+            "backend": self.backend,
+            "reason": self.reason,
+            "requested": self.requested,
+            "passed_over": list(self.passed_over),
+        }
+
+
+QualityCost = Callable[[CpuPath], Mapping[str, float] | str]
+"""Measured task-PSNR change per scale (``{"x2": -0.01, ...}``, dB) of a path, read from
+its artifact (building or measuring it on first use), or a string saying why it has none."""
+
+
+def worst_cost(cost: Mapping[str, float]) -> float:
+    """The largest PSNR loss (dB, >= 0) over the scales of a recorded cost."""
+    return max((-value for value in cost.values()), default=0.0)
+
+
+def choose_cpu_path(
+    paths: Iterable[CpuPath],
+    quality_cost: QualityCost,
+    *,
+    max_cost_db: float = MAX_AUTO_COST_DB,
+) -> PrecisionChoice:
+    """The first of ``paths`` (fastest first) whose recorded cost is within
+    ``max_cost_db`` at every scale; FP32 needs no check (it is the reference)."""
+    passed_over: list[str] = []
+    for path in paths:
+        if path.precision == "fp32":
+            reason = "no faster path on this CPU" if not passed_over else "the reference"
+            return PrecisionChoice("fp32", path.backend, reason, AUTO, tuple(passed_over))
+        if path.auto_blocked:
+            passed_over.append(f"{path.precision} ({path.auto_blocked})")
+            continue
+        cost = quality_cost(path)
+        if isinstance(cost, str):
+            passed_over.append(f"{path.precision} ({cost})")
+            continue
+        worst = worst_cost(cost)
+        measured = ", ".join(f"{scale} {value:+.3f}" for scale, value in sorted(cost.items()))
+        if worst > max_cost_db:
+            passed_over.append(f"{path.precision} (costs {worst:.3f} dB > {max_cost_db:g}: {measured})")
+            continue
+        reason = f"{path.why}, measured cost {measured} dB (limit {max_cost_db:g})"
+        return PrecisionChoice(path.precision, path.backend, reason, AUTO, tuple(passed_over))
+    return PrecisionChoice("fp32", "onnxruntime", "no path passed", AUTO, tuple(passed_over))
+
+
+def choose_precision(
+    requested: str,
+    *,
+    backend: str,
+    cuda: bool,
+    flags: frozenset[str] | None = None,
+    quality_cost: QualityCost | None = None,
+) -> PrecisionChoice:
+    """Resolve ``requested`` for a run on ``backend`` (``auto`` or a concrete one).
+
+    A concrete precision is returned as asked. ``auto``: FP16 on CUDA (its parity is proven
+    by ``vdsr validate``); on the CPU, :func:`choose_cpu_path` over :func:`cpu_paths`
+    (restricted to ``backend``'s precisions when a backend was named).
+    """
+    check_precision(requested)
+    if requested != AUTO:
+        return PrecisionChoice(requested, backend, "as asked", requested)
+    if cuda:
+        return PrecisionChoice("fp16", backend, "CUDA device: FP16 (parity proven by vdsr validate)", AUTO)
+    paths = cpu_paths(cpu_flags() if flags is None else flags)
+    if backend != AUTO:
+        supported = BACKEND_PRECISIONS.get(backend, ())
+        paths = tuple(
+            CpuPath(p.precision, backend, p.why, p.auto_blocked) for p in paths if p.precision in supported
+        )
+    if quality_cost is None:
+        paths = tuple(p for p in paths if p.precision == "fp32") or (
+            CpuPath("fp32", backend if backend != AUTO else "onnxruntime", "the reference"),
+        )
+        return choose_cpu_path(paths, lambda _: "not measured")
+    return choose_cpu_path(paths, quality_cost)
+
+
+def engines_cache_key() -> str:
+    """Identity of this CPU for host-specific caches (flags hash), e.g. ORT optimized graphs."""
+    import hashlib
+
+    text = cpu_model() + "|" + " ".join(sorted(cpu_flags())) + "|" + os.uname().machine
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
