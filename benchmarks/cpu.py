@@ -34,7 +34,7 @@ from vdsr_deploy.bench import (
 )
 from vdsr_deploy.export.int8 import DEFAULT_RECIPE, ensure_int8_onnx
 from vdsr_deploy.model.weights import load_weights
-from vdsr_deploy.runtime.resolve import cached_onnx
+from vdsr_deploy.runtime.artifacts import cached_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {

@@ -33,7 +33,7 @@ from vdsr_deploy.bench import (
     render_markdown,
 )
 from vdsr_deploy.runner import Runner, RunnerInfo
-from vdsr_deploy.runtime.resolve import cached_onnx, int8_artifact
+from vdsr_deploy.runtime.artifacts import cached_onnx, int8_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,9 +83,9 @@ def arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = arguments()
+    from vdsr_deploy.backends.registry import RunnerSpec
     from vdsr_deploy.export.onnx import ensure_onnx
     from vdsr_deploy.model.weights import load_weights
-    from vdsr_deploy.runtime.prepare import RunnerSpec
 
     model, info = load_weights(args.weights)
     fp32 = cached_onnx(args.weights, args.work, "fp32") or ensure_onnx(model, info, "fp32", args.work)

@@ -37,7 +37,8 @@ from vdsr_deploy.bench import (  # noqa: E402
     benchmark,
     render_markdown,
 )
-from vdsr_deploy.environment import cpu_model, machine_info, versions  # noqa: E402
+from vdsr_deploy.environment import cpu_model, machine_info  # noqa: E402
+from vdsr_deploy.runtime.info import versions  # noqa: E402
 
 STAGES = ("parity", "bench", "huge")
 
@@ -74,7 +75,8 @@ def stage_parity(out: Path, smoke: bool) -> None:
     from vdsr_deploy.imageio import quantize
     from vdsr_deploy.model.weights import load_weights
     from vdsr_deploy.planes.device_pipeline import DeviceUpscaler
-    from vdsr_deploy.planes.pipeline import PipelineConfig, upscale_pixels
+    from vdsr_deploy.planes.image import upscale_pixels
+    from vdsr_deploy.planes.pipeline import PipelineConfig
     from vdsr_deploy.planes.tiling import TileConfig
 
     size = (96, 80) if smoke else (540, 960)

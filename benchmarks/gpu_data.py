@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vdsr_deploy.evaluation.run import hr_luma
+from vdsr_deploy.imageio.folders import hr_luma
 
 FOLDERS = ("train/t91", "train/bsd200", "val/set5", "val/set14")
 MIB = 1 << 20

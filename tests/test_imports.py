@@ -27,7 +27,7 @@ def test_submodules_import_without_runtimes() -> None:
         "vdsr_deploy.backends.tensorrt.builder, vdsr_deploy.backends.tensorrt.cache, "
         "vdsr_deploy.backends.tensorrt.library, vdsr_deploy.backends.tensorrt.runner, "
         "vdsr_deploy.backends.onnxruntime.runner, vdsr_deploy.backends.tensorrt.cuda, vdsr_deploy.planes.tiling, "
-        "vdsr_deploy.protocol, vdsr_deploy.cluster, vdsr_deploy.job.worker, vdsr_deploy.export.triton, "
+        "vdsr_deploy.protocol, vdsr_deploy.cluster, vdsr_deploy.job.worker, vdsr_deploy.runtime.triton, "
         "vdsr_deploy.job.remote, vdsr_deploy.job"
     )
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}

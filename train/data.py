@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from vdsr_deploy import protocol
 from vdsr_deploy.errors import ImageReadError, InvalidInputError, TrainingError
-from vdsr_deploy.evaluation.run import hr_luma, list_images
+from vdsr_deploy.imageio.folders import hr_luma, list_images
 from vdsr_deploy.planes.ensemble import dihedral
 
 
@@ -33,7 +33,7 @@ class TrainingPair:
 
 
 def find_images(folders: Sequence[Path]) -> list[Path]:
-    """All images directly inside ``folders`` (:func:`vdsr_deploy.evaluation.run.list_images`, in
+    """All images directly inside ``folders`` (:func:`vdsr_deploy.imageio.folders.list_images`, in
     folder order); a clear error for missing or empty ones."""
     try:
         return [path for folder in folders for path in list_images(folder)]

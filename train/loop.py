@@ -36,6 +36,7 @@ from vdsr_deploy.backends.device import resolve_device
 from vdsr_deploy.environment import training_hardware
 from vdsr_deploy.errors import TrainingError
 from vdsr_deploy.evaluation import run as evaluate
+from vdsr_deploy.imageio.folders import list_images
 from vdsr_deploy.model.network import VDSR
 from vdsr_deploy.model.weights import save_weights
 
@@ -222,7 +223,7 @@ def _prepare_data(settings: RunSettings, emit: EventSink) -> _Data:
     )
     val_dir = settings.val_dir
     val_items = (
-        evaluate.prepare_items(evaluate.list_images(val_dir), config.scales) if val_dir else []
+        evaluate.prepare_items(list_images(val_dir), config.scales) if val_dir else []
     )
     emit({"event": "prepared", "pairs": len(pairs), "validation_images": len(val_items),
           "seconds": time.time() - preparing_since})  # fmt: skip

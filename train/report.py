@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from vdsr_deploy.backends.registry import RunnerSpec
 from vdsr_deploy.evaluation.report import write_reports
 from vdsr_deploy.evaluation.run import PAPER_PSNR, EvalReport, evaluate_folders
 from vdsr_deploy.model.weights import load_weights, save_weights
-from vdsr_deploy.runtime.prepare import RunnerSpec
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:

@@ -29,21 +29,6 @@ def package_version(*distributions: str) -> str | None:
     return None
 
 
-def versions() -> dict[str, str | None]:
-    """Versions of Python and every runtime (from package metadata: nothing heavy imported)."""
-    from vdsr_deploy import __version__
-
-    return {
-        "vdsr_deploy": __version__,
-        "python": platform.python_version(),
-        "numpy": package_version("numpy"),
-        "torch": package_version("torch"),
-        "onnx": package_version("onnx"),
-        "onnxruntime": package_version("onnxruntime", "onnxruntime-gpu"),
-        "tensorrt": package_version("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
-    }
-
-
 CPUINFO = Path("/proc/cpuinfo")
 
 
@@ -153,25 +138,6 @@ def training_hardware() -> dict[str, Any]:
     }
 
 
-def runtime_environment() -> dict[str, Any]:
-    """Versions, threads, ONNX Runtime providers and GPU: what a parity report records."""
-    import torch
-
-    from vdsr_deploy import __version__
-    from vdsr_deploy.backends.onnxruntime.runner import available_providers
-
-    return {
-        "vdsr_deploy": __version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "onnxruntime": package_version("onnxruntime", "onnxruntime-gpu"),
-        "onnxruntime_providers": available_providers(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-
-
 def portable_path(path: Path | str | None) -> str | None:
     """``path`` as a report should record it: the package's own files relative to the
     repository (``vdsr_deploy/assets/...``), files under the working directory relative to
@@ -196,3 +162,13 @@ def describe_weights(weights: dict[str, Any], *, markdown: bool = False) -> str:
     if weights.get("file_sha256"):
         hashes.append(f"file sha256 {quote}{str(weights['file_sha256'])[:12]}{quote}")
     return f"{quote}{weights.get('path')}{quote}" + (f" ({', '.join(hashes)})" if hashes else "")
+
+
+def cpu_cache_key() -> str:
+    """Identity of this CPU for host-specific caches (model, flags and machine, hashed): ONNX
+    Runtime's optimised graphs and the measured quality records are kept per CPU."""
+    import hashlib
+    import os
+
+    text = cpu_model() + "|" + " ".join(sorted(cpu_flags())) + "|" + os.uname().machine
+    return hashlib.sha256(text.encode()).hexdigest()[:10]

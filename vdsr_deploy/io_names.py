@@ -7,9 +7,9 @@ they can never drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from vdsr_deploy.errors import ConfigError
-from vdsr_deploy.planes.tiling import TileConfig
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -55,8 +55,16 @@ class ShapeProfile:
         return cls(shape("min"), shape("opt"), shape("max"))
 
 
+class Tiled(Protocol):
+    """What a profile needs of a tiling: its tile side (0: whole images),
+    e.g. :class:`~vdsr_deploy.planes.tiling.TileConfig`."""
+
+    @property
+    def tile(self) -> int: ...
+
+
 def profile_for_tiles(
-    tiling: TileConfig, batch: int, *, max_side: int | None = None
+    tiling: Tiled, batch: int, *, max_side: int | None = None
 ) -> ShapeProfile:
     """The profile matching what the tiler feeds: full tiles of ``tile`` x ``tile`` at
     ``batch`` (the optimum), and anything from 1x1 up to a tile for images or axes smaller

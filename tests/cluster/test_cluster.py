@@ -393,9 +393,8 @@ def test_python_callers_get_the_clis_model_identity_and_absolute_paths(
 ) -> None:
     """A cluster job from Python records the same model identity as ``vdsr upscale`` (which
     passes it in), so its resume check sees a changed weights file; workers get absolute paths."""
+    from vdsr_deploy.backends.registry import RunnerSpec
     from vdsr_deploy.cluster.driver import OpenRunner, with_model_identity
-    from vdsr_deploy.model.identity import spec_identity
-    from vdsr_deploy.runtime.prepare import RunnerSpec
 
     monkeypatch.chdir(tmp_path)
     Path("w.safetensors").write_bytes(b"weights")
@@ -403,7 +402,7 @@ def test_python_callers_get_the_clis_model_identity_and_absolute_paths(
     factory = OpenRunner(spec, TILING, 1)
     assert factory.spec.weights == tmp_path / "w.safetensors"
     config = with_model_identity(job(tmp_path / "in", tmp_path / "out"), factory)
-    assert config.model == spec_identity(spec) and "w.safetensors:7:" in config.model
+    assert config.model == spec.model_identity() and "w.safetensors:7:" in config.model
     assert with_model_identity(job(tmp_path / "in", tmp_path / "out", model="given"), factory).model == "given"
     assert with_model_identity(job(tmp_path / "in", tmp_path / "out"), Factory()).model == ""
 

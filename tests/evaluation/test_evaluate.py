@@ -10,8 +10,9 @@ import pytest
 
 from vdsr_deploy import protocol
 from vdsr_deploy.errors import InvalidInputError, TrainingError
-from vdsr_deploy.evaluation.run import crop_hr, hr_luma, hr_pixels, list_images
+from vdsr_deploy.evaluation.run import crop_hr
 from vdsr_deploy.imageio import write_image
+from vdsr_deploy.imageio.folders import hr_luma, hr_pixels, list_images
 from vdsr_deploy.parity import folder_images, hr_images
 
 

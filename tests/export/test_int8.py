@@ -16,14 +16,14 @@ from typer.testing import CliRunner
 
 from vdsr_deploy.backends.onnxruntime.runner import OnnxRuntimeRunner, OrtOptions
 from vdsr_deploy.cli import app
+from vdsr_deploy.export import int8 as int8_module
 from vdsr_deploy.export.calibration import load_calibration_set, quality_cost
 from vdsr_deploy.export.int8 import DEFAULT_RECIPE, ensure_int8_onnx
 from vdsr_deploy.export.onnx import ensure_onnx, export_onnx
-from vdsr_deploy.export import int8 as int8_module
 from vdsr_deploy.model.network import VDSR
 from vdsr_deploy.model.onnx_metadata import MetadataKey, onnx_metadata, sidecar_path
 from vdsr_deploy.model.weights import load_weights, weights_file_sha256
-from vdsr_deploy.runtime.resolve import cached_onnx
+from vdsr_deploy.runtime.artifacts import cached_onnx, open_onnx_fp32
 
 pytest.importorskip("onnxruntime")
 
@@ -46,7 +46,7 @@ def test_int8_is_built_once_recorded_and_reused(tmp_path: Path, tiny_weights: Pa
         calls.append(1)
         return _fp32(tmp_path, tiny_weights)
 
-    first = ensure_int8_onnx(sha, fp32, engines)
+    first = ensure_int8_onnx(sha, fp32, engines, open_onnx=open_onnx_fp32)
     assert first.built and calls == [1] and first.path.is_file()
     metadata = onnx_metadata(first.path)
     assert metadata["vdsr.precision"] == "int8" and metadata["vdsr.weights_sha256"] == sha
@@ -55,7 +55,7 @@ def test_int8_is_built_once_recorded_and_reused(tmp_path: Path, tiny_weights: Pa
     assert key["calibration_sha256"] == load_calibration_set().sha256
     assert set(json.loads(metadata[MetadataKey.QUALITY_COST_DB])) == {"x2", "x3", "x4"} == set(first.cost_db)
     stamp = first.path.stat().st_mtime_ns
-    again = ensure_int8_onnx(sha, fp32, engines)
+    again = ensure_int8_onnx(sha, fp32, engines, open_onnx=open_onnx_fp32)
     assert not again.built and calls == [1] and again.path == first.path and again.cost_db == first.cost_db
     assert first.path.stat().st_mtime_ns == stamp
 
@@ -65,13 +65,13 @@ def test_int8_is_rebuilt_when_its_key_changes(
 ) -> None:
     engines = tmp_path / "eng"
     sha = weights_file_sha256(tiny_weights)
-    first = ensure_int8_onnx(sha, lambda: _fp32(tmp_path, tiny_weights), engines)
+    first = ensure_int8_onnx(sha, lambda: _fp32(tmp_path, tiny_weights), engines, open_onnx=open_onnx_fp32)
     other_recipe = ensure_int8_onnx(
-        sha, lambda: _fp32(tmp_path, tiny_weights), engines, recipe=replace(DEFAULT_RECIPE, per_channel=False)
-    )
+        sha, lambda: _fp32(tmp_path, tiny_weights), engines, recipe=replace(DEFAULT_RECIPE, per_channel=False),
+        open_onnx=open_onnx_fp32)
     assert other_recipe.built and other_recipe.path != first.path
     monkeypatch.setattr(int8_module, "onnxruntime_version", lambda: "0.0.0-other")
-    other_runtime = ensure_int8_onnx(sha, lambda: _fp32(tmp_path, tiny_weights), engines)
+    other_runtime = ensure_int8_onnx(sha, lambda: _fp32(tmp_path, tiny_weights), engines, open_onnx=open_onnx_fp32)
     assert other_runtime.built and other_runtime.path not in (first.path, other_recipe.path)
     assert other_runtime.key["onnxruntime"] == "0.0.0-other"
 
@@ -79,7 +79,7 @@ def test_int8_is_rebuilt_when_its_key_changes(
 def test_a_file_whose_recorded_key_differs_is_never_used(tmp_path: Path, tiny_weights: Path) -> None:
     engines = tmp_path / "eng"
     sha = weights_file_sha256(tiny_weights)
-    first = ensure_int8_onnx(sha, lambda: _fp32(tmp_path, tiny_weights), engines)
+    first = ensure_int8_onnx(sha, lambda: _fp32(tmp_path, tiny_weights), engines, open_onnx=open_onnx_fp32)
     # put another model's INT8 file (another key inside) under this key's name
     other = VDSR(depth=4, channels=8)
     other_weights = tmp_path / "other.safetensors"
@@ -87,9 +87,11 @@ def test_a_file_whose_recorded_key_differs_is_never_used(tmp_path: Path, tiny_we
 
     save_weights(other, other_weights)
     other_sha = weights_file_sha256(other_weights)
-    foreign = ensure_int8_onnx(other_sha, lambda: _fp32(tmp_path / "o", other_weights), tmp_path / "other-eng")
+    foreign = ensure_int8_onnx(
+        other_sha, lambda: _fp32(tmp_path / "o", other_weights), tmp_path / "other-eng", open_onnx=open_onnx_fp32,
+    )
     first.path.write_bytes(foreign.path.read_bytes())
-    rebuilt = ensure_int8_onnx(sha, lambda: _fp32(tmp_path, tiny_weights), engines)
+    rebuilt = ensure_int8_onnx(sha, lambda: _fp32(tmp_path, tiny_weights), engines, open_onnx=open_onnx_fp32)
     assert rebuilt.built and json.loads(onnx_metadata(rebuilt.path)[MetadataKey.INT8_KEY])["weights_sha256"] == sha
 
 
@@ -293,7 +295,9 @@ def replace_weights(model: VDSR) -> VDSR:
 def test_onnxruntime_run_with_cached_artifacts_never_imports_torch(tmp_path: Path, tiny_weights: Path) -> None:
     engines = tmp_path / "eng"
     _fp32(tmp_path, tiny_weights)
-    ensure_int8_onnx(weights_file_sha256(tiny_weights), lambda: _fp32(tmp_path, tiny_weights), engines)
+    ensure_int8_onnx(
+        weights_file_sha256(tiny_weights), lambda: _fp32(tmp_path, tiny_weights), engines, open_onnx=open_onnx_fp32,
+    )
     script = (
         "import sys, numpy as np\nfrom pathlib import Path\n"
         "from vdsr_deploy.runtime.prepare import RunnerSpec, open_runner\n"
@@ -344,7 +348,9 @@ def test_int8_of_the_shipped_weights_keeps_full_contrast_edges_within_tolerance(
     from vdsr_deploy.parity import TOLERANCE_INT8, edge_case_images
 
     weights = default_weights_path()
-    artifact = ensure_int8_onnx(weights_file_sha256(weights), lambda: _fp32(tmp_path, weights), tmp_path / "eng")
+    artifact = ensure_int8_onnx(
+        weights_file_sha256(weights), lambda: _fp32(tmp_path, weights), tmp_path / "eng", open_onnx=open_onnx_fp32,
+    )
     pattern = next(image for image in edge_case_images() if image.name == "edges-64x64")
     luma = (16.0 + 219.0 * pattern.pixels[..., 0].astype(np.float64)) / 255.0
     with OnnxRuntimeRunner(_fp32(tmp_path, weights)) as reference, OnnxRuntimeRunner(artifact.path) as int8:

@@ -68,7 +68,7 @@ def test_calibration_planes_are_degraded_tiles_and_deterministic(tmp_path: Path)
     other = calibration_planes(paths, QuantizeConfig(tiles=6, tile=16, scales=(2, 3), seed=1))
     assert not all(np.array_equal(a, b) for a, b in zip(planes, other, strict=True))
     # image i is degraded at scales[i % 2]: the first tile lies inside that degraded plane
-    from vdsr_deploy.evaluation.run import hr_luma
+    from vdsr_deploy.imageio.folders import hr_luma
 
     degraded = protocol.degrade(protocol.modcrop(hr_luma(paths[0]), 2), 2).astype(np.float32)
     windows = np.lib.stride_tricks.sliding_window_view(degraded, (16, 16))

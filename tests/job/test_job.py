@@ -32,7 +32,8 @@ from vdsr_deploy.job.budget import MemoryBudget
 from vdsr_deploy.job.manifest import MANIFEST_NAME
 from vdsr_deploy.model.network import VDSR
 from vdsr_deploy.model.weights import save_weights
-from vdsr_deploy.planes.pipeline import PipelineConfig, upscale_pixels
+from vdsr_deploy.planes.image import upscale_pixels
+from vdsr_deploy.planes.pipeline import PipelineConfig
 from vdsr_deploy.planes.tiling import TileConfig
 from vdsr_deploy.runner import Runner, RunnerInfo
 
@@ -942,10 +943,12 @@ def test_vanished_temporary_file_is_a_sentence(tmp_path: Path, runner: Runner) -
 
 def test_onnxruntime_device_is_honoured_or_refused(tmp_path: Path) -> None:
     """Issue 14 (6): --device was ignored by the ONNX Runtime backend."""
-    from vdsr_deploy.runtime.prepare import RunnerSpec, open_runner, ort_device_id
+    from vdsr_deploy.backends.onnxruntime import device_id
+    from vdsr_deploy.backends.registry import RunnerSpec
+    from vdsr_deploy.runtime.prepare import open_runner
 
-    assert ort_device_id(RunnerSpec(device="cuda:1", provider="cuda")) == 1
-    assert ort_device_id(RunnerSpec(device="auto", provider="tensorrt")) == 0
+    assert device_id("cuda:1", "cuda") == 1
+    assert device_id("auto", "tensorrt") == 0
     onnx = tmp_path / "m.onnx"
     onnx.write_bytes(b"unused: refused before it is read")
     for device, provider in (("cuda", "cpu"), ("cuda:0", "cpu"), ("cpu", "cuda")):

@@ -13,14 +13,15 @@ from onnx import helper
 from PIL import Image
 from typer.testing import CliRunner
 
+from vdsr_deploy.backends.registry import RunnerSpec
 from vdsr_deploy.cli import app
 from vdsr_deploy.errors import VdsrError
 from vdsr_deploy.job import JobConfig, run_job
-from vdsr_deploy.model.identity import model_identity, receptive_radius, spec_identity
+from vdsr_deploy.model.identity import model_identity, receptive_radius
 from vdsr_deploy.model.onnx_metadata import MetadataKey
 from vdsr_deploy.planes.pipeline import PipelineConfig
 from vdsr_deploy.planes.tiling import TileConfig
-from vdsr_deploy.runtime.prepare import RunnerSpec, open_runner
+from vdsr_deploy.runtime.prepare import open_runner
 
 
 def test_identity_names_each_given_file_by_name_size_and_mtime(tmp_path: Path, tiny_weights: Path) -> None:
@@ -30,7 +31,7 @@ def test_identity_names_each_given_file_by_name_size_and_mtime(tmp_path: Path, t
     assert both.startswith("tiny.safetensors:") and both.endswith("|gone.onnx:missing")
     assert model_identity(None).startswith("vdsr_default.safetensors:")  # the shipped weights
     spec = RunnerSpec(backend="onnxruntime", weights=tiny_weights, onnx=tmp_path / "gone.onnx")
-    assert spec_identity(spec) == both
+    assert spec.model_identity() == both
 
 
 def test_receptive_radius_from_weights_or_onnx_metadata(tmp_path: Path, tiny_weights: Path) -> None:

@@ -206,7 +206,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- the evaluation protocol's folder listing and HR crop (evaluate, parity, training) -------
     mutant(
         "evaluate: a folder named like an image is listed as one",
-        "vdsr_deploy/evaluation/run.py",
+        "vdsr_deploy/imageio/folders.py",
         "if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()",
         "if p.suffix.lower() in IMAGE_SUFFIXES",
         "tests/evaluation/test_evaluate.py",

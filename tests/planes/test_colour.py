@@ -21,7 +21,8 @@ from vdsr_deploy.backends.torch.runner import TorchRunner
 from vdsr_deploy.imageio import quantize, read_image, write_image
 from vdsr_deploy.job import JobConfig, run_job
 from vdsr_deploy.model.network import VDSR
-from vdsr_deploy.planes.pipeline import PipelineConfig, upscale_pixels
+from vdsr_deploy.planes.image import upscale_pixels
+from vdsr_deploy.planes.pipeline import PipelineConfig
 from vdsr_deploy.planes.tiling import TileConfig
 
 TILING = TileConfig(tile=32, halo=3)

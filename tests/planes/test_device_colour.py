@@ -14,7 +14,8 @@ from vdsr_deploy.model.network import VDSR
 from vdsr_deploy.planes import colour
 from vdsr_deploy.planes.device_colour import DeviceColour
 from vdsr_deploy.planes.device_pipeline import DeviceUpscaler
-from vdsr_deploy.planes.pipeline import PipelineConfig, upscale_pixels
+from vdsr_deploy.planes.image import upscale_pixels
+from vdsr_deploy.planes.pipeline import PipelineConfig
 from vdsr_deploy.planes.tiling import TileConfig
 from vdsr_deploy.runner import Runner
 

@@ -19,7 +19,8 @@ from vdsr_deploy.model.network import VDSR
 from vdsr_deploy.model.weights import save_weights
 from vdsr_deploy.planes import colour
 from vdsr_deploy.planes.ensemble import TRANSFORMS, dihedral, ensemble_plane, ensemble_planes, inverse_dihedral
-from vdsr_deploy.planes.pipeline import FLUSH, PipelineConfig, upscale_pixels, upscale_plane
+from vdsr_deploy.planes.image import upscale_pixels
+from vdsr_deploy.planes.pipeline import FLUSH, PipelineConfig, upscale_plane
 from vdsr_deploy.planes.tiling import TileConfig
 from vdsr_deploy.runner import Runner, RunnerInfo
 

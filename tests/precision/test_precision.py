@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from vdsr_deploy.backends.registry import REGISTRY, RunnerSpec
 from vdsr_deploy.environment import cpu_flags
 from vdsr_deploy.errors import ConfigError
-from vdsr_deploy.precision.decision import (
-    INT8_AUTO_BLOCKED,
-    MAX_AUTO_COST_DB,
-    CpuPath,
-    check_precision,
-    choose_cpu_path,
-    choose_precision,
-    cpu_paths,
-)
-from vdsr_deploy.runtime.prepare import RunnerSpec
+from vdsr_deploy.precision.decision import INT8_AUTO_BLOCKED, CpuPath, choose_cpu_path, choose_precision, cpu_paths
+from vdsr_deploy.precision.names import MAX_AUTO_COST_DB, check_precision
 
 SAPPHIRE_RAPIDS = frozenset({"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"})
 ZEN4 = frozenset({"avx512f", "avx512_vnni", "avx512_bf16"})
@@ -101,11 +94,21 @@ def test_choose_precision_cuda_named_backend_and_concrete() -> None:
     )
     # a named backend restricts auto to that backend's precisions (PyTorch has no INT8)
     choice = choose_precision(
-        "auto", backend="torch", cuda=False, flags=CASCADE_LAKE, quality_cost=lambda p: {"x2": 0.0}
+        "auto",
+        backend="torch",
+        cuda=False,
+        flags=CASCADE_LAKE,
+        quality_cost=lambda p: {"x2": 0.0},
+        supported=REGISTRY["torch"].precisions,
     )
     assert (choice.precision, choice.backend) == ("fp32", "torch")
     choice = choose_precision(
-        "auto", backend="onnxruntime", cuda=False, flags=SAPPHIRE_RAPIDS, quality_cost=lambda p: {"x2": 0.0}
+        "auto",
+        backend="onnxruntime",
+        cuda=False,
+        flags=SAPPHIRE_RAPIDS,
+        quality_cost=lambda p: {"x2": 0.0},
+        supported=REGISTRY["onnxruntime"].precisions,
     )
     assert (choice.precision, choice.backend) == ("fp32", "onnxruntime")  # INT8 is opt-in
     assert choice.passed_over == (f"int8 ({INT8_AUTO_BLOCKED})",)

@@ -1,8 +1,10 @@
-"""The runner factory: availability as reasons, ``auto`` as a decision with its reason,
+"""Opening runners (runtime.prepare) and the registry's decisions: availability as reasons,
+``auto`` as a decision with its reason,
 the device index and the ONNX Runtime TensorRT-provider cache key."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import types
 from pathlib import Path
@@ -10,12 +12,15 @@ from typing import Any
 
 import pytest
 
+from vdsr_deploy.backends import device, registry
+from vdsr_deploy.backends import onnxruntime as onnxruntime_backend
 from vdsr_deploy.backends.device import cuda_index
+from vdsr_deploy.backends.registry import REGISTRY, BackendChoice, RunnerSpec, choose_backend, unavailable_reason
 from vdsr_deploy.backends.tensorrt.library import tensorrt_available
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError
 from vdsr_deploy.planes.tiling import TileConfig
 from vdsr_deploy.runtime import prepare as factory
-from vdsr_deploy.runtime.prepare import RunnerSpec, choose_backend, open_runner, unavailable_reason
+from vdsr_deploy.runtime.prepare import open_runner
 
 TILES = TileConfig(tile=64, halo=8)
 
@@ -29,12 +34,14 @@ def test_cuda_index() -> None:
 
 @pytest.fixture
 def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(factory, "cuda_available", lambda: False)
+    monkeypatch.setattr(registry, "cuda_available", lambda: False)
+    monkeypatch.setattr(device, "cuda_available", lambda: False)
 
 
 @pytest.fixture
 def one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(factory, "cuda_available", lambda: True)
+    monkeypatch.setattr(registry, "cuda_available", lambda: True)
+    monkeypatch.setattr(device, "cuda_available", lambda: True)
 
 
 def test_auto_without_a_gpu_takes_the_cpu_path(no_gpu: None) -> None:
@@ -50,7 +57,7 @@ def test_auto_without_a_gpu_takes_the_cpu_path(no_gpu: None) -> None:
 def test_auto_without_onnxruntime_takes_pytorch(
     no_gpu: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(factory, "onnxruntime_installed", lambda: False)
+    monkeypatch.setattr(onnxruntime_backend, "installed", lambda: False)
     choice = choose_backend(RunnerSpec())
     assert choice.backend == "torch" and "onnxruntime is not installed" in choice.reason
 
@@ -75,7 +82,7 @@ def test_auto_with_tensorrt_but_no_cuda_python_takes_pytorch_cuda(
     choice = choose_backend(RunnerSpec())
     assert choice.backend == "torch" and "cuda-python is not installed" in choice.reason
     monkeypatch.setattr(cuda, "cuda_python_available", lambda: True)
-    assert choose_backend(RunnerSpec()) == factory.BackendChoice(
+    assert choose_backend(RunnerSpec()) == BackendChoice(
         "tensorrt", "TensorRT, cuda-python and a CUDA GPU are usable"
     )
     assert choose_backend(RunnerSpec(device="cpu")).backend == "onnxruntime"
@@ -129,9 +136,9 @@ def test_tensorrt_gets_the_device_index_and_graph_setting(monkeypatch: pytest.Mo
     # the opener's result stands in for a runner: open_runner sets its model identity
     opened = types.SimpleNamespace()
     monkeypatch.setattr(factory, "create_tensorrt_runner", lambda **kwargs: seen.update(kwargs) or opened)
-    monkeypatch.setitem(factory.REGISTRY, "tensorrt", factory.Backend(
-        "tensorrt", lambda spec: None, factory.REGISTRY["tensorrt"].open
-    ))
+    monkeypatch.setitem(
+        REGISTRY, "tensorrt", dataclasses.replace(REGISTRY["tensorrt"], unavailable=lambda *args: None)
+    )
     fake = types.ModuleType("tensorrt")
     fake.Builder = object  # type: ignore[attr-defined]
     fake.__version__ = "10.13.0.35"  # type: ignore[attr-defined]

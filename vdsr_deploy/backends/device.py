@@ -3,6 +3,7 @@ honoured by every backend (PyTorch, ONNX Runtime's GPU providers, TensorRT)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError
@@ -44,3 +45,20 @@ def cuda_available() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def nvidia_driver_present() -> bool:
+    """Whether an NVIDIA driver may be loaded: without one (Linux: no /proc/driver/nvidia,
+    no /dev/nvidiactl) there is no CUDA device, so CPU runs need not import torch just to
+    ask. Once torch is imported anyway, asking it costs nothing: True, let it answer."""
+    import sys
+
+    if "torch" in sys.modules or not Path("/proc").is_dir():
+        return True
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
+
+
+def may_be_cuda(device: str) -> bool:
+    """Whether ``device`` may be a CUDA device (``auto`` only when an NVIDIA driver is
+    loaded: a CPU machine never imports torch just to ask)."""
+    return device == "cuda" or device.startswith("cuda:") or (device == "auto" and nvidia_driver_present())

@@ -26,6 +26,7 @@ Modules: :mod:`~vdsr_deploy.bench.config` (what to time), :mod:`~vdsr_deploy.ben
 :mod:`~vdsr_deploy.bench.quality` (task PSNR of fast paths side by side).
 """
 
+from vdsr_deploy.bench.case import EventSink
 from vdsr_deploy.bench.config import (
     BACKENDS,
     CPU_BASELINE,
@@ -40,7 +41,7 @@ from vdsr_deploy.bench.config import (
     sweep,
 )
 from vdsr_deploy.bench.device import TENSOR_PEAKS, device_peak_tflops
-from vdsr_deploy.bench.harness import EventSink, bench_runner_spec, benchmark, open_bench_runner
+from vdsr_deploy.bench.harness import bench_runner_spec, benchmark, open_bench_runner
 from vdsr_deploy.bench.quality import quality_costs, score_runners, worst_costs
 from vdsr_deploy.bench.record import SCHEMA
 from vdsr_deploy.bench.report import (

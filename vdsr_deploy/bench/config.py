@@ -10,13 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vdsr_deploy.backends.device import cuda_available
+from vdsr_deploy.backends.registry import REGISTRY
 from vdsr_deploy.environment import cpu_flags
 from vdsr_deploy.errors import ConfigError
 from vdsr_deploy.planes.pipeline import PipelineConfig
 from vdsr_deploy.planes.tiling import DEFAULT_HALO, TileConfig
-from vdsr_deploy.precision.decision import BACKEND_PRECISIONS, BF16_FLAGS, PRECISIONS
+from vdsr_deploy.precision.decision import BF16_FLAGS
+from vdsr_deploy.precision.names import PRECISIONS
 
-SUPPORTED = BACKEND_PRECISIONS
+SUPPORTED = {name: backend.precisions for name, backend in REGISTRY.items()}
+"""Each backend's precisions, from the registry."""
 BACKENDS = tuple(SUPPORTED)
 CPU_BASELINE = "onnxruntime-fp32"
 """The label of the baseline :func:`cpu_path_settings` puts first: ONNX Runtime FP32 on the CPU."""

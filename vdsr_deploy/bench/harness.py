@@ -10,52 +10,26 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from vdsr_deploy.bench.case import Case, EventSink
 from vdsr_deploy.bench.config import BenchConfig, BenchSetting
 from vdsr_deploy.bench.device import on_cuda, tf32_for
 from vdsr_deploy.bench.record import bench_record, runner_record
 from vdsr_deploy.bench.timing import Timer, Timings
-from vdsr_deploy.bench.workload import Workload, bench_image, make_workload
+from vdsr_deploy.bench.workload import bench_image, make_workload
 from vdsr_deploy.environment import load_average
 from vdsr_deploy.errors import BackendUnavailableError, VdsrError
-from vdsr_deploy.planes.pipeline import PipelineConfig, upscale_pixels
+from vdsr_deploy.planes.image import upscale_pixels
 from vdsr_deploy.runner import Runner
 
 if TYPE_CHECKING:
-    from vdsr_deploy.runtime.prepare import RunnerSpec
-
-EventSink = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class Case:
-    """One setting while it is timed: its pipeline, runner, workload and timings per path,
-    and whether it still runs (``status`` ok, skipped or error, with the ``reason``)."""
-
-    setting: BenchSetting
-    pipeline_config: PipelineConfig
-    runner: Runner | None = None
-    workload: Workload | None = None
-    timer: Timer | None = None
-    runtime: Timings = field(default_factory=Timings)
-    pipeline: Timings = field(default_factory=Timings)
-    job: Timings = field(default_factory=Timings)
-    device: Any = None  # the DeviceUpscaler of a runner that computes on CUDA
-    device_batches: list[Any] = field(default_factory=list)  # the workload on that device
-    status: str = "ok"
-    reason: str = ""
-    spent: float = 0.0
-
-    def fail(self, status: str, reason: str, emit: EventSink) -> None:
-        self.status, self.reason = status, reason
-        emit({"event": status, "setting": self.setting.name, "reason": reason})
-
+    from vdsr_deploy.backends.registry import RunnerSpec
 
 @dataclass(frozen=True)
 class _Inputs:
@@ -69,7 +43,7 @@ class _Inputs:
 
 def bench_runner_spec(setting: BenchSetting, config: BenchConfig) -> RunnerSpec:
     """The :class:`~vdsr_deploy.runtime.prepare.RunnerSpec` that ``setting`` times."""
-    from vdsr_deploy.runtime.prepare import RunnerSpec
+    from vdsr_deploy.backends.registry import RunnerSpec
 
     return RunnerSpec(
         backend=setting.backend,

@@ -35,7 +35,8 @@ def score_runners(
     """Mean PSNR/SSIM (paper protocol, :mod:`vdsr_deploy.evaluation.run`) of each runner (already
     active) on the HR images of ``folder``, per scale, and each runner's PSNR difference to
     the first one (``psnr_delta_vs_<first>``)."""
-    from vdsr_deploy.evaluation.run import list_images, prepare_items, score
+    from vdsr_deploy.evaluation.run import prepare_items, score
+    from vdsr_deploy.imageio.folders import list_images
 
     if not runners:
         raise ConfigError("expected at least one runner to score")

@@ -10,16 +10,15 @@ import datetime as _dt
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from vdsr_deploy.bench.case import Case
 from vdsr_deploy.bench.config import BenchConfig
 from vdsr_deploy.bench.device import add_device_share
 from vdsr_deploy.bench.timing import summarize
-from vdsr_deploy.environment import machine_info, portable_path, thread_info, versions
+from vdsr_deploy.environment import machine_info, portable_path, thread_info
 from vdsr_deploy.runner import Runner
-
-if TYPE_CHECKING:
-    from vdsr_deploy.bench.harness import Case
+from vdsr_deploy.runtime.info import versions
 
 SCHEMA = "vdsr-bench/1"
 PATH_DETAILS = ("onnx", "engine", "weights", "path", "loaded_from")  # runner details recorded as portable paths

@@ -12,7 +12,7 @@ from typing import Any
 from vdsr_deploy.bench.config import CPU_BASELINE
 from vdsr_deploy.bench.quality import worst_costs
 from vdsr_deploy.environment import describe_weights
-from vdsr_deploy.precision.decision import MAX_AUTO_COST_DB
+from vdsr_deploy.precision.names import MAX_AUTO_COST_DB
 
 BENCH_COLUMNS = (
     "setting", "runner", "tiles x batch", "runtime Mpx/s", "img/s", "p50 / p90 / p99 ms",

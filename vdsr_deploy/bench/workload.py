@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr_deploy.planes.pipeline import PipelineConfig, upscale_pixels
+from vdsr_deploy.planes.image import upscale_pixels
+from vdsr_deploy.planes.pipeline import PipelineConfig
 from vdsr_deploy.planes.tiling import TileConfig
 from vdsr_deploy.runner import Runner, RunnerInfo
 
@@ -79,7 +80,7 @@ def make_workload(
     *,
     ensemble: bool = False,
 ) -> Workload:
-    """The batches :func:`~vdsr_deploy.planes.pipeline.upscale_pixels` sends to its runner for
+    """The batches :func:`~vdsr_deploy.planes.image.upscale_pixels` sends to its runner for
     ``lr_pixels`` (the prepared Y plane, with ``ensemble`` its eight rotations/mirror images,
     cut into tiles and stacked into batches of same-shape tiles), recorded from one run of
     the pipeline itself through a runner that returns its input, so the batching has one

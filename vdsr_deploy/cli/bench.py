@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from vdsr_deploy.backends.registry import REGISTRY
 from vdsr_deploy.cli.common import app, check_halo, make_console, user_errors
 from vdsr_deploy.cli.options import (
     DeviceOption,
@@ -18,17 +19,18 @@ from vdsr_deploy.cli.options import (
     ThreadsOption,
     WeightsOption,
 )
+from vdsr_deploy.precision.names import PRECISIONS
 
 
 @app.command()
 def bench(
     backends: Annotated[
         list[str] | None,
-        typer.Option("--backend", "-b", help="torch | onnxruntime | tensorrt (repeatable)."),
+        typer.Option("--backend", "-b", help=" | ".join(REGISTRY) + " (repeatable)."),
     ] = None,
     precisions: Annotated[
         list[str] | None,
-        typer.Option("--precision", "-p", help="fp32 | fp16 | bf16 | int8 (repeatable; default fp32)."),
+        typer.Option("--precision", "-p", help=" | ".join(PRECISIONS) + " (repeatable; default fp32)."),
     ] = None,
     tiles: Annotated[
         list[int] | None,

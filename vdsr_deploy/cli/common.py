@@ -18,7 +18,7 @@ import typer
 import typer.core
 
 if TYPE_CHECKING:
-    from vdsr_deploy.runtime.prepare import RunnerSpec
+    from vdsr_deploy.backends.registry import RunnerSpec
 
 _Function = TypeVar("_Function", bound=Callable[..., Any])
 BOOLEAN_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
@@ -150,7 +150,7 @@ def runner_spec(
     threads: int,
 ) -> RunnerSpec:
     """The :class:`~vdsr_deploy.runtime.prepare.RunnerSpec` of the runtime options."""
-    from vdsr_deploy.runtime.prepare import RunnerSpec
+    from vdsr_deploy.backends.registry import RunnerSpec
 
     return RunnerSpec(
         backend=backend,

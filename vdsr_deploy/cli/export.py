@@ -59,7 +59,7 @@ def export(
     from vdsr_deploy.export.onnx import export_onnx
     from vdsr_deploy.model.onnx_metadata import default_onnx_name
     from vdsr_deploy.model.weights import load_weights
-    from vdsr_deploy.precision.decision import check_precision
+    from vdsr_deploy.precision.names import check_precision
 
     console = make_console()
     if triton is not None:
@@ -88,9 +88,9 @@ def export(
 def _export_int8(
     console: Any, weights: Path | None, output_dir: Path, overwrite: bool, calibration_dir: Path | None
 ) -> None:
+    from vdsr_deploy.backends.registry import RunnerSpec
     from vdsr_deploy.export.calibration import calibration_set_from_images, load_calibration_set
-    from vdsr_deploy.runtime.prepare import RunnerSpec
-    from vdsr_deploy.runtime.resolve import int8_artifact
+    from vdsr_deploy.runtime.artifacts import int8_artifact
 
     spec = RunnerSpec(backend="onnxruntime", precision="int8", weights=weights, engines_dir=output_dir)
     calibration = load_calibration_set() if calibration_dir is None else calibration_set_from_images(calibration_dir)
@@ -114,9 +114,9 @@ def _export_triton(
     engines_dir: Path | None,
     overwrite: bool,
 ) -> None:
-    from vdsr_deploy.export.triton import export_triton
     from vdsr_deploy.planes.tiling import TileConfig
     from vdsr_deploy.runtime.prepare import default_engines_dir
+    from vdsr_deploy.runtime.triton import export_triton
 
     with user_errors():
         result = export_triton(
@@ -157,8 +157,8 @@ def build(
 ) -> None:
     """Build (or find) the TensorRT engine for a tile size and batch: engine + JSON sidecar."""
     from vdsr_deploy.backends.tensorrt.build_config import EngineBuildConfig
-    from vdsr_deploy.backends.tensorrt.builder import ensure_engine
     from vdsr_deploy.planes.tiling import TileConfig
+    from vdsr_deploy.runtime.artifacts import ensure_engine
     from vdsr_deploy.runtime.prepare import default_engines_dir
 
     with user_errors():

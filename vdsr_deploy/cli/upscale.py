@@ -89,13 +89,12 @@ def upscale(
     the output folder) are skipped, the rest redone. Ctrl-C / SIGTERM stop cleanly (exit
     130 / 143) without leaving partial files.
     """
+    from vdsr_deploy.backends.registry import choose_backend
     from vdsr_deploy.job import JobConfig, stop_on_signals
     from vdsr_deploy.job.autotile import resolve_tile
     from vdsr_deploy.job.remote import location
-    from vdsr_deploy.model.identity import spec_identity
     from vdsr_deploy.planes.pipeline import PipelineConfig
     from vdsr_deploy.planes.tiling import TileConfig
-    from vdsr_deploy.runtime.prepare import choose_backend
 
     console = make_console()
     summary: Any = None
@@ -123,7 +122,7 @@ def upscale(
             save_threads=save_threads,
             memory_mb=memory_mb,
             quality=quality,
-            model=spec_identity(given),
+            model=given.model_identity(),
         )
         if spec.backend == "auto" and cluster is None:  # on a cluster, the workers' nodes decide
             choice = choose_backend(spec)

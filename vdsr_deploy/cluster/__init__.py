@@ -22,7 +22,7 @@ from vdsr_deploy.cluster.placement import (
     local_runtime_env,
     plan_placement,
 )
-from vdsr_deploy.cluster.report import ClusterSummary
+from vdsr_deploy.job.ledger import ClusterSummary
 
 __all__ = [
     "ClusterConfig",

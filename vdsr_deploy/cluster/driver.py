@@ -1,11 +1,11 @@
 """The driver of a cluster job: holds the job lock, starts a pool of Ray actors and hands
-them work; :func:`run_cluster_job` and :func:`run_staged_job` (the same bookkeeping, run in
-process) are its entry points.
+them work; :func:`run_cluster_job` is its entry point (the same bookkeeping without Ray, in
+process, is :func:`vdsr_deploy.job.staged.run_staged_job`).
 
 Ray places the workers (one per GPU with ``num_gpus=1``; on CPU-only clusters several with a
 fraction of a CPU each), restarts one whose process dies, and moves results. The driver:
 
-- holds the job lock for the whole job (:func:`job_lock`: the output folder's, the one a
+- holds the job lock for the whole job (:func:`~vdsr_deploy.job.staged.job_lock`: the output folder's, the one a
   single-machine job takes), so it is the only job writing there; its workers name their
   temporaries after the driver's PID, so other jobs leave them alone while it runs;
 - plans, records outputs in the manifest and renames them into place through
@@ -41,15 +41,13 @@ from vdsr_deploy.cluster.placement import (
     plan_placement,
 )
 from vdsr_deploy.cluster.pool import POLL_SECONDS, Calls, WorkerPool, error_text, kill_calls
-from vdsr_deploy.cluster.report import ClusterSummary, Startup, cluster_report
+from vdsr_deploy.cluster.report import Startup, cluster_report
 from vdsr_deploy.errors import BackendUnavailableError
-from vdsr_deploy.job import EventSink, JobConfig, JobSummary, manifest_folder
-from vdsr_deploy.job.ledger import JobLedger
-from vdsr_deploy.job.lock import JobLock
-from vdsr_deploy.job.manifest import MANIFEST_NAME
-from vdsr_deploy.job.remote import manifest_path, registered_filesystems
+from vdsr_deploy.job import EventSink, JobConfig
+from vdsr_deploy.job.ledger import ClusterSummary, JobLedger
+from vdsr_deploy.job.remote import registered_filesystems
+from vdsr_deploy.job.staged import job_lock
 from vdsr_deploy.job.worker import RunnerFactory, UpscaleWorker
-from vdsr_deploy.runner import Runner
 
 
 class _ClusterRun:
@@ -204,9 +202,8 @@ def with_model_identity(job: JobConfig, open_runner: Callable[[Placement], Runne
     :class:`OpenRunner` names; a custom factory's job keeps ``model`` as given."""
     if job.model or not isinstance(open_runner, OpenRunner):
         return job
-    from vdsr_deploy.model.identity import spec_identity
 
-    return dataclasses.replace(job, model=spec_identity(open_runner.spec))
+    return dataclasses.replace(job, model=open_runner.spec.model_identity())
 
 
 @dataclass(frozen=True)
@@ -242,50 +239,6 @@ class _RunnerFromSpec:
         from vdsr_deploy.runtime.prepare import open_runner
 
         return open_runner(self.spec, tiling=self.tiling, batch=self.batch)
-
-
-def job_lock(job: JobConfig) -> JobLock:
-    """The lock that makes ``job`` the only one writing its outputs: for a local output, the
-    output folder's (the lock a single-machine ``vdsr upscale`` takes, so the two exclude each
-    other); for a URI output, its state folder's on this machine (where its manifest lives)."""
-    return JobLock(manifest_path(manifest_folder(job), MANIFEST_NAME).parent)
-
-
-def run_staged_job(
-    job: JobConfig,
-    runner: Runner,
-    on_event: EventSink | None = None,
-    *,
-    stop: threading.Event | None = None,
-) -> JobSummary:
-    """A job with URI inputs or outputs on this machine, without Ray (``run_job`` hands it
-    here): one in-process :class:`UpscaleWorker` on the open ``runner`` stages a few inputs at
-    a time (downloads), runs ``run_job`` on them, uploads each output to a temporary key, and
-    this driver records it and moves it into place, exactly as on a cluster."""
-    with job_lock(job):
-        return _run_staged(job, runner, on_event, stop)
-
-
-def _run_staged(
-    job: JobConfig, runner: Runner, on_event: EventSink | None, stop: threading.Event | None
-) -> JobSummary:
-    stop = stop or threading.Event()
-    ledger = JobLedger(job, on_event or (lambda event: None))
-    worker = UpscaleWorker(0, job, lambda: runner, stop=stop)
-    worker.adopt(runner)
-    queue = deque(ledger.plan(runner.info.label))
-    ledger.emit({"event": "start", "total": len(ledger.pending), "skipped": len(ledger.summary.skipped)})
-    ledger.started = time.perf_counter()
-    try:
-        while queue and not stop.is_set():
-            ledger.collect(worker.process(ledger.tasks(queue.popleft())))
-    except KeyboardInterrupt:
-        stop.set()
-    finally:
-        ledger.close(stop.is_set())
-    summary = ledger.summary
-    ledger.emit({"event": "finished", **JobSummary.to_dict(summary)})
-    return JobSummary(**{f.name: getattr(summary, f.name) for f in dataclasses.fields(JobSummary)})
 
 
 def run_cluster_job(

@@ -1,38 +1,16 @@
-"""What a cluster job reports beyond a single-machine one: :class:`ClusterSummary` and its
-``cluster`` section (address, worker resources, start-up seconds, retries, per-node and
+"""What a cluster job reports beyond a single-machine one: the ``cluster`` section of its
+:class:`~vdsr_deploy.job.ledger.ClusterSummary` (address, worker resources, start-up seconds, retries, per-node and
 per-worker throughput), from the figures the driver collected per finished call."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from vdsr_deploy.cluster.placement import Placement
-from vdsr_deploy.job import JobSummary
+from vdsr_deploy.job.ledger import NodeStats
 from vdsr_deploy.job.worker import WorkerInfo
-
-
-@dataclass
-class ClusterSummary(JobSummary):
-    """A :class:`JobSummary` plus where the work ran: ``cluster`` holds the address, the
-    workers' resources, start-up seconds, retries, and per-node and per-worker throughput."""
-
-    cluster: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "cluster": self.cluster}
-
-
-@dataclass
-class NodeStats:
-    """One node's share of the job: its workers, the outputs they published, busy seconds."""
-
-    node_ip: str
-    workers: set[int] = field(default_factory=set)
-    images: int = 0
-    megapixels: float = 0.0
-    busy_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from vdsr_deploy import protocol
 from vdsr_deploy.errors import InvalidInputError
-from vdsr_deploy.imageio import IMAGE_SUFFIXES, read_image
+from vdsr_deploy.imageio.folders import hr_luma, list_images
 
 UpscaleY = Callable[[NDArray[np.float32]], NDArray[np.float32]]
 
@@ -85,22 +85,6 @@ class EvalReport:
         }
 
 
-def hr_pixels(path: Path) -> NDArray[np.float64]:
-    """An HR image as ``(H, W, 3)`` RGB float64 in [0, 1], as MATLAB's im2double reads it
-    (8-bit values exact); gray images become R=G=B, alpha is dropped."""
-    image = read_image(path)
-    pixels = image.pixels.astype(np.float64)
-    if image.bit_depth == 8:
-        # exact 8-bit values, as MATLAB im2double gives
-        pixels = np.rint(pixels * 255.0) / 255.0
-    return pixels[..., :3] if pixels.shape[2] >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
-
-
-def hr_luma(path: Path) -> NDArray[np.float64]:
-    """Y (MATLAB rgb2ycbcr) of an HR image in [0, 1]; gray images are treated as R=G=B."""
-    return protocol.rgb2y(hr_pixels(path))
-
-
 def crop_hr(hr: NDArray[np.float64], scale: int, path: Path) -> NDArray[np.float64]:
     """``hr`` (Y, or ``(H, W, C)``) modcropped to a multiple of ``scale``; an error naming
     ``path`` when what is left is too small to score (the SSIM window after shaving)."""
@@ -112,20 +96,7 @@ def crop_hr(hr: NDArray[np.float64], scale: int, path: Path) -> NDArray[np.float
     return cropped
 
 
-def list_images(folder: Path) -> list[Path]:
-    """The images directly inside ``folder`` (by suffix, :data:`IMAGE_SUFFIXES`; hidden files
-    included, subfolders not), sorted by name: what evaluation, parity and training read.
-    A clear error when ``folder`` is not a folder or holds no image."""
-    if not folder.is_dir():
-        why = " (it does not exist)" if not folder.exists() else ""
-        raise InvalidInputError(f"{folder}: not a folder{why}")
-    paths = sorted(
-        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
-    if not paths:
-        expected = ", ".join(sorted(IMAGE_SUFFIXES))
-        raise InvalidInputError(f"{folder}: no images found (expected {expected} files)")
-    return paths
+
 
 
 def prepare_items(paths: Iterable[Path], scales: Sequence[int]) -> list[EvalItem]:
@@ -204,15 +175,14 @@ def evaluate_folders(
     """Evaluate the runner described by ``spec`` (a :class:`~vdsr_deploy.runtime.prepare.RunnerSpec`)
     on every folder of HR images; ``ensemble``: with the x8 self-ensemble
     (:mod:`vdsr_deploy.planes.ensemble`)."""
-    from vdsr_deploy.planes.ensemble import ensemble_plane
-    from vdsr_deploy.planes.pipeline import upscale_plane
+    from vdsr_deploy.planes.ensemble import plane_upscaler
     from vdsr_deploy.planes.tiling import TileConfig
     from vdsr_deploy.runtime.prepare import open_runner
 
     tiling = TileConfig(tile=tile)
     prepared = [(folder, prepare_items(list_images(folder), scales)) for folder in folders]
     reports: list[EvalReport] = []
-    run_plane = ensemble_plane if ensemble else upscale_plane
+    run_plane = plane_upscaler(ensemble)
     with open_runner(spec, tiling=tiling, batch=batch) as runner:
 
         def run(y: NDArray[np.float32]) -> NDArray[np.float32]:

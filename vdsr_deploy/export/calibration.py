@@ -90,7 +90,7 @@ def calibration_set_from_images(folder: Path, held_out_share: float = 0.375) -> 
     image's Y (rounded to 8 bits) cut into non-overlapping ``TILE`` tiles; the tiles of the
     last images (about ``held_out_share`` of all tiles, at least one image's worth) are held
     out, so they measure the cost on images that did not calibrate."""
-    from vdsr_deploy.evaluation.run import hr_luma, list_images
+    from vdsr_deploy.imageio.folders import hr_luma, list_images
 
     per_image: list[list[tuple[NDArray[np.uint8], str]]] = []
     for path in list_images(Path(folder)):

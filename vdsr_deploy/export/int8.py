@@ -25,6 +25,7 @@ from vdsr_deploy.export.calibration import SCALES, CalibrationSet, load_calibrat
 from vdsr_deploy.export.quantize import QuantizeConfig, quantize_int8
 from vdsr_deploy.fileops import temporary_path
 from vdsr_deploy.model.onnx_metadata import EXPORTER_VERSION, MetadataKey, onnx_metadata, remember_metadata
+from vdsr_deploy.runner import Runner
 
 RECIPE_VERSION = 2
 """2: the calibration data includes :func:`vdsr_deploy.export.calibration.contrast_guard_tiles`."""
@@ -92,20 +93,24 @@ def ensure_int8_onnx(
     fp32_onnx: Callable[[], Path],
     engines_dir: Path,
     *,
+    open_onnx: Callable[[Path], Runner],
     recipe: QuantizeConfig = DEFAULT_RECIPE,
     calibration: CalibrationSet | None = None,
     rebuild: bool = False,
 ) -> Int8Artifact:
     """The INT8 model for these weights and ``recipe`` in ``engines_dir``, built from the
     FP32 ONNX (``fp32_onnx()`` is only called when a build is needed) if missing or stale,
-    or with ``rebuild`` (the cached file is replaced once the new one is complete)."""
+    or with ``rebuild`` (the cached file is replaced once the new one is complete).
+    ``open_onnx`` opens an inactive FP32-arithmetic runner for an ONNX file: the build runs
+    the FP32 graph and the INT8 one through it to measure the cost (building never imports
+    a runtime; :func:`vdsr_deploy.runtime.artifacts.open_onnx_fp32` is the usual one)."""
     calibration = calibration or load_calibration_set()
     key = int8_key(weights_sha256, recipe, calibration.sha256)
     target = int8_path(engines_dir, key)
     found = None if rebuild else recorded(target, key)
     if found is not None:
         return found
-    return build_int8(fp32_onnx(), target, key, recipe, calibration)
+    return build_int8(fp32_onnx(), target, key, recipe, calibration, open_onnx)
 
 
 def build_int8(
@@ -114,10 +119,10 @@ def build_int8(
     key: dict[str, Any],
     recipe: QuantizeConfig,
     calibration: CalibrationSet,
+    open_onnx: Callable[[Path], Runner],
 ) -> Int8Artifact:
     """Calibrate, quantize, measure the cost on the held-out tiles, record key and cost in
     the metadata, then move into place atomically."""
-    from vdsr_deploy.backends.onnxruntime.runner import OnnxRuntimeRunner
     from vdsr_deploy.export.calibration import calibration_inputs
 
     planes = calibration_inputs(calibration, recipe.scales)
@@ -125,7 +130,7 @@ def build_int8(
     work = temporary_path(target)
     try:
         quantize_int8(fp32_onnx, work, planes, config, overwrite=True)
-        with OnnxRuntimeRunner(fp32_onnx) as reference, OnnxRuntimeRunner(work) as candidate:
+        with open_onnx(fp32_onnx) as reference, open_onnx(work) as candidate:
             cost = quality_cost(reference.infer, candidate.infer, calibration, recipe.scales)
         origin = {
             "origin": calibration.origin,

@@ -31,7 +31,7 @@ from vdsr_deploy.model.onnx_metadata import (
     remember_metadata,
 )
 from vdsr_deploy.model.weights import WeightsInfo, state_dict_sha256
-from vdsr_deploy.precision.decision import ONNX_PRECISIONS
+from vdsr_deploy.precision.names import ONNX_PRECISIONS
 
 # Verification tolerances against PyTorch fp32, max abs difference on [0, 1] data.
 VERIFY_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}

@@ -90,7 +90,7 @@ def calibration_planes(paths: Sequence[Path], config: QuantizeConfig) -> list[ND
     """Network-input tiles (bicubic-degraded Y in [0, 1]) from HR images, deterministic:
     image ``i`` is degraded at ``scales[i % len(scales)]``, then tiles are cut at random
     positions, round-robin over the images, until ``config.tiles`` are collected."""
-    from vdsr_deploy.evaluation.run import hr_luma
+    from vdsr_deploy.imageio.folders import hr_luma
 
     if not paths:
         raise InvalidInputError("expected at least one calibration image")

@@ -17,7 +17,7 @@ from vdsr_deploy.planes.colour import output_shape
 from vdsr_deploy.planes.device_pipeline import activation_bytes_per_pixel, auto_tile, int32_pixel_limit
 
 if TYPE_CHECKING:
-    from vdsr_deploy.runtime.prepare import RunnerSpec
+    from vdsr_deploy.backends.registry import RunnerSpec
 
 MIB = 1 << 20
 DEVICE_SHARE = 0.6  # of the free GPU memory: the rest for cuDNN workspaces, planes, other work
@@ -102,19 +102,6 @@ def input_sizes(paths: list[str], *, max_pixels: int) -> list[tuple[int, int]]:
     return sizes
 
 
-def runner_device(backend: str, device: str, provider: str) -> str:
-    """Where a resolved backend computes: ``cpu`` or a CUDA device string."""
-    if backend == "onnxruntime":
-        return "cpu" if provider == "cpu" else (device if device.startswith("cuda") else "cuda")
-    if device != "auto":
-        return device
-    if backend == "tensorrt":
-        return "cuda"
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def resolve_tile(
     text: str,
     inputs: tuple[str, ...],
@@ -133,12 +120,12 @@ def resolve_tile(
     side = parse_tile(text)
     if side is not None:
         return AutoTile(side, "")
-    from vdsr_deploy.job import JobConfig, plan_outputs
+    from vdsr_deploy.backends.registry import compute_device
+    from vdsr_deploy.job.config import JobConfig
+    from vdsr_deploy.job.plan import plan_outputs
     from vdsr_deploy.model.weights import load_weights
-    from vdsr_deploy.runtime.prepare import choose_backend
 
     _, info = load_weights(spec.weights)
-    backend = choose_backend(spec).backend
     items, _failures = plan_outputs(JobConfig(inputs=inputs, output=output))
     sizes = input_sizes([str(item.source) for item in items], max_pixels=max_pixels)
     if not sizes:
@@ -148,7 +135,7 @@ def resolve_tile(
         scale=scale,
         batch=batch,
         halo=halo,
-        device=runner_device(backend, spec.device, spec.provider),
+        device=compute_device(spec),
         precision=spec.precision,
         channels=info.channels,
         memory_mb=memory_mb,

@@ -13,18 +13,41 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vdsr_deploy.cluster.report import ClusterSummary, NodeStats
 from vdsr_deploy.errors import VdsrError
 from vdsr_deploy.imageio import FileDigest, output_format, stale_temporaries
-from vdsr_deploy.job import EventSink, Failure, JobConfig, Note, Skipped, WorkItem, plan_resume
+from vdsr_deploy.job.config import JobConfig, WorkItem
 from vdsr_deploy.job.manifest import Manifest
+from vdsr_deploy.job.plan import plan_resume
 from vdsr_deploy.job.remote import location, name_for_worker
 from vdsr_deploy.job.remote import replace as replace_target
+from vdsr_deploy.job.report import EventSink, Failure, JobSummary, Note, Skipped
 from vdsr_deploy.job.worker import ChunkResult, ItemResult, WorkerInfo, WorkerTask
+
+
+@dataclass
+class ClusterSummary(JobSummary):
+    """A :class:`JobSummary` plus where the work ran: ``cluster`` holds the address, the
+    workers' resources, start-up seconds, retries, and per-node and per-worker throughput."""
+
+    cluster: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "cluster": self.cluster}
+
+
+@dataclass
+class NodeStats:
+    """One node's share of the job: its workers, the outputs they published, busy seconds."""
+
+    node_ip: str
+    workers: set[int] = field(default_factory=set)
+    images: int = 0
+    megapixels: float = 0.0
+    busy_seconds: float = 0.0
 
 
 @dataclass

@@ -7,7 +7,7 @@ and:
 
 1. stages each input in a private scratch folder (a symlink to the source; for a URI, a
    download through its pyarrow filesystem: :mod:`vdsr_deploy.job.remote`);
-2. runs :func:`vdsr_deploy.job.run_job` on them (decode, bands, tiles, batches, colour,
+2. runs :func:`vdsr_deploy.job.local.run_local_job` on them (decode, bands, tiles, batches, colour,
    encode: the same code, settings and bad-input handling as ``vdsr upscale``), writing to
    the scratch folder;
 3. copies each finished output next to its target as ``.<name>.<owner>.<random>.part``,
@@ -38,8 +38,10 @@ from typing import Any
 from vdsr_deploy.errors import ImageReadError
 from vdsr_deploy.fileops import pid_alive
 from vdsr_deploy.imageio import FORMAT_SUFFIX, TEMP_SUFFIX, file_digest
-from vdsr_deploy.job import JobConfig, JobSummary, run_job
+from vdsr_deploy.job.config import JobConfig
+from vdsr_deploy.job.local import run_local_job
 from vdsr_deploy.job.remote import RemotePath, download, location, upload_temporary, use_filesystems
+from vdsr_deploy.job.report import JobSummary
 from vdsr_deploy.runner import Runner
 
 RunnerFactory = Callable[[], Runner]
@@ -187,7 +189,7 @@ class UpscaleWorker:
             if event["event"] == "done":
                 megapixels[event["file"]] = event["megapixels"]
 
-        summary = run_job(config, runner, on_event, stop=self._stop)
+        summary = run_local_job(config, runner, on_event, stop=self._stop)
         return failed + [
             self._result(link, task, summary, megapixels.get(str(link), 0.0), scratch) for link, task in staged.items()
         ]

@@ -9,10 +9,6 @@ nothing next to a run. The CLI and Python callers get the same answers from here
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from vdsr_deploy.runtime.prepare import RunnerSpec
 
 DEFAULT_DEPTH = 20
 """The shipped network's depth, assumed for an ONNX file that does not record its own."""
@@ -33,11 +29,6 @@ def model_identity(weights: Path | None, onnx: Path | None = None, engine: Path 
         except OSError:
             parts.append(f"{Path(path).name}:missing")
     return "|".join(parts)
-
-
-def spec_identity(spec: RunnerSpec) -> str:
-    """:func:`model_identity` of the artifacts a runner spec names."""
-    return model_identity(spec.weights, spec.onnx, spec.engine)
 
 
 def receptive_radius(weights: Path | None, onnx: Path | None = None) -> int:

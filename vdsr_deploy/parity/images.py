@@ -10,8 +10,9 @@ from numpy.typing import NDArray
 
 from vdsr_deploy import protocol
 from vdsr_deploy.errors import ConfigError, InvalidInputError
-from vdsr_deploy.evaluation.run import crop_hr, hr_pixels, list_images
+from vdsr_deploy.evaluation.run import crop_hr
 from vdsr_deploy.imageio import read_image
+from vdsr_deploy.imageio.folders import hr_pixels, list_images
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from vdsr_deploy.backends.registry import REGISTRY
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError, InvalidInputError, VdsrError
 from vdsr_deploy.parity.artifacts import ArtifactCheck, check_engine_sidecar, check_onnx, engine_precision
 from vdsr_deploy.parity.figures import (
@@ -48,19 +49,21 @@ class Candidate:
     note: str = ""
 
 
+REFERENCE = ("torch", "fp32")
+"""The reference every candidate is compared with: PyTorch FP32."""
 CANDIDATES: dict[str, Candidate] = {
     c.name: c
     for c in (
-        Candidate("onnxruntime-fp32", "onnxruntime", "fp32", "fp32"),
-        Candidate("onnxruntime-fp16", "onnxruntime", "fp16", "fp16"),
-        Candidate("onnxruntime-int8", "onnxruntime", "int8", "int8"),
-        Candidate("torch-bf16", "torch", "bf16", "bf16"),
-        Candidate("torch-fp16", "torch", "fp16", "fp16"),
-        Candidate("tensorrt-fp32", "tensorrt", "fp32", "fp32"),
-        Candidate("tensorrt-fp16", "tensorrt", "fp16", "fp16"),
-        Candidate("untiled", "torch", "fp32", "tiling", tiled=False),
+        *(
+            Candidate(f"{name}-{precision}", name, precision, precision)
+            for name, backend in REGISTRY.items()
+            for precision in backend.precisions
+            if (name, precision) != REFERENCE
+        ),
+        Candidate("untiled", *REFERENCE, "tiling", tiled=False),
     )
 }
+"""Every runtime and precision of the registry against the reference, plus tiled vs untiled."""
 DEFAULT_CANDIDATES = tuple(CANDIDATES)
 ORT_CPU_FP16_NOTE = (
     "ONNX Runtime's CPU provider upcasts the FP16 graph to FP32: this checks the FP16 "
@@ -183,10 +186,9 @@ def run_images(
 ) -> list[RunOutput]:
     """Upscale every image through ``runner`` (already active), with the x8 self-ensemble
     when ``ensemble``."""
-    from vdsr_deploy.planes.ensemble import ensemble_plane
-    from vdsr_deploy.planes.pipeline import upscale_plane
+    from vdsr_deploy.planes.ensemble import plane_upscaler
 
-    run_plane = ensemble_plane if ensemble else upscale_plane
+    run_plane = plane_upscaler(ensemble)
     outputs: list[RunOutput] = []
     for image in images:
         prepared = _prepare(image, scale)
@@ -330,7 +332,8 @@ def _candidate_factory(
     candidate: Candidate, config: ValidateConfig, onnx_by_precision: dict[str, Path]
 ) -> RunnerFactory | str:
     """How to open ``candidate`` (a factory), or why it cannot run here (a string)."""
-    from vdsr_deploy.runtime.prepare import RunnerSpec, open_runner, unavailable_reason
+    from vdsr_deploy.backends.registry import RunnerSpec, unavailable_reason
+    from vdsr_deploy.runtime.prepare import open_runner
 
     tiling = config.tiling if candidate.tiled else TileConfig(tile=0, halo=config.tiling.halo)
     engine = (
@@ -371,9 +374,9 @@ def validate(
     bundled sample and the edge cases) and check the artifact chain (ONNX metadata, engine
     sidecar) against the weights."""
     from vdsr_deploy.backends.torch.runner import TorchRunner
-    from vdsr_deploy.environment import runtime_environment
     from vdsr_deploy.model.onnx_metadata import MetadataKey, read_metadata
     from vdsr_deploy.model.weights import load_weights
+    from vdsr_deploy.runtime.info import runtime_environment
 
     chosen = list(images) if images is not None else default_images()
     model, info = load_weights(config.weights)

@@ -1,1 +1,7 @@
-"""TODO"""
+"""The plane engine, runtime-agnostic: ``tiling`` (pure integer tile planning, exact by
+construction), ``colour`` (RGB/gray/alpha <-> the Y plane the network sees), ``pipeline``
+(planes -> tiles -> cross-image batches -> a :class:`~vdsr_deploy.runner.Runner` -> stitched
+planes), ``ensemble`` (the x8 self-ensemble around the pipeline, and the one
+ensemble-or-not choice), ``image`` (one image through all of it), ``device_colour`` and
+``device_pipeline`` (the same on the runner's torch device). It never knows which runtime
+is underneath."""

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr_deploy.planes.pipeline import Flush, upscale_planes
+from vdsr_deploy.planes.pipeline import Flush, upscale_plane, upscale_planes
 from vdsr_deploy.planes.tiling import TileConfig
 from vdsr_deploy.runner import Runner
 
@@ -105,3 +105,36 @@ def ensemble_plane(plane: F32, runner: Runner, tiling: TileConfig, *, batch: int
     for _, output in ensemble_planes([(0, plane)], runner, tiling, batch=batch):
         return output
     raise AssertionError("unreachable: every plane yields an output")
+
+
+class PlaneUpscaler(Protocol):
+    """What :func:`plane_upscaler` returns: one plane in, one plane out."""
+
+    def __call__(self, plane: F32, runner: Runner, tiling: TileConfig, *, batch: int = 4) -> F32: ...
+
+
+class PlanesUpscaler(Protocol):
+    """What :func:`planes_upscaler` returns: the ``(key, plane)`` stream of
+    :func:`~vdsr_deploy.planes.pipeline.upscale_planes`."""
+
+    def __call__(
+        self,
+        planes: Iterable[tuple[Key, F32] | Flush],
+        runner: Runner,
+        tiling: TileConfig,
+        *,
+        batch: int = 4,
+        max_images_in_flight: int = 8,
+    ) -> Iterator[tuple[Key, F32]]: ...
+
+
+def plane_upscaler(ensemble: bool) -> PlaneUpscaler:
+    """The one ensemble-or-not choice for a single plane: :func:`ensemble_plane` or
+    :func:`~vdsr_deploy.planes.pipeline.upscale_plane`."""
+    return ensemble_plane if ensemble else upscale_plane
+
+
+def planes_upscaler(ensemble: bool) -> PlanesUpscaler:
+    """The one ensemble-or-not choice for a stream of planes: :func:`ensemble_planes` or
+    :func:`~vdsr_deploy.planes.pipeline.upscale_planes`."""
+    return ensemble_planes if ensemble else upscale_planes

@@ -3,8 +3,8 @@
 :func:`upscale_planes` is the engine room: it takes network-input planes (bicubic-upscaled
 Y, float32) from any number of images, cuts them into tiles (:mod:`vdsr_deploy.planes.tiling`),
 fills batches of same-shape tiles across images, runs them through a :class:`Runner`, and
-yields each image as soon as its last tile is back. :func:`upscale_pixels` does one image,
-colour included; file handling lives in :mod:`vdsr_deploy.job`.
+yields each image as soon as its last tile is back. :func:`~vdsr_deploy.planes.image.upscale_pixels`
+does one image, colour included; file handling lives in :mod:`vdsr_deploy.job`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy.errors import ConfigError
-from vdsr_deploy.planes import colour
 from vdsr_deploy.planes.tiling import Tile, TileConfig, extract, place, plan_tiles
 from vdsr_deploy.runner import Runner
 
@@ -42,7 +41,7 @@ class PipelineConfig:
     """``scale``: any factor > 1 (bicubic pre-upscale); ``tiling``; ``batch``: tiles per
     runner call; ``max_images_in_flight``: images whose tiles may wait for a full batch
     (bounds memory); ``ensemble``: the x8 self-ensemble (:mod:`vdsr_deploy.planes.ensemble`, 8x the
-    compute), applied by :func:`upscale_pixels` and :mod:`vdsr_deploy.job`."""
+    compute), applied by :func:`~vdsr_deploy.planes.image.upscale_pixels` and :mod:`vdsr_deploy.job`."""
 
     scale: float = 2.0
     tiling: TileConfig = field(default_factory=TileConfig)
@@ -132,13 +131,3 @@ def upscale_plane(plane: F32, runner: Runner, tiling: TileConfig, *, batch: int 
     for _, output in upscale_planes([(0, plane)], runner, tiling, batch=batch):
         return output
     raise AssertionError("unreachable: every plane yields an output")
-
-
-def upscale_pixels(pixels: NDArray[np.floating], runner: Runner, config: PipelineConfig) -> F32:
-    """Super-resolve one image: ``(H, W, C)`` in [0, 1] -> ``(ceil(sH), ceil(sW), C)``."""
-    prepared = colour.prepare(pixels, config.scale)
-    run_plane = upscale_plane
-    if config.ensemble:
-        from vdsr_deploy.planes.ensemble import ensemble_plane as run_plane
-    y = run_plane(prepared.y, runner, config.tiling, batch=config.batch)
-    return colour.finish(prepared, y)

@@ -12,62 +12,19 @@ costs give the same path.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from vdsr_deploy.environment import cpu_flags, cpu_model
-from vdsr_deploy.errors import ConfigError
-
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-"""Concrete precisions: what an artifact or a runner computes in."""
-AUTO = "auto"
-CHOICES = (AUTO, *PRECISIONS)
-"""What ``--precision`` accepts."""
-BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
-    "torch": ("fp32", "fp16", "bf16"),
-    "onnxruntime": ("fp32", "fp16", "int8"),
-    "tensorrt": ("fp32", "fp16"),
-}
-ONNX_PRECISIONS = ("fp32", "fp16")
-"""Graph types the exporter writes; the INT8 ONNX is derived from the FP32 one."""
-MAX_AUTO_COST_DB = 0.05
-"""The most task PSNR (dB, any scale) ``auto`` may give up for speed."""
+from vdsr_deploy.environment import cpu_flags
+from vdsr_deploy.precision.names import AUTO, MAX_AUTO_COST_DB, check_precision
 
 INT8_AUTO_BLOCKED = "not taken by auto: costs 0.057 dB on Set5 x2 (limit 0.05); ask with --precision int8"
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
-def check_precision(value: str, allowed: Iterable[str] = CHOICES) -> str:
-    """``value`` if it is one of ``allowed``, else a :class:`ConfigError` naming both."""
-    options = tuple(allowed)
-    if value not in options:
-        raise ConfigError(f"precision: expected one of {', '.join(options)}, got {value!r}")
-    return value
-
-
-def check_backend_precision(backend: str, precision: str) -> None:
-    """A :class:`ConfigError` when ``backend`` has no ``precision`` path."""
-    supported = BACKEND_PRECISIONS.get(backend)
-    if supported is not None and precision not in supported:
-        raise ConfigError(f"{backend} has no {precision} path (it has {', '.join(supported)})")
-
-
 # ----------------------------------------------------------------------------------------
 # What the CPU can do
-
-
-def nvidia_driver_present() -> bool:
-    """Whether an NVIDIA driver may be loaded: without one (Linux: no /proc/driver/nvidia,
-    no /dev/nvidiactl) there is no CUDA device, so CPU runs need not import torch just to
-    ask. Once torch is imported anyway, asking it costs nothing: True, let it answer."""
-    import sys
-
-    if "torch" in sys.modules or not Path("/proc").is_dir():
-        return True
-    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
 
 
 @dataclass(frozen=True)
@@ -197,12 +154,13 @@ def choose_precision(
     cuda: bool,
     flags: frozenset[str] | None = None,
     quality_cost: QualityCost | None = None,
+    supported: Collection[str] | None = None,
 ) -> PrecisionChoice:
     """Resolve ``requested`` for a run on ``backend`` (``auto`` or a concrete one).
 
     A concrete precision is returned as asked. ``auto``: FP16 on CUDA (its parity is proven
     by ``vdsr validate``); on the CPU, :func:`choose_cpu_path` over :func:`cpu_paths`
-    (restricted to ``backend``'s precisions when a backend was named).
+    (restricted to ``supported``, the named ``backend``'s precisions from its descriptor).
     """
     check_precision(requested)
     if requested != AUTO:
@@ -210,8 +168,7 @@ def choose_precision(
     if cuda:
         return PrecisionChoice("fp16", backend, "CUDA device: FP16 (parity proven by vdsr validate)", AUTO)
     paths = cpu_paths(cpu_flags() if flags is None else flags)
-    if backend != AUTO:
-        supported = BACKEND_PRECISIONS.get(backend, ())
+    if backend != AUTO and supported is not None:
         paths = tuple(
             CpuPath(p.precision, backend, p.why, p.auto_blocked) for p in paths if p.precision in supported
         )
@@ -221,11 +178,3 @@ def choose_precision(
         )
         return choose_cpu_path(paths, lambda _: "not measured")
     return choose_cpu_path(paths, quality_cost)
-
-
-def engines_cache_key() -> str:
-    """Identity of this CPU for host-specific caches (flags hash), e.g. ORT optimized graphs."""
-    import hashlib
-
-    text = cpu_model() + "|" + " ".join(sorted(cpu_flags())) + "|" + os.uname().machine
-    return hashlib.sha256(text.encode()).hexdigest()[:10]

@@ -1,4 +1,5 @@
-"""What this machine offers: versions, runtimes, providers, GPU, default weights."""
+"""What this machine offers: versions (every runtime's, from the registry), providers, GPU,
+default weights; for ``vdsr info`` and the records reports keep."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vdsr_deploy import __version__
+from vdsr_deploy.backends.registry import backend_versions
 from vdsr_deploy.environment import gpu_name, package_version
 
 
@@ -14,10 +16,11 @@ def system_info() -> dict[str, Any]:
     """A flat dict for ``vdsr info`` (imports each runtime only to ask its version)."""
     import torch
 
-    from vdsr_deploy.backends.onnxruntime.runner import available_providers
+    from vdsr_deploy.backends.onnxruntime import installed as onnxruntime_installed
+    from vdsr_deploy.backends.onnxruntime.options import available_providers
     from vdsr_deploy.backends.tensorrt.library import tensorrt_status
     from vdsr_deploy.model.weights import default_weights_path
-    from vdsr_deploy.runtime.prepare import default_engines_dir, onnxruntime_installed
+    from vdsr_deploy.runtime.prepare import default_engines_dir
 
     weights = default_weights_path()
     gpu = gpu_name() or "none (PyTorch sees no CUDA device)"
@@ -59,3 +62,33 @@ def _weights_record(path: Path) -> dict[str, str]:
             f"{key} {value['psnr']:.2f}" for key, value in sorted(set5.items()) if "psnr" in value
         )
     return record
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of Python, the core libraries and every runtime of the registry (from package
+    metadata: nothing heavy imported)."""
+    return {
+        "vdsr_deploy": __version__,
+        "python": platform.python_version(),
+        "numpy": package_version("numpy"),
+        "onnx": package_version("onnx"),
+        **backend_versions(),
+    }
+
+
+def runtime_environment() -> dict[str, Any]:
+    """Versions, threads, ONNX Runtime providers and GPU: what a parity report records."""
+    import torch
+
+    from vdsr_deploy.backends.onnxruntime.options import available_providers
+
+    return {
+        "vdsr_deploy": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "onnxruntime": package_version("onnxruntime", "onnxruntime-gpu"),
+        "onnxruntime_providers": available_providers(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from vdsr_deploy.fileops import temporary_path
 
 if TYPE_CHECKING:
-    from vdsr_deploy.backends.onnxruntime.runner import OrtOptions
+    from vdsr_deploy.backends.onnxruntime.options import OrtOptions
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,10 @@ class OptimizedGraph:
     def for_model(cls, model: Path, directory: Path) -> OptimizedGraph:
         import onnxruntime
 
-        from vdsr_deploy.precision.decision import engines_cache_key
+        from vdsr_deploy.environment import cpu_cache_key
 
         digest = hashlib.sha256(Path(model).read_bytes())
-        digest.update(f"|{onnxruntime.__version__}|{engines_cache_key()}".encode())
+        digest.update(f"|{onnxruntime.__version__}|{cpu_cache_key()}".encode())
         final = Path(directory) / f"{Path(model).stem}.{digest.hexdigest()[:16]}.ort.onnx"
         pending = temporary_path(final)
         return cls(final, pending)

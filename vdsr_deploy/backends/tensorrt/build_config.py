@@ -14,9 +14,9 @@ from pathlib import Path
 from vdsr_deploy.errors import ConfigError
 from vdsr_deploy.io_names import ShapeProfile, profile_for_tiles
 from vdsr_deploy.planes.tiling import TileConfig
-from vdsr_deploy.precision.decision import BACKEND_PRECISIONS
 
-PRECISIONS = BACKEND_PRECISIONS["tensorrt"]
+PRECISIONS = ("fp32", "fp16")
+"""What TensorRT engines are built in (the TensorRT descriptor reads this)."""
 # --tile 0 (whole images) with TensorRT: the profile's largest side when none is given.
 DEFAULT_WHOLE_IMAGE_MAX_SIDE = 4096
 DEFAULT_WORKSPACE_BYTES = 1 << 30

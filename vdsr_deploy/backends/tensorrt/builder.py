@@ -246,29 +246,6 @@ def find_or_build_engine(
     return replace(record, replaced=reasons + selection.build_reasons(engines_dir))
 
 
-def ensure_engine(
-    config: EngineBuildConfig,
-    engines_dir: Path,
-    *,
-    onnx_path: Path | None = None,
-    weights: Path | None = None,
-    device: int = 0,
-    rebuild: bool = False,
-) -> EngineRecord:
-    """What ``vdsr build`` does: the engine for ``onnx_path``, or for the ONNX of
-    ``weights`` (default: the shipped weights) in the config's precision, exported and
-    verified into ``engines_dir`` when missing (or made by an older exporter), then
-    :func:`find_or_build_engine`."""
-    require_tensorrt()  # fail before exporting anything
-    if onnx_path is None:
-        from vdsr_deploy.export.onnx import ensure_onnx
-        from vdsr_deploy.model.weights import load_weights
-
-        model, info = load_weights(weights)
-        onnx_path = ensure_onnx(model, info, config.precision, Path(engines_dir))
-    return find_or_build_engine(onnx_path, config, engines_dir, device=device, rebuild=rebuild)
-
-
 def _build(
     onnx_path: Path, config: EngineBuildConfig, engines_dir: Path, target: BuildTarget
 ) -> EngineRecord:

@@ -29,12 +29,12 @@ from numpy.typing import NDArray
 from vdsr_deploy.backends.device import resolve_device
 from vdsr_deploy.errors import ConfigError, VdsrError
 from vdsr_deploy.model.network import VDSR
-from vdsr_deploy.precision.decision import BACKEND_PRECISIONS
 from vdsr_deploy.runner import Runner, RunnerInfo
 
 _LOG = logging.getLogger(__name__)
 
-PRECISIONS = BACKEND_PRECISIONS["torch"]
+PRECISIONS = ("fp32", "fp16", "bf16")
+"""What this runner implements (its descriptor declares the same; a test holds them equal)."""
 MAX_GRAPHS = 8
 
 Forward = Callable[[torch.Tensor], torch.Tensor]

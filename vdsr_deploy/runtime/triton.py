@@ -273,9 +273,9 @@ def _engine_here(
     weights: Path | None, tiling: TileConfig, batch: int, engines_dir: Path, *, required: bool
 ) -> tuple[Path | None, str]:
     """The FP16 engine for this GPU (found or built), or why there is none."""
+    from vdsr_deploy.backends.registry import RunnerSpec, unavailable_reason
     from vdsr_deploy.backends.tensorrt.build_config import EngineBuildConfig
-    from vdsr_deploy.backends.tensorrt.builder import ensure_engine
-    from vdsr_deploy.runtime.prepare import RunnerSpec, unavailable_reason
+    from vdsr_deploy.runtime.artifacts import ensure_engine
 
     reason = unavailable_reason(RunnerSpec(backend="tensorrt", device="cuda"))
     if reason is not None and not required:

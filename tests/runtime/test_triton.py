@@ -19,7 +19,7 @@ from vdsr_deploy.planes.tiling import TileConfig
 
 pytest.importorskip("tritonclient.grpc.model_config_pb2")
 
-from vdsr_deploy.export.triton import (
+from vdsr_deploy.runtime.triton import (
     TritonConfigError,
     check_repository,
     export_triton,
