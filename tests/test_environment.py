@@ -31,7 +31,9 @@ def test_machine_facts_come_from_one_module() -> None:
     machine = environment.machine_info()
     assert {"cpu", "logical_cpus", "cpu_flags", "memory_gib", "gpu", "nice"} <= set(machine)
     assert set(environment.notable_cpu_flags()) <= set(environment.CPU_FLAGS)
-    assert environment.versions()["python"] and environment.package_version("no-such-dist-xyz") is None
+    from vdsr_deploy.runtime.info import versions  # every runtime's, from the registry
+
+    assert versions()["python"] and environment.package_version("no-such-dist-xyz") is None
     import vdsr_deploy.bench.record as bench
 
     assert bench.machine_info is environment.machine_info  # bench records what environment says

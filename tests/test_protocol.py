@@ -9,7 +9,7 @@ from vdsr_deploy import protocol
 from vdsr_deploy.errors import InvalidInputError
 
 # Oracle pixels of lr_rgb that disagree with every other pixel's MATLAB recipe (all others
-# match to 1e-12, as do butterfly at every scale and head at x2); see README "protocol".
+# match to 1e-12, as do butterfly at every scale and head at x2); see docs/design.md (evaluation protocol).
 ORACLE_LR_OUTLIERS = {"head_x3": [(76, 68, 2)], "head_x4": [(20, 54, 1), (57, 51, 2), (58, 51, 2)]}
 
 

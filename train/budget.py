@@ -20,7 +20,7 @@ from vdsr_deploy.model.network import VDSR
 
 # Validation, checkpoints, logging and the first steps' kernel selection are not in the
 # measured step time; keeping a tenth of the budget for them was enough on the CPU and GPU
-# runs this was used for (see the README "Training").
+# runs this was used for (see docs/training.md).
 DEFAULT_STEP_SHARE = 0.9
 
 

@@ -587,10 +587,10 @@ def test_cli_reports_every_failure_without_traceback(tmp_path: Path, model: VDSR
 # test sends the signal, then that line: the signal always arrives while the job runs.
 GATED_CLI = """
 import sys
-import vdsr_deploy.job.run as job_run
+import vdsr_deploy.planes.ensemble as plane_choice  # the one ensemble-or-not selector
 from vdsr_deploy.cli import main
 
-real = job_run.upscale_planes
+real = plane_choice.upscale_planes
 
 def gated(*args, **kwargs):
     for index, item in enumerate(real(*args, **kwargs)):
@@ -599,7 +599,7 @@ def gated(*args, **kwargs):
             sys.stdin.readline()
         yield item
 
-job_run.upscale_planes = gated
+plane_choice.upscale_planes = gated
 sys.argv = ["vdsr", *sys.argv[1:]]
 main()
 """

@@ -383,8 +383,8 @@ MUTANTS: tuple[Mutant, ...] = (
     mutant(
         "cli: an --onnx the torch backend would ignore is accepted",
         "vdsr_deploy/runtime/prepare.py",
-        '    if spec.onnx is not None and backend == "torch":\n',
-        '    if spec.onnx is not None and backend == "none":\n',
+        '    if spec.onnx is not None and artifact == "weights":\n',
+        '    if spec.onnx is not None and artifact == "none":\n',
         "tests/cli/test_cli.py::test_a_file_the_backend_would_not_run_is_refused",
     ),
     mutant(

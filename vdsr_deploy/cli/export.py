@@ -132,7 +132,7 @@ def _export_triton(
         console.print(f"{config}  (validated with Triton's model_config schema)")
     for note in result.notes:
         console.print(f"[yellow]note[/yellow]: {note}")
-    console.print(f"serve: tritonserver --model-repository {directory.absolute()}  (see README: Triton)")
+    console.print(f"serve: tritonserver --model-repository {directory.absolute()}  (see docs/cluster.md: Triton)")
 
 
 @app.command()

@@ -52,6 +52,6 @@ EnsembleOption = Annotated[
     typer.Option(
         "--ensemble",
         help="x8 self-ensemble: run the 4 rotations and their mirror images, map back and average "
-        "(exact with tiling; 8x the compute; its measured PSNR gain is in the README).",
+        "(exact with tiling; 8x the compute; its measured PSNR gain: docs/quality.md).",
     ),
 ]
