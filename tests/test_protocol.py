@@ -96,7 +96,7 @@ def test_ycbcr2rgb_inverts_bt601(rng: np.random.Generator) -> None:
 def test_bicubic_weights_are_keys_a_minus_half() -> None:
     # x2 upscaling: u = x/2 + 1/4, so every output pixel sits 0.25 or 0.75 px from its
     # nearest inputs; Keys a = -0.5 gives these taps (a = -0.75, PIL/OpenCV's, does not)
-    weights, _ = protocol._contributions(10, 20, 2.0, True)
+    weights, _ = protocol.resize_contributions(10, 20, 2.0, True)
     taps = {tuple(np.round(row[row != 0], 10)) for row in weights}
     assert taps == {(-0.0234375, 0.2265625, 0.8671875, -0.0703125),
                     (-0.0703125, 0.8671875, 0.2265625, -0.0234375)}  # fmt: skip

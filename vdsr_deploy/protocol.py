@@ -49,7 +49,7 @@ def output_length(in_length: int, scale: float) -> int:
 
 
 @lru_cache(maxsize=256)
-def _contributions(
+def resize_contributions(
     in_length: int, out_length: int, scale: float, antialias: bool
 ) -> tuple[FloatArray, NDArray[np.intp]]:
     """Weights ``(out, taps)`` and 0-based source indices ``(out, taps)`` for one axis."""
@@ -80,7 +80,7 @@ def _contributions(
 
 def _resize_axis(image: FloatArray, axis: int, out_length: int, scale: float) -> FloatArray:
     in_length = image.shape[axis]
-    weights, indices = _contributions(in_length, out_length, float(scale), True)
+    weights, indices = resize_contributions(in_length, out_length, float(scale), True)
     moved = np.moveaxis(image, axis, 0)
     gathered = moved[indices]  # (out, taps, ...)
     expand = (slice(None), slice(None)) + (None,) * (moved.ndim - 1)

@@ -44,7 +44,7 @@ def _png_filter(raw: NDArray[np.uint8], prior: NDArray[np.uint8], bpp: int) -> N
     return out
 
 
-class _PngWriter(ImageWriter):
+class PngWriter(ImageWriter):
     """PNG (8/16-bit, gray, gray+alpha, RGB, RGBA) written row band by row band."""
 
     def __init__(
@@ -116,7 +116,7 @@ class _PngWriter(ImageWriter):
 # --- TIFF, 16-bit, streamed ------------------------------------------------------------------
 
 
-class _Tiff16Writer(ImageWriter):
+class Tiff16Writer(ImageWriter):
     """Baseline uncompressed little-endian TIFF with 16-bit samples (Pillow cannot write
     16-bit colour). Keeps ICC and DPI; EXIF is not written."""
 

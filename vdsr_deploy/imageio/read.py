@@ -427,7 +427,7 @@ TIFF_LAYOUT_TAGS = frozenset(
 )  # fmt: skip
 
 
-def _parse_exif(data: bytes) -> Any:
+def parse_exif(data: bytes) -> Any:
     from PIL import Image
 
     exif = Image.Exif()

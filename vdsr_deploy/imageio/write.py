@@ -12,8 +12,8 @@ from numpy.typing import NDArray
 
 from vdsr_deploy.errors import ImageWriteError
 from vdsr_deploy.imageio.atomic import ImageWriter
-from vdsr_deploy.imageio.bands import _PngWriter, _Tiff16Writer
-from vdsr_deploy.imageio.read import ImageMetadata, Samples, _parse_exif, without_layout_tags
+from vdsr_deploy.imageio.bands import PngWriter, Tiff16Writer
+from vdsr_deploy.imageio.read import ImageMetadata, Samples, parse_exif, without_layout_tags
 
 FORMAT_SUFFIX = {
     "png": ".png",
@@ -88,7 +88,7 @@ class _PillowWriter(ImageWriter):
         if meta.exif and self._format in ("jpg", "webp"):
             options["exif"] = meta.exif
         elif meta.exif and self._format == "tiff":  # Pillow's TIFF encoder fails on layout tags
-            exif = without_layout_tags(_parse_exif(meta.exif))
+            exif = without_layout_tags(parse_exif(meta.exif))
             if len(exif):
                 options["exif"] = exif.tobytes()
         if self._format in ("jpg", "webp"):
@@ -178,7 +178,7 @@ def open_image_writer(
     if not 1 <= quality <= 100:
         raise ImageWriteError(f"quality: expected 1..100, got {quality}")
     if name == "png":
-        return _PngWriter(
+        return PngWriter(
             target,
             height,
             width,
@@ -189,7 +189,7 @@ def open_image_writer(
             level=png_level,
         )
     if name == "tiff" and bit_depth == 16:
-        return _Tiff16Writer(target, height, width, channels, overwrite=overwrite, metadata=meta)
+        return Tiff16Writer(target, height, width, channels, overwrite=overwrite, metadata=meta)
     return _PillowWriter(
         target, height, width, channels, name, overwrite=overwrite, metadata=meta, quality=quality
     )

@@ -196,7 +196,7 @@ def _resize_rows(
         block = read(first, last)
         result = protocol._resize_axis(block, 1, out_w, scale_w) if resize_cols else block
         return result[start - first : start - first + count]
-    weights, indices = protocol._contributions(height, out_h, float(scale_h), True)
+    weights, indices = protocol.resize_contributions(height, out_h, float(scale_h), True)
     wanted = indices[first:last]
     low, high = int(wanted.min()), int(wanted.max()) + 1
     block = read(low, high)

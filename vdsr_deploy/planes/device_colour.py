@@ -7,7 +7,7 @@ on any torch device, so pixels travel to the device once as uint8/uint16 samples
 back once as final uint8/uint16 samples. What is the same as the reference, by construction:
 
 - the bicubic contributions (weights and mirrored source indices) are
-  :func:`vdsr_deploy.protocol._contributions` itself, copied to the device once per
+  :func:`vdsr_deploy.protocol.resize_contributions` itself, copied to the device once per
   (in length, out length, scale) and cached there; the dimension with the smaller scale is
   resized first, as MATLAB does;
 - RGB -> YCbCr (BT.601 studio range), gray as ``Y = (16 + 219 g) / 255``, alpha resized on
@@ -125,14 +125,14 @@ class DeviceColour:
     def contributions(
         self, in_length: int, out_length: int, scale: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``protocol._contributions`` on the device: weights ``(taps, out)`` in the compute
+        """``protocol.resize_contributions`` on the device: weights ``(taps, out)`` in the compute
         dtype and 0-based source indices ``(taps, out)`` (int64), copied once and cached."""
         import torch
 
         key = (in_length, out_length, float(scale))
         cached = self._contrib.get(key)
         if cached is None:
-            weights, indices = protocol._contributions(in_length, out_length, float(scale), True)
+            weights, indices = protocol.resize_contributions(in_length, out_length, float(scale), True)
             cached = (
                 torch.as_tensor(np.ascontiguousarray(weights.T), dtype=self.dtype, device=self.device),
                 torch.as_tensor(np.ascontiguousarray(indices.T), dtype=torch.int64, device=self.device),
