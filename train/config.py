@@ -10,6 +10,7 @@ from typing import Any
 import tomllib
 
 from vdsr_deploy.errors import ConfigError
+from vdsr_deploy.protocol import check_scale
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("step", "cosine")
@@ -64,13 +65,11 @@ class TrainConfig:
     ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
+        scale_problem = _scale_problem(self.scales)
         checks: list[tuple[bool, str]] = [
             (self.depth >= 2, f"depth: expected >= 2, got {self.depth}"),
             (self.channels >= 1, f"channels: expected >= 1, got {self.channels}"),
-            (
-                len(self.scales) > 0 and all(s >= 2 for s in self.scales),
-                f"scales: expected integers >= 2, got {self.scales}",
-            ),
+            (scale_problem is None, scale_problem or ""),
             (self.patch_size >= 3, f"patch_size: expected >= 3, got {self.patch_size}"),
             (self.batch_size >= 1, f"batch_size: expected >= 1, got {self.batch_size}"),
             (
@@ -165,3 +164,16 @@ def load_config(name_or_path: str | Path) -> TrainConfig:
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: cannot read training config ({error})") from error
     return config_from_dict(values, source=str(path))
+
+
+def _scale_problem(scales: tuple[int, ...]) -> str | None:
+    """Why ``scales`` cannot be trained on (none; one not an integer factor > 1:
+    :func:`vdsr_deploy.protocol.check_scale`), or None."""
+    if not scales:
+        return f"scales: expected at least one scale, got {scales}"
+    for scale in scales:
+        try:
+            check_scale(scale, integer=True)
+        except ConfigError as error:
+            return str(error)
+    return None

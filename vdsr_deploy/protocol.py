@@ -5,6 +5,7 @@
   ``ceil(in * scale)``, mirror-symmetric borders, the dimension with the smaller scale first.
 - :func:`rgb2ycbcr` / :func:`ycbcr2rgb`: MATLAB's BT.601 studio-range conversion.
 - :func:`modcrop`, :func:`psnr`, :func:`ssim`: Y only, ``shave`` pixels cut from every border.
+- :func:`check_scale`: the one rule for an upscaling factor, used by every command and config.
 
 All functions are pure numpy and work in float64 unless stated.
 """
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from vdsr_deploy.errors import InvalidInputError
+from vdsr_deploy.errors import ConfigError, InvalidInputError
 
 FloatArray = NDArray[np.float64]
 
@@ -41,6 +42,24 @@ def _cubic(x: FloatArray) -> FloatArray:
     far = (-0.5 * absx3 + 2.5 * absx2 - 4.0 * absx + 2.0) * ((absx > 1) & (absx <= 2))
     result: FloatArray = near + far
     return result
+
+
+def check_scale(value: float, *, integer: bool = False, name: str = "scale") -> float:
+    """``value`` as a float if it is an upscaling factor: finite and > 1, and with
+    ``integer`` a whole number (the paper's protocol modcrops and shrinks HR images by an
+    integer factor: ``vdsr eval``, ``vdsr validate --hr``, training); else ConfigError
+    "<name>: expected a factor > 1, got X"."""
+    number = float(value)
+    if not (number > 1.0 and math.isfinite(number)):
+        raise ConfigError(f"{name}: expected a factor > 1, got {_scale_text(number)}")
+    if integer and not number.is_integer():
+        raise ConfigError(f"{name}: expected an integer factor (the paper's protocol), got {_scale_text(number)}")
+    return number
+
+
+def _scale_text(number: float) -> str:
+    """``2`` for 2 and 2.0 alike (so every command words a refusal the same), else as given."""
+    return str(int(number)) if math.isfinite(number) and number.is_integer() else str(number)
 
 
 def output_length(in_length: int, scale: float) -> int:

@@ -14,7 +14,7 @@ from vdsr_deploy.backends.registry import REGISTRY
 from vdsr_deploy.environment import cpu_flags
 from vdsr_deploy.errors import ConfigError
 from vdsr_deploy.planes.pipeline import PipelineConfig
-from vdsr_deploy.planes.tiling import DEFAULT_HALO, TileConfig
+from vdsr_deploy.planes.tiling import DEFAULT_HALO, DEFAULT_TILE, TileConfig
 from vdsr_deploy.precision.decision import BF16_FLAGS
 from vdsr_deploy.precision.names import PRECISIONS
 
@@ -36,7 +36,7 @@ class BenchSetting:
     precision: str = "fp32"
     device: str = "auto"
     provider: str = "cpu"
-    tile: int = 256
+    tile: int = DEFAULT_TILE
     batch: int = 1
     channels_last: bool = True
     allow_tf32: bool = False

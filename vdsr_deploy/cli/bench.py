@@ -19,6 +19,7 @@ from vdsr_deploy.cli.options import (
     ThreadsOption,
     WeightsOption,
 )
+from vdsr_deploy.planes.tiling import DEFAULT_HALO, DEFAULT_TILE
 from vdsr_deploy.precision.names import PRECISIONS
 
 
@@ -37,7 +38,7 @@ def bench(
         typer.Option("--tile", "-t", help="Tile side (repeatable; 0 = whole image)."),
     ] = None,
     batches: Annotated[list[int] | None, typer.Option("--batch", help="Tiles per runner call (repeatable).")] = None,
-    halo: HaloOption = 20,
+    halo: HaloOption = DEFAULT_HALO,
     size: Annotated[
         str | None,
         typer.Option("--size", help="Output image size, HxW or N (default 256x256; on a GPU 2160x3840)."),
@@ -95,8 +96,8 @@ def bench(
 
     console = make_console()
     with user_errors():
-        if any(tiles or [256]):
-            check_halo(halo, max(tiles or [256]), inexact_halo, weights, onnx, console)
+        if any(tiles or [DEFAULT_TILE]):
+            check_halo(halo, max(tiles or [DEFAULT_TILE]), inexact_halo, weights, onnx, console)
         settings, notes, baseline = _settings(
             cpu_paths, backends, precisions, tiles, batches, device, provider, onnx, baseline
         )
@@ -162,7 +163,7 @@ def _settings(
     if cpu_paths:
         from vdsr_deploy.bench import CPU_BASELINE, cpu_path_settings
 
-        return cpu_path_settings((tiles or [256])[0], batch=(batches or [1])[0]), [], baseline or CPU_BASELINE
+        return cpu_path_settings((tiles or [DEFAULT_TILE])[0], batch=(batches or [1])[0]), [], baseline or CPU_BASELINE
     from vdsr_deploy.bench import sweep
 
     onnx_precision = None
@@ -173,7 +174,7 @@ def _settings(
     settings, notes = sweep(
         backends or ["torch", "onnxruntime"],
         precisions or ["fp32"],
-        tiles or [256],
+        tiles or [DEFAULT_TILE],
         batches or [1],
         device=device,
         provider=provider,

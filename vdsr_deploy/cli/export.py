@@ -11,6 +11,7 @@ import typer
 
 from vdsr_deploy.cli.common import app, make_console, user_errors
 from vdsr_deploy.cli.options import BatchOption, EnginesOption, HaloOption, TileOption, WeightsOption
+from vdsr_deploy.planes.tiling import DEFAULT_HALO, DEFAULT_TILE
 
 
 @app.command()
@@ -42,8 +43,8 @@ def export(
         Path | None,
         typer.Option("--triton", help="Write a Triton model repository here instead (needs [triton])."),
     ] = None,
-    tile: TileOption = 256,
-    halo: HaloOption = 20,
+    tile: TileOption = DEFAULT_TILE,
+    halo: HaloOption = DEFAULT_HALO,
     batch: Annotated[int, typer.Option("--batch", help="With --triton: max_batch_size (tiles per request).")] = 4,
     engine: Annotated[
         Path | None, typer.Option("--engine", help="With --triton: this FP16 TensorRT engine (and its .json).")
@@ -144,8 +145,8 @@ def build(
     weights: WeightsOption = None,
     precision: Annotated[str, typer.Option("--precision", "-p", help="fp16 | fp32 (TF32 off, for parity).")] = "fp16",
     engines_dir: EnginesOption = None,
-    tile: TileOption = 256,
-    halo: HaloOption = 20,
+    tile: TileOption = DEFAULT_TILE,
+    halo: HaloOption = DEFAULT_HALO,
     batch: BatchOption = 4,
     max_side: Annotated[int | None, typer.Option("--max-side", help="Largest image side when --tile 0.")] = None,
     contexts: Annotated[int, typer.Option("--contexts", help="Execution contexts in flight (one profile each).")] = 2,

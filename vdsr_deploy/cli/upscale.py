@@ -24,6 +24,7 @@ from vdsr_deploy.cli.options import (
     ThreadsOption,
     WeightsOption,
 )
+from vdsr_deploy.planes.tiling import DEFAULT_HALO, DEFAULT_TILE
 
 
 @app.command()
@@ -44,8 +45,8 @@ def upscale(
         typer.Option(
             "--tile", "-t", help="Tile side in pixels; 0 runs each image whole; auto: the largest that fits memory."
         ),
-    ] = "256",
-    halo: HaloOption = 20,
+    ] = str(DEFAULT_TILE),
+    halo: HaloOption = DEFAULT_HALO,
     batch: BatchOption = 4,
     fmt: Annotated[
         str | None,

@@ -19,6 +19,7 @@ from vdsr_deploy.cli.options import (
     TileOption,
     WeightsOption,
 )
+from vdsr_deploy.planes.tiling import DEFAULT_HALO, DEFAULT_TILE
 
 
 @app.command()
@@ -55,8 +56,8 @@ def validate(
     ] = None,
     engine: Annotated[Path | None, typer.Option("--engine", help="TensorRT engine to check (its sidecar too).")] = None,
     engines_dir: EnginesOption = None,
-    tile: TileOption = 256,
-    halo: HaloOption = 20,
+    tile: TileOption = DEFAULT_TILE,
+    halo: HaloOption = DEFAULT_HALO,
     batch: BatchOption = 2,
     sixteen_bit: Annotated[
         bool, typer.Option("--sixteen-bit", help="Also compare after conversion to 16-bit.")

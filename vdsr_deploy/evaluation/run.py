@@ -101,6 +101,8 @@ def crop_hr(hr: NDArray[np.float64], scale: int, path: Path) -> NDArray[np.float
 
 def prepare_items(paths: Iterable[Path], scales: Sequence[int]) -> list[EvalItem]:
     """HR Y, modcropped per scale, and its MATLAB bicubic degradation."""
+    for scale in scales:
+        protocol.check_scale(scale, integer=True)
     items: list[EvalItem] = []
     for path in paths:
         y = hr_luma(path)
@@ -179,6 +181,8 @@ def evaluate_folders(
     from vdsr_deploy.planes.tiling import TileConfig
     from vdsr_deploy.runtime.prepare import open_runner
 
+    for scale in scales:  # before any folder is read
+        protocol.check_scale(scale, integer=True)
     tiling = TileConfig(tile=tile)
     prepared = [(folder, prepare_items(list_images(folder), scales)) for folder in folders]
     reports: list[EvalReport] = []

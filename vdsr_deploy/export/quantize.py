@@ -58,8 +58,10 @@ class QuantizeConfig:
             raise ConfigError(f"tiles: expected >= 1, got {self.tiles}")
         if self.tile < 8:
             raise ConfigError(f"tile: expected >= 8 pixels, got {self.tile}")
-        if not self.scales or any(s < 2 for s in self.scales):
-            raise ConfigError(f"scales: expected integer scales >= 2, got {self.scales}")
+        if not self.scales:
+            raise ConfigError(f"scales: expected at least one scale, got {self.scales}")
+        for scale in self.scales:
+            protocol.check_scale(scale, integer=True, name="scales")
         if self.method not in METHODS:
             raise ConfigError(f"method: expected one of {METHODS}, got {self.method!r}")
         if not 90.0 < self.percentile <= 100.0:

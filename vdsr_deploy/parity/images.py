@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy import protocol
-from vdsr_deploy.errors import ConfigError, InvalidInputError
+from vdsr_deploy.errors import InvalidInputError
 from vdsr_deploy.evaluation.run import crop_hr
 from vdsr_deploy.imageio import read_image
 from vdsr_deploy.imageio.folders import hr_pixels, list_images
@@ -78,11 +78,7 @@ def hr_images(folder: Path, scale: float) -> list[ValidationImage]:
     """Every HR image in ``folder``, degraded by the paper's protocol (:mod:`vdsr_deploy.evaluation.run`:
     read as MATLAB does, modcrop, MATLAB bicubic shrink by ``scale``) into the colour input;
     the output is scored against its HR Y."""
-    if scale != round(scale):
-        raise ConfigError(
-            f"scale: HR images need an integer scale (the paper's protocol), got {scale}"
-        )
-    s = round(scale)
+    s = round(protocol.check_scale(scale, integer=True))
     images: list[ValidationImage] = []
     for path in list_images(folder):
         hr = crop_hr(hr_pixels(path), s, path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,6 +27,7 @@ from vdsr_deploy.parity.images import ValidationImage, default_images
 from vdsr_deploy.parity.tolerances import Tolerance, ToleranceConfig
 from vdsr_deploy.planes import colour
 from vdsr_deploy.planes.tiling import TileConfig
+from vdsr_deploy.protocol import check_scale
 from vdsr_deploy.runner import Runner
 
 EventSink = Callable[[dict[str, Any]], None]
@@ -97,8 +97,7 @@ class ValidateConfig:
     ensemble: bool = False
 
     def __post_init__(self) -> None:
-        if not (self.scale > 1.0 and math.isfinite(self.scale)):
-            raise ConfigError(f"scale: expected a factor > 1, got {self.scale}")
+        check_scale(self.scale)
         if self.batch < 1:
             raise ConfigError(f"batch: expected >= 1, got {self.batch}")
         unknown = [c for c in self.candidates if c not in CANDIDATES]

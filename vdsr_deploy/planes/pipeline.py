@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from vdsr_deploy.errors import ConfigError
 from vdsr_deploy.planes.tiling import Tile, TileConfig, extract, place, plan_tiles
+from vdsr_deploy.protocol import check_scale
 from vdsr_deploy.runner import Runner
 
 Key = TypeVar("Key", bound=Hashable)
@@ -50,8 +51,7 @@ class PipelineConfig:
     ensemble: bool = False
 
     def __post_init__(self) -> None:
-        if not (self.scale > 1.0 and np.isfinite(self.scale)):
-            raise ConfigError(f"scale: expected a factor > 1, got {self.scale}")
+        check_scale(self.scale)
         if self.batch < 1:
             raise ConfigError(f"batch: expected >= 1, got {self.batch}")
         if self.max_images_in_flight < 1:
