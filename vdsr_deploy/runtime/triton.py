@@ -199,9 +199,10 @@ def check_repository(directory: Path) -> list[str]:
 
 
 def _sidecar_profiles(sidecar: Path) -> int:
-    import json
+    """How many optimisation profiles the engine sidecar lists (read by the one sidecar reader)."""
+    from vdsr_deploy.backends.tensorrt.sidecar import read_sidecar_json
 
-    return len(json.loads(sidecar.read_text(encoding="utf-8")).get("profiles", []))
+    return len(read_sidecar_json(sidecar).get("profiles", []))
 
 
 @dataclass(frozen=True)
