@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from vdsr_deploy.environment import cpu_flags
 from vdsr_deploy.precision.names import AUTO, MAX_AUTO_COST_DB, check_precision
 
-INT8_AUTO_BLOCKED = "not taken by auto: costs 0.057 dB on Set5 x2 (limit 0.05); ask with --precision int8"
+INT8_AUTO_BLOCKED = (
+    "not taken by auto: its measured Set5 x2 cost is over the limit (see benchmarks/README.md); "
+    "ask with --precision int8"
+)
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
@@ -41,20 +44,19 @@ class CpuPath:
 def cpu_paths(flags: frozenset[str]) -> tuple[CpuPath, ...]:
     """The CPU paths ``flags`` support, fastest first; FP32 (the reference) is always last.
 
-    Ordering, from ``benchmarks/cpu.py`` (ratios to ONNX Runtime FP32 in one run, see
-    benchmarks/README.md): INT8 QDQ on ONNX Runtime needs VNNI (avx512_vnni, avx_vnni or
-    amx_int8) and ran 3.1x on the 2-core Xeon with AMX (PyTorch bf16 on the AMX tiles:
-    1.9x in the same run) and ~2.5x on an AMD Zen 5 (bf16 ~2x); it also starts without
-    importing PyTorch. bf16 channels-last on PyTorch comes next where the CPU has bf16
-    hardware (avx512_bf16 or amx_bf16); without it bf16 is emulated and 3-4x *slower* than
+    Ordering, from ``benchmarks/cpu.py`` (ratios to ONNX Runtime FP32 in one run; the
+    measured figures are in benchmarks/README.md, not here): INT8 QDQ on ONNX Runtime needs
+    VNNI (avx512_vnni, avx_vnni or amx_int8) and was the fastest where measured; it also
+    starts without importing PyTorch. bf16 channels-last on PyTorch comes next where the CPU
+    has bf16 hardware (avx512_bf16 or amx_bf16); without it bf16 is emulated and slower than
     FP32, so it is never offered.
 
     INT8 is listed but blocked for ``auto``. Its calibration includes full-contrast edges
     (:func:`vdsr_deploy.export.calibration.contrast_guard_tiles`) so that text and line art are not
     clipped (it passes ``vdsr validate``), and that costs photos more: with the shipped
-    weights -0.057 / -0.029 / -0.027 dB on Set5 and -0.032 / -0.022 / -0.014 dB on Set14 at
-    x2 / x3 / x4, over the 0.05 dB limit at Set5 x2 although the held-out tiles (what
-    ``auto`` reads) say -0.028. It stays one flag away (``--precision int8``).
+    weights its measured Set5 x2 cost is over :data:`MAX_AUTO_COST_DB` although the held-out
+    tiles (what ``auto`` reads) stay under it (figures: benchmarks/README.md). It stays one
+    flag away (``--precision int8``).
     """
     vnni = sorted(flags & VNNI_FLAGS)
     bf16 = sorted(flags & BF16_FLAGS)
