@@ -19,7 +19,7 @@ from vdsr_deploy.environment import cpu_flags
 from vdsr_deploy.precision.names import AUTO, MAX_AUTO_COST_DB, check_precision
 
 INT8_AUTO_BLOCKED = (
-    "not taken by auto: its measured Set5 x2 cost is over the limit (see benchmarks/README.md); "
+    "not taken by auto: its measured Set5 x2 cost is over the limit (see docs/cpu.md); "
     "ask with --precision int8"
 )
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
