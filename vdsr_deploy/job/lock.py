@@ -6,6 +6,11 @@ sentence naming the holder. The kernel drops the ``flock`` when the holder exits
 (kill -9 included), so a dead holder's lock is simply taken over; where the file system
 has no ``flock``, the PID is checked instead (a holder on this host that is no longer
 running is taken over; one on another host is refused with a hint to remove the file).
+
+The lock covers the whole output tree: once it holds its own folder, a job also refuses to
+run when a live job holds a folder above it or inside it (``-o out`` and ``-o out/sub``
+would otherwise both write under ``out/``). Both jobs take their own lock before looking at
+the others', so of two starting at once at least one sees the other.
 """
 
 from __future__ import annotations
@@ -94,6 +99,11 @@ class JobLock:
             self._write_holder(fd)
             with _held_lock:
                 _held.add(self)
+            try:
+                self._refuse_nested_jobs()
+            except BaseException:
+                self.release()
+                raise
             return
         raise FolderInUseError(f"{self.folder}: cannot take the job lock {self.path}")
 
@@ -148,9 +158,8 @@ class JobLock:
         return True
 
     def _lock_by_pid(self) -> bool:
-        holder = _read_holder(self.path)
-        elsewhere = holder is not None and holder.host != socket.gethostname()
-        if holder is not None and holder.pid != os.getpid() and (elsewhere or holder.running_here()):
+        holder = _holder_by_pid(self.path)
+        if holder is not None:
             self._refuse(holder)
         return True
 
@@ -161,6 +170,24 @@ class JobLock:
             f"to finish or choose another output folder (if no such job runs, delete "
             f"{self.path})"
         )
+
+    def _refuse_nested_jobs(self) -> None:
+        """Raise :class:`FolderInUseError` when a live job holds a folder above or inside
+        this one."""
+        own = self.path.resolve()
+        for other in _lock_files_around(self.folder.resolve()):
+            if other == own:
+                continue
+            holder = _live_holder(other)
+            if holder is None:
+                continue
+            where = "above" if own.is_relative_to(other.parent) else "inside"
+            raise FolderInUseError(
+                f"{self.folder}: another vdsr job is writing to {other.parent}, a folder "
+                f"{where} this one ({holder.describe()}); its outputs and this job's would mix. "
+                f"Wait for it to finish or choose an output folder outside its tree (if no such "
+                f"job runs, delete {other})"
+            )
 
     def _same_file(self, fd: int) -> bool:
         try:
@@ -184,6 +211,56 @@ class JobLock:
             raise ImageWriteError(
                 f"{self.path}: cannot write the job lock ({error.strerror or error})"
             ) from error
+
+
+def _lock_files_around(folder: Path) -> list[Path]:
+    """The lock files in ``folder``'s parents and anywhere under ``folder`` (links not
+    followed)."""
+    found = [parent / LOCK_NAME for parent in folder.parents if (parent / LOCK_NAME).is_file()]
+    for root, folders, files in os.walk(folder, onerror=lambda _: None):
+        folders[:] = [name for name in folders if not name.startswith(".vdsr-")]
+        if LOCK_NAME in files:
+            found.append(Path(root) / LOCK_NAME)
+    return found
+
+
+def _live_holder(path: Path) -> LockHolder | None:
+    """The holder of the lock file ``path`` if a live job holds it, else ``None``.
+
+    A lock this process holds counts as live. Otherwise ``flock`` decides (a lock we can take
+    has no holder); where the file system has no ``flock``, the recorded PID does.
+    """
+    with _held_lock:
+        if any(lock.path.resolve() == path for lock in _held):
+            return _read_holder(path) or LockHolder(os.getpid(), socket.gethostname(), "?")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None  # removed meanwhile (its job ended), or unreadable: not ours to judge
+    try:
+        try:
+            import fcntl
+        except ImportError:
+            return _holder_by_pid(path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(path) or LockHolder(-1, "unknown", "unknown")
+        except OSError:
+            return _holder_by_pid(path)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _holder_by_pid(path: Path) -> LockHolder | None:
+    holder = _read_holder(path)
+    if holder is None:
+        return None
+    if holder.host != socket.gethostname():
+        return holder  # cannot be checked from here: taken as live
+    return holder if holder.pid != os.getpid() and pid_alive(holder.pid) else None
 
 
 def release_all() -> None:

@@ -1,0 +1,122 @@
+"""Issue 25: nothing of the user's is overwritten, one job per output tree, a damaged
+manifest heals, odd names and links are inputs like any other.
+
+Each test failed on main before issue 25 (the case number of the issue is in its name).
+A numpy stand-in for the network keeps every job to a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from PIL import Image
+
+from vdsr_deploy.job import JobConfig, run_job
+from vdsr_deploy.job.lock import LOCK_NAME, FolderInUseError, JobLock
+from vdsr_deploy.planes.pipeline import PipelineConfig
+from vdsr_deploy.planes.tiling import TileConfig
+from vdsr_deploy.runner import Runner, RunnerInfo
+
+TILING = TileConfig(tile=40, halo=3)
+
+
+class BoxRunner(Runner):
+    """Y + 0.1 * (3x3 mean - Y): a receptive-field radius of 1, like a tiny VDSR."""
+
+    @property
+    def info(self) -> RunnerInfo:
+        return RunnerInfo("box", "cpu", "fp32")
+
+    def _infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        padded = np.pad(batch, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        height, width = batch.shape[2:]
+        total = sum(
+            padded[:, :, dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)
+        )
+        return (batch + 0.1 * (total / 9.0 - batch)).astype(np.float32)
+
+
+def job(inputs: list[Path], output: Path, *, scale: float = 2.0, **options: Any) -> JobConfig:
+    pipeline = PipelineConfig(scale=scale, tiling=TILING, batch=2)
+    return JobConfig(
+        inputs=tuple(str(i) for i in inputs), output=output, pipeline=pipeline, model="box",
+        **options,
+    )
+
+
+def images(folder: Path, count: int = 3) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    for index in range(count):
+        y, x = np.mgrid[0 : 21 + index, 0:27]
+        pixels = np.stack([(x * 5 + y * 3 + index * 40 + c * 7) % 256 for c in range(3)], axis=2)
+        path = folder / f"img{index}.png"
+        Image.fromarray(pixels.astype(np.uint8)).save(path)
+        made.append(path)
+    return made
+
+
+# --- 2: one lock per output tree --------------------------------------------------------------
+
+
+def _hold_like_another_process(folder: Path) -> int:
+    """Hold ``folder``'s lock file through a descriptor of its own, as another job would."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, b'{"pid": 4242, "host": "elsewhere", "started": "then"}')
+    return fd
+
+
+@pytest.mark.parametrize("held, wanted", [("nest", "nest/sub"), ("nest/sub", "nest")])
+def test_2_a_job_inside_or_above_a_live_job_is_refused(
+    tmp_path: Path, held: str, wanted: str
+) -> None:
+    fd = _hold_like_another_process(tmp_path / held)
+    try:
+        with pytest.raises(FolderInUseError) as caught:
+            JobLock(tmp_path / wanted).acquire()
+        where = "above" if held == "nest" else "inside"
+        assert f"a folder {where} this one" in str(caught.value)
+        assert "PID 4242 on host elsewhere" in str(caught.value)
+        assert not (tmp_path / wanted / LOCK_NAME).exists()  # its own lock was let go
+    finally:
+        os.close(fd)
+    with JobLock(tmp_path / wanted):  # the other job ended: free
+        pass
+
+
+def test_2_the_whole_job_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    sources = images(tmp_path / "in")
+    with JobLock(tmp_path / "nest"):  # a live job of this process
+        with pytest.raises(FolderInUseError):
+            run_job(job(sources, tmp_path / "nest" / "sub", scale=3.0), BoxRunner())
+    assert not list((tmp_path / "nest").rglob("*.png"))
+
+
+def test_2_stale_lock_files_in_the_tree_do_not_block(tmp_path: Path) -> None:
+    (tmp_path / "nest" / "sub").mkdir(parents=True)
+    (tmp_path / "nest" / "sub" / LOCK_NAME).write_text('{"pid": 1, "host": "x", "started": "y"}')
+    with JobLock(tmp_path / "nest"):
+        pass
+
+
+def test_2_without_flock_the_recorded_pid_decides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "nest" / "sub").mkdir(parents=True)
+    lock = tmp_path / "nest" / "sub" / LOCK_NAME
+    lock.write_text('{"pid": %d, "host": "another-host", "started": "y"}' % os.getpid())
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # `import fcntl` raises ImportError
+    with pytest.raises(FolderInUseError, match="on host another-host"):
+        JobLock(tmp_path / "nest").acquire()
+    lock.unlink()
+    with JobLock(tmp_path / "nest"):
+        pass
