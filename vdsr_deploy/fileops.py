@@ -9,6 +9,7 @@ into each other's temporary file; the last rename wins with a complete file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import threading
@@ -41,6 +42,35 @@ def atomic_path(target: Path) -> Iterator[Path]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
+
+
+def move_into_place(temporary: Path, target: Path, *, replace: bool) -> None:
+    """Rename the complete ``temporary`` onto ``target``.
+
+    With ``replace=False`` an existing ``target`` is never replaced, not even one that
+    appeared a moment ago: the file is hard-linked to the target name, which fails at once
+    (``FileExistsError``) when that name exists, then the temporary name is removed. Where
+    the file system has no hard links, an existence check and a rename do it instead (the
+    check and the rename are then not one step).
+    """
+    if replace:
+        os.replace(temporary, target)
+        return
+    try:
+        os.link(temporary, target)
+    except FileExistsError:
+        raise
+    except OSError as error:
+        if error.errno not in _NO_LINKS:
+            raise
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from None
+        os.replace(temporary, target)
+        return
+    os.unlink(temporary)
 
 
 def atomic_write_bytes(target: Path, data: bytes) -> None:

@@ -18,8 +18,12 @@ import pytest
 from numpy.typing import NDArray
 from PIL import Image
 
+from vdsr_deploy.imageio import ImageWriter, file_digest
 from vdsr_deploy.job import JobConfig, run_job
+from vdsr_deploy.job.ledger import JobLedger
 from vdsr_deploy.job.lock import LOCK_NAME, FolderInUseError, JobLock
+from vdsr_deploy.job.manifest import Manifest
+from vdsr_deploy.job.worker import ChunkResult, ItemResult, WorkerInfo
 from vdsr_deploy.planes.pipeline import PipelineConfig
 from vdsr_deploy.planes.tiling import TileConfig
 from vdsr_deploy.runner import Runner, RunnerInfo
@@ -95,9 +99,9 @@ def test_2_a_job_inside_or_above_a_live_job_is_refused(
 
 def test_2_the_whole_job_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
     sources = images(tmp_path / "in")
-    with JobLock(tmp_path / "nest"):  # a live job of this process
+    with JobLock(tmp_path / "nest"), BoxRunner() as runner:  # a live job of this process
         with pytest.raises(FolderInUseError):
-            run_job(job(sources, tmp_path / "nest" / "sub", scale=3.0), BoxRunner())
+            run_job(job(sources, tmp_path / "nest" / "sub", scale=3.0), runner)
     assert not list((tmp_path / "nest").rglob("*.png"))
 
 
@@ -113,10 +117,69 @@ def test_2_without_flock_the_recorded_pid_decides(
 ) -> None:
     (tmp_path / "nest" / "sub").mkdir(parents=True)
     lock = tmp_path / "nest" / "sub" / LOCK_NAME
-    lock.write_text('{"pid": %d, "host": "another-host", "started": "y"}' % os.getpid())
+    lock.write_text(f'{{"pid": {os.getpid()}, "host": "another-host", "started": "y"}}')
     monkeypatch.setitem(sys.modules, "fcntl", None)  # `import fcntl` raises ImportError
     with pytest.raises(FolderInUseError, match="on host another-host"):
         JobLock(tmp_path / "nest").acquire()
     lock.unlink()
     with JobLock(tmp_path / "nest"):
         pass
+
+
+# --- 1: publishing and recording are one decision ----------------------------------------------
+
+
+def test_1_a_file_that_appears_before_the_publish_is_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user saves a file at an output's name after the job checked the name (plan,
+    writer) and before it renames its result there. Before: the record was written anyway,
+    and the rerun "redid" the output over the user's file."""
+    sources = images(tmp_path / "in")
+    out = tmp_path / "out"
+    users = out / "img1.png"
+    publish = ImageWriter.publish
+
+    def user_saves_a_file_first(writer: ImageWriter) -> Path:
+        if writer.target == users:
+            users.write_bytes(b"the user's own file, saved while the job ran")
+        return publish(writer)
+
+    monkeypatch.setattr(ImageWriter, "publish", user_saves_a_file_first)
+    with BoxRunner() as runner:
+        summary = run_job(job(sources, out), runner)
+    monkeypatch.undo()
+    assert users.read_bytes() == b"the user's own file, saved while the job ran"
+    assert [f.source.name for f in summary.failed] == ["img1.png"]
+    assert "a file appeared there while this job ran" in summary.failed[0].reason
+    assert sorted(i.target.name for i in summary.done) == ["img0.png", "img2.png"]
+    assert not list(out.glob("*.part"))
+
+    with BoxRunner() as runner:  # the rerun must not "redo" the user's file
+        again = run_job(job(sources, out), runner)
+    assert users.read_bytes() == b"the user's own file, saved while the job ran"
+    assert not again.done and not again.failed
+    reasons = {s.target.name: s.reason for s in again.skipped}
+    assert "not made by this job" in reasons["img1.png"]
+    assert "complete" in reasons["img0.png"]
+
+
+def test_1_the_cluster_ledger_leaves_a_file_that_appeared_alone(tmp_path: Path) -> None:
+    """The cluster driver publishes workers' results the same way (record, then a rename
+    that never replaces, the record withdrawn when it could not)."""
+    sources = images(tmp_path / "in", count=1)
+    out = tmp_path / "out"
+    ledger = JobLedger(job(sources, out), lambda event: None)
+    [[index]] = ledger.plan("box:cpu:fp32")
+    out.mkdir(exist_ok=True)
+    temporary = out / ".img0.png.1.x.part"
+    temporary.write_bytes(b"the job's result")
+    (out / "img0.png").write_bytes(b"the user's own file")  # appeared after the plan
+    digest = file_digest(temporary)
+    worker = WorkerInfo(0, "node", "10.0.0.1", os.getpid(), ())
+    result = ItemResult(index, "done", temporary=str(temporary), size=digest.size, sha256=digest.sha256)
+    ledger.collect(ChunkResult(worker, (result,), 0.1))
+    assert (out / "img0.png").read_bytes() == b"the user's own file"
+    assert not temporary.exists()
+    assert "a file appeared there while this job ran" in ledger.summary.failed[0].reason
+    assert Manifest(out).get(out / "img0.png") is None  # the record was withdrawn

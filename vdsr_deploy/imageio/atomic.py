@@ -19,7 +19,7 @@ import numpy as np
 
 from vdsr_deploy.errors import ImageWriteError
 from vdsr_deploy.faults import fault_point
-from vdsr_deploy.fileops import pid_alive
+from vdsr_deploy.fileops import move_into_place, pid_alive
 from vdsr_deploy.imageio.read import ImageMetadata, Samples
 
 TEMP_SUFFIX = ".part"
@@ -88,6 +88,14 @@ def remove_live_temporaries(then: Callable[[], object] | None = None) -> None:
 
 def _glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
+def appeared_meanwhile(target: Path) -> str:
+    """The failure of an output whose target name was taken while the job ran."""
+    return (
+        f"{target}: a file appeared there while this job ran; it was left as it is and this "
+        "output was not written (use --overwrite to replace it)"
+    )
 
 
 class ImageWriter(ABC):
@@ -187,17 +195,18 @@ class ImageWriter(ABC):
             ) from error
 
     def publish(self) -> Path:
-        """Rename the finished file onto the target (refusing to replace one unless overwrite)."""
+        """Rename the finished file onto the target; unless ``overwrite``, a file at the
+        target (one that appeared after this writer was made included) is never replaced:
+        :class:`ImageWriteError` instead, and the temporary file is removed."""
         if not self._finished:
             raise ImageWriteError(f"{self.target}: publish() before finish()")
         fault_point("rename")
 
         def move() -> None:
-            if not self.overwrite and self.target.exists():
-                raise ImageWriteError(
-                    f"{self.target}: already exists (use --overwrite to replace it)"
-                )
-            self.temporary.replace(self.target)
+            try:
+                move_into_place(self.temporary, self.target, replace=self.overwrite)
+            except FileExistsError:
+                raise ImageWriteError(appeared_meanwhile(self.target)) from None
             self._forget_temporary()
 
         self._guard(move)

@@ -9,7 +9,7 @@ from typing import Any
 
 from numpy.typing import NDArray
 
-from vdsr_deploy.errors import VdsrError
+from vdsr_deploy.errors import ImageWriteError, VdsrError
 from vdsr_deploy.imageio import (
     DecodedImage,
     adapt_channels,
@@ -159,5 +159,9 @@ class Encoder:
         """Finish the file, record it for resume, then rename it into place."""
         digest = task.writer.finish()
         self.manifest.record(task.item.target, digest, task.item.source, self.settings)
-        task.writer.publish()
+        try:
+            task.writer.publish()
+        except ImageWriteError:
+            self.manifest.retract(task.item.target)  # recorded only what this job published
+            raise
         task.finished = True

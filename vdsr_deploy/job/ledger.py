@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vdsr_deploy.errors import VdsrError
-from vdsr_deploy.imageio import FileDigest, output_format, stale_temporaries
+from vdsr_deploy.imageio import FileDigest, appeared_meanwhile, output_format, stale_temporaries
 from vdsr_deploy.job.config import JobConfig, WorkItem
 from vdsr_deploy.job.manifest import Manifest
 from vdsr_deploy.job.plan import plan_resume
@@ -156,12 +156,15 @@ class JobLedger:
         """Record, then rename into place (what ImageWriter.publish does on one machine)."""
         target, temporary = entry.item.target, location(result.temporary)
         assert self.manifest is not None
+        overwrite = entry.replace or self.job.overwrite
         try:
-            if not (entry.replace or self.job.overwrite) and target.exists():
-                raise VdsrError(f"{target}: already exists (use --overwrite to replace it)")
             digest = FileDigest(result.size, result.sha256)
             self.manifest.record(target, digest, entry.item.source, self.settings)
-            replace_target(temporary, target)  # os.replace; on a URI, the filesystem's move
+            try:
+                replace_target(temporary, target, overwrite=overwrite)
+            except FileExistsError:
+                self.manifest.retract(target)  # recorded only what this job published
+                raise VdsrError(appeared_meanwhile(target)) from None
         except OSError as error:
             temporary.unlink(missing_ok=True)
             self.fail(entry.item.source, f"{target}: cannot write ({error.strerror or error})")

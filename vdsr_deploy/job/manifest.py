@@ -101,6 +101,9 @@ class Manifest:
         for line in lines:
             try:
                 data = json.loads(line)
+                if isinstance(data, dict) and set(data) == {"retract"}:
+                    self._records.pop(str(data["retract"]), None)
+                    continue
                 record = Record(**data)
             except (ValueError, TypeError):
                 continue  # a line cut short by a crash, or from another version
@@ -163,25 +166,36 @@ class Manifest:
             source_mtime_ns=stamp.mtime_ns,
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
-        line = (json.dumps(asdict(record), ensure_ascii=False) + "\n").encode()
         with self._lock:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)  # a URI's: the state folder
-                with self.path.open("a+b") as handle:
-                    if _ends_mid_line(handle):
-                        line = b"\n" + line  # a torn last line stays torn, alone
-                    half = len(line) // 2
-                    handle.write(line[:half])
-                    handle.flush()
-                    fault_point("manifest")
-                    handle.write(line[half:])
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            except OSError as error:
-                raise ImageWriteError(
-                    f"{self.path}: cannot update the resume manifest ({error.strerror or error})"
-                ) from error
+            self._append(asdict(record))
             self._records[record.output] = record
+
+    def retract(self, target: Path) -> None:
+        """Withdraw the record of ``target``: its output was not published after all (a file
+        appeared at its name meanwhile), so the file there is not this job's."""
+        with self._lock:
+            self._append({"retract": self.key(target)})
+            self._records.pop(self.key(target), None)
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        """Append ``entry`` as one fsynced line (on a line of its own after a torn one)."""
+        line = (json.dumps(entry) + "\n").encode()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # a URI's: the state folder
+            with self.path.open("a+b") as handle:
+                if _ends_mid_line(handle):
+                    line = b"\n" + line  # a torn last line stays torn, alone
+                half = len(line) // 2
+                handle.write(line[:half])
+                handle.flush()
+                fault_point("manifest")
+                handle.write(line[half:])
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            raise ImageWriteError(
+                f"{self.path}: cannot update the resume manifest ({error.strerror or error})"
+            ) from error
 
 
 def _ends_mid_line(handle: Any) -> bool:

@@ -22,6 +22,7 @@ pyarrow is imported only when a URI is used (``import vdsr_deploy`` stays free o
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import hashlib
 import os
@@ -34,6 +35,7 @@ from pathlib import Path, PosixPath
 from typing import Any
 
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError, ImageReadError, ImageWriteError
+from vdsr_deploy.fileops import move_into_place
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")  # two letters at least: C:/ is a drive
 _TEMP_SUFFIX = ".part"  # as imageio.TEMP_SUFFIX: one pattern finds stale temporaries anywhere
@@ -322,16 +324,21 @@ def upload_temporary(made: Path, target: RemotePath, owner: int) -> RemotePath:
     return temporary
 
 
-def replace(temporary: Path, target: Path) -> None:
-    """Put the complete ``temporary`` in place of ``target``: ``os.replace`` for local paths; on
-    a URI the filesystem's move (a rename on local/HDFS filesystems; a server-side copy then a
-    delete on S3/GCS, where the new object becomes visible only once complete)."""
+def replace(temporary: Path, target: Path, *, overwrite: bool) -> None:
+    """Put the complete ``temporary`` in place of ``target``: for local paths
+    :func:`~vdsr_deploy.fileops.move_into_place` (unless ``overwrite``, an existing target,
+    even one that appeared a moment ago, raises ``FileExistsError``); on a URI the
+    filesystem's move (a rename on local/HDFS filesystems; a server-side copy then a delete on
+    S3/GCS, where the new object becomes visible only once complete), after an existence
+    check when not ``overwrite`` (object stores have no rename that refuses to replace)."""
     if isinstance(target, RemotePath):
         if not isinstance(temporary, RemotePath):
             raise ImageWriteError(f"{target}: temporary {temporary} is not on the same filesystem")
+        if not overwrite and target.exists():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target))
         target.filesystem.move(temporary.fs_path, target.fs_path)
     else:
-        os.replace(temporary, target)
+        move_into_place(temporary, target, replace=overwrite)
 
 
 def name_for_worker(path: Path) -> str:
