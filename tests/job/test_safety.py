@@ -99,9 +99,8 @@ def test_2_a_job_inside_or_above_a_live_job_is_refused(
 
 def test_2_the_whole_job_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
     sources = images(tmp_path / "in")
-    with JobLock(tmp_path / "nest"), BoxRunner() as runner:  # a live job of this process
-        with pytest.raises(FolderInUseError):
-            run_job(job(sources, tmp_path / "nest" / "sub", scale=3.0), runner)
+    with JobLock(tmp_path / "nest"), BoxRunner() as runner, pytest.raises(FolderInUseError):
+        run_job(job(sources, tmp_path / "nest" / "sub", scale=3.0), runner)  # nest: a live job
     assert not list((tmp_path / "nest").rglob("*.png"))
 
 
