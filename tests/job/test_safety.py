@@ -8,6 +8,7 @@ A numpy stand-in for the network keeps every job to a fraction of a second.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from vdsr_deploy.imageio import ImageWriter, file_digest
 from vdsr_deploy.job import JobConfig, run_job
 from vdsr_deploy.job.ledger import JobLedger
 from vdsr_deploy.job.lock import LOCK_NAME, FolderInUseError, JobLock
-from vdsr_deploy.job.manifest import Manifest
+from vdsr_deploy.job.manifest import MANIFEST_NAME, Manifest
 from vdsr_deploy.job.worker import ChunkResult, ItemResult, WorkerInfo
 from vdsr_deploy.planes.pipeline import PipelineConfig
 from vdsr_deploy.planes.tiling import TileConfig
@@ -182,3 +183,96 @@ def test_1_the_cluster_ledger_leaves_a_file_that_appeared_alone(tmp_path: Path) 
     assert not temporary.exists()
     assert "a file appeared there while this job ran" in ledger.summary.failed[0].reason
     assert Manifest(out).get(out / "img0.png") is None  # the record was withdrawn
+
+
+# --- 3: a damaged manifest heals ---------------------------------------------------------------
+
+
+def _manifest_lines(out: Path) -> dict[str, str]:
+    lines = (out / MANIFEST_NAME).read_text().splitlines()
+    return {json.loads(line)["output"]: line for line in lines}
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_3_records_replaced_by_garbage_are_rechecked_not_lost(tmp_path: Path) -> None:
+    sources = images(tmp_path / "in")
+    out = tmp_path / "out"
+    with BoxRunner() as runner:
+        assert len(run_job(job(sources, out), runner).done) == 3
+    lines = _manifest_lines(out)
+    (out / MANIFEST_NAME).write_text(
+        "\x00\x17garbage\n" + "{also garbage, not json\n" + lines["img2.png"] + "\n"
+    )
+    _flip_a_byte(out / "img1.png")
+    intact = (out / "img0.png").stat().st_mtime_ns
+    damaged = (out / "img1.png").read_bytes()
+
+    with BoxRunner() as runner:
+        summary = run_job(job(sources, out), runner)
+    # img0: made again, identical: recorded again, the file untouched
+    assert (out / "img0.png").stat().st_mtime_ns == intact
+    assert any("identical to this job's result" in n.message for n in summary.notes)
+    # img1: differs and no damaged line names it: it may be the user's; left alone, reported
+    assert [f.source.name for f in summary.failed] == ["img1.png"]
+    assert "lost records (2 damaged line(s))" in summary.failed[0].reason
+    assert (out / "img1.png").read_bytes() == damaged
+    assert [s.target.name for s in summary.skipped] == ["img2.png"]
+
+    with BoxRunner() as runner:  # never a silent "not made by this job": reported again
+        again = run_job(job(sources, out), runner)
+        assert [f.source.name for f in again.failed] == ["img1.png"]
+        assert {s.target.name for s in again.skipped} == {"img0.png", "img2.png"}
+        replaced = run_job(job(sources, out, overwrite=True), runner)
+        assert len(replaced.done) == 3
+        final = run_job(job(sources, out), runner)
+    assert not final.failed and len(final.skipped) == 3
+    assert set(_manifest_lines(out)) == {"img0.png", "img1.png", "img2.png"}  # healed
+
+
+def test_3_a_torn_record_names_its_output_which_is_redone_if_damaged(tmp_path: Path) -> None:
+    sources = images(tmp_path / "in")
+    out = tmp_path / "out"
+    with BoxRunner() as runner:
+        run_job(job(sources, out), runner)
+        reference = (out / "img1.png").read_bytes()
+    lines = _manifest_lines(out)
+    torn = lines["img1.png"][: len(lines["img1.png"]) // 2]
+    (out / MANIFEST_NAME).write_text(
+        lines["img0.png"] + "\n" + torn + "\n" + lines["img2.png"] + "\n"
+    )
+    _flip_a_byte(out / "img1.png")
+    with BoxRunner() as runner:
+        summary = run_job(job(sources, out), runner)
+        assert not summary.failed
+        assert any("its record was damaged; replaced" in n.message for n in summary.notes)
+        assert (out / "img1.png").read_bytes() == reference
+        assert set(_manifest_lines(out)) == {"img0.png", "img1.png", "img2.png"}  # compacted
+        final = run_job(job(sources, out), runner)
+    assert [s.reason for s in final.skipped] == ["complete (matches the manifest)"] * 3
+
+
+def test_3_a_record_cut_inside_a_multibyte_character_is_rechecked(
+    tmp_path: Path,
+) -> None:
+    """A record of a non-ASCII name cut inside a multi-byte character (manifests written
+    before issue 25 stored names as raw UTF-8): the torn line is damage, not a crash, and the
+    outputs it may have held are rechecked."""
+    sources = images(tmp_path / "in", count=1)
+    named = sources[0].with_name("café-ü.png")
+    sources[0].rename(named)
+    out = tmp_path / "out"
+    with BoxRunner() as runner:
+        run_job(job([named], out), runner)
+    record = json.loads((out / MANIFEST_NAME).read_text())
+    raw = json.dumps(record, ensure_ascii=False).encode()
+    cut = raw.index("é".encode()) + 1  # inside the two bytes of é
+    (out / MANIFEST_NAME).write_bytes(raw[:cut])
+    with BoxRunner() as runner:
+        summary = run_job(job([named], out), runner)
+    assert not summary.failed and len(summary.done) == 1
+    assert any("identical to this job's result" in n.message for n in summary.notes)

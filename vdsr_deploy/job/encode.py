@@ -158,10 +158,16 @@ class Encoder:
     def _complete(self, task: Task) -> None:
         """Finish the file, record it for resume, then rename it into place."""
         digest = task.writer.finish()
+        settled = self.manifest.settle(task.item.target, digest)
         self.manifest.record(task.item.target, digest, task.item.source, self.settings)
-        try:
-            task.writer.publish()
-        except ImageWriteError:
-            self.manifest.retract(task.item.target)  # recorded only what this job published
-            raise
+        if settled.publish:
+            try:
+                task.writer.publish()
+            except ImageWriteError:
+                self.manifest.retract(task.item.target)  # recorded only what this job published
+                raise
+        else:
+            task.writer.abort()  # the identical file in place is kept (its mtime too)
+        if settled.note:
+            self.recorder.note(task.item.source, settled.note)
         task.finished = True

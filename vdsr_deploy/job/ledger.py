@@ -159,12 +159,18 @@ class JobLedger:
         overwrite = entry.replace or self.job.overwrite
         try:
             digest = FileDigest(result.size, result.sha256)
+            settled = self.manifest.settle(target, digest)
             self.manifest.record(target, digest, entry.item.source, self.settings)
-            try:
-                replace_target(temporary, target, overwrite=overwrite)
-            except FileExistsError:
-                self.manifest.retract(target)  # recorded only what this job published
-                raise VdsrError(appeared_meanwhile(target)) from None
+            if not settled.publish:
+                temporary.unlink(missing_ok=True)  # the identical file in place is kept
+            else:
+                try:
+                    replace_target(temporary, target, overwrite=overwrite)
+                except FileExistsError:
+                    self.manifest.retract(target)  # recorded only what this job published
+                    raise VdsrError(appeared_meanwhile(target)) from None
+            if settled.note:
+                self.note(entry.item.source, settled.note)
         except OSError as error:
             temporary.unlink(missing_ok=True)
             self.fail(entry.item.source, f"{target}: cannot write ({error.strerror or error})")
@@ -225,6 +231,8 @@ class JobLedger:
         for item in self.summary.done:
             for stale in stale_temporaries(item.target):
                 stale.unlink(missing_ok=True)
+        if self.manifest is not None and not interrupted:
+            self.manifest.compact()  # a damaged manifest, healed: only when nothing is left open
 
 
 def _skipped_event(skipped: Skipped) -> dict[str, Any]:

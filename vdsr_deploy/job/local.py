@@ -109,6 +109,8 @@ def _run_planned(
         raise fatal
     if halt.error is not None and not halt.stop.is_set():
         raise halt.error
+    if not halt.stop.is_set():
+        plan.manifest.compact()  # a damaged manifest, healed: only when nothing is left open
     return recorder.summary
 
 
