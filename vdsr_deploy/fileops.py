@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 import threading
 import uuid
 from collections.abc import Iterator
@@ -97,6 +98,51 @@ def with_default_permissions(path: Path) -> None:
     current = os.umask(0)
     os.umask(current)
     os.chmod(path, 0o666 & ~current)
+
+
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "is a folder, not {kind}"),
+    (stat.S_ISFIFO, "is a FIFO (named pipe), not a regular file; not read"),
+    (stat.S_ISCHR, "is a character device, not a regular file; not read"),
+    (stat.S_ISBLK, "is a block device, not a regular file; not read"),
+    (stat.S_ISSOCK, "is a socket, not a regular file; not read"),
+)
+
+
+def not_regular_reason(mode: int, kind: str = "an image file") -> str | None:
+    """Why a file of ``st_mode`` ``mode`` is not read as ``kind`` (None: a regular file)."""
+    for test, reason in _NOT_REGULAR:
+        if test(mode):
+            return reason.format(kind=kind)
+    return None if stat.S_ISREG(mode) else "is not a regular file; not read"
+
+
+def regular_file_problem(path: Path, kind: str) -> str | None:
+    """Why ``path`` cannot be read as ``kind`` (e.g. "a weights file"), as words to follow
+    the file's name and kind ("not found", "is a FIFO ..."), decided from its ``stat``
+    without opening it (a FIFO or a device could block or never end); None when it is a
+    regular file."""
+    try:
+        mode = Path(path).stat().st_mode
+    except FileNotFoundError:
+        if Path(path).is_symlink():
+            return "broken link (its target does not exist)"
+        return "not found"
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    return not_regular_reason(mode, kind)
+
+
+def require_regular_file(
+    path: Path, noun: str, error: type[InvalidInputError] = InvalidInputError
+) -> Path:
+    """``path``, or ``error`` naming it: "<path>: weights file not found", "<path>: ONNX file
+    is a FIFO (named pipe) ..." (``noun``: "weights file", "ONNX file", ...)."""
+    article = "an" if noun[:1].lower() in "aeiou" else "a"
+    problem = regular_file_problem(path, f"{article} {noun}")
+    if problem is not None:
+        raise error(f"{path}: {noun} {problem}")
+    return Path(path)
 
 
 def pid_alive(pid: int) -> bool:

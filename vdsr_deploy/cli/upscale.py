@@ -197,12 +197,14 @@ def _upscale_on_cluster(
 
 def _write_report(report: Path, summary: Any, exit_code: int | None) -> None:
     from vdsr_deploy.errors import VdsrError
+    from vdsr_deploy.fileops import atomic_write_bytes
 
     data = summary.to_dict()
     data["exit_code"] = exit_code if exit_code is not None else (1 if summary.failed else 0)
     try:
         report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+        # ASCII JSON: a file name that is not UTF-8 is kept losslessly ("\udce9"), not a crash
+        atomic_write_bytes(report, json.dumps(data, indent=2).encode())
     except OSError as error:
         raise VdsrError(f"{report}: cannot write the report ({error.strerror or error})") from error
 

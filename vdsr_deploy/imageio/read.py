@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import stat
 import struct
 import threading
 import zlib
@@ -19,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vdsr_deploy.errors import ImageReadError
+from vdsr_deploy.fileops import not_regular_reason
 
 DEFAULT_MAX_PIXELS = 20_000 * 20_000
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
@@ -129,21 +129,6 @@ class DecodedImage:
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
-_NOT_REGULAR = (
-    (stat.S_ISDIR, "is a folder, not an image file"),
-    (stat.S_ISFIFO, "is a FIFO (named pipe), not a regular file; not read"),
-    (stat.S_ISCHR, "is a character device, not a regular file; not read"),
-    (stat.S_ISBLK, "is a block device, not a regular file; not read"),
-    (stat.S_ISSOCK, "is a socket, not a regular file; not read"),
-)
-
-
-def not_regular_reason(mode: int) -> str | None:
-    """Why a file of ``st_mode`` ``mode`` is not read as an image (None: a regular file)."""
-    for test, reason in _NOT_REGULAR:
-        if test(mode):
-            return reason
-    return None if stat.S_ISREG(mode) else "is not a regular file; not read"
 
 
 def _check_regular(source: Path, mode: int) -> None:

@@ -18,7 +18,7 @@ from vdsr_deploy.job.decode import feed
 from vdsr_deploy.job.encode import Encoder
 from vdsr_deploy.job.halt import END, Halt, StopCheckingRunner, Stopped
 from vdsr_deploy.job.lock import JobLock
-from vdsr_deploy.job.plan import ResumePlan, manifest_folder, plan_resume
+from vdsr_deploy.job.plan import ResumePlan, manifest_folder, plan_job, plan_resume
 from vdsr_deploy.job.prepare import DevicePath, Preparer
 from vdsr_deploy.job.report import EventSink, JobSummary, Recorder
 from vdsr_deploy.job.task import F32, BandKey, BandsInFlight, Task
@@ -39,8 +39,9 @@ def run_local_job(
     the same contract."""
     recorder = Recorder(on_event or (lambda event: None))
     halt = Halt(stop or threading.Event())
+    planned = plan_job(config)  # before the lock creates the output folder: no image, no folder
     with JobLock(manifest_folder(config)):  # one job per output folder
-        plan = plan_resume(config, runner.info.label, halted=halt.halted)
+        plan = plan_resume(config, runner.info.label, halted=halt.halted, planned=planned)
         return _run_planned(config, plan, runner, device_path, recorder, halt)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vdsr_deploy.errors import ConfigError
+from vdsr_deploy.errors import ConfigError, ImageReadError
 from vdsr_deploy.imageio import FORMAT_SUFFIX, IMAGE_SUFFIXES, output_format
 from vdsr_deploy.job.config import JobConfig, WorkItem
 from vdsr_deploy.job.inputs import expand_spec
@@ -53,6 +53,8 @@ def plan_job(config: JobConfig) -> tuple[list[WorkItem], list[Failure], list[Ski
     single_file = is_single_file_output(config.output)
     exclude = None if single_file else config.output.resolve()
     found, failures, walk_skipped = _find_inputs(config, exclude)
+    if not found and not failures:
+        raise ImageReadError(_nothing_found(config, walk_skipped))
     if single_file and len(found) > 1:
         raise ConfigError(
             f"--output {config.output} is a file name but {len(found)} images were found; "
@@ -78,11 +80,32 @@ def _find_inputs(
             continue
         walk_skipped.extend(Skipped(entry, None, reason) for entry, reason in expanded.skipped)
         for file in expanded.files:
-            key = file.resolve()
+            try:
+                key = file.resolve()
+            except (RuntimeError, OSError) as error:  # a link loop (RuntimeError before 3.13)
+                failures.append(Failure(file, f"link that cannot be followed ({_why(error)})"))
+                continue
             if key not in seen:
                 seen.add(key)
                 found.append((file, expanded.root))
     return found, failures, walk_skipped
+
+
+def _why(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return "symbolic link loop" if "loop" in str(error).lower() else str(error)
+
+
+def _nothing_found(config: JobConfig, skipped: list[Skipped]) -> str:
+    names = ", ".join(config.inputs)
+    shown = "; ".join(f"{entry.source}: {entry.reason}" for entry in skipped[:3])
+    more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    passed_over = f"; passed over: {shown}{more}" if skipped else ""
+    return (
+        f"no image found in {names} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}"
+        f"{' in subfolders too' if config.recursive else ''}){passed_over}"
+    )
 
 
 def _natural_targets(
@@ -183,12 +206,17 @@ class ResumePlan:
 
 
 def plan_resume(
-    config: JobConfig, runner_label: str, *, halted: Callable[[], bool] | None = None
+    config: JobConfig,
+    runner_label: str,
+    *,
+    halted: Callable[[], bool] | None = None,
+    planned: tuple[list[WorkItem], list[Failure], list[Skipped]] | None = None,
 ) -> ResumePlan:
-    """:func:`plan_job` checked against the resume manifest (see docs/batch.md). Checking
-    an output hashes it: once ``halted()`` the rest is left in ``todo`` unchecked (a
-    stopped job lists it as unfinished)."""
-    items, failures, walk_skipped = plan_job(config)
+    """:func:`plan_job` (or its result, ``planned``, made before the job lock was taken)
+    checked against the resume manifest (see docs/batch.md). Checking an output hashes it:
+    once ``halted()`` the rest is left in ``todo`` unchecked (a stopped job lists it as
+    unfinished)."""
+    items, failures, walk_skipped = planned if planned is not None else plan_job(config)
     p = config.pipeline
     settings = settings_key(
         {

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from vdsr_deploy.errors import BuildError, InvalidInputError
-from vdsr_deploy.fileops import atomic_write_bytes
+from vdsr_deploy.errors import BuildError
+from vdsr_deploy.fileops import atomic_write_bytes, require_regular_file
 
 SIDECAR_SUFFIX = ".meta.json"
 EXPORTER_VERSION = 2
@@ -61,9 +61,7 @@ def _stamp(path: Path) -> list[int]:
 
 def onnx_metadata(onnx_path: Path) -> dict[str, str]:
     """The ``metadata_props`` of ``onnx_path``, from the sidecar copy when it is current."""
-    path = Path(onnx_path)
-    if not path.is_file():
-        raise InvalidInputError(f"{path}: ONNX file not found")
+    path = require_regular_file(Path(onnx_path), "ONNX file")
     stamp = _stamp(path)
     sidecar = sidecar_path(path)
     try:

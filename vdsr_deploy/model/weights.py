@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vdsr_deploy.errors import WeightsError
-from vdsr_deploy.fileops import atomic_path, file_sha256, with_default_permissions
+from vdsr_deploy.fileops import atomic_path, file_sha256, require_regular_file, with_default_permissions
 
 if TYPE_CHECKING:  # torch is imported where used: a run on ONNX Runtime never needs it
     import numpy as np
@@ -81,14 +81,12 @@ def default_weights_path() -> Path:
 def resolve_weights_path(path: Path | str | None) -> Path:
     """``path`` if given, else the shipped default; a clear error if the file is missing."""
     resolved = Path(path) if path is not None else default_weights_path()
-    if not resolved.is_file():
-        if path is None:
-            raise WeightsError(
-                f"{resolved}: the shipped default weights are missing from this install; "
-                "pass --weights FILE.safetensors"
-            )
-        raise WeightsError(f"{resolved}: weights file not found")
-    return resolved
+    if path is None and not resolved.is_file():
+        raise WeightsError(
+            f"{resolved}: the shipped default weights are missing from this install; "
+            "pass --weights FILE.safetensors"
+        )
+    return require_regular_file(resolved, "weights file", WeightsError)
 
 
 def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from vdsr_deploy.backends.registry import REGISTRY
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError, InvalidInputError, VdsrError
+from vdsr_deploy.fileops import require_regular_file
 from vdsr_deploy.parity.artifacts import ArtifactCheck, check_engine_sidecar, check_onnx, engine_precision
 from vdsr_deploy.parity.figures import (
     ERROR,
@@ -385,8 +386,7 @@ def validate(
         torch.set_num_threads(config.threads)
     onnx_by_precision: dict[str, Path] = {}
     for path in config.onnx:
-        if not Path(path).is_file():
-            raise InvalidInputError(f"{path}: ONNX file not found")
+        require_regular_file(Path(path), "ONNX file")
         precision = read_metadata(path).get(MetadataKey.PRECISION) or (
             "fp16" if "fp16" in Path(path).name else "fp32"
         )
@@ -395,8 +395,8 @@ def validate(
                 f"two {precision} ONNX files given: {onnx_by_precision[precision]} and {path}"
             )
         onnx_by_precision[precision] = Path(path)
-    if config.engine is not None and not Path(config.engine).is_file():
-        raise InvalidInputError(f"{config.engine}: engine file not found")
+    if config.engine is not None:
+        require_regular_file(Path(config.engine), "engine file")
 
     candidates: list[tuple[Candidate, RunnerFactory | str]] = []
     for name in config.candidates:

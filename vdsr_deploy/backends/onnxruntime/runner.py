@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from vdsr_deploy.fileops import require_regular_file
 from vdsr_deploy.model.onnx_metadata import MetadataKey
 from vdsr_deploy.runner import Runner, RunnerInfo
 
 if TYPE_CHECKING:
     import torch
 from vdsr_deploy.backends.onnxruntime.options import PROVIDERS, OrtOptions
-from vdsr_deploy.errors import BackendUnavailableError, InvalidInputError
+from vdsr_deploy.errors import BackendUnavailableError
 from vdsr_deploy.io_names import INPUT_NAME, OUTPUT_NAME
 
 
@@ -63,9 +64,7 @@ class OnnxRuntimeRunner(Runner):
 
     def __init__(self, onnx_path: Path, options: OrtOptions | None = None) -> None:
         super().__init__()
-        if not Path(onnx_path).is_file():
-            raise InvalidInputError(f"{onnx_path}: ONNX file not found")
-        self._path = Path(onnx_path)
+        self._path = require_regular_file(Path(onnx_path), "ONNX file")
         self._options = options or OrtOptions()
         self._session: Any = None
         self._precision = "fp16" if "fp16" in self._path.name else "int8" if "int8" in self._path.name else "fp32"

@@ -37,8 +37,8 @@ from vdsr_deploy.backends.tensorrt.keys import (
 )
 from vdsr_deploy.backends.tensorrt.library import TensorRTLog, require_tensorrt, shared_tensorrt_logger
 from vdsr_deploy.backends.tensorrt.sidecar import EngineSidecar, read_sidecar, write_sidecar
-from vdsr_deploy.errors import BuildError, ConfigError, InvalidInputError
-from vdsr_deploy.fileops import atomic_write_bytes
+from vdsr_deploy.errors import BuildError, ConfigError
+from vdsr_deploy.fileops import atomic_write_bytes, require_regular_file
 from vdsr_deploy.io_names import INPUT_NAME, OUTPUT_NAME
 from vdsr_deploy.model.onnx_metadata import MetadataKey
 
@@ -249,8 +249,7 @@ def find_or_build_engine(
 def _build(
     onnx_path: Path, config: EngineBuildConfig, engines_dir: Path, target: BuildTarget
 ) -> EngineRecord:
-    if not onnx_path.is_file():
-        raise InvalidInputError(f"{onnx_path}: ONNX file not found")
+    require_regular_file(onnx_path, "ONNX file")
     gpu, tensorrt_version = target.gpu, target.tensorrt_version
     wanted, metadata = wanted_key(
         onnx_path, config, gpu, tensorrt_version, cuda_major=target.cuda_major

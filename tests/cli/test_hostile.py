@@ -1,0 +1,100 @@
+"""Issue 25 at the command line: odd names, links, special files and foreign models get one
+clear line (never a traceback), and nothing of the user's is lost. Each test failed on main
+before issue 25 (the case number is in its name)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from vdsr_deploy.cli import app
+
+
+def run(*args: str) -> tuple[int, str, BaseException | None]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output, result.exception
+
+
+def error_line(*args: str, code: int = 1) -> str:
+    """The command's one ``error:`` line; fails on a traceback or another exit code."""
+    exit_code, output, exception = run(*args)
+    assert isinstance(exception, SystemExit), repr(exception)
+    assert exit_code == code, output
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in output, output
+    return errors[0]
+
+
+def image(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    y, x = np.mgrid[0:19, 0:23]
+    pixels = np.stack([(x * 7 + y * 3 + c * 50) % 256 for c in range(3)], axis=2)
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
+    return path
+
+
+def common(tmp_path: Path, weights: Path) -> list[str]:
+    return ["-w", str(weights), "-b", "torch", "-p", "fp32", "--device", "cpu", "--tile", "0"]
+
+
+def test_5_a_symlink_loop_is_one_failed_input(tmp_path: Path, tiny_weights: Path) -> None:
+    good = image(tmp_path / "in" / "good.png")
+    loop = tmp_path / "in" / "loop.png"
+    loop.symlink_to(loop)
+    out = tmp_path / "out"
+    code, output, exception = run(
+        "upscale", str(loop), str(good), "-o", str(out), *common(tmp_path, tiny_weights)
+    )
+    assert isinstance(exception, SystemExit) and code == 1, output
+    assert "link that cannot be followed" in output and "Traceback" not in output
+    assert (out / "in" / "good.png").is_file() or (out / "good.png").is_file()
+
+
+def test_6_a_name_that_is_not_utf8_works_end_to_end(tmp_path: Path, tiny_weights: Path) -> None:
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not UTF-8
+    image(tmp_path / "in" / name)
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    args = ["upscale", str(tmp_path / "in"), "-o", str(out), "--report", str(report)]
+    code, output, exception = run(*args, *common(tmp_path, tiny_weights))
+    assert code == 0, (output, exception)
+    assert (out / name).is_file()
+    data = json.loads(report.read_text(encoding="ascii"))  # lossless: escaped, not mangled
+    assert data["done"][0]["output"] == str(out / name)
+    code, output, _ = run(*args, *common(tmp_path, tiny_weights))  # the manifest reads it back
+    assert code == 0 and json.loads(report.read_text())["skipped"][0]["reason"].startswith(
+        "complete"
+    )
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "device"])
+def test_9_special_files_as_weights_get_their_own_message(
+    tmp_path: Path, tiny_weights: Path, kind: str
+) -> None:
+    source = image(tmp_path / "a.png")
+    if kind == "folder":
+        weights, expected = tmp_path / "w.safetensors", "is a folder, not a weights file"
+        weights.mkdir()
+    elif kind == "fifo":
+        weights, expected = tmp_path / "w.safetensors", "is a FIFO (named pipe)"
+        os.mkfifo(weights)
+    else:
+        weights, expected = Path("/dev/zero"), "is a character device"
+    args = ["upscale", str(source), "-o", str(tmp_path / "o"), "-w", str(weights), "-b", "torch"]
+    line = error_line(*args)
+    assert line.startswith(f"error: {weights}: weights file {expected}"), line
+    assert not (tmp_path / "o").exists()
+
+
+def test_10_inputs_that_hold_no_image_are_an_error(tmp_path: Path, tiny_weights: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("no image here")
+    out = tmp_path / "out"
+    line = error_line("upscale", str(tmp_path / "docs"), "-o", str(out), *common(tmp_path, tiny_weights))
+    assert line.startswith(f"error: no image found in {tmp_path / 'docs'} (looked for .bmp, .gif")
+    assert not out.exists()  # nothing created for a job that had nothing to do
