@@ -98,3 +98,79 @@ def test_10_inputs_that_hold_no_image_are_an_error(tmp_path: Path, tiny_weights:
     line = error_line("upscale", str(tmp_path / "docs"), "-o", str(out), *common(tmp_path, tiny_weights))
     assert line.startswith(f"error: no image found in {tmp_path / 'docs'} (looked for .bmp, .gif")
     assert not out.exists()  # nothing created for a job that had nothing to do
+
+
+# --- 4 and 7: a given model is checked, never assumed -------------------------------------------
+
+
+def _graph(path: Path, *, name: str = "input", channels: int = 1, factor: float = 0.5) -> Path:
+    """An ONNX graph that multiplies its input by ``factor``: not a VDSR."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = ["N", channels, "H", "W"]
+    graph = helper.make_graph(
+        [helper.make_node("Mul", [name, "k"], ["output"])],
+        "foreign",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
+        [helper.make_tensor("k", TensorProto.FLOAT, [], [factor])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def onnx_args(tmp_path: Path, onnx: Path, *extra: str) -> list[str]:
+    source = image(tmp_path / "a.png")
+    return [
+        "upscale", str(source), "-o", str(tmp_path / "o"), "--onnx", str(onnx), "-b", "onnxruntime",
+        "-p", "fp32", "--device", "cpu", "--tile", "0", "--engines-dir", str(tmp_path / "eng"), *extra,
+    ]  # fmt: skip
+
+
+def test_4_an_onnx_that_is_not_a_vdsr_export_is_refused(tmp_path: Path) -> None:
+    half = _graph(tmp_path / "half.onnx")
+    line = error_line(*onnx_args(tmp_path, half))
+    assert line.startswith(f"error: {half}: not a vdsr-deploy export (no vdsr.weights_sha256")
+    assert "--foreign-model" in line
+    assert not (tmp_path / "o").exists()
+    code, output, _ = run(*onnx_args(tmp_path, half, "--foreign-model"))  # run knowingly
+    assert code == 0, output
+    assert (tmp_path / "o" / "a.png").is_file()
+
+
+def test_4_an_export_whose_graph_is_not_what_its_metadata_claims_is_refused(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    import onnx
+
+    from vdsr_deploy.export.onnx import ensure_onnx
+    from vdsr_deploy.model.weights import load_weights
+
+    model, info = load_weights(tiny_weights)
+    exported = ensure_onnx(model, info, "fp32", tmp_path / "exports")
+    code, output, _ = run(*onnx_args(tmp_path, exported))  # the real export runs
+    assert code == 0, output
+    forged = onnx.load(str(_graph(tmp_path / "forged.onnx")))
+    forged.metadata_props.extend(onnx.load(str(exported)).metadata_props)  # copied metadata
+    onnx.save(forged, str(tmp_path / "forged.onnx"))
+    line = error_line(*onnx_args(tmp_path, tmp_path / "forged.onnx"))
+    assert "but the graph has 0 convolutions: not the model it claims to be" in line
+
+
+@pytest.mark.parametrize(
+    "name, channels, expected",
+    [("x", 1, "got 'x' (N, 1, H, W) float32"), ("input", 3, "got 'input' (N, 3, H, W) float32")],
+)
+def test_7_wrong_inputs_are_one_clear_line_even_when_foreign(
+    tmp_path: Path, name: str, channels: int, expected: str
+) -> None:
+    wrong = _graph(tmp_path / "wrong.onnx", name=name, channels=channels)
+    for extra in ((), ("--foreign-model",)):
+        line = error_line(*onnx_args(tmp_path, wrong, *extra))
+        assert line == (
+            f"error: {wrong}: expected one input 'input' (N, 1, H, W) float32, {expected}: "
+            "not a VDSR luma model"
+        ), line

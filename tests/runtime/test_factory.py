@@ -102,10 +102,13 @@ def test_unavailable_reasons_on_this_machine(no_gpu: None) -> None:
 
 
 def test_onnxruntime_gets_the_device_index_and_a_cache_per_profile_and_precision(
-    tmp_path: Path,
+    tmp_path: Path, tiny_weights: Path
 ) -> None:
-    onnx_path = tmp_path / "m.onnx"
-    onnx_path.write_bytes(b"not opened before activation")
+    from vdsr_deploy.export.onnx import ensure_onnx
+    from vdsr_deploy.model.weights import load_weights
+
+    model, info = load_weights(tiny_weights)
+    onnx_path = ensure_onnx(model, info, "fp32", tmp_path / "exports")  # checked, not opened
 
     def options(**changes: Any) -> Any:
         values: dict[str, Any] = {

@@ -59,6 +59,8 @@ class RunnerSpec:
     channels_last: bool = True
     allow_tf32: bool = False
     cuda_graphs: bool = True
+    foreign_model: bool = False
+    """Run a given ONNX file that is not a vdsr-deploy export (its I/O is checked still)."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKEND_CHOICES:

@@ -148,6 +148,7 @@ def runner_spec(
     engine: Path | None,
     engines_dir: Path | None,
     threads: int,
+    foreign_model: bool = False,
 ) -> RunnerSpec:
     """The :class:`~vdsr_deploy.runtime.prepare.RunnerSpec` of the runtime options."""
     from vdsr_deploy.backends.registry import RunnerSpec
@@ -162,4 +163,5 @@ def runner_spec(
         engine=engine,
         engines_dir=engines_dir,
         threads=threads,
+        foreign_model=foreign_model,
     )

@@ -39,6 +39,13 @@ def upscale(
     provider: ProviderOption = "cpu",
     onnx: Annotated[Path | None, typer.Option("--onnx", help="Use this ONNX file (onnxruntime/tensorrt).")] = None,
     engine: Annotated[Path | None, typer.Option("--engine", help="Use this TensorRT engine.")] = None,
+    foreign_model: Annotated[
+        bool,
+        typer.Option(
+            "--foreign-model",
+            help="Run an --onnx file that is not a vdsr-deploy export (no metadata saying which weights it runs).",
+        ),
+    ] = False,
     engines_dir: EnginesOption = None,
     tile: Annotated[
         str,
@@ -101,7 +108,9 @@ def upscale(
     summary: Any = None
     with stop_on_signals() as stop, user_errors():
         load_threads, save_threads = _parse_jobs(jobs)
-        given = runner_spec(backend, device, precision, provider, weights, onnx, engine, engines_dir, threads)
+        given = runner_spec(
+            backend, device, precision, provider, weights, onnx, engine, engines_dir, threads, foreign_model
+        )
         # on a cluster, each worker resolves --precision auto for its own hardware
         spec, picked = (given, None) if cluster is not None else _resolve_precision(given)
         chosen = resolve_tile(

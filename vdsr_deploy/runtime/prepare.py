@@ -60,6 +60,10 @@ def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int) -> Runner:
         spec, _ = resolve_spec(spec, engines_dir)
     backend = REGISTRY[choose_backend(spec).backend]
     check_artifacts_used(spec, backend.name)
+    if spec.onnx is not None:
+        from vdsr_deploy.model.provenance import check_given_onnx
+
+        check_given_onnx(spec.onnx, foreign=spec.foreign_model)  # never run a model on faith
     spec = replace(spec, backend=backend.name)
     check_backend_precision(backend.name, spec.precision)
     reason = backend.unavailable(spec.device, spec.precision, spec.provider)

@@ -11,21 +11,24 @@ finished output: it is synchronous, unlike the PyTorch and TensorRT runners.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from vdsr_deploy.backends.onnxruntime.options import PROVIDERS, OrtOptions
+from vdsr_deploy.errors import BackendUnavailableError
 from vdsr_deploy.fileops import require_regular_file
+from vdsr_deploy.io_names import INPUT_NAME, OUTPUT_NAME
 from vdsr_deploy.model.onnx_metadata import MetadataKey
 from vdsr_deploy.runner import Runner, RunnerInfo
 
 if TYPE_CHECKING:
     import torch
-from vdsr_deploy.backends.onnxruntime.options import PROVIDERS, OrtOptions
-from vdsr_deploy.errors import BackendUnavailableError
-from vdsr_deploy.io_names import INPUT_NAME, OUTPUT_NAME
+
+_log = logging.getLogger(__name__)
 
 
 def _shape_string(shape: tuple[int, int, int, int]) -> str:
@@ -115,13 +118,19 @@ class OnnxRuntimeRunner(Runner):
         )
         settings, source = session_options(onnxruntime, self._options, self._path, cached)
         try:
-            self._session = onnxruntime.InferenceSession(
-                str(source), sess_options=settings, providers=provider_list(self._options)
+            self._session = self._open_session(onnxruntime, source, settings)
+        except BackendUnavailableError:
+            if cached is None or source != cached.final:
+                raise
+            # the cache is disposable: a damaged entry costs one optimisation, never a run
+            _log.warning(
+                "note: %s: the cached optimised graph is unreadable; removed, and %s is optimised again",
+                cached.final,
+                self._path.name,
             )
-        except Exception as error:  # onnxruntime raises its own untyped exceptions
-            raise BackendUnavailableError(
-                f"{self._path}: ONNX Runtime cannot load it ({error})"
-            ) from error
+            cached.final.unlink(missing_ok=True)
+            settings, source = session_options(onnxruntime, self._options, self._path, cached)
+            self._session = self._open_session(onnxruntime, source, settings)
         if cached is not None:
             cached.commit()
         self._loaded_from = source
@@ -130,6 +139,14 @@ class OnnxRuntimeRunner(Runner):
         declared = self._session.get_modelmeta().custom_metadata_map.get(MetadataKey.PRECISION)
         if declared:
             self._precision = str(declared)
+
+    def _open_session(self, onnxruntime: Any, source: Path, settings: Any) -> Any:
+        try:
+            return onnxruntime.InferenceSession(
+                str(source), sess_options=settings, providers=provider_list(self._options)
+            )
+        except Exception as error:  # onnxruntime raises its own untyped exceptions
+            raise BackendUnavailableError(f"{source}: ONNX Runtime cannot load it ({error})") from error
 
     def deactivate(self) -> None:
         self._session = None
