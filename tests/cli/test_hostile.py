@@ -174,3 +174,35 @@ def test_7_wrong_inputs_are_one_clear_line_even_when_foreign(
             f"error: {wrong}: expected one input 'input' (N, 1, H, W) float32, {expected}: "
             "not a VDSR luma model"
         ), line
+
+
+# --- 8: every cache under the engines folder is disposable ---------------------------------------
+
+
+def test_8_damaged_cache_entries_are_rebuilt_with_a_note(
+    tmp_path: Path, tiny_weights: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = image(tmp_path / "a.png")
+    engines = tmp_path / "eng"
+    args = [
+        "upscale", str(source), "-o", str(tmp_path / "o"), "-w", str(tiny_weights), "-b", "onnxruntime",
+        "-p", "fp32", "--device", "cpu", "--tile", "0", "--engines-dir", str(engines), "--overwrite",
+    ]  # fmt: skip
+    code, output, _ = run(*args)
+    assert code == 0, output
+    reference = (tmp_path / "o" / "a.png").read_bytes()
+    [graph] = (engines / "ort-optimized").iterdir()
+    [export] = engines.glob("*-fp32.onnx")
+
+    graph.write_bytes(b"garbage")
+    code, output, _ = run(*args)
+    assert code == 0, output
+    assert f"{graph}: the cached optimised graph is unreadable; removed" in caplog.text
+    assert graph.stat().st_size > 1000  # written again
+    caplog.clear()
+
+    export.write_bytes(export.read_bytes()[:5000])  # truncated
+    code, output, _ = run(*args)
+    assert code == 0, output
+    assert f"{export}: the cached export is unreadable; exporting it again" in caplog.text
+    assert (tmp_path / "o" / "a.png").read_bytes() == reference

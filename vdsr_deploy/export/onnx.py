@@ -10,6 +10,7 @@ float16, every Conv in float16 (weights and compute), ``Cast`` back, and the res
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from vdsr_deploy import __version__
-from vdsr_deploy.errors import BuildError, ConfigError
+from vdsr_deploy.errors import BuildError, ConfigError, VdsrError
 from vdsr_deploy.fileops import atomic_path
 from vdsr_deploy.io_names import DYNAMIC_AXES, INPUT_NAME, OPSET, OUTPUT_NAME
 from vdsr_deploy.model.network import VDSR
@@ -32,6 +33,8 @@ from vdsr_deploy.model.onnx_metadata import (
 )
 from vdsr_deploy.model.weights import WeightsInfo, state_dict_sha256
 from vdsr_deploy.precision.names import ONNX_PRECISIONS
+
+_log = logging.getLogger(__name__)
 
 # Verification tolerances against PyTorch fp32, max abs difference on [0, 1] data.
 VERIFY_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
@@ -213,7 +216,11 @@ def ensure_onnx(model: VDSR, info: WeightsInfo, precision: str, cache_dir: Path)
     """The ONNX for these weights in ``cache_dir``, exported (and verified) if missing, or
     if the one there is for other weights or precision or from an older exporter."""
     path = cache_dir / default_onnx_name(info.sha256, precision)
-    if path.is_file() and is_current_export(onnx_metadata(path), info.sha256, precision):
-        return path
+    if path.is_file():
+        try:
+            if is_current_export(onnx_metadata(path), info.sha256, precision):
+                return path
+        except VdsrError:  # a cache entry is disposable: a damaged one is made again
+            _log.warning("note: %s: the cached export is unreadable; exporting it again", path)
     export_onnx(model, path, precision=precision, info=info, overwrite=True)
     return path
