@@ -10,7 +10,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +278,32 @@ def test_3_a_record_cut_inside_a_multibyte_character_is_rechecked(
         summary = run_job(job([named], out), runner)
     assert not summary.failed and len(summary.done) == 1
     assert any("identical to this job's result" in n.message for n in summary.notes)
+
+
+def test_1_fault_injection_a_job_paused_before_its_rename_leaves_the_users_file(
+    tmp_path: Path,
+) -> None:
+    """The same race in a real process: the job is held at its ``rename`` fault point (the
+    record fsynced, the rename not done), the user saves a file at the target, the job goes
+    on. Then a rerun, as a user would."""
+    child = Path(__file__).resolve().parents[1] / "job_child.py"
+    repo = Path(__file__).resolve().parents[2]
+    [source] = images(tmp_path / "in", count=1)
+    out, release = tmp_path / "out", tmp_path / "release"
+    env = {**os.environ, "PYTHONPATH": str(repo), "VDSR_FAULT": f"rename:1:pause:{release}"}
+    command = [sys.executable, str(child), str(out), str(source)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not Path(f"{release}.reached").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.01)
+    (out / "img0.png").write_bytes(b"saved by the user meanwhile")
+    release.touch()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr
+    assert (out / "img0.png").read_bytes() == b"saved by the user meanwhile"
+    env.pop("VDSR_FAULT")
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert rerun.returncode == 0, rerun.stderr
+    assert (out / "img0.png").read_bytes() == b"saved by the user meanwhile"
+    assert "not made by this job" in json.loads(rerun.stdout)["skipped"][0]["reason"]
