@@ -206,3 +206,25 @@ def test_8_damaged_cache_entries_are_rebuilt_with_a_note(
     assert code == 0, output
     assert f"{export}: the cached export is unreadable; exporting it again" in caplog.text
     assert (tmp_path / "o" / "a.png").read_bytes() == reference
+
+
+def test_report_never_replaces_a_users_file(tmp_path: Path, tiny_weights: Path) -> None:
+    """Found by benchmarks/hostile.py: ``--report`` naming one of the user's images replaced
+    it with JSON. Refused up front now; an earlier report is still replaced."""
+    source = image(tmp_path / "in" / "a.png")
+    keep = image(tmp_path / "in" / "keep.png")
+    before = keep.read_bytes()
+    args = ["upscale", str(source), "-o", str(tmp_path / "o"), *common(tmp_path, tiny_weights)]
+    line = error_line(*args, "--report", str(keep))
+    assert line == (
+        f"error: --report {keep}: exists and is not a vdsr report; it would be replaced: "
+        "choose another file name"
+    )
+    assert keep.read_bytes() == before and not (tmp_path / "o").exists()
+    line = error_line(*args, "--report", str(tmp_path / "in"))
+    assert line == f"error: --report {tmp_path / 'in'}: is a folder, expected a file name"
+    report = tmp_path / "report.json"
+    for _ in range(2):  # the second run replaces the first run's report
+        code, output, _ = run(*args, "--report", str(report))
+        assert code == 0, output
+    assert json.loads(report.read_text())["skipped"][0]["reason"].startswith("complete")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,6 +100,7 @@ def upscale(
     from vdsr_deploy.job import JobConfig, stop_on_signals
     from vdsr_deploy.job.autotile import resolve_tile
     from vdsr_deploy.job.remote import location
+    from vdsr_deploy.job.report import check_report_path, write_report
     from vdsr_deploy.planes.pipeline import PipelineConfig
     from vdsr_deploy.planes.tiling import TileConfig
 
@@ -108,6 +108,8 @@ def upscale(
     summary: Any = None
     with stop_on_signals() as stop, user_errors():
         load_threads, save_threads = _parse_jobs(jobs)
+        if report is not None:
+            check_report_path(report)  # before any work: a report never replaces a user's file
         given = runner_spec(
             backend, device, precision, provider, weights, onnx, engine, engines_dir, threads, foreign_model
         )
@@ -148,7 +150,7 @@ def upscale(
             console.print("stopped before any image was processed")
             raise typer.Exit(stop.exit_code)
         if report is not None:
-            _write_report(report, summary, stop.exit_code if summary.interrupted else None)
+            write_report(report, summary, stop.exit_code if summary.interrupted else None)
     _render_summary(console, summary, output)
     if summary.interrupted:
         raise typer.Exit(stop.exit_code)
@@ -202,20 +204,6 @@ def _upscale_on_cluster(
 
         factory = OpenRunner(spec, config.pipeline.tiling, config.pipeline.batch)
         return run_cluster_job(config, cluster, factory, on_cluster_event, stop=stop, device=spec.device)
-
-
-def _write_report(report: Path, summary: Any, exit_code: int | None) -> None:
-    from vdsr_deploy.errors import VdsrError
-    from vdsr_deploy.fileops import atomic_write_bytes
-
-    data = summary.to_dict()
-    data["exit_code"] = exit_code if exit_code is not None else (1 if summary.failed else 0)
-    try:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        # ASCII JSON: a file name that is not UTF-8 is kept losslessly ("\udce9"), not a crash
-        atomic_write_bytes(report, json.dumps(data, indent=2).encode())
-    except OSError as error:
-        raise VdsrError(f"{report}: cannot write the report ({error.strerror or error})") from error
 
 
 def _parse_jobs(jobs: str) -> tuple[int, int]:

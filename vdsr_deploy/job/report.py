@@ -5,6 +5,7 @@ at a time, from whichever thread reports. Errors become words for a user here
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vdsr_deploy.errors import ConfigError, VdsrError
+from vdsr_deploy.fileops import atomic_write_bytes
 from vdsr_deploy.job.config import WorkItem
 
 EventSink = Callable[[dict[str, Any]], None]
@@ -167,3 +170,42 @@ def failure_reason(error: BaseException, source: Path) -> str:
     text = str(error)
     prefix = f"{source}: "
     return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+REPORT_KEYS = ("done", "skipped", "failed", "exit_code")
+
+
+def check_report_path(path: Path) -> None:
+    """Refuse, before a job starts, a ``--report`` path whose file a report would destroy:
+    a folder, or an existing file that is not an earlier report (an image of the user's, a
+    document...). An earlier report (JSON with the report's keys) or an empty file is
+    replaced."""
+    if path.is_dir():
+        raise ConfigError(f"--report {path}: is a folder, expected a file name")
+    if not path.exists():
+        return
+    if path.stat().st_size and not _is_report(path):
+        raise ConfigError(
+            f"--report {path}: exists and is not a vdsr report; it would be replaced: choose "
+            "another file name"
+        )
+
+
+def _is_report(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_bytes()[: 64 << 20])
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and all(key in data for key in REPORT_KEYS)
+
+
+def write_report(path: Path, summary: JobSummary, exit_code: int | None) -> None:
+    """Write ``summary`` with its ``exit_code`` (None: 1 if anything failed, else 0) as JSON,
+    atomically. ASCII JSON: a file name that is not UTF-8 is kept losslessly ("\\udce9")."""
+    data = summary.to_dict()
+    data["exit_code"] = exit_code if exit_code is not None else (1 if summary.failed else 0)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, json.dumps(data, indent=2).encode())
+    except OSError as error:
+        raise VdsrError(f"{path}: cannot write the report ({error.strerror or error})") from error
