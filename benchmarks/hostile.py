@@ -174,8 +174,8 @@ def garbled_manifest(c: Case) -> None:
         c.image(f"in/{name}.png")
     c.expect(c.run(c.folder / "in", "-o", c.folder / "out", *FAST), {0})
     manifest = c.folder / "out" / ".vdsr-manifest.jsonl"
-    lines = manifest.read_text().splitlines()
-    manifest.write_text("garbage\n{torn\n" + lines[2] + "\n")
+    records = {json.loads(line)["output"]: line for line in manifest.read_text().splitlines()}
+    manifest.write_text("garbage\n{torn\n" + records["c.png"] + "\n")
     damaged = c.folder / "out" / "b.png"
     data = bytearray(damaged.read_bytes())
     data[len(data) // 2] ^= 0xFF
