@@ -171,7 +171,25 @@ def test_export_command(tmp_path: Path, tiny_weights: Path) -> None:
         and len(list(tmp_path.glob("*-fp16.onnx"))) == 1
     )
     code, text = invoke("export", "-o", str(tmp_path), "-w", str(tiny_weights))
-    assert code == 1 and "already exists" in text
+    assert code == 0 and "fp32; identical file already in place" in text, text
+    assert "fp16; identical file already in place" in text
+
+
+def test_export_after_upscale_finds_the_cached_file_identical(tmp_path: Path, tiny_weights: Path) -> None:
+    """The README's order: upscale (caches the FP32 ONNX), then export into the same folder."""
+    engines = tmp_path / "eng"
+    source = str(make_image(tmp_path / "a.png", "RGB"))
+    code, text = invoke(
+        "upscale", source, "-o", str(tmp_path / "o"), "-w", str(tiny_weights), "-b", "onnxruntime",
+        "-p", "fp32", "--device", "cpu", "--engines-dir", str(engines), "-q",
+    )  # fmt: skip
+    assert code == 0, text
+    (cached,) = engines.glob("*-fp32.onnx")
+    before = cached.read_bytes()
+    code, text = invoke("export", "-o", str(engines), "-w", str(tiny_weights))
+    assert code == 0, text
+    assert "fp32; identical file already in place" in text and cached.read_bytes() == before
+    assert len(list(engines.glob("*-fp16.onnx"))) == 1  # the FP16 file is written too
 
 
 def test_eval_command_writes_reports(tmp_path: Path, tiny_weights: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vdsr_deploy.cli.common import app, make_console, user_errors
+from vdsr_deploy.cli.common import app, escape, make_console, user_errors
 from vdsr_deploy.cli.options import BatchOption, EnginesOption, HaloOption, TileOption, WeightsOption
 from vdsr_deploy.planes.tiling import DEFAULT_HALO, DEFAULT_TILE
 
@@ -80,9 +80,12 @@ def export(
             result = export_onnx(
                 model, output_dir / default_onnx_name(info.sha256, p), precision=p, info=info, overwrite=overwrite
             )
+            state = "identical file already in place; " if result.already_in_place else ""
             console.print(
-                f"{result.path}  ({p}; ORT vs PyTorch max |diff| {result.max_abs_diff:.2e} on shapes "
-                f"{', '.join('x'.join(map(str, s)) for s in result.shapes_checked)})"
+                f"{escape(str(result.path))}  ({p}; {state}ORT vs PyTorch max |diff| {result.max_abs_diff:.2e} "
+                "on shapes "
+                f"{', '.join('x'.join(map(str, s)) for s in result.shapes_checked)})",
+                soft_wrap=True,
             )
 
 

@@ -58,7 +58,7 @@ class TritonModel:
 
     def __post_init__(self) -> None:
         if self.platform not in PLATFORM_FILES:
-            raise ConfigError(f"platform: expected one of {sorted(PLATFORM_FILES)}, got {self.platform!r}")
+            raise ConfigError(f"platform: expected one of {', '.join(sorted(PLATFORM_FILES))}, got {self.platform!r}")
         if self.max_batch_size < 1:
             raise ConfigError(f"max_batch_size: expected >= 1, got {self.max_batch_size}")
         if self.instances < 1:
@@ -123,7 +123,7 @@ def _problems(config: Any, schema: Any, folder: str, profiles: int) -> list[str]
     if config.name != folder:
         problems.append(f"name {config.name!r} differs from its folder {folder!r}")
     if config.platform not in PLATFORM_FILES:
-        problems.append(f"platform {config.platform!r} is not one of {sorted(PLATFORM_FILES)}")
+        problems.append(f"platform {config.platform!r} is not one of {', '.join(sorted(PLATFORM_FILES))}")
     if config.max_batch_size < 1:
         problems.append(f"max_batch_size {config.max_batch_size}: expected >= 1 (tiles are batched)")
     for kind, tensors, name in (("input", config.input, INPUT_NAME), ("output", config.output, OUTPUT_NAME)):
