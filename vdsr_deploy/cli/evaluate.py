@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vdsr_deploy.cli.common import app, make_console, runner_spec, user_errors
+from vdsr_deploy.cli.common import app, escape, make_console, runner_spec, user_errors
 from vdsr_deploy.cli.options import (
     BackendOption,
     DeviceOption,
@@ -48,7 +48,7 @@ def evaluate_command(
         console.print(_table(report))
     if out is not None:
         write_reports(reports, out)
-        console.print(f"reports written to {out}")
+        console.print(f"reports written to {escape(str(out))}", soft_wrap=True)
 
 
 def _table(report: Any) -> Any:
@@ -56,9 +56,9 @@ def _table(report: Any) -> Any:
 
     from vdsr_deploy.evaluation.report import TERMINAL_COLUMNS, terminal_rows
 
-    table = Table(title=f"{report.dataset} — {report.method}")
+    table = Table(title=escape(f"{report.dataset} — {report.method}"))
     for column in TERMINAL_COLUMNS:
         table.add_column(column, justify="right")
     for row in terminal_rows(report):
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     return table

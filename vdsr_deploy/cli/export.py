@@ -101,8 +101,9 @@ def _export_int8(
     artifact = int8_artifact(spec, output_dir, calibration, rebuild=overwrite)
     cost = ", ".join(f"{scale} {value:+.3f}" for scale, value in sorted(artifact.cost_db.items()))
     console.print(
-        f"{artifact.path}  (int8 QDQ, {'built' if artifact.built else 'cached, key matches'}; "
-        f"calibration {calibration.origin}: {calibration.calibration} tiles, {len(calibration.held_out)} held out; "
+        f"{escape(str(artifact.path))}  (int8 QDQ, {'built' if artifact.built else 'cached, key matches'}; "
+        f"calibration {escape(str(calibration.origin))}: {calibration.calibration} tiles, "
+        f"{len(calibration.held_out)} held out; "
         f"task PSNR vs ONNX Runtime fp32 on the held-out tiles: {cost} dB)"
     )
 
@@ -133,10 +134,13 @@ def _export_triton(
             overwrite=overwrite,
         )
     for config in result.configs:
-        console.print(f"{config}  (validated with Triton's model_config schema)")
+        console.print(f"{escape(str(config))}  (validated with Triton's model_config schema)", soft_wrap=True)
     for note in result.notes:
-        console.print(f"[yellow]note[/yellow]: {note}")
-    console.print(f"serve: tritonserver --model-repository {directory.absolute()}  (see docs/cluster.md: Triton)")
+        console.print(f"[yellow]note[/yellow]: {escape(note)}")
+    console.print(
+        f"serve: tritonserver --model-repository {escape(str(directory.absolute()))}  (see docs/cluster.md: Triton)",
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -189,11 +193,11 @@ def build(
         return
     console = make_console()
     state = f"built in {described['build_seconds']:.1f} s" if record.built else "cached, matches this GPU and TensorRT"
-    console.print(f"{described['engine']}  ({state})")
+    console.print(f"{escape(str(described['engine']))}  ({state})", soft_wrap=True)
     for reason in described["replaced_because"]:
-        console.print(f"  [yellow]rebuilt[/yellow]: the cached engine was {reason}")
+        console.print(f"  [yellow]rebuilt[/yellow]: the cached engine was {escape(str(reason))}")
     console.print(
-        f"  {described['precision']}, {described['profiles']}, {described['gpu']}, "
+        f"  {described['precision']}, {escape(str(described['profiles']))}, {escape(str(described['gpu']))}, "
         f"TensorRT {described['tensorrt']}, "
         f"{described['fp16_layers']} of {described['layers']} layers FP16"
     )

@@ -110,7 +110,7 @@ def upscale(
         )  # fmt: skip
         check_halo(halo, chosen.tile, inexact_halo, weights, onnx, console)
         if chosen.reason:
-            console.print(f"[dim]{chosen.reason}[/dim]")
+            console.print(f"[dim]{escape(chosen.reason)}[/dim]")
         tiling = TileConfig(tile=chosen.tile, halo=halo)
         config = JobConfig(
             inputs=tuple(inputs),
@@ -127,7 +127,7 @@ def upscale(
         )
         if spec.backend == "auto" and cluster is None:  # on a cluster, the workers' nodes decide
             choice = choose_backend(spec)
-            console.print(f"[dim]backend auto -> {choice.backend}: {choice.reason}[/dim]")
+            console.print(f"[dim]backend auto -> {choice.backend}: {escape(choice.reason)}[/dim]")
         try:
             if cluster is not None:
                 summary = _upscale_on_cluster(config, spec, cluster, actors, retries, console, quiet, stop.event)
@@ -254,7 +254,7 @@ def _progress(console: Any, quiet: bool) -> Iterator[Callable[[dict[str, Any]], 
             progress.update(task, advance=1, rate=f"{event['megapixels_per_second']:.3f} Mpx/s", detail="")
         elif kind == "band" and event["bands"] > 1:
             name = Path(event["file"]).name
-            progress.update(task, detail=f"{name} band {event['band']}/{event['bands']}")
+            progress.update(task, detail=f"{escape(name)} band {event['band']}/{event['bands']}")
         elif kind == "failed":
             progress.console.print(f"[red]failed[/red] {escape(str(event['file']))}: {escape(str(event['reason']))}")
             if started:
@@ -279,8 +279,9 @@ def _render_summary(console: Any, summary: Any, output: Path) -> None:
     )
     for failure in summary.failed:
         console.print(f"  [red]✗[/red] {escape(str(failure.source))}: {escape(failure.reason)}")
-    written = [item.target for item in summary.done]
-    if len(written) == 1:
-        console.print(f"output: {written[0]}", soft_wrap=True)
-    elif written or summary.skipped:
-        console.print(f"outputs in: {output}", soft_wrap=True)
+    # where the outputs are: one file by its name (also one skipped as complete), else the folder
+    targets = [item.target for item in summary.done] + [s.target for s in summary.skipped if s.target is not None]
+    if len(targets) == 1:
+        console.print(f"output: {escape(str(targets[0]))}", soft_wrap=True)
+    elif targets:
+        console.print(f"outputs in: {escape(str(output))}", soft_wrap=True)
