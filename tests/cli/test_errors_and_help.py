@@ -131,3 +131,24 @@ def test_messages_show_bracketed_text(tmp_path: Path, monkeypatch: pytest.Monkey
     assert code == 1 and "[broken].png" in text and f"output: {tmp_path / 'out[3]' / '[ok].png'}" in text, text
     code, text, _ = run("upscale", str(source), "-o", str(tmp_path / "o[2].png"), *common, columns=400)
     assert code == 0 and f"output: {tmp_path / 'o[2].png'}" in text and "outputs in" not in text, text  # skipped
+
+
+def test_a_missing_input_loads_no_runtime_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vdsr_deploy.runtime.prepare
+
+    opened: list[object] = []
+    monkeypatch.setattr(vdsr_deploy.runtime.prepare, "open_runner", lambda *a, **k: opened.append(a))
+    out, engines = tmp_path / "out", tmp_path / "engines"
+    missing = tmp_path / "missing.png"
+    code, text, _ = run("upscale", str(missing), "-o", str(out), "--engines-dir", str(engines), columns=400)
+    assert code == 1 and one_error_line(text) == f"error: {missing}: no such file, folder, or matching glob"
+    assert not opened and not out.exists() and not engines.exists()
+
+
+def test_train_with_a_missing_data_folder_creates_no_run_folder(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    code, text, _ = run("train", "--data", str(tmp_path / "nope"), "--out", str(run_dir), columns=400)
+    assert code == 1 and "not a folder (it does not exist)" in one_error_line(text)
+    assert not run_dir.exists()

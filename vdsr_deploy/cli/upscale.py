@@ -93,6 +93,7 @@ def upscale(
     from vdsr_deploy.backends.registry import choose_backend
     from vdsr_deploy.job import JobConfig, stop_on_signals
     from vdsr_deploy.job.autotile import resolve_tile
+    from vdsr_deploy.job.inputs import check_inputs_exist
     from vdsr_deploy.job.remote import location
     from vdsr_deploy.planes.pipeline import PipelineConfig
     from vdsr_deploy.planes.tiling import TileConfig
@@ -100,6 +101,7 @@ def upscale(
     console = make_console()
     summary: Any = None
     with stop_on_signals() as stop, user_errors():
+        check_inputs_exist(inputs)  # before a runtime loads or any folder is created
         load_threads, save_threads = _parse_jobs(jobs)
         given = runner_spec(backend, device, precision, provider, weights, onnx, engine, engines_dir, threads)
         # on a cluster, each worker resolves --precision auto for its own hardware
