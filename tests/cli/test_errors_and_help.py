@@ -20,7 +20,7 @@ COMMANDS = tuple(c.name or c.callback.__name__ for c in app.registered_commands 
 
 
 def run(*args: str, columns: int = 80) -> tuple[int, str, BaseException | None]:
-    result = CliRunner().invoke(app, list(args), terminal_width=columns)
+    result = CliRunner().invoke(app, list(args), terminal_width=columns, env={"COLUMNS": str(columns)})
     return result.exit_code, result.output, result.exception
 
 
@@ -152,3 +152,48 @@ def test_train_with_a_missing_data_folder_creates_no_run_folder(tmp_path: Path) 
     code, text, _ = run("train", "--data", str(tmp_path / "nope"), "--out", str(run_dir), columns=400)
     assert code == 1 and "not a folder (it does not exist)" in one_error_line(text)
     assert not run_dir.exists()
+
+
+def test_emulated_bf16_is_warned_of_before_the_run_starts(
+    tmp_path: Path, image: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vdsr_deploy.environment
+    import vdsr_deploy.precision.decision
+
+    haswell = frozenset({"avx2", "fma"})
+    monkeypatch.setattr(vdsr_deploy.environment, "cpu_flags", lambda *a: haswell)
+    monkeypatch.setattr(vdsr_deploy.precision.decision, "cpu_flags", lambda *a: haswell)
+    common = ["-w", str(tiny_weights), "-b", "torch", "--device", "cpu", "--tile", "0", "-q"]
+    code, text, _ = run("upscale", str(image), "-o", str(tmp_path / "o"), "-p", "bf16", *common, columns=400)
+    assert code == 0, text
+    lines = text.splitlines()
+    assert lines[0].startswith("warning: --precision bf16: no amx_bf16/avx512_bf16 here"), text
+    assert "--precision fp32 (or auto) is faster" in lines[0] and lines[1].startswith("runtime torch")
+    code, text, _ = run("upscale", str(image), "-o", str(tmp_path / "o2"), "-p", "fp32", *common, columns=400)
+    assert code == 0 and "warning" not in text, text
+    code, text, _ = run("eval", str(tmp_path), "-s", "2", "-p", "bf16", *common[:-3], columns=400)
+    assert text.startswith("warning: --precision bf16"), text
+
+
+def test_the_first_status_lines_are_whole_sentences_at_80_columns(
+    tmp_path: Path, image: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime line stands alone (it fits 80 columns); the auto decision and each path
+    passed over follow on their own lines."""
+    import vdsr_deploy.precision.decision
+
+    monkeypatch.setattr(vdsr_deploy.precision.decision, "cpu_flags", lambda *a: frozenset({"avx2"}))
+    args = ["-w", str(tiny_weights), "--device", "cpu", "--engines-dir", str(tmp_path / "eng"), "-q"]
+    code, text, _ = run("upscale", str(image), "-o", str(tmp_path / "o"), *args)
+    assert code == 0, text
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("runtime "))
+    assert lines[first] == "runtime onnxruntime:cpu:fp32, tile 256, batch 4"
+    assert lines[first + 1] == "precision fp32 on onnxruntime, auto: the reference (exact)"
+    assert lines[first + 2].startswith("passed over: int8 (not tried")
+
+
+def test_counts_agree_with_their_noun() -> None:
+    from vdsr_deploy.cli.common import counted
+
+    assert [counted(n, "Ray worker") for n in (0, 1, 2)] == ["0 Ray workers", "1 Ray worker", "2 Ray workers"]

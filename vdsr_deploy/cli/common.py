@@ -234,6 +234,11 @@ def user_errors() -> Iterator[None]:
         fail(str(error))
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 Ray worker``, ``2 Ray workers``: a count and its noun, singular for one."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def make_console() -> Any:
     from rich.console import Console
 

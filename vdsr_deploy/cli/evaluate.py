@@ -39,9 +39,13 @@ def evaluate_command(
     """PSNR/SSIM on Y (modcrop, MATLAB bicubic, shave = scale) against bicubic."""
     from vdsr_deploy.evaluation.report import write_reports
     from vdsr_deploy.evaluation.run import evaluate_folders
+    from vdsr_deploy.runtime.resolve import precision_warning_for
 
     with user_errors():
         spec = runner_spec(backend, device, precision, provider, weights, None, None, engines_dir, threads)
+        warning = precision_warning_for(spec)
+        if warning:  # before the slow part starts
+            make_console().print(f"[yellow]warning:[/yellow] {escape(warning)}")
         reports = evaluate_folders(folders, scales, spec, tile=tile, ensemble=ensemble)
     console = make_console()
     for report in reports:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vdsr_deploy.cli.common import app, check_halo, escape, make_console, runner_spec, user_errors
+from vdsr_deploy.cli.common import app, check_halo, counted, escape, make_console, runner_spec, user_errors
 from vdsr_deploy.cli.options import (
     BackendOption,
     BatchOption,
@@ -106,6 +106,8 @@ def upscale(
         given = runner_spec(backend, device, precision, provider, weights, onnx, engine, engines_dir, threads)
         # on a cluster, each worker resolves --precision auto for its own hardware
         spec, picked = (given, None) if cluster is not None else _resolve_precision(given)
+        if picked is not None and picked.warning:  # before anything slow starts
+            console.print(f"[yellow]warning:[/yellow] {escape(picked.warning)}")
         chosen = resolve_tile(
             tile, tuple(inputs), output, spec, scale=scale, batch=batch, halo=halo, memory_mb=memory_mb,
             max_pixels=max_pixels,
@@ -165,11 +167,12 @@ def _upscale_here(config: Any, spec: Any, picked: Any, console: Any, quiet: bool
     pipeline = config.pipeline
     with open_runner(spec, tiling=pipeline.tiling, batch=pipeline.batch) as runner:
         console.print(
-            f"[dim]runtime {runner.info.label}, tile {pipeline.tiling.tile or 'whole image'}, batch {pipeline.batch}"
-            + (f"; {picked.describe()}" if picked.requested == "auto" else "")
-            + (", x8 ensemble" if pipeline.ensemble else "")
-            + "[/dim]"
+            f"[dim]runtime {escape(runner.info.label)}, tile {pipeline.tiling.tile or 'whole image'}, "
+            f"batch {pipeline.batch}" + (", x8 ensemble" if pipeline.ensemble else "") + "[/dim]"
         )
+        if picked.requested == "auto":  # what auto chose, then each path passed over: a line each
+            for line in picked.describe_lines():
+                console.print(f"[dim]{escape(line)}[/dim]")
         with _progress(console, quiet) as on_event:
             return run_job(config, runner, on_event, stop=stop)
 
@@ -185,9 +188,11 @@ def _upscale_on_cluster(
 
         def on_cluster_event(event: dict[str, Any]) -> None:
             if event["event"] == "start":
+                workers = counted(int(event["workers"]), "Ray worker")
                 console.print(
-                    f"[dim]runtime {event['runner']} on {event['workers']} Ray workers "
-                    f"({event['worker_resources']}), tile {config.pipeline.tiling.tile or 'whole image'}[/dim]"
+                    f"[dim]runtime {escape(str(event['runner']))} on {workers} "
+                    f"({escape(str(event['worker_resources']))}), "
+                    f"tile {config.pipeline.tiling.tile or 'whole image'}[/dim]"
                 )
             elif event["event"] == "retry":
                 console.print(f"[yellow]retry[/yellow] {escape(str(event['file']))}: {escape(str(event['reason']))}")
