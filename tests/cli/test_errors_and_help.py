@@ -197,3 +197,15 @@ def test_counts_agree_with_their_noun() -> None:
     from vdsr_deploy.cli.common import counted
 
     assert [counted(n, "Ray worker") for n in (0, 1, 2)] == ["0 Ray workers", "1 Ray worker", "2 Ray workers"]
+
+
+def test_without_output_the_images_go_to_upscaled_in_the_current_folder(
+    tmp_path: Path, image: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    common = ["-w", str(tiny_weights), "-b", "torch", "--device", "cpu", "--tile", "0", "-q"]
+    code, text, _ = run("upscale", image.name, *common, columns=400)
+    assert code == 0, text
+    assert (tmp_path / "upscaled" / "a.png").is_file() and "output: upscaled/a.png" in text
+    code, text, _ = run("upscale", "--help", columns=400)
+    assert "[default: upscaled]" in text

@@ -143,7 +143,7 @@ def bench(
             (out / "bench.json").write_text(json.dumps(result, indent=2))
             (out / "bench.md").write_text(render_markdown(result) + ("\n" + costs if costs else ""))
             write_plot(result, out / "bench.png")
-        console.print(f"results written to {escape(str(out))}", soft_wrap=True)
+        console.print(f"results written to {escape(str(out))}")
     if any(r["status"] == "error" for r in result["results"]):
         raise typer.Exit(1)
 

@@ -234,9 +234,9 @@ def user_errors() -> Iterator[None]:
         fail(str(error))
 
 
-def counted(count: int, noun: str) -> str:
+def counted(count: int, noun: str, plural: str | None = None) -> str:
     """``1 Ray worker``, ``2 Ray workers``: a count and its noun, singular for one."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
 def make_console() -> Any:

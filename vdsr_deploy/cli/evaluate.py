@@ -52,7 +52,7 @@ def evaluate_command(
         console.print(_table(report))
     if out is not None:
         write_reports(reports, out)
-        console.print(f"reports written to {escape(str(out))}", soft_wrap=True)
+        console.print(f"reports written to {escape(str(out))}")
 
 
 def _table(report: Any) -> Any:

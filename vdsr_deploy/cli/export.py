@@ -16,9 +16,10 @@ from vdsr_deploy.planes.tiling import DEFAULT_HALO, DEFAULT_TILE
 
 @app.command()
 def export(
-    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the ONNX files.")] = Path(
-        "engines"
-    ),
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", "-o", help="Folder for the ONNX files (default: the cache folder, vdsr cache)."),
+    ] = None,
     weights: WeightsOption = None,
     precision: Annotated[
         list[str] | None,
@@ -61,11 +62,13 @@ def export(
     from vdsr_deploy.model.onnx_metadata import default_onnx_name
     from vdsr_deploy.model.weights import load_weights
     from vdsr_deploy.precision.names import check_precision
+    from vdsr_deploy.runtime.cache import default_cache_dir
 
     console = make_console()
     if triton is not None:
         _export_triton(console, triton, weights, tile, halo, batch, engine, engines_dir, overwrite)
         return
+    output_dir = output_dir or engines_dir or default_cache_dir()
     with user_errors():
         wanted = precision or ["fp32", "fp16"]
         for p in wanted:

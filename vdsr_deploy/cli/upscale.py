@@ -26,11 +26,22 @@ from vdsr_deploy.cli.options import (
 )
 from vdsr_deploy.planes.tiling import DEFAULT_HALO, DEFAULT_TILE
 
+DEFAULT_OUTPUT = "upscaled"
+"""Without -o: the folder ``upscaled/`` in the current folder (as Real-ESRGAN's ``results/``)."""
+
 
 @app.command()
 def upscale(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or globs (paths or URIs: s3://...).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (or file for one input); path or URI.")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output folder, or a file name (with an image suffix) for one input; path or URI. "
+            "Outputs keep their input names.",
+        ),
+    ] = Path(DEFAULT_OUTPUT),
     scale: Annotated[float, typer.Option("--scale", "-s", help="Upscaling factor > 1 (2, 3, 4 or any).")] = 2.0,
     weights: WeightsOption = None,
     backend: BackendOption = "auto",

@@ -124,9 +124,7 @@ def validate(
 
         with user_errors():
             heatmap = write_reports(report, out)
-        console.print(
-            f"reports written to {escape(str(out))}" + ("" if heatmap else " (no heatmap: no pair ran)"), soft_wrap=True
-        )
+        console.print(f"reports written to {escape(str(out))}" + ("" if heatmap else " (no heatmap: no pair ran)"))
     if not report.passed:
         raise typer.Exit(1)
 
@@ -156,7 +154,7 @@ def _render_validation(console: Any, report: Any) -> None:
         cells = [escape(cell) for cell in terminal_row(pair)]
         cells[1] = f"[{colours.get(pair.status, 'white')}]{cells[1]}[/]"
         table.add_row(*cells)
-    console.print(f"weights {escape(describe_weights(report.weights))}", soft_wrap=True)
+    console.print(f"weights {escape(describe_weights(report.weights))}")
     console.print(table)
     console.print(f"[dim]{escape(TERMINAL_LEGEND)}[/dim]")
     for pair in report.pairs:

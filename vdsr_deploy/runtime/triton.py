@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vdsr_deploy.errors import BackendUnavailableError, ConfigError, VdsrError
+from vdsr_deploy.errors import BackendUnavailableError, ConfigError, InvalidInputError, VdsrError
 from vdsr_deploy.io_names import CHANNELS, INPUT_NAME, OUTPUT_NAME, ShapeProfile
 from vdsr_deploy.planes.tiling import TileConfig
 
@@ -160,7 +160,7 @@ def write_repository(directory: Path, models: Sequence[TritonModel], *, overwrit
         texts.append(text)
         folder = directory / model.name
         if folder.exists() and not overwrite:
-            raise ConfigError(f"{folder}: already exists (use --overwrite to replace it)")
+            raise InvalidInputError(f"{folder}: already exists (use --overwrite to replace it)")
     written = []
     for model, text in zip(models, texts, strict=True):
         folder = directory / model.name
