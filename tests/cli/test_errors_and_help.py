@@ -209,3 +209,28 @@ def test_without_output_the_images_go_to_upscaled_in_the_current_folder(
     assert (tmp_path / "upscaled" / "a.png").is_file() and "output: upscaled/a.png" in text
     code, text, _ = run("upscale", "--help", columns=400)
     assert "[default: upscaled]" in text
+
+
+def test_eval_says_why_a_non_integer_scale_is_refused(tmp_path: Path) -> None:
+    code, text, _ = run("eval", str(tmp_path), "--scale", "2.5", columns=400)
+    assert code == 2 and one_error_line(text) == (
+        "error: scale: expected an integer factor (the paper's protocol crops and shrinks each HR image by it; "
+        "upscale takes any factor > 1), got 2.5"
+    )
+    code, text, _ = run("eval", "--help", columns=400)
+    assert "The defaults differ from upscale's on purpose" in text and "so 2.5 has no HR/LR pair" in text
+
+
+def test_batch_defaults_agree_between_commands() -> None:
+    import inspect
+
+    from vdsr_deploy.parity import ValidateConfig
+
+    callbacks = {c.name or c.callback.__name__: c.callback for c in app.registered_commands if c.callback}
+    defaults = {
+        name: inspect.signature(callback).parameters["batch"].default
+        for name, callback in callbacks.items()
+        if "batch" in inspect.signature(callback).parameters and name != "bench"  # bench sweeps a list
+    }
+    assert defaults == {"upscale": 4, "export": 4, "build": 4, "validate": 4}
+    assert ValidateConfig().batch == 4

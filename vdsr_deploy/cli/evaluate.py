@@ -24,7 +24,15 @@ from vdsr_deploy.cli.options import (
 @app.command("eval")
 def evaluate_command(
     folders: Annotated[list[Path], typer.Argument(help="Folders of HR images (e.g. Set5).")],
-    scales: Annotated[list[int], typer.Option("--scale", "-s", help="Scales (repeatable).")] = [2, 3, 4],  # noqa: B006
+    scales: Annotated[
+        list[float],
+        typer.Option(
+            "--scale",
+            "-s",
+            help="Integer scales (repeatable): the paper's protocol crops each HR image to a multiple of the "
+            "scale and shrinks it by that factor, so 2.5 has no HR/LR pair; upscale takes any factor > 1.",
+        ),
+    ] = [2, 3, 4],  # noqa: B006
     weights: WeightsOption = None,
     backend: BackendOption = "torch",
     device: DeviceOption = "auto",
@@ -36,9 +44,15 @@ def evaluate_command(
     threads: ThreadsOption = 0,
     ensemble: EnsembleOption = False,
 ) -> None:
-    """PSNR/SSIM on Y (modcrop, MATLAB bicubic, shave = scale) against bicubic."""
+    """PSNR/SSIM on Y (modcrop, MATLAB bicubic, shave = scale) against bicubic.
+
+    The defaults differ from upscale's on purpose: PyTorch fp32 on whole images (--tile 0)
+    is the reference, so the figures are the network's own (the README's table); pass
+    --backend, --precision or --tile to score another runtime or path.
+    """
     from vdsr_deploy.evaluation.report import write_reports
     from vdsr_deploy.evaluation.run import evaluate_folders
+    from vdsr_deploy.protocol import check_scale
     from vdsr_deploy.runtime.resolve import precision_warning_for
 
     with user_errors():
@@ -46,7 +60,8 @@ def evaluate_command(
         warning = precision_warning_for(spec)
         if warning:  # before the slow part starts
             make_console().print(f"[yellow]warning:[/yellow] {escape(warning)}")
-        reports = evaluate_folders(folders, scales, spec, tile=tile, ensemble=ensemble)
+        integers = [int(check_scale(scale, integer=True)) for scale in scales]  # says why 2.5 is refused
+        reports = evaluate_folders(folders, integers, spec, tile=tile, ensemble=ensemble)
     console = make_console()
     for report in reports:
         console.print(_table(report))

@@ -100,6 +100,10 @@ def upscale(
     Re-running the same command resumes: complete outputs (checked against the manifest in
     the output folder) are skipped, the rest redone. Ctrl-C / SIGTERM stop cleanly (exit
     130 / 143) without leaving partial files.
+
+    The defaults are for speed (--backend auto, --precision auto, --tile 256): the first
+    lines say what was chosen and why. vdsr eval and vdsr validate default to the PyTorch
+    fp32 reference instead.
     """
     from vdsr_deploy.backends.registry import choose_backend
     from vdsr_deploy.job import JobConfig, stop_on_signals

@@ -58,7 +58,7 @@ def validate(
     engines_dir: EnginesOption = None,
     tile: TileOption = DEFAULT_TILE,
     halo: HaloOption = DEFAULT_HALO,
-    batch: BatchOption = 2,
+    batch: BatchOption = 4,
     sixteen_bit: Annotated[
         bool, typer.Option("--sixteen-bit", help="Also compare after conversion to 16-bit.")
     ] = False,
