@@ -106,3 +106,5 @@ def test_cache_options_good_and_bad_values(tmp_path: Path) -> None:
     assert code == 2 and "--clear takes no value" in text
     code, text = invoke("cache", "--json", "--engines-dir", str(tmp_path / "none"))
     assert code == 0 and json.loads(text)["entries"] == []
+    code, text = invoke("cache", "--json", "true")
+    assert code == 2 and "--json takes no value" in text
