@@ -100,12 +100,9 @@ _VALUE_WORDS = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "path": "PAT
 
 
 def _value_word(param: Any, ctx: Any) -> str:
-    """What an option's value is, in a word: PATH, NUMBER, INTEGER or TEXT."""
-    if hasattr(param, "display_type"):  # typer >= 0.2x: "<float>", "<list[str]>"
-        label = str(param.display_type(ctx)).strip("<>")
-    else:  # older typer: a Click type ("float", "path", "text")
-        label = str(getattr(param.type, "name", "text"))
-    label = label.removeprefix("list[").removesuffix("]")
+    """What an option's value is, in a word: PATH, NUMBER, INTEGER or TEXT (typer's own
+    label is a Python type: ``<float>``, ``<list[str]>``)."""
+    label = str(param.display_type(ctx)).strip("<>").removeprefix("list[").removesuffix("]")
     return _VALUE_WORDS.get(label, label.upper())
 
 
