@@ -1,5 +1,5 @@
-"""The ``tiny`` recipe (issue 26): a demo of the whole training machinery in about two
-minutes on 2 CPU cores: loop, validation, checkpoints, --resume and the final table."""
+"""The ``tiny`` recipe (issue 26): a demo of the whole training machinery in about 2
+CPU-minutes: loop, validation, checkpoints, --resume and the final table."""
 
 from __future__ import annotations
 
