@@ -234,3 +234,13 @@ def test_batch_defaults_agree_between_commands() -> None:
     }
     assert defaults == {"upscale": 4, "export": 4, "build": 4, "validate": 4}
     assert ValidateConfig().batch == 4
+
+
+def test_the_command_list_gives_each_first_sentence_whole() -> None:
+    code, text, _ = run("--help", columns=80)
+    commands = text.split("Commands:")[1]
+    assert code == 0 and "..." not in commands and max(len(line) for line in text.splitlines()) <= 80
+    flat = " ".join(text.split())
+    for command in COMMANDS:
+        assert f" {command} " in flat, command
+    assert "the default weights and the cache folder." in flat

@@ -162,10 +162,21 @@ def reflow_help(text: str) -> str:
 
 
 class _Group(typer.core.TyperGroup):
-    """The ``vdsr`` group: the same one error style as its commands."""
+    """The ``vdsr`` group: the same one error style as its commands, and each command's
+    first sentence whole in the list (wrapped, not cut short with "...")."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         return _main_with_one_error_style(super().main, *args, **kwargs)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 class _Typer(typer.Typer):
