@@ -32,6 +32,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(autouse=True)
+def hermetic_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test caches ONNX files, INT8 models and engines in one folder of this session
+    (``$VDSR_CACHE_DIR``, inherited by the subprocesses tests start), never in the user's
+    cache folder nor in the folder the tests run from."""
+    folder = tmp_path_factory.getbasetemp() / "vdsr-cache"
+    monkeypatch.setenv("VDSR_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

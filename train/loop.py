@@ -183,8 +183,8 @@ def train(
     initial = (
         load_initial_weights(init_weights, settings.config) if init_weights is not None else None
     )
+    data = _prepare_data(settings, emit)  # a missing data or validation folder fails before out_dir exists
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = _prepare_data(settings, emit)
     run = _start_run(settings, out_dir, torch_device, data.pairs, started, initial)
     if resume:
         _restore(run, emit)

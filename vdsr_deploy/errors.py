@@ -1,7 +1,8 @@
 """One exception tree for everything a user can get wrong or a backend can refuse.
 
-The CLI turns any :class:`VdsrError` into one clear sentence and exit code 1 (no traceback);
-anything else is a bug and keeps its traceback.
+The CLI turns any :class:`VdsrError` into one clear ``error:`` line (no traceback), with exit
+code 2 for a :class:`ConfigError` (a usage error: a bad option value or options that
+contradict each other) and 1 for the rest; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations

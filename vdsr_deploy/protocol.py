@@ -53,7 +53,10 @@ def check_scale(value: float, *, integer: bool = False, name: str = "scale") -> 
     if not (number > 1.0 and math.isfinite(number)):
         raise ConfigError(f"{name}: expected a factor > 1, got {_scale_text(number)}")
     if integer and not number.is_integer():
-        raise ConfigError(f"{name}: expected an integer factor (the paper's protocol), got {_scale_text(number)}")
+        raise ConfigError(
+            f"{name}: expected an integer factor (the paper's protocol crops and shrinks each HR image by "
+            f"it; upscale takes any factor > 1), got {_scale_text(number)}"
+        )
     return number
 
 

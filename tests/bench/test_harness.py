@@ -108,7 +108,7 @@ def test_cli_bench(tmp_path: Path, weights: Path) -> None:
     data = json.loads((out / "bench.json").read_text())
     assert [r["status"] for r in data["results"]] == ["ok", "ok"]
     bad = CliRunner().invoke(app, ["bench", "--size", "12xq", "-w", str(weights)])
-    assert bad.exit_code == 1 and "error:" in bad.output
+    assert bad.exit_code == 2 and "error:" in bad.output  # a usage error
 
 
 def test_importing_parity_and_bench_loads_no_runtime() -> None:

@@ -89,15 +89,16 @@ def test_non_integer_scale_and_single_file_output(tmp_path: Path, tiny_weights: 
     assert code == 0 and "skipped" in text
 
 
-def handled_error(*args: str) -> str:
-    """Run the CLI and return its ``error:`` line; fail unless it ended with a clean exit 1.
+def handled_error(*args: str, code: int = 1) -> str:
+    """Run the CLI and return its ``error:`` line; fail unless it ended with a clean exit
+    ``code`` (1: the work failed; 2: a usage error).
 
     Under CliRunner an uncaught exception also exits 1 and prints no traceback, so the exit
     code alone cannot tell a handled error from a crash: ``result.exception`` can.
     """
     result = CliRunner().invoke(app, list(args))
     assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == code, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error: ")]
     assert len(errors) == 1 and lines[-1] == errors[0], result.output  # one sentence, last
@@ -124,9 +125,9 @@ def test_user_errors_are_one_sentence(tmp_path: Path, tiny_weights: Path) -> Non
     for backend in ("auto", "torch", "onnxruntime"):
         line = handled_error("upscale", source, *out, "-b", backend, "-w", str(missing))
         assert line == f"error: {missing}: weights file not found", backend
-        line = handled_error("upscale", source, *out, "-b", backend, "-s", "0.5", "-w", str(tiny_weights))
+        line = handled_error("upscale", source, *out, "-b", backend, "-s", "0.5", "-w", str(tiny_weights), code=2)
         assert line == "error: scale: expected a factor > 1, got 0.5", backend
-        line = handled_error("upscale", source, *out, "-b", backend, "--tile", "30", "-w", str(tiny_weights))
+        line = handled_error("upscale", source, *out, "-b", backend, "--tile", "30", "-w", str(tiny_weights), code=2)
         assert line == "error: tile: expected > 2 * halo = 40 so each tile keeps a core, got 30", backend
     for backend in ("auto", "onnxruntime"):
         nope = tmp_path / "nope.onnx"
@@ -145,12 +146,12 @@ def test_a_file_the_backend_would_not_run_is_refused(tmp_path: Path, tiny_weight
     common = ["-o", str(tmp_path / "o"), "-w", str(tiny_weights), "--device", "cpu", "--precision", "fp32"]
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"any file: it is refused before it is read")
-    line = handled_error("upscale", source, *common, "--backend", "torch", "--onnx", str(onnx))
+    line = handled_error("upscale", source, *common, "--backend", "torch", "--onnx", str(onnx), code=2)
     assert line.startswith(f"error: --onnx {onnx}: the torch backend runs the weights, not an ONNX file")
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"")
     for backend in ("torch", "onnxruntime"):
-        line = handled_error("upscale", source, *common, "--backend", backend, "--engine", str(engine))
+        line = handled_error("upscale", source, *common, "--backend", backend, "--engine", str(engine), code=2)
         assert line.startswith(f"error: --engine {engine}: the {backend} backend does not run TensorRT engines")
     assert not (tmp_path / "o").exists()
 
@@ -171,7 +172,25 @@ def test_export_command(tmp_path: Path, tiny_weights: Path) -> None:
         and len(list(tmp_path.glob("*-fp16.onnx"))) == 1
     )
     code, text = invoke("export", "-o", str(tmp_path), "-w", str(tiny_weights))
-    assert code == 1 and "already exists" in text
+    assert code == 0 and "fp32; identical file already in place" in text, text
+    assert "fp16; identical file already in place" in text
+
+
+def test_export_after_upscale_finds_the_cached_file_identical(tmp_path: Path, tiny_weights: Path) -> None:
+    """The README's order: upscale (caches the FP32 ONNX), then export into the same folder."""
+    engines = tmp_path / "eng"
+    source = str(make_image(tmp_path / "a.png", "RGB"))
+    code, text = invoke(
+        "upscale", source, "-o", str(tmp_path / "o"), "-w", str(tiny_weights), "-b", "onnxruntime",
+        "-p", "fp32", "--device", "cpu", "--engines-dir", str(engines), "-q",
+    )  # fmt: skip
+    assert code == 0, text
+    (cached,) = engines.glob("*-fp32.onnx")
+    before = cached.read_bytes()
+    code, text = invoke("export", "-o", str(engines), "-w", str(tiny_weights))
+    assert code == 0, text
+    assert "fp32; identical file already in place" in text and cached.read_bytes() == before
+    assert len(list(engines.glob("*-fp16.onnx"))) == 1  # the FP16 file is written too
 
 
 def test_eval_command_writes_reports(tmp_path: Path, tiny_weights: Path) -> None:
@@ -225,7 +244,7 @@ def test_train_command_errors_and_tiny_run(tmp_path: Path) -> None:
     code, text = invoke("train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run"))
     assert code == 1 and "no images found" in text and "Traceback" not in text
     code, text = invoke("train", "--out", str(tmp_path / "run"))
-    assert code == 1 and "--data" in text
+    assert code == 2 and "--data" in text  # a usage error
     code, text = invoke(
         "train", "--data", str(tmp_path / "empty"), "--init-weights", str(tmp_path / "nope.safetensors"),
         "--out", str(tmp_path / "run"),
@@ -268,4 +287,4 @@ def test_train_time_budget_sets_the_iterations(tmp_path: Path, monkeypatch: pyte
     code, text = invoke(
         "train", "-c", str(recipe), "--data", str(hr), "--out", str(run), "--time-budget", "2", "--resume"
     )
-    assert code == 1 and "drop --iterations/--resume" in text
+    assert code == 2 and "drop --iterations/--resume" in text

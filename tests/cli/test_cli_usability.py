@@ -18,7 +18,10 @@ COMMANDS = tuple(CALLBACKS)
 
 
 def invoke(*args: str, columns: int = 80) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args), env={"COLUMNS": str(columns), "TERM": "dumb"})
+    # the runner pins help to 80 columns whatever COLUMNS says; terminal_width is the terminal's
+    result = CliRunner().invoke(
+        app, list(args), env={"COLUMNS": str(columns), "TERM": "dumb"}, terminal_width=columns - 2
+    )
     return result.exit_code, result.output  # stdout and stderr, interleaved
 
 
@@ -48,7 +51,7 @@ def test_a_flag_given_a_value_is_a_clear_error(tmp_path: Path) -> None:
     image = tmp_path / "a.png"
     Image.new("RGB", (20, 20)).save(image)
     code, text = invoke("upscale", str(image), "-o", str(tmp_path / "out"), "--overwrite", "true")
-    assert code == 1 and "--overwrite takes no value" in text and "Traceback" not in text
+    assert code == 2 and "--overwrite takes no value" in text and "Traceback" not in text
     assert not (tmp_path / "out").exists()
 
 
@@ -57,7 +60,7 @@ def test_halo_below_the_receptive_radius_is_refused_unless_accepted(tmp_path: Pa
     Image.new("RGB", (30, 26)).save(image)
     common = [str(image), "-w", str(tiny_weights), "--tile", "16", "--quiet", "--backend", "torch"]
     code, text = invoke("upscale", *common, "-o", str(tmp_path / "o1"), "--halo", "2")  # depth 4: radius 4
-    assert code == 1 and "--halo 2 is below the network's receptive radius (4 px)" in text
+    assert code == 2 and "--halo 2 is below the network's receptive radius (4 px)" in text
     assert "--inexact-halo" in text and not (tmp_path / "o1").exists()
     code, text = invoke("upscale", *common, "-o", str(tmp_path / "o2"), "--halo", "2", "--inexact-halo")
     assert code == 0 and "warning" in text, text
@@ -65,7 +68,7 @@ def test_halo_below_the_receptive_radius_is_refused_unless_accepted(tmp_path: Pa
     assert code == 0 and "warning" not in text, text
     assert "output: " in text and "o3" in text.split("output: ")[1]  # the summary says where it went
     code, text = invoke("upscale", str(image), "-o", str(tmp_path / "o4"), "--halo", "8")  # shipped: 20
-    assert code == 1 and "receptive radius (20 px)" in text
+    assert code == 2 and "receptive radius (20 px)" in text
 
 
 def test_train_progress_resume_and_weights_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -215,13 +215,13 @@ def test_report_never_replaces_a_users_file(tmp_path: Path, tiny_weights: Path) 
     keep = image(tmp_path / "in" / "keep.png")
     before = keep.read_bytes()
     args = ["upscale", str(source), "-o", str(tmp_path / "o"), *common(tmp_path, tiny_weights)]
-    line = error_line(*args, "--report", str(keep))
+    line = error_line(*args, "--report", str(keep), code=2)  # a usage error
     assert line == (
         f"error: --report {keep}: exists and is not a vdsr report; it would be replaced: "
         "choose another file name"
     )
     assert keep.read_bytes() == before and not (tmp_path / "o").exists()
-    line = error_line(*args, "--report", str(tmp_path / "in"))
+    line = error_line(*args, "--report", str(tmp_path / "in"), code=2)
     assert line == f"error: --report {tmp_path / 'in'}: is a folder, expected a file name"
     report = tmp_path / "report.json"
     for _ in range(2):  # the second run replaces the first run's report

@@ -36,9 +36,9 @@ def test_every_command_refuses_the_same_way(tmp_path: Path, tiny_weights: Path, 
         "eval": ["eval", str(hr), "-s", value, *weights, *cpu],
     }
     for name, args in commands.items():
-        assert handled_error(*args) == f"error: {refusal(value)}", name
+        assert handled_error(*args, code=2) == f"error: {refusal(value)}", name  # a usage error
     recipe = write_tiny_recipe(tmp_path / "tiny.toml", scales=f"[{value}]", iterations=1)
-    line = handled_error("train", "-c", str(recipe), "--data", str(hr), "--out", str(tmp_path / "run"))
+    line = handled_error("train", "-c", str(recipe), "--data", str(hr), "--out", str(tmp_path / "run"), code=2)
     assert line == f"error: training config 'tiny': {refusal(value)}"
     assert not (tmp_path / "o").exists() and not (tmp_path / "run").exists()
 

@@ -49,11 +49,25 @@ def test_export_round_trip(tmp_path: Path, tiny_weights: Path, precision: str) -
     assert result.max_abs_diff <= (1e-4 if precision == "fp32" else 2e-2)
 
 
-def test_export_refuses_overwrite_and_bad_precision(tmp_path: Path, tiny_model: VDSR) -> None:
+def test_export_over_an_identical_file_is_success_a_different_one_is_refused(
+    tmp_path: Path, tiny_model: VDSR
+) -> None:
     path = tmp_path / "m.onnx"
-    export_onnx(tiny_model, path)
-    with pytest.raises(BuildError, match="already exists"):
-        export_onnx(tiny_model, path)
+    first = export_onnx(tiny_model, path)
+    assert not first.already_in_place
+    stamp = path.stat().st_mtime_ns
+    again = export_onnx(tiny_model, path)  # what `vdsr export` meets after `vdsr upscale` cached it
+    assert again.already_in_place and path.stat().st_mtime_ns == stamp
+    torch.manual_seed(1)
+    other = VDSR(depth=tiny_model.depth, channels=tiny_model.channels).eval()
+    with pytest.raises(BuildError, match="already exists and differs"):
+        export_onnx(other, path)
+    assert path.read_bytes() == export_onnx(tiny_model, tmp_path / "copy.onnx").path.read_bytes()
+    replaced = export_onnx(other, path, overwrite=True)
+    assert not replaced.already_in_place and path.read_bytes() != (tmp_path / "copy.onnx").read_bytes()
+
+
+def test_export_refuses_bad_precision(tmp_path: Path, tiny_model: VDSR) -> None:
     with pytest.raises(Exception, match="precision"):
         export_onnx(tiny_model, tmp_path / "x.onnx", precision="int4")
 

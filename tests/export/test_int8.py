@@ -200,7 +200,7 @@ def test_export_int8_with_a_users_calibration_folder(tmp_path: Path, tiny_weight
     code, text = run(*base, "--calibration", str(folder))
     assert code == 0 and "cached, key matches" in text, text
     code, text = run("export", "-o", str(engines), "-w", str(tiny_weights), "--calibration", str(folder))
-    assert code == 1 and "error: --calibration: applies to -p int8 only" in text, text
+    assert code == 2 and "error: --calibration: applies to -p int8 only" in text, text  # a usage error
     code, text = run(*base, "--calibration", str(tmp_path / "missing"))
     assert code == 1 and "missing: not a folder" in text and "Traceback" not in text, text
 

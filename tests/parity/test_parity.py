@@ -368,7 +368,7 @@ def test_cli_validate_exit_codes(tmp_path: Path, model: VDSR, weights: Path) -> 
     assert isinstance(bad.exception, SystemExit) and bad.exit_code == 1, repr(bad.exception)
     assert "onnxruntime-fp32: failed" in bad.output and "error:" not in bad.output
     unknown = runner.invoke(app, [*common, "-r", "nope"])
-    assert isinstance(unknown.exception, SystemExit) and unknown.exit_code == 1, repr(unknown.exception)
+    assert isinstance(unknown.exception, SystemExit) and unknown.exit_code == 2, repr(unknown.exception)  # usage
     assert [line for line in unknown.output.splitlines() if line.strip()] == [UNKNOWN_RUNTIME]
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(sys.modules, "tensorrt", None)  # TensorRT absent: skipped, not an error

@@ -202,7 +202,7 @@ def test_cli_tile_auto_sizes_the_tile_from_the_inputs(tmp_path: Path, tiny_weigh
     # 60x100 output x 4 tiles fits 16 MiB at (2 * 8 channels * 4 + 12) B/pixel: whole images
     assert "--tile auto: whole images" in result.output and "tile whole image" in result.output
     result = CliRunner().invoke(app, [*base, "--tile", "big"])
-    assert result.exit_code == 1 and "--tile: expected a side in pixels, 0 or auto" in result.output
+    assert result.exit_code == 2 and "--tile: expected a side in pixels, 0 or auto" in result.output
 
 
 def test_choose_tile_on_the_cpu_uses_memory_mb() -> None:

@@ -7,7 +7,15 @@ import pytest
 from vdsr_deploy.backends.registry import REGISTRY, RunnerSpec
 from vdsr_deploy.environment import cpu_flags
 from vdsr_deploy.errors import ConfigError
-from vdsr_deploy.precision.decision import INT8_AUTO_BLOCKED, CpuPath, choose_cpu_path, choose_precision, cpu_paths
+from vdsr_deploy.precision.decision import (
+    INT8_AUTO_BLOCKED,
+    CpuPath,
+    choose_cpu_path,
+    choose_precision,
+    cpu_paths,
+    paths_not_offered,
+    precision_warning,
+)
 from vdsr_deploy.precision.names import MAX_AUTO_COST_DB, check_precision
 
 SAPPHIRE_RAPIDS = frozenset({"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"})
@@ -111,7 +119,48 @@ def test_choose_precision_cuda_named_backend_and_concrete() -> None:
         supported=REGISTRY["onnxruntime"].precisions,
     )
     assert (choice.precision, choice.backend) == ("fp32", "onnxruntime")  # INT8 is opt-in
-    assert choice.passed_over == (f"int8 ({INT8_AUTO_BLOCKED})",)
+    assert choice.passed_over == ("bf16 (not run by --backend onnxruntime)", f"int8 ({INT8_AUTO_BLOCKED})")
+
+
+def test_an_fp32_decision_says_what_it_passed_over_and_why() -> None:
+    """No "no faster path" claim: on a CPU without VNNI or bf16 hardware the faster paths are
+    named with why they were not tried (issue 26: INT8 was faster there, unmeasured by auto)."""
+    choice = choose_precision("auto", backend="auto", cuda=False, flags=HASWELL, quality_cost=lambda p: {"x2": 0.0})
+    assert choice.precision == "fp32" and "faster path" not in choice.describe()
+    int8, bf16 = choice.passed_over
+    assert int8.startswith("int8 (not tried: no amx_int8/avx512_vnni/avx_vnni here") and "--precision int8" in int8
+    assert bf16 == "bf16 (no amx_bf16/avx512_bf16 here: bf16 is emulated, slower than fp32)"
+    assert choice.describe_lines() == [
+        "precision fp32 on onnxruntime, auto: the reference (exact)",
+        f"passed over: {int8}",
+        f"passed over: {bf16}",
+    ]
+    assert paths_not_offered(SAPPHIRE_RAPIDS) == ()
+    assert [p.split(" ")[0] for p in paths_not_offered(CASCADE_LAKE)] == ["bf16"]
+
+
+@pytest.mark.parametrize(
+    ("precision", "flags", "cuda", "warned"),
+    [
+        ("bf16", HASWELL, False, True),
+        ("bf16", CASCADE_LAKE, False, True),
+        ("bf16", SAPPHIRE_RAPIDS, False, False),  # native bf16
+        ("bf16", HASWELL, True, False),  # on a GPU the CPU's flags do not matter
+        ("fp32", HASWELL, False, False),
+        ("int8", HASWELL, False, False),
+    ],
+)
+def test_emulated_bf16_is_warned_of_with_the_faster_choice(
+    precision: str, flags: frozenset[str], cuda: bool, warned: bool
+) -> None:
+    choice = choose_precision(precision, backend="torch" if precision != "int8" else "onnxruntime", cuda=cuda,
+                              flags=flags)  # fmt: skip
+    assert bool(choice.warning) == warned
+    if warned:
+        assert choice.warning.startswith("--precision bf16: no amx_bf16/avx512_bf16 here")
+        assert "--precision fp32 (or auto) is faster" in choice.warning
+    if not cuda:
+        assert precision_warning(precision, flags) == choice.warning
 
 
 def test_precision_names_have_one_home() -> None:

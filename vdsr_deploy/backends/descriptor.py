@@ -72,7 +72,7 @@ class Backend:
 
     def __post_init__(self) -> None:
         if self.artifact not in ARTIFACTS:
-            raise ValueError(f"{self.name}: artifact: expected one of {ARTIFACTS}, got {self.artifact!r}")
+            raise ValueError(f"{self.name}: artifact: expected one of {', '.join(ARTIFACTS)}, got {self.artifact!r}")
 
     def on_cuda(self, device: str, provider: str = "cpu") -> bool:
         """Whether a run with ``device`` (and ``provider``) computes on a CUDA device."""

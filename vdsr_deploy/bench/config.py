@@ -45,9 +45,9 @@ class BenchSetting:
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise ConfigError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
+            raise ConfigError(f"backend: expected one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
+            raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.precision not in SUPPORTED[self.backend]:
             raise ConfigError(
                 f"{self.backend} has no {self.precision} path "
@@ -90,7 +90,7 @@ def sweep(
     notes: list[str] = []
     for backend in backends:
         if backend not in SUPPORTED:
-            raise ConfigError(f"backend: expected one of {tuple(SUPPORTED)}, got {backend!r}")
+            raise ConfigError(f"backend: expected one of {', '.join(SUPPORTED)}, got {backend!r}")
         wanted = (
             [onnx_precision or "fp32"] if backend == "onnxruntime" and onnx else list(precisions)
         )
@@ -214,7 +214,7 @@ class BenchConfig:
         if self.threads < 0:
             raise ConfigError(f"threads: expected >= 0 (0 = all cores), got {self.threads}")
         if self.baseline is not None and self.baseline not in names:
-            raise ConfigError(f"baseline: expected one of {names}, got {self.baseline!r}")
+            raise ConfigError(f"baseline: expected one of {', '.join(names)}, got {self.baseline!r}")
 
     def pipeline_for(self, setting: BenchSetting) -> PipelineConfig:
         """The pipeline ``setting`` runs in this benchmark (scale, halo, ensemble)."""

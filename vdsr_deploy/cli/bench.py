@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from vdsr_deploy.backends.registry import REGISTRY
-from vdsr_deploy.cli.common import app, check_halo, make_console, user_errors
+from vdsr_deploy.cli.common import app, check_halo, escape, make_console, user_errors
 from vdsr_deploy.cli.options import (
     DeviceOption,
     EnginesOption,
@@ -102,7 +102,7 @@ def bench(
             cpu_paths, backends, precisions, tiles, batches, device, provider, onnx, baseline
         )
         for line in notes:
-            console.print(f"[yellow]{line}[/yellow]")
+            console.print(f"[yellow]{escape(line)}[/yellow]")
         from vdsr_deploy.bench import large_work_defaults
 
         default_size, default_frames = large_work_defaults(settings)
@@ -127,9 +127,10 @@ def bench(
 
         def on_event(event: dict[str, Any]) -> None:
             if event["event"] in ("skipped", "error"):
-                console.print(f"[yellow]{event['setting']}: {event['event']} ({event['reason']})[/yellow]")
+                setting, reason = escape(str(event["setting"])), escape(str(event["reason"]))
+                console.print(f"[yellow]{setting}: {event['event']} ({reason})[/yellow]")
             elif event["event"] == "warmup":
-                console.print(f"[dim]warming up {event['setting']}[/dim]")
+                console.print(f"[dim]warming up {escape(str(event['setting']))}[/dim]")
 
         result = benchmark(config, on_event=on_event)
         costs = _task_psnr_costs(console, result, hr, settings, config) if hr else ""
@@ -142,7 +143,7 @@ def bench(
             (out / "bench.json").write_text(json.dumps(result, indent=2))
             (out / "bench.md").write_text(render_markdown(result) + ("\n" + costs if costs else ""))
             write_plot(result, out / "bench.png")
-        console.print(f"results written to {out}")
+        console.print(f"results written to {escape(str(out))}")
     if any(r["status"] == "error" for r in result["results"]):
         raise typer.Exit(1)
 
@@ -191,7 +192,7 @@ def _task_psnr_costs(console: Any, result: dict[str, Any], hr: list[Path], setti
 
     reference = config.baseline or settings[0].name
     scored = [s for s in settings if s.precision != "fp32" or s.name == reference]
-    console.print(f"[dim]scoring {', '.join(p.name for p in hr)} (whole images, x2/x3/x4)...[/dim]")
+    console.print(f"[dim]scoring {escape(', '.join(p.name for p in hr))} (whole images, x2/x3/x4)...[/dim]")
     result["task_psnr"] = quality_costs(hr, [2, 3, 4], scored, config, reference)
     return cost_markdown(result, result["task_psnr"], reference)
 
@@ -224,14 +225,15 @@ def _render_bench(console: Any, result: dict[str, Any]) -> None:
     for column in TERMINAL_COLUMNS:
         table.add_column(column, justify="left" if column == "setting" else "right", overflow="fold")
     for row in terminal_rows(result):
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     console.print(table)
     notes = [OVERHEAD_NOTE]
     if result["config"].get("baseline"):
         notes.append(f"vs base: runtime throughput relative to {result['config']['baseline']}")
     notes.append("runner, tiles, latency percentiles and GFLOP/s: --out DIR writes them to bench.md")
     for note in notes:
-        console.print(f"[dim]{note}[/dim]")
+        console.print(f"[dim]{escape(note)}[/dim]")
     for item in result["results"]:
         if item.get("runtime") is None:
-            console.print(f"[yellow]{item['status']}[/yellow] {item['name']}: {item['reason']}")
+            name, reason = escape(str(item["name"])), escape(str(item["reason"]))
+            console.print(f"[yellow]{item['status']}[/yellow] {name}: {reason}")

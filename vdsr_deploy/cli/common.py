@@ -1,27 +1,39 @@
 """What every ``vdsr`` command shares: the Typer app and its help, user errors, the console.
 
-Every :class:`~vdsr_deploy.errors.VdsrError` becomes one sentence on stderr and exit code
-1 (:func:`user_errors`, :func:`fail`); the console writes to stderr, so ``--json`` output
-stays alone on stdout. Nothing heavy is imported here: ``vdsr --help`` stays light.
+One error style: every error is one line ``error: ...`` on stderr. A usage error (an
+unknown option, a value of the wrong type or out of range, options that contradict each
+other: Click's own errors and :class:`~vdsr_deploy.errors.ConfigError`) exits with
+:data:`USAGE_EXIT` = 2, as Click and argparse do; any other
+:class:`~vdsr_deploy.errors.VdsrError` (a missing file, a missing runtime, work that
+failed) exits 1 (:func:`user_errors`, :func:`fail`, :func:`usage_error`). Help is plain
+text, not rich markup, so ``[cluster]`` shows as written. The console writes to stderr, so
+``--json`` output stays alone on stdout. Nothing heavy is imported here: ``vdsr --help``
+stays light.
 """
 
 from __future__ import annotations
 
 import inspect
 import itertools
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 import typer.core
+from typer._click.exceptions import MissingParameter, NoArgsIsHelpError, UsageError  # typer >= 0.29 vendors Click
+from typer.exceptions import TyperException
 
 if TYPE_CHECKING:
     from vdsr_deploy.backends.registry import RunnerSpec
 
 _Function = TypeVar("_Function", bound=Callable[..., Any])
 BOOLEAN_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
+USAGE_EXIT = 2
+"""Exit code of a usage error (as Click and argparse); failures of the work exit 1."""
+FAILURE_EXIT = 1
 
 
 class _Command(typer.core.TyperCommand):
@@ -40,8 +52,8 @@ class _Command(typer.core.TyperCommand):
         for param in params:
             if not isinstance(param, typer.core.TyperOption):
                 continue
-            if param.is_flag and param.metavar is None:
-                param.metavar = ""
+            if param.metavar is None:  # words (PATH, NUMBER, TEXT), not <list[str]>
+                param.metavar = "" if param.is_flag else _value_word(param, ctx)
             if param.help and "{recipes}" in param.help:
                 from train.config import builtin_recipes
 
@@ -57,14 +69,114 @@ class _Command(typer.core.TyperCommand):
         }
         for flag, value in itertools.pairwise(args):
             if flag in flags and value.lower() in BOOLEAN_WORDS and not Path(value).exists():
-                fail(f"{flag} takes no value: write {flag} alone (or leave it out), not '{flag} {value}'")
+                usage_error(f"{flag} takes no value: write {flag} alone (or leave it out), not '{flag} {value}'")
         return super().parse_args(ctx, args)
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """``[OPTIONS] INPUTS...`` as Click writes it (not ``{inputs}...``)."""
+        pieces = [self.options_metavar] if self.options_metavar else []
+        return pieces + [_argument_name(p) for p in self.get_params(ctx) if isinstance(p, typer.core.TyperArgument)]
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if isinstance(param, typer.core.TyperArgument):
+                arguments.append((_argument_name(param), record[1]))
+            else:
+                options.append(record)
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        return _main_with_one_error_style(super().main, *args, **kwargs)
+
+
+_VALUE_WORDS = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "path": "PATH", "bool": "BOOLEAN"}
+
+
+def _value_word(param: Any, ctx: Any) -> str:
+    """What an option's value is, in a word: PATH, NUMBER, INTEGER or TEXT (typer's own
+    label is a Python type: ``<float>``, ``<list[str]>``)."""
+    label = str(param.display_type(ctx)).strip("<>").removeprefix("list[").removesuffix("]")
+    return _VALUE_WORDS.get(label, label.upper())
+
+
+def _argument_name(param: typer.core.TyperArgument) -> str:
+    name = (param.name or "").upper()
+    name = name if param.required else f"[{name}]"
+    return name + ("..." if param.nargs != 1 else "")
+
+
+def _main_with_one_error_style(
+    main: Callable[..., Any], args: Sequence[str] | None = None, *rest: Any, **kwargs: Any
+) -> Any:
+    """Run Click's ``main`` with every usage error as one ``error:`` line and exit 2 (Click
+    would print a usage block and a boxed or capitalised message)."""
+    standalone = kwargs.pop("standalone_mode", True)
+    try:
+        result = main(args, *rest, standalone_mode=False, **kwargs)
+    except NoArgsIsHelpError as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except TyperException as error:  # Click's errors: usage errors, a file Click could not open
+        if not standalone:
+            raise
+        typer.echo(f"error: {_click_message(error)}", err=True)
+        sys.exit(USAGE_EXIT if isinstance(error, UsageError) else FAILURE_EXIT)
+    except typer.Abort:
+        if not standalone:
+            raise
+        typer.echo("error: aborted", err=True)
+        sys.exit(FAILURE_EXIT)
+    if standalone:
+        sys.exit(result if isinstance(result, int) else 0)
+    return result
+
+
+def _click_message(error: TyperException) -> str:
+    """Click's message on one line, lower-case first, with where to read the options."""
+    param = getattr(error, "param", None)
+    if isinstance(error, typer.BadParameter) and not isinstance(error, MissingParameter) and param is not None:
+        detail = error.message[:1].lower() + error.message[1:]
+        message = f"{max(param.opts, key=len, default=param.name)}: {detail}"  # "--scale: input should be ..."
+    else:
+        message = error.format_message()
+    message = " ".join(message.split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    message = message.replace("(Possible options:", "(possible options:")
+    context = getattr(error, "ctx", None)
+    if isinstance(error, UsageError) and context is not None:
+        message += f" (see '{context.command_path} --help')"
+    return message
 
 
 def reflow_help(text: str) -> str:
     """Docstring -> help: each paragraph on one line (the terminal wraps it), paragraphs kept."""
     paragraphs = inspect.cleandoc(text).split("\n\n")
     return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
+class _Group(typer.core.TyperGroup):
+    """The ``vdsr`` group: the same one error style as its commands, and each command's
+    first sentence whole in the list (wrapped, not cut short with "...")."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        return _main_with_one_error_style(super().main, *args, **kwargs)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 class _Typer(typer.Typer):
@@ -81,22 +193,58 @@ app = _Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: "[cluster]" is text, not a style tag
+    cls=_Group,
+    context_settings={"max_content_width": 1000},  # help follows the terminal's width
 )
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
+def _print_version(value: bool) -> None:
+    if value:
+        from vdsr_deploy import __version__
+
+        typer.echo(f"vdsr-deploy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version),
+    ] = False,
+) -> None:
+    """The options of ``vdsr`` itself (before the command)."""
+
+
+def fail(message: str, code: int = FAILURE_EXIT) -> NoReturn:
+    """``error: message`` on stderr, then exit ``code`` (1: the work failed)."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
+def usage_error(message: str) -> NoReturn:
+    """A usage error: ``error: message`` on stderr, exit 2."""
+    fail(message, USAGE_EXIT)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    from vdsr_deploy.errors import VdsrError
+    """Any :class:`VdsrError` inside -> one ``error:`` line; exit 2 for a
+    :class:`ConfigError` (a bad option value), else 1."""
+    from vdsr_deploy.errors import ConfigError, VdsrError
 
     try:
         yield
+    except ConfigError as error:
+        usage_error(str(error))
     except VdsrError as error:
         fail(str(error))
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 Ray worker``, ``2 Ray workers``: a count and its noun, singular for one."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
 def make_console() -> Any:
@@ -134,7 +282,7 @@ def check_halo(
         "match whole-image inference (visible seams)"
     )
     if not inexact:
-        fail(f"{problem}; use --halo {radius} or more, or pass --inexact-halo to accept that")
+        usage_error(f"{problem}; use --halo {radius} or more, or pass --inexact-halo to accept that")
     console.print(f"[yellow]warning:[/yellow] {escape(problem)}")
 
 

@@ -9,16 +9,17 @@ from typing import Annotated, Any
 
 import typer
 
-from vdsr_deploy.cli.common import app, make_console, user_errors
+from vdsr_deploy.cli.common import app, escape, make_console, user_errors
 from vdsr_deploy.cli.options import BatchOption, EnginesOption, HaloOption, TileOption, WeightsOption
 from vdsr_deploy.planes.tiling import DEFAULT_HALO, DEFAULT_TILE
 
 
 @app.command()
 def export(
-    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the ONNX files.")] = Path(
-        "engines"
-    ),
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", "-o", help="Folder for the ONNX files (default: the cache folder, vdsr cache)."),
+    ] = None,
     weights: WeightsOption = None,
     precision: Annotated[
         list[str] | None,
@@ -61,11 +62,13 @@ def export(
     from vdsr_deploy.model.onnx_metadata import default_onnx_name
     from vdsr_deploy.model.weights import load_weights
     from vdsr_deploy.precision.names import check_precision
+    from vdsr_deploy.runtime.cache import default_cache_dir
 
     console = make_console()
     if triton is not None:
         _export_triton(console, triton, weights, tile, halo, batch, engine, engines_dir, overwrite)
         return
+    output_dir = output_dir or engines_dir or default_cache_dir()
     with user_errors():
         wanted = precision or ["fp32", "fp16"]
         for p in wanted:
@@ -80,9 +83,12 @@ def export(
             result = export_onnx(
                 model, output_dir / default_onnx_name(info.sha256, p), precision=p, info=info, overwrite=overwrite
             )
+            state = "identical file already in place; " if result.already_in_place else ""
             console.print(
-                f"{result.path}  ({p}; ORT vs PyTorch max |diff| {result.max_abs_diff:.2e} on shapes "
-                f"{', '.join('x'.join(map(str, s)) for s in result.shapes_checked)})"
+                f"{escape(str(result.path))}  ({p}; {state}ORT vs PyTorch max |diff| {result.max_abs_diff:.2e} "
+                "on shapes "
+                f"{', '.join('x'.join(map(str, s)) for s in result.shapes_checked)})",
+                soft_wrap=True,
             )
 
 
@@ -98,8 +104,9 @@ def _export_int8(
     artifact = int8_artifact(spec, output_dir, calibration, rebuild=overwrite)
     cost = ", ".join(f"{scale} {value:+.3f}" for scale, value in sorted(artifact.cost_db.items()))
     console.print(
-        f"{artifact.path}  (int8 QDQ, {'built' if artifact.built else 'cached, key matches'}; "
-        f"calibration {calibration.origin}: {calibration.calibration} tiles, {len(calibration.held_out)} held out; "
+        f"{escape(str(artifact.path))}  (int8 QDQ, {'built' if artifact.built else 'cached, key matches'}; "
+        f"calibration {escape(str(calibration.origin))}: {calibration.calibration} tiles, "
+        f"{len(calibration.held_out)} held out; "
         f"task PSNR vs ONNX Runtime fp32 on the held-out tiles: {cost} dB)"
     )
 
@@ -130,10 +137,13 @@ def _export_triton(
             overwrite=overwrite,
         )
     for config in result.configs:
-        console.print(f"{config}  (validated with Triton's model_config schema)")
+        console.print(f"{escape(str(config))}  (validated with Triton's model_config schema)", soft_wrap=True)
     for note in result.notes:
-        console.print(f"[yellow]note[/yellow]: {note}")
-    console.print(f"serve: tritonserver --model-repository {directory.absolute()}  (see docs/cluster.md: Triton)")
+        console.print(f"[yellow]note[/yellow]: {escape(note)}")
+    console.print(
+        f"serve: tritonserver --model-repository {escape(str(directory.absolute()))}  (see docs/cluster.md: Triton)",
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -186,11 +196,11 @@ def build(
         return
     console = make_console()
     state = f"built in {described['build_seconds']:.1f} s" if record.built else "cached, matches this GPU and TensorRT"
-    console.print(f"{described['engine']}  ({state})")
+    console.print(f"{escape(str(described['engine']))}  ({state})", soft_wrap=True)
     for reason in described["replaced_because"]:
-        console.print(f"  [yellow]rebuilt[/yellow]: the cached engine was {reason}")
+        console.print(f"  [yellow]rebuilt[/yellow]: the cached engine was {escape(str(reason))}")
     console.print(
-        f"  {described['precision']}, {described['profiles']}, {described['gpu']}, "
+        f"  {described['precision']}, {escape(str(described['profiles']))}, {escape(str(described['gpu']))}, "
         f"TensorRT {described['tensorrt']}, "
         f"{described['fp16_layers']} of {described['layers']} layers FP16"
     )

@@ -12,7 +12,7 @@ from vdsr_deploy.cli.common import app
 
 @app.command()
 def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Versions, available runtimes and providers, GPU, and where the default weights are."""
+    """Versions, available runtimes and providers, GPU, the default weights and the cache folder."""
     from vdsr_deploy.runtime.info import system_info
 
     data = system_info()

@@ -45,7 +45,12 @@ InexactHaloOption = Annotated[
 BatchOption = Annotated[int, typer.Option("--batch", help="Tiles per runner call.")]
 ThreadsOption = Annotated[int, typer.Option("--threads", help="CPU threads for the runtime (0 = all cores).")]
 EnginesOption = Annotated[
-    Path | None, typer.Option("--engines-dir", help="Where ONNX exports and engines are cached (default ./engines).")
+    Path | None,
+    typer.Option(
+        "--engines-dir",
+        help="Cache folder for ONNX exports, INT8 models and engines (default: $VDSR_CACHE_DIR, else the "
+        "user cache folder; vdsr info shows it).",
+    ),
 ]
 EnsembleOption = Annotated[
     bool,

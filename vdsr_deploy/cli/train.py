@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from vdsr_deploy.cli.common import app, fail, make_console, user_errors
+from vdsr_deploy.cli.common import app, escape, make_console, usage_error, user_errors
 from vdsr_deploy.cli.options import DeviceOption
 
 if TYPE_CHECKING:
@@ -66,11 +66,11 @@ def train(
     from train.settings import resumed_config
 
     if not data and not resume:
-        fail("give at least one --data folder of HR training images (e.g. ../shared/data/train/t91)")
+        usage_error("give at least one --data folder of HR training images (e.g. ../shared/data/train/t91)")
     console = make_console()
     with user_errors():
         if time_budget is not None and (iterations is not None or resume):
-            fail("--time-budget sets the iterations of a new run: drop --iterations/--resume")
+            usage_error("--time-budget sets the iterations of a new run: drop --iterations/--resume")
         recipe: TrainConfig | None = None
         if config is not None or not resume:
             recipe = load_config(config or "fast")
@@ -120,7 +120,7 @@ def _train_progress(console: Any) -> Iterator[Callable[[dict[str, Any]], None]]:
         nonlocal total
         kind = event["event"]
         if kind == "warning":
-            console.print(f"[yellow]warning:[/yellow] {event['message']}")
+            console.print(f"[yellow]warning:[/yellow] {escape(str(event['message']))}")
         elif kind == "preparing":
             scales = ", ".join(f"x{s}" for s in event["scales"])
             images = f"{event['images']} image{'s' if event['images'] != 1 else ''}"
@@ -172,13 +172,13 @@ def _render_training(console: Any, result: Any) -> None:
     else:
         table.add_row("best validation PSNR", "- (no --val folder, or no validation yet)")
     if result.final_weights is not None:
-        table.add_row("weights", str(result.final_weights))
+        table.add_row("weights", escape(str(result.final_weights)))
     if result.best_weights is not None:
-        table.add_row("best weights", str(result.best_weights))
-    table.add_row("checkpoint", f"{result.checkpoint} (also loads as --weights)")
+        table.add_row("best weights", escape(str(result.best_weights)))
+    table.add_row("checkpoint", f"{escape(str(result.checkpoint))} (also loads as --weights)")
     console.print(table)
     weights = result.weights
     if result.interrupted:
-        console.print(f"continue with: vdsr train --resume --out {result.out_dir}", soft_wrap=True)
+        console.print(f"continue with: vdsr train --resume --out {escape(str(result.out_dir))}", soft_wrap=True)
     if weights is not None:
-        console.print(f"upscale with: vdsr upscale --weights {weights} IMAGES -o OUT", soft_wrap=True)
+        console.print(f"upscale with: vdsr upscale --weights {escape(str(weights))} IMAGES -o OUT", soft_wrap=True)

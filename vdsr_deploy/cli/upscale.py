@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vdsr_deploy.cli.common import app, check_halo, escape, make_console, runner_spec, user_errors
+from vdsr_deploy.cli.common import app, check_halo, counted, escape, make_console, runner_spec, user_errors
 from vdsr_deploy.cli.options import (
     BackendOption,
     BatchOption,
@@ -25,11 +25,22 @@ from vdsr_deploy.cli.options import (
 )
 from vdsr_deploy.planes.tiling import DEFAULT_HALO, DEFAULT_TILE
 
+DEFAULT_OUTPUT = "upscaled"
+"""Without -o: the folder ``upscaled/`` in the current folder (as Real-ESRGAN's ``results/``)."""
+
 
 @app.command()
 def upscale(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or globs (paths or URIs: s3://...).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (or file for one input); path or URI.")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output folder, or a file name (with an image suffix) for one input; path or URI. "
+            "Outputs keep their input names.",
+        ),
+    ] = Path(DEFAULT_OUTPUT),
     scale: Annotated[float, typer.Option("--scale", "-s", help="Upscaling factor > 1 (2, 3, 4 or any).")] = 2.0,
     weights: WeightsOption = None,
     backend: BackendOption = "auto",
@@ -95,10 +106,15 @@ def upscale(
     Re-running the same command resumes: complete outputs (checked against the manifest in
     the output folder) are skipped, the rest redone. Ctrl-C / SIGTERM stop cleanly (exit
     130 / 143) without leaving partial files.
+
+    The defaults are for speed (--backend auto, --precision auto, --tile 256): the first
+    lines say what was chosen and why. vdsr eval and vdsr validate default to the PyTorch
+    fp32 reference instead.
     """
     from vdsr_deploy.backends.registry import choose_backend
     from vdsr_deploy.job import JobConfig, stop_on_signals
     from vdsr_deploy.job.autotile import resolve_tile
+    from vdsr_deploy.job.inputs import check_inputs_exist
     from vdsr_deploy.job.remote import location
     from vdsr_deploy.job.report import check_report_path, write_report
     from vdsr_deploy.planes.pipeline import PipelineConfig
@@ -107,6 +123,7 @@ def upscale(
     console = make_console()
     summary: Any = None
     with stop_on_signals() as stop, user_errors():
+        check_inputs_exist(inputs)  # before a runtime loads or any folder is created
         load_threads, save_threads = _parse_jobs(jobs)
         if report is not None:
             check_report_path(report)  # before any work: a report never replaces a user's file
@@ -115,13 +132,15 @@ def upscale(
         )
         # on a cluster, each worker resolves --precision auto for its own hardware
         spec, picked = (given, None) if cluster is not None else _resolve_precision(given)
+        if picked is not None and picked.warning:  # before anything slow starts
+            console.print(f"[yellow]warning:[/yellow] {escape(picked.warning)}")
         chosen = resolve_tile(
             tile, tuple(inputs), output, spec, scale=scale, batch=batch, halo=halo, memory_mb=memory_mb,
             max_pixels=max_pixels,
         )  # fmt: skip
         check_halo(halo, chosen.tile, inexact_halo, weights, onnx, console)
         if chosen.reason:
-            console.print(f"[dim]{chosen.reason}[/dim]")
+            console.print(f"[dim]{escape(chosen.reason)}[/dim]")
         tiling = TileConfig(tile=chosen.tile, halo=halo)
         config = JobConfig(
             inputs=tuple(inputs),
@@ -138,7 +157,7 @@ def upscale(
         )
         if spec.backend == "auto" and cluster is None:  # on a cluster, the workers' nodes decide
             choice = choose_backend(spec)
-            console.print(f"[dim]backend auto -> {choice.backend}: {choice.reason}[/dim]")
+            console.print(f"[dim]backend auto -> {choice.backend}: {escape(choice.reason)}[/dim]")
         try:
             if cluster is not None:
                 summary = _upscale_on_cluster(config, spec, cluster, actors, retries, console, quiet, stop.event)
@@ -174,11 +193,12 @@ def _upscale_here(config: Any, spec: Any, picked: Any, console: Any, quiet: bool
     pipeline = config.pipeline
     with open_runner(spec, tiling=pipeline.tiling, batch=pipeline.batch) as runner:
         console.print(
-            f"[dim]runtime {runner.info.label}, tile {pipeline.tiling.tile or 'whole image'}, batch {pipeline.batch}"
-            + (f"; {picked.describe()}" if picked.requested == "auto" else "")
-            + (", x8 ensemble" if pipeline.ensemble else "")
-            + "[/dim]"
+            f"[dim]runtime {escape(runner.info.label)}, tile {pipeline.tiling.tile or 'whole image'}, "
+            f"batch {pipeline.batch}" + (", x8 ensemble" if pipeline.ensemble else "") + "[/dim]"
         )
+        if picked.requested == "auto":  # what auto chose, then each path passed over: a line each
+            for line in picked.describe_lines():
+                console.print(f"[dim]{escape(line)}[/dim]")
         with _progress(console, quiet) as on_event:
             return run_job(config, runner, on_event, stop=stop)
 
@@ -194,9 +214,11 @@ def _upscale_on_cluster(
 
         def on_cluster_event(event: dict[str, Any]) -> None:
             if event["event"] == "start":
+                workers = counted(int(event["workers"]), "Ray worker")
                 console.print(
-                    f"[dim]runtime {event['runner']} on {event['workers']} Ray workers "
-                    f"({event['worker_resources']}), tile {config.pipeline.tiling.tile or 'whole image'}[/dim]"
+                    f"[dim]runtime {escape(str(event['runner']))} on {workers} "
+                    f"({escape(str(event['worker_resources']))}), "
+                    f"tile {config.pipeline.tiling.tile or 'whole image'}[/dim]"
                 )
             elif event["event"] == "retry":
                 console.print(f"[yellow]retry[/yellow] {escape(str(event['file']))}: {escape(str(event['reason']))}")
@@ -253,7 +275,7 @@ def _progress(console: Any, quiet: bool) -> Iterator[Callable[[dict[str, Any]], 
             progress.update(task, advance=1, rate=f"{event['megapixels_per_second']:.3f} Mpx/s", detail="")
         elif kind == "band" and event["bands"] > 1:
             name = Path(event["file"]).name
-            progress.update(task, detail=f"{name} band {event['band']}/{event['bands']}")
+            progress.update(task, detail=f"{escape(name)} band {event['band']}/{event['bands']}")
         elif kind == "failed":
             progress.console.print(f"[red]failed[/red] {escape(str(event['file']))}: {escape(str(event['reason']))}")
             if started:
@@ -278,8 +300,9 @@ def _render_summary(console: Any, summary: Any, output: Path) -> None:
     )
     for failure in summary.failed:
         console.print(f"  [red]✗[/red] {escape(str(failure.source))}: {escape(failure.reason)}")
-    written = [item.target for item in summary.done]
-    if len(written) == 1:
-        console.print(f"output: {written[0]}", soft_wrap=True)
-    elif written or summary.skipped:
-        console.print(f"outputs in: {output}", soft_wrap=True)
+    # where the outputs are: one file by its name (also one skipped as complete), else the folder
+    targets = [item.target for item in summary.done] + [s.target for s in summary.skipped if s.target is not None]
+    if len(targets) == 1:
+        console.print(f"output: {escape(str(targets[0]))}", soft_wrap=True)
+    elif targets:
+        console.print(f"outputs in: {escape(str(output))}", soft_wrap=True)

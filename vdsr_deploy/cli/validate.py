@@ -58,7 +58,7 @@ def validate(
     engines_dir: EnginesOption = None,
     tile: TileOption = DEFAULT_TILE,
     halo: HaloOption = DEFAULT_HALO,
-    batch: BatchOption = 2,
+    batch: BatchOption = 4,
     sixteen_bit: Annotated[
         bool, typer.Option("--sixteen-bit", help="Also compare after conversion to 16-bit.")
     ] = False,
@@ -115,7 +115,7 @@ def validate(
             if event["event"] == "reference":
                 console.print(f"[dim]reference PyTorch FP32 on {event['images']} image(s)...[/dim]")
             elif event["event"] == "pair-done":
-                console.print(f"[dim]  {event['name']}: {event['status']}[/dim]")
+                console.print(f"[dim]  {escape(str(event['name']))}: {event['status']}[/dim]")
 
         report = run(config, images, on_event=on_event)
     _render_validation(console, report)
@@ -124,7 +124,7 @@ def validate(
 
         with user_errors():
             heatmap = write_reports(report, out)
-        console.print(f"reports written to {out}" + ("" if heatmap else " (no heatmap: no pair ran)"))
+        console.print(f"reports written to {escape(str(out))}" + ("" if heatmap else " (no heatmap: no pair ran)"))
     if not report.passed:
         raise typer.Exit(1)
 
@@ -151,18 +151,18 @@ def _render_validation(console: Any, report: Any) -> None:
             no_wrap=column == "pair",  # a runtime's name stays on one line
         )
     for pair in report.pairs:
-        cells = list(terminal_row(pair))
+        cells = [escape(cell) for cell in terminal_row(pair)]
         cells[1] = f"[{colours.get(pair.status, 'white')}]{cells[1]}[/]"
         table.add_row(*cells)
-    console.print(f"weights {describe_weights(report.weights)}")
+    console.print(f"weights {escape(describe_weights(report.weights))}")
     console.print(table)
-    console.print(f"[dim]{TERMINAL_LEGEND}[/dim]")
+    console.print(f"[dim]{escape(TERMINAL_LEGEND)}[/dim]")
     for pair in report.pairs:
         if pair.figures is None and pair.reasons:
-            console.print(f"[yellow]{pair.status}[/yellow] {pair.name}: {escape('; '.join(pair.reasons))}")
+            console.print(f"[yellow]{pair.status}[/yellow] {escape(pair.name)}: {escape('; '.join(pair.reasons))}")
     for pair in report.pairs:
         for note in pair.notes:
-            console.print(f"[dim]note ({pair.name}): {escape(note)}[/dim]")
+            console.print(f"[dim]note ({escape(pair.name)}): {escape(note)}[/dim]")
     for check in report.artifacts:
         mark = "[green]ok[/green]" if check.passed else "[red]MISMATCH[/red]"
         console.print(f"artifact {escape(str(check.artifact))}: {mark} — {escape(check.detail)}")

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from vdsr_deploy import __version__
 from vdsr_deploy.errors import BuildError, ConfigError, VdsrError
-from vdsr_deploy.fileops import atomic_path
+from vdsr_deploy.fileops import atomic_write_bytes
 from vdsr_deploy.io_names import DYNAMIC_AXES, INPUT_NAME, OPSET, OUTPUT_NAME
 from vdsr_deploy.model.network import VDSR
 from vdsr_deploy.model.onnx_metadata import (
@@ -48,12 +48,14 @@ class ExportResult:
     max_abs_diff: float
     shapes_checked: tuple[tuple[int, int, int, int], ...]
     metadata: dict[str, str]
+    already_in_place: bool = False
+    """The file at ``path`` already held exactly these bytes (nothing was written)."""
 
 
 def build_graph(model: VDSR, precision: str, metadata: dict[str, str]) -> onnx.ModelProto:
     """The ONNX model for ``model`` in ``precision`` (fp32 or fp16); not yet verified."""
     if precision not in ONNX_PRECISIONS:
-        raise ConfigError(f"precision: expected one of {ONNX_PRECISIONS}, got {precision!r}")
+        raise ConfigError(f"precision: expected one of {', '.join(ONNX_PRECISIONS)}, got {precision!r}")
     numpy_type = np.float16 if precision == "fp16" else np.float32
     dims: list[str | int] = [DYNAMIC_AXES.get(axis, 1) for axis in range(4)]
     graph_input = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, dims)
@@ -183,10 +185,13 @@ def export_onnx(
     info: WeightsInfo | None = None,
     overwrite: bool = False,
 ) -> ExportResult:
-    """Build, ``onnx.checker``-check, verify against PyTorch, then atomically write ``path``."""
+    """Build, ``onnx.checker``-check, verify against PyTorch, then atomically write ``path``.
+
+    An existing file with exactly the bytes of this export (e.g. the one ``vdsr upscale``
+    cached) is success: it is left in place (``already_in_place``). An existing file that
+    differs is refused unless ``overwrite``.
+    """
     target = Path(path)
-    if target.exists() and not overwrite:
-        raise BuildError(f"{target}: already exists (use --overwrite to replace it)")
     metadata = export_metadata(model, info, precision)
     onnx_model = build_graph(model, precision, metadata)
     try:
@@ -205,11 +210,28 @@ def export_onnx(
     metadata[MetadataKey.VERIFIED] = json.dumps(verified)
     entry = onnx_model.metadata_props.add()
     entry.key, entry.value = MetadataKey.VERIFIED, metadata[MetadataKey.VERIFIED]
+    content = onnx_model.SerializeToString()
+    if target.exists():
+        if _same_bytes(target, content):
+            remember_metadata(target, metadata)
+            return ExportResult(target, precision, worst, VERIFY_SHAPES, metadata, already_in_place=True)
+        if not overwrite:
+            raise BuildError(
+                f"{target}: already exists and differs from this export (other weights, precision or "
+                "exporter); use --overwrite to replace it"
+            )
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as temporary:
-        onnx.save(onnx_model, str(temporary))
+    atomic_write_bytes(target, content)
     remember_metadata(target, metadata)
     return ExportResult(target, precision, worst, VERIFY_SHAPES, metadata)
+
+
+def _same_bytes(path: Path, content: bytes) -> bool:
+    """Whether the file at ``path`` holds exactly ``content`` (an unreadable file does not)."""
+    try:
+        return path.is_file() and path.stat().st_size == len(content) and path.read_bytes() == content
+    except OSError:
+        return False
 
 
 def ensure_onnx(model: VDSR, info: WeightsInfo, precision: str, cache_dir: Path) -> Path:

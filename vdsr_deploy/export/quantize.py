@@ -63,7 +63,7 @@ class QuantizeConfig:
         for scale in self.scales:
             protocol.check_scale(scale, integer=True, name="scales")
         if self.method not in METHODS:
-            raise ConfigError(f"method: expected one of {METHODS}, got {self.method!r}")
+            raise ConfigError(f"method: expected one of {', '.join(METHODS)}, got {self.method!r}")
         if not 90.0 < self.percentile <= 100.0:
             raise ConfigError(f"percentile: expected a value in (90, 100], got {self.percentile}")
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import glob
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vdsr_deploy.errors import InvalidInputError
 from vdsr_deploy.imageio import IMAGE_SUFFIXES, not_regular_reason
 from vdsr_deploy.job.remote import glob_files, is_uri, location
 
@@ -89,3 +91,22 @@ def _sort_entries(root: Path, entries: list[Path], exclude: Path | None) -> Expa
         elif entry.is_file() and not _inside(entry.resolve(), exclude):
             files.append(entry)
     return Expanded(root, files, skipped)
+
+
+def check_inputs_exist(specs: Sequence[str]) -> None:
+    """InvalidInputError (naming them) when no input spec names anything: the cheap check a
+    job makes before a runtime loads or an output folder is created. Only existence is
+    checked (a folder is not walked); URIs are left to the job, which lists them. When some
+    specs exist, the job runs and reports the others by name."""
+    if not specs or any(is_uri(spec) for spec in specs):
+        return
+    missing = [spec for spec in specs if not _names_something(spec)]
+    if len(missing) == len(specs):
+        raise InvalidInputError(f"{', '.join(missing)}: no such file, folder, or matching glob")
+
+
+def _names_something(spec: str) -> bool:
+    path = Path(spec)
+    if path.exists() or path.is_symlink():
+        return True
+    return glob.has_magic(spec) and next(glob.iglob(spec, recursive=True), None) is not None

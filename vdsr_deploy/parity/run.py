@@ -84,7 +84,7 @@ class ValidateConfig:
     weights: Path | None = None
     scale: float = 2.0
     tiling: TileConfig = field(default_factory=TileConfig)
-    batch: int = 2
+    batch: int = 4
     device: str = "auto"
     provider: str = "cpu"
     candidates: tuple[str, ...] = DEFAULT_CANDIDATES
@@ -219,7 +219,7 @@ def validate_runners(
     *,
     scale: float = 2.0,
     tiling: TileConfig | None = None,
-    batch: int = 2,
+    batch: int = 4,
     tolerances: ToleranceConfig | None = None,
     bit_depths: Sequence[int] = (8,),
     max_untiled_pixels: int = 4_000_000,

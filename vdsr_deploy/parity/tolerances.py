@@ -126,7 +126,7 @@ class ToleranceConfig:
 
     def for_class(self, name: str) -> Tolerance:
         if name not in TOLERANCE_CLASSES:
-            raise ConfigError(f"tolerance class: expected one of {TOLERANCE_CLASSES}, got {name!r}")
+            raise ConfigError(f"tolerance class: expected one of {', '.join(TOLERANCE_CLASSES)}, got {name!r}")
         tolerance: Tolerance = getattr(self, name)
         return tolerance
 

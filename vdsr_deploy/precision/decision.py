@@ -76,6 +76,33 @@ def cpu_paths(flags: frozenset[str]) -> tuple[CpuPath, ...]:
     return tuple(paths)
 
 
+def paths_not_offered(flags: frozenset[str]) -> tuple[str, ...]:
+    """The faster paths :func:`cpu_paths` leaves out on a CPU with ``flags``, each with why,
+    so that a decision never claims there is no faster path when one was only not measured
+    here (INT8 without VNNI) or is known to be slower (bf16 without bf16 hardware)."""
+    left_out: list[str] = []
+    if not flags & VNNI_FLAGS:
+        left_out.append(
+            f"int8 (not tried: no {'/'.join(sorted(VNNI_FLAGS))} here, and auto never takes it for its "
+            "quality cost; ask with --precision int8, time it with vdsr bench --cpu-paths)"
+        )
+    if not flags & BF16_FLAGS:
+        left_out.append(f"bf16 ({EMULATED_BF16})")
+    return tuple(left_out)
+
+
+EMULATED_BF16 = f"no {'/'.join(sorted(BF16_FLAGS))} here: bf16 is emulated, slower than fp32"
+
+
+def precision_warning(precision: str, flags: frozenset[str]) -> str:
+    """A warning to give before a run in ``precision`` on a CPU with ``flags`` starts ('' when
+    none): bf16 without bf16 hardware is emulated, many times slower than fp32 (which is
+    also the exact reference), so the faster choice is named."""
+    if precision == "bf16" and not flags & BF16_FLAGS:
+        return f"--precision bf16: {EMULATED_BF16}; --precision fp32 (or auto) is faster and is the reference"
+    return ""
+
+
 # ----------------------------------------------------------------------------------------
 # The decision
 
@@ -90,14 +117,20 @@ class PrecisionChoice:
     reason: str
     requested: str = AUTO
     passed_over: tuple[str, ...] = field(default_factory=tuple)
+    warning: str = ""
+    """Said before the run starts ('' when nothing): e.g. bf16 emulated on this CPU."""
 
     def describe(self) -> str:
-        """One line for the first line of output."""
+        """The decision on one line (reports)."""
+        return "; ".join(self.describe_lines())
+
+    def describe_lines(self) -> list[str]:
+        """The decision for a terminal: what was chosen and why, then one line per faster
+        path passed over, with what was measured or why it was not tried."""
         head = f"precision {self.precision} on {self.backend}"
         if self.requested != AUTO:
-            return f"{head} (as asked)"
-        extra = f"; passed over: {', '.join(self.passed_over)}" if self.passed_over else ""
-        return f"{head}, auto: {self.reason}{extra}"
+            return [f"{head} (as asked)"]
+        return [f"{head}, auto: {self.reason}", *(f"passed over: {path}" for path in self.passed_over)]
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -106,6 +139,7 @@ class PrecisionChoice:
             "reason": self.reason,
             "requested": self.requested,
             "passed_over": list(self.passed_over),
+            "warning": self.warning,
         }
 
 
@@ -124,13 +158,16 @@ def choose_cpu_path(
     quality_cost: QualityCost,
     *,
     max_cost_db: float = MAX_AUTO_COST_DB,
+    not_offered: Iterable[str] = (),
 ) -> PrecisionChoice:
     """The first of ``paths`` (fastest first) whose recorded cost is within
-    ``max_cost_db`` at every scale; FP32 needs no check (it is the reference)."""
-    passed_over: list[str] = []
+    ``max_cost_db`` at every scale; FP32 needs no check (it is the reference).
+    ``not_offered``: the faster paths left out before, with why (:func:`paths_not_offered`):
+    they are listed as passed over, so an FP32 choice always says what it was chosen over."""
+    passed_over: list[str] = list(not_offered)
     for path in paths:
         if path.precision == "fp32":
-            reason = "no faster path on this CPU" if not passed_over else "the reference"
+            reason = "the reference (exact)" + ("" if passed_over else "; no other path to consider")
             return PrecisionChoice("fp32", path.backend, reason, AUTO, tuple(passed_over))
         if path.auto_blocked:
             passed_over.append(f"{path.precision} ({path.auto_blocked})")
@@ -166,17 +203,26 @@ def choose_precision(
     """
     check_precision(requested)
     if requested != AUTO:
-        return PrecisionChoice(requested, backend, "as asked", requested)
+        warning = "" if cuda else precision_warning(requested, cpu_flags() if flags is None else flags)
+        return PrecisionChoice(requested, backend, "as asked", requested, warning=warning)
     if cuda:
         return PrecisionChoice("fp16", backend, "CUDA device: FP16 (parity proven by vdsr validate)", AUTO)
-    paths = cpu_paths(cpu_flags() if flags is None else flags)
+    flags = cpu_flags() if flags is None else flags
+    paths = cpu_paths(flags)
+    not_offered = paths_not_offered(flags)
     if backend != AUTO and supported is not None:
+        not_offered += tuple(
+            f"{p.precision} (not run by --backend {backend})" for p in paths if p.precision not in supported
+        )
         paths = tuple(
             CpuPath(p.precision, backend, p.why, p.auto_blocked) for p in paths if p.precision in supported
         )
     if quality_cost is None:
+        not_offered += tuple(
+            f"{p.precision} (its quality cost is not measured here)" for p in paths if p.precision != "fp32"
+        )
         paths = tuple(p for p in paths if p.precision == "fp32") or (
             CpuPath("fp32", backend if backend != AUTO else "onnxruntime", "the reference"),
         )
-        return choose_cpu_path(paths, lambda _: "not measured")
-    return choose_cpu_path(paths, quality_cost)
+        return choose_cpu_path(paths, lambda _: "not measured", not_offered=not_offered)
+    return choose_cpu_path(paths, quality_cost, not_offered=not_offered)

@@ -20,7 +20,7 @@ def system_info() -> dict[str, Any]:
     from vdsr_deploy.backends.onnxruntime.options import available_providers
     from vdsr_deploy.backends.tensorrt.library import tensorrt_status
     from vdsr_deploy.model.weights import default_weights_path
-    from vdsr_deploy.runtime.prepare import default_engines_dir
+    from vdsr_deploy.runtime.cache import cache_dir_source, default_cache_dir
 
     weights = default_weights_path()
     gpu = gpu_name() or "none (PyTorch sees no CUDA device)"
@@ -38,7 +38,7 @@ def system_info() -> dict[str, Any]:
         "cuda-python": package_version("cuda-python", "cuda-bindings") or "not installed",
         "default weights": str(weights) + ("" if weights.is_file() else " (MISSING)"),
         **_weights_record(weights),
-        "engines dir": str(default_engines_dir()),
+        "cache dir": f"{default_cache_dir()} ({cache_dir_source()}; vdsr cache lists or clears it)",
     }
 
 

@@ -11,7 +11,6 @@ all open their runners here; the runtimes themselves never build anything.
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,16 +34,16 @@ from vdsr_deploy.planes.tiling import TileConfig
 from vdsr_deploy.precision.names import AUTO
 from vdsr_deploy.runner import Runner
 from vdsr_deploy.runtime.artifacts import cached_onnx, exported_onnx, int8_artifact
+from vdsr_deploy.runtime.cache import default_cache_dir
 
 if TYPE_CHECKING:
     from vdsr_deploy.backends.tensorrt.runner import TensorRTRunner
 
-ENGINES_DIR_ENV = "VDSR_ENGINES_DIR"
-
-
 def default_engines_dir() -> Path:
-    """``$VDSR_ENGINES_DIR``, else ``./engines`` (where built ONNX/engines land)."""
-    return Path(os.environ.get(ENGINES_DIR_ENV, "engines"))
+    """Where built ONNX files, INT8 models and engines land without ``--engines-dir``: the
+    cache folder (``$VDSR_CACHE_DIR``, else the platform's user cache folder;
+    :mod:`vdsr_deploy.runtime.cache`)."""
+    return default_cache_dir()
 
 
 def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int) -> Runner:

@@ -26,7 +26,8 @@ def resolve_spec(spec: RunnerSpec, engines_dir: Path) -> tuple[RunnerSpec, Preci
     """``spec`` with a concrete precision (and, for ``auto`` on the CPU, the chosen backend
     and INT8 artifact), and the choice as data."""
     if spec.precision != AUTO:
-        return spec, choose_precision(spec.precision, backend=choose_backend(spec).backend, cuda=False)
+        backend = choose_backend(spec).backend
+        return spec, choose_precision(spec.precision, backend=backend, cuda=runs_on_cuda(spec))
     if spec.onnx is not None or spec.engine is not None:
         given = spec.onnx or spec.engine
         precision = _given_precision(spec)
@@ -53,6 +54,17 @@ def resolve_spec(spec: RunnerSpec, engines_dir: Path) -> tuple[RunnerSpec, Preci
     if not cuda:
         resolved = replace(resolved, backend=choice.backend, onnx=artifacts.get(choice.precision))
     return resolved, choice
+
+
+def precision_warning_for(spec: RunnerSpec) -> str:
+    """What to warn of before a run of ``spec`` (a concrete precision) starts: bf16 emulated
+    on a CPU without bf16 hardware ('' when nothing, and always on CUDA)."""
+    from vdsr_deploy.environment import cpu_flags
+    from vdsr_deploy.precision.decision import precision_warning
+
+    if spec.precision == AUTO or runs_on_cuda(spec):
+        return ""
+    return precision_warning(spec.precision, cpu_flags())
 
 
 def _given_precision(spec: RunnerSpec) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vdsr_deploy.errors import BackendUnavailableError, ConfigError, VdsrError
+from vdsr_deploy.errors import BackendUnavailableError, ConfigError, InvalidInputError, VdsrError
 from vdsr_deploy.io_names import CHANNELS, INPUT_NAME, OUTPUT_NAME, ShapeProfile
 from vdsr_deploy.planes.tiling import TileConfig
 
@@ -58,7 +58,7 @@ class TritonModel:
 
     def __post_init__(self) -> None:
         if self.platform not in PLATFORM_FILES:
-            raise ConfigError(f"platform: expected one of {sorted(PLATFORM_FILES)}, got {self.platform!r}")
+            raise ConfigError(f"platform: expected one of {', '.join(sorted(PLATFORM_FILES))}, got {self.platform!r}")
         if self.max_batch_size < 1:
             raise ConfigError(f"max_batch_size: expected >= 1, got {self.max_batch_size}")
         if self.instances < 1:
@@ -123,7 +123,7 @@ def _problems(config: Any, schema: Any, folder: str, profiles: int) -> list[str]
     if config.name != folder:
         problems.append(f"name {config.name!r} differs from its folder {folder!r}")
     if config.platform not in PLATFORM_FILES:
-        problems.append(f"platform {config.platform!r} is not one of {sorted(PLATFORM_FILES)}")
+        problems.append(f"platform {config.platform!r} is not one of {', '.join(sorted(PLATFORM_FILES))}")
     if config.max_batch_size < 1:
         problems.append(f"max_batch_size {config.max_batch_size}: expected >= 1 (tiles are batched)")
     for kind, tensors, name in (("input", config.input, INPUT_NAME), ("output", config.output, OUTPUT_NAME)):
@@ -160,7 +160,7 @@ def write_repository(directory: Path, models: Sequence[TritonModel], *, overwrit
         texts.append(text)
         folder = directory / model.name
         if folder.exists() and not overwrite:
-            raise ConfigError(f"{folder}: already exists (use --overwrite to replace it)")
+            raise InvalidInputError(f"{folder}: already exists (use --overwrite to replace it)")
     written = []
     for model, text in zip(models, texts, strict=True):
         folder = directory / model.name

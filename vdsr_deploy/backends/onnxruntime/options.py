@@ -39,7 +39,7 @@ class OrtOptions:
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
             raise ConfigError(
-                f"provider: expected one of {tuple(PROVIDERS)}, got {self.provider!r}"
+                f"provider: expected one of {', '.join(PROVIDERS)}, got {self.provider!r}"
             )
         if self.threads < 0:
             raise ConfigError(f"threads: expected >= 0 (0 = all cores), got {self.threads}")

@@ -54,7 +54,7 @@ class EngineBuildConfig:
                 f"profile: expected a ShapeProfile, got {type(self.profile).__name__}"
             )
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
+            raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 1 <= self.contexts <= MAX_CONTEXTS:
             raise ConfigError(f"contexts: expected 1..{MAX_CONTEXTS}, got {self.contexts}")
         if self.workspace_bytes < MIN_WORKSPACE_BYTES:

@@ -155,7 +155,7 @@ class TorchRunner(Runner):
     ) -> None:
         super().__init__()
         if precision not in PRECISIONS:
-            raise ConfigError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+            raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
         resolved = resolve_device(device)
         if resolved.type == "cuda" and resolved.index is None:
             resolved = torch.device("cuda", torch.cuda.current_device())
