@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import hashlib
 import importlib
 import json
 import subprocess
@@ -368,6 +369,8 @@ def _cache_engine(
         gpu=gpu,
         onnx_sha256=file_sha256(onnx_path),
         weights_sha256=metadata[MetadataKey.WEIGHTS_SHA256],
+        engine_sha256=hashlib.sha256(b"engine").hexdigest(),
+        engine_bytes=len(b"engine"),
     )
     path = folder / sidecar.engine_file
     path.write_bytes(b"engine")

@@ -1,0 +1,124 @@
+"""The TensorRT path end to end under the TensorRT simulator (tests/trtsim, rules in
+tests/trtsim/RULES.md): the real CLI, builder, engine cache, sidecars, runner, execution
+pipeline and device pipeline; only ``tensorrt``, the cuda-python calls and the GPU's memory
+are simulated (ONNX Runtime computes). What this cannot show (TensorRT's own kernels, FP16
+pixels, timings, real device memory) only a GPU run proves: docs/tensorrt.md."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trtsim
+from PIL import Image
+from typer.testing import CliRunner
+
+from vdsr_deploy.cli import app
+from vdsr_deploy.planes.colour import output_shape
+from vdsr_deploy.planes.tiling import plan_axis
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output + (result.stderr if result.stderr_bytes else "")
+
+
+def make_image(path: Path, size: tuple[int, int], mode: str = "RGB", seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    data = (rng.random((size[0], size[1], channels)) * 255).astype(np.uint8)
+    Image.fromarray(data[..., 0] if channels == 1 else data, mode=mode).save(path)
+    return path
+
+
+@pytest.fixture
+def sim() -> Iterator[trtsim.Simulator]:
+    simulator = trtsim.install()
+    try:
+        yield simulator
+    finally:
+        trtsim.uninstall()
+
+
+def tiles_needed(height: int, width: int, scale: float, tile: int, halo: int) -> int:
+    out_h, out_w = output_shape(height, width, scale)
+    return len(plan_axis(out_h, tile, halo)) * len(plan_axis(out_w, tile, halo))
+
+
+def upscale(inputs: Path, out: Path, weights: Path, engines: Path, *extra: str) -> str:
+    code, text = invoke(
+        "upscale", str(inputs), "-o", str(out), "-s", "2", "-w", str(weights),
+        "--halo", "8", "--engines-dir", str(engines), "--quiet", *extra,
+    )  # fmt: skip
+    assert code == 0, text
+    return text
+
+
+def test_build_then_upscale_a_folder_matches_onnxruntime(
+    sim: trtsim.Simulator, tmp_path: Path, tiny_weights: Path
+) -> None:
+    engines = tmp_path / "engines"
+    code, text = invoke(
+        "build", "-w", str(tiny_weights), "--precision", "fp32", "--tile", "48", "--halo", "8",
+        "--batch", "3", "--engines-dir", str(engines), "--json",
+    )  # fmt: skip
+    assert code == 0, text
+    assert sim.counters.builds == 1
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    sizes = {"a": (37, 29), "b": (50, 61), "c": (20, 20)}
+    for index, (name, size) in enumerate(sizes.items()):
+        make_image(inputs / f"{name}.png", size, mode=("RGB", "L", "RGBA")[index], seed=index)
+    common = ("--precision", "fp32", "--tile", "48", "--batch", "3")
+    upscale(inputs, tmp_path / "trt", tiny_weights, engines, "--backend", "tensorrt", *common)
+    assert sim.counters.builds == 1  # the engine `vdsr build` made was found and used
+    upscale(inputs, tmp_path / "ort", tiny_weights, engines, "--backend", "onnxruntime", "--device", "cpu", *common)
+    for name in sizes:
+        trt = np.asarray(Image.open(tmp_path / "trt" / f"{name}.png"), dtype=int)
+        ort = np.asarray(Image.open(tmp_path / "ort" / f"{name}.png"), dtype=int)
+        assert trt.shape == ort.shape
+        assert np.max(np.abs(trt - ort)) <= 1
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5, 8])
+@pytest.mark.parametrize("tile", ["48", "0"])
+def test_upscale_fp16_tiles_and_batches(
+    sim: trtsim.Simulator, tmp_path: Path, tiny_weights: Path, tile: str, batch: int
+) -> None:
+    image = make_image(tmp_path / "frame.png", (45, 70), seed=batch)
+    upscale(
+        image, tmp_path / "out", tiny_weights, tmp_path / "engines",
+        "--backend", "tensorrt", "--precision", "fp16", "--tile", tile, "--batch", str(batch),
+    )  # fmt: skip
+    result = Image.open(tmp_path / "out" / "frame.png")
+    assert result.size == (140, 90)
+    assert sim.counters.executions >= 1
+
+
+def test_validate_and_bench_run_through_the_simulator(
+    sim: trtsim.Simulator, tmp_path: Path, tiny_weights: Path
+) -> None:
+    engines = tmp_path / "engines"
+    folder = tmp_path / "images"
+    folder.mkdir()
+    make_image(folder / "a.png", (30, 41))
+    code, text = invoke(
+        "validate", str(folder), "-w", str(tiny_weights), "-r", "tensorrt-fp32", "-r", "tensorrt-fp16",
+        "--engines-dir", str(engines), "--tile", "48", "--halo", "8", "--batch", "2", "--no-edge-cases",
+    )  # fmt: skip
+    assert code == 0, text
+    assert "tensorrt-fp32" in text and "tensorrt-fp16" in text
+    assert "skipped" not in text.lower()
+    out = tmp_path / "bench"
+    code, text = invoke(
+        "bench", "-w", str(tiny_weights), "--backend", "tensorrt", "--precision", "fp16",
+        "--tile", "48", "--halo", "8", "--batch", "2", "--size", "48x64", "--repeats", "1",
+        "--warmup", "0", "--no-pipeline", "--engines-dir", str(engines), "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, text
+    report = json.loads((out / "bench.json").read_text())
+    assert report
+    assert sim.counters.executions >= 1
