@@ -122,3 +122,64 @@ def test_validate_and_bench_run_through_the_simulator(
     report = json.loads((out / "bench.json").read_text())
     assert report
     assert sim.counters.executions >= 1
+
+
+# -- issue 22, defect 3: concurrent processes share one engines/ folder ------------------
+
+
+def test_two_processes_sharing_engines_build_once_and_both_succeed(tmp_path: Path, tiny_weights: Path) -> None:
+    """Two ``vdsr build`` processes (each a real process under the simulator, builds taking
+    2 s so they overlap) with the same key: one builds, the other waits on the key's lock
+    and uses that engine; the engine and its sidecar agree, and later runs load it."""
+    import os
+    import subprocess
+    import sys
+
+    engines = tmp_path / "engines"
+    script = Path(__file__).resolve().parents[1] / "trtsim" / "vdsr.py"
+    environment = dict(os.environ, VDSR_TRTSIM_BUILD_SECONDS="2")
+    root = str(Path(__file__).resolve().parents[2])
+    environment["PYTHONPATH"] = os.pathsep.join([root, environment.get("PYTHONPATH", "")])
+    command = [
+        sys.executable, str(script), "build", "-w", str(tiny_weights), "--tile", "48", "--halo", "8",
+        "--batch", "2", "--engines-dir", str(engines), "--json",
+    ]  # fmt: skip
+    # the ONNX export first, so both processes race on the engine only
+    code, text = invoke("export", "-w", str(tiny_weights), "-o", str(engines), "--engines-dir", str(engines))
+    assert code == 0, text
+    processes = [
+        subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [process.communicate(timeout=120) for process in processes]
+    for process, (_, err) in zip(processes, results, strict=True):
+        assert process.returncode == 0, err
+    records = [json.loads(out) for out, _ in results]
+    assert sorted(record["built"] for record in records) == [False, True]
+    assert records[0]["engine"] == records[1]["engine"]
+    from vdsr_deploy.backends.tensorrt.cache import engine_file_problem
+    from vdsr_deploy.backends.tensorrt.sidecar import read_sidecar
+
+    engine = Path(records[0]["engine"])
+    assert engine_file_problem(engine, read_sidecar(Path(records[0]["sidecar"]))) is None
+
+
+def test_an_engine_that_does_not_match_its_sidecar_is_never_selected(
+    sim: trtsim.Simulator, tmp_path: Path, tiny_weights: Path
+) -> None:
+    """Engine B next to sidecar A (two unlocked builds published in between): the cache
+    rebuilds instead of selecting it, and the upscale succeeds."""
+    engines = tmp_path / "engines"
+    args = ("build", "-w", str(tiny_weights), "--tile", "48", "--halo", "8", "--batch", "2",
+            "--engines-dir", str(engines), "--json")  # fmt: skip
+    code, text = invoke(*args)
+    assert code == 0, text
+    engine = Path(json.loads(text)["engine"])
+    engine.write_bytes(engine.read_bytes()[:-1] + b"x")  # another build's bytes
+    code, text = invoke(*args)
+    assert code == 0, text
+    record = json.loads(text)
+    assert record["built"] is True
+    assert any("does not match its sidecar" in reason for reason in record["replaced_because"])
+    image = make_image(tmp_path / "a.png", (30, 30))
+    upscale(image, tmp_path / "out", tiny_weights, engines, "--backend", "tensorrt", "--tile", "48", "--batch", "2")
