@@ -183,3 +183,21 @@ def test_an_engine_that_does_not_match_its_sidecar_is_never_selected(
     assert any("does not match its sidecar" in reason for reason in record["replaced_because"])
     image = make_image(tmp_path / "a.png", (30, 30))
     upscale(image, tmp_path / "out", tiny_weights, engines, "--backend", "tensorrt", "--tile", "48", "--batch", "2")
+
+
+# -- issue 22, defect 2: padded work --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("size", "batch"), [((200, 20), 4), ((45, 70), 8), ((61, 50), 3)])
+def test_tiles_computed_are_the_tiles_needed_in_full_batches(
+    sim: trtsim.Simulator, tmp_path: Path, tiny_weights: Path, size: tuple[int, int], batch: int
+) -> None:
+    """Every tile TensorRT computes is one the image needs (no padding), and tiles are
+    batched across bands: only the image's last batch may be partial. (Before: each band's
+    tiles were padded to the batch, 48 computed for 12 needed on the one-tile-wide image.)"""
+    image = make_image(tmp_path / "a.png", size)
+    upscale(image, tmp_path / "out", tiny_weights, tmp_path / "engines", "--backend", "tensorrt",
+            "--tile", "48", "--batch", str(batch))  # fmt: skip
+    needed = tiles_needed(*size, 2, 48, 8)
+    assert sim.counters.tiles_computed == needed
+    assert sim.counters.executions == -(-needed // batch)
