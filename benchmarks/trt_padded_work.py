@@ -30,10 +30,10 @@ BATCH = 8
 
 def measure(folder: Path, weights: Path) -> list[dict[str, Any]]:
     import numpy as np
+    import trtsim
     from PIL import Image
     from typer.testing import CliRunner
 
-    import trtsim
     from vdsr_deploy.cli import app
     from vdsr_deploy.planes.colour import output_shape
     from vdsr_deploy.planes.tiling import plan_axis
@@ -53,7 +53,7 @@ def measure(folder: Path, weights: Path) -> list[dict[str, Any]]:
                         "-w", str(weights), "--backend", "tensorrt", "--precision", "fp16",
                         "--tile", str(tile), "--halo", str(HALO), "--batch", str(BATCH),
                         "--engines-dir", str(folder / "engines"), "--quiet",
-                    ],  # fmt: skip
+                    ],
                 )
                 if result.exit_code != 0:
                     raise SystemExit(f"upscale failed: {result.output}")

@@ -17,7 +17,8 @@ and with the caller's stream ordered after it, with no host synchronisation. A p
 chunk runs at its own batch (never padded: padding computed up to batch-size times the
 work, issue 22); the device pipeline fills batches across bands, so a tile size has
 mostly full batches and one partial one per image. Contexts overlap when a call carries
-several max-batches, or when calls come from different streams (one caller stream is sequential by definition). The host form
+several max-batches, or when calls come from different streams (one caller stream is
+sequential by definition). The host form
 (:meth:`TensorRTRunner.infer`, numpy) is a thin wrapper: upload, device form, download.
 
 Per context: ``set_input_shape`` -> ``infer_shapes`` -> ``set_tensor_address`` ->
