@@ -84,7 +84,7 @@ def test_build_then_upscale_a_folder_matches_onnxruntime(
 
 
 @pytest.mark.parametrize("batch", [1, 2, 5, 8])
-@pytest.mark.parametrize("tile", ["48", "0"])
+@pytest.mark.parametrize("tile", ["48", "0", "auto"])
 def test_upscale_fp16_tiles_and_batches(
     sim: trtsim.Simulator, tmp_path: Path, tiny_weights: Path, tile: str, batch: int
 ) -> None:
@@ -201,3 +201,73 @@ def test_tiles_computed_are_the_tiles_needed_in_full_batches(
     needed = tiles_needed(*size, 2, 48, 8)
     assert sim.counters.tiles_computed == needed
     assert sim.counters.executions == -(-needed // batch)
+
+
+# -- issue 22, defect 1: large images, --tile auto, whole-image profiles -----------------
+
+SMALL_GPU = trtsim.SimGpu(total_bytes=1 * trtsim.GIB)  # the stated budget of the huge-image tests
+
+
+@pytest.fixture
+def small_gpu() -> Iterator[trtsim.Simulator]:
+    """A simulated GPU with 1 GiB of device memory, computing passthrough (output = input:
+    these tests are about sizes, profiles and memory; ONNX Runtime on 144 Mpx would take
+    minutes on 2 cores)."""
+    simulator = trtsim.install(SMALL_GPU, compute="passthrough")
+    try:
+        yield simulator
+    finally:
+        trtsim.uninstall()
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [("8K", (2160, 3840)), pytest.param("12000x12000", (6000, 6000), marks=pytest.mark.slow)],  # ~100 s on 2 cores
+)
+def test_huge_outputs_with_tile_auto_fit_the_device(
+    small_gpu: trtsim.Simulator, tmp_path: Path, tiny_weights: Path, name: str, size: tuple[int, int]
+) -> None:
+    """8K (7680x4320) and 12000x12000 outputs with --tile auto on a 1 GiB GPU: a stable tile
+    whose engine (2 contexts, batch 4) fits, every output pixel written."""
+    image = make_image(tmp_path / "huge.png", size, mode="L")
+    text = upscale(image, tmp_path / "out", tiny_weights, tmp_path / "engines", "--backend", "tensorrt",
+                   "--tile", "auto", "--batch", "4")  # fmt: skip
+    with Image.open(tmp_path / "out" / "huge.png") as result:
+        assert result.size == (2 * size[1], 2 * size[0])
+    sidecar = json.loads(next((tmp_path / "engines").glob("vdsr-*.json")).read_text())
+    tile = sidecar["profiles"][0]["max"][2]
+    assert tile in (256, 512, 1024, 2048)
+    assert small_gpu.device.peak <= SMALL_GPU.total_bytes
+    assert small_gpu.counters.tiles_computed == tiles_needed(*size, 2, tile, 8)
+    assert f"tile {tile} for TensorRT" in text
+
+
+def test_tile_auto_is_stable_as_free_memory_moves() -> None:
+    """Free memory moving between runs must not move the tile (each tile is an engine
+    build): only a few values, each kept over a wide range of budgets."""
+    from vdsr_deploy.backends.tensorrt.build_config import AUTO_TILES, auto_tensorrt_tile
+
+    def tile(free_gib: float) -> int:
+        return auto_tensorrt_tile(
+            12000, batch=4, contexts=2, budget_bytes=int(free_gib * 0.6 * 2**30), bytes_per_pixel=268, halo=20
+        )
+
+    chosen = {tile(free) for free in (70.0, 71.3, 72.9, 75.0, 79.5)}
+    assert len(chosen) == 1 and chosen <= set(AUTO_TILES)
+    assert tile(79.5) == 2048
+    assert tile(2.0) < tile(20.0)
+
+
+def test_whole_images_get_a_profile_that_covers_the_largest_side(
+    sim: trtsim.Simulator, tmp_path: Path, tiny_weights: Path
+) -> None:
+    """--tile 0 used to build a 4096 px profile whatever the images: a 4200 px wide output
+    was refused by the runner. The profile now covers the largest output side (rounded up to
+    a power of two: a stable cache key)."""
+    image = make_image(tmp_path / "wide.png", (10, 2100), mode="L")
+    upscale(image, tmp_path / "out", tiny_weights, tmp_path / "engines", "--backend", "tensorrt",
+            "--tile", "0", "--batch", "1")  # fmt: skip
+    sidecar = json.loads(next((tmp_path / "engines").glob("vdsr-*.json")).read_text())
+    assert sidecar["profiles"][0]["max"][2:] == [8192, 8192]
+    with Image.open(tmp_path / "out" / "wide.png") as result:
+        assert result.size == (4200, 20)
