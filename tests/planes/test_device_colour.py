@@ -160,3 +160,36 @@ def test_cuda_device_path_matches_cpu_path(rng: np.random.Generator) -> None:
         got = DeviceUpscaler(runner, config).upscale(samples, bit_depth=8)
     share, worst = _agreement(got, expected)
     assert worst <= 1 and share >= 0.9999
+
+
+def test_divisions_are_true_divisions_on_the_device() -> None:
+    """Issue 22 (defect 6): dividing a CUDA tensor by a Python number makes PyTorch multiply
+    by its reciprocal (126 of 256 uint8 values then differ from the reference's float32 true
+    division). Every division of the colour pipeline must divide by a device tensor; and on
+    the CPU the samples' float32 values equal the reference's for every uint8 and uint16."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    divisors: list[object] = []
+
+    class Divisions(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if func in (torch.Tensor.__truediv__, torch.Tensor.div, torch.div, torch.true_divide):
+                divisors.append(args[1])
+            return func(*args, **(kwargs or {}))
+
+    colour = DeviceColour("cpu", compute_dtype="float32")
+    for dtype, peak in ((np.uint8, 255), (np.uint16, 65535)):
+        values = np.arange(peak + 1, dtype=dtype)
+        for channels in (1, 2, 3):
+            samples = np.repeat(values.reshape(1, -1, 1), channels, axis=2)
+            device_samples = torch.from_numpy(samples)
+            with Divisions():
+                planes = colour.prepare_rows(device_samples, 1.0, 0, 1)
+                colour.finish(planes, planes.y)
+    assert divisors and all(isinstance(d, torch.Tensor) for d in divisors), divisors[:3]
+    for dtype, peak in ((np.uint8, 255.0), (np.uint16, 65535.0)):
+        values = np.arange(int(peak) + 1, dtype=dtype)
+        reference = values.astype(np.float32) / np.float32(peak)
+        ours = colour.divide(torch.from_numpy(values).to(torch.float32), peak).numpy()
+        np.testing.assert_array_equal(ours, reference)
