@@ -193,3 +193,55 @@ def test_divisions_are_true_divisions_on_the_device() -> None:
         reference = values.astype(np.float32) / np.float32(peak)
         ours = colour.divide(torch.from_numpy(values).to(torch.float32), peak).numpy()
         np.testing.assert_array_equal(ours, reference)
+
+
+def test_preparing_rows_never_waits_for_the_device() -> None:
+    """Issue 22 (defect 5): ``int(indices.min())`` on a CUDA tensor waits for the device's
+    queued work (the previous band's inference); which input rows a band needs is now read
+    from the host copy of the index table. No tensor is read back while preparing/finishing."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    reads: list[str] = []
+
+    class HostReads(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            name = getattr(func, "__name__", "")
+            if name in ("__int__", "__float__", "__bool__", "__index__", "item", "tolist", "numpy", "cpu"):
+                reads.append(name)
+            return func(*args, **(kwargs or {}))
+
+    colour = DeviceColour("cpu", compute_dtype="float32")
+    samples = torch.from_numpy(_samples(np.random.default_rng(0), (20, 24, 4), 8))
+    colour.prepare_rows(samples, 2.0, 0, 40)  # tables cached (made on the host) first
+    with HostReads():
+        for start in range(0, 40, 8):
+            planes = colour.prepare_rows(samples, 2.0, start, start + 8)
+            colour.quantize(colour.finish(planes, planes.y), 8)
+    assert reads == []
+
+
+def test_upscale_enqueues_every_band_before_waiting_for_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 22 (defect 5): DeviceUpscaler.upscale waited for each band's download before
+    queueing the next band; now every band is enqueued first."""
+    from vdsr_deploy.planes import device_pipeline
+
+    events: list[str] = []
+
+    class Rows:
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+        def result(self) -> np.ndarray:
+            events.append(f"wait {self.index}")
+            return np.zeros((1, 2, 1), np.uint8)
+
+    def bands(self: object, samples: np.ndarray, *, bit_depth: int) -> object:
+        for index in range(3):
+            events.append(f"enqueue {index}")
+            yield device_pipeline.Band(index, None, Rows(index))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DeviceUpscaler, "bands", bands)
+    upscaler = object.__new__(DeviceUpscaler)
+    upscaler.upscale(np.zeros((1, 1, 1), np.uint8))
+    assert events == ["enqueue 0", "enqueue 1", "enqueue 2", "wait 0", "wait 1", "wait 2"]

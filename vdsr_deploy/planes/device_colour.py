@@ -86,6 +86,9 @@ class DeviceColour:
         self.dtype = getattr(torch, compute_dtype)
         self._contrib: dict[tuple[int, int, float], tuple[torch.Tensor, torch.Tensor]] = {}
         self._divisors: dict[tuple[float, torch.dtype], torch.Tensor] = {}
+        # the host copy of each cached index table: which input rows a band needs is read
+        # here, never from the device (that would wait for the device's queued work)
+        self._host_indices: dict[tuple[int, int, float], NDArray[np.int64]] = {}
 
         def const(values: NDArray[np.float64]) -> torch.Tensor:
             return torch.as_tensor(values, dtype=self.dtype, device=self.device)
@@ -149,11 +152,13 @@ class DeviceColour:
         cached = self._contrib.get(key)
         if cached is None:
             weights, indices = protocol.resize_contributions(in_length, out_length, float(scale), True)
+            host = np.ascontiguousarray(indices.T)
             cached = (
                 torch.as_tensor(np.ascontiguousarray(weights.T), dtype=self.dtype, device=self.device),
-                torch.as_tensor(np.ascontiguousarray(indices.T), dtype=torch.int64, device=self.device),
+                torch.as_tensor(host, dtype=torch.int64, device=self.device),
             )
             self._contrib[key] = cached
+            self._host_indices[key] = host
         return cached
 
     def _resize_axis(
@@ -200,7 +205,8 @@ class DeviceColour:
             return columns(read(start, stop))
         weights, indices = self.contributions(height, out_h, scale_h)
         wanted = indices[:, start:stop]
-        low, high = int(wanted.min()), int(wanted.max()) + 1
+        host = self._host_indices[(height, out_h, float(scale_h))][:, start:stop]
+        low, high = int(host.min()), int(host.max()) + 1  # no host synchronisation
         block = read(low, high)
         if columns_first:
             block = columns(block)

@@ -157,8 +157,10 @@ class DeviceUpscaler:
         """``(H, W, C)`` uint8/uint16 -> ``(ceil(sH), ceil(sW), C)`` samples at ``bit_depth``
         (default: the input's)."""
         depth = bit_depth or (16 if samples.dtype == np.uint16 else 8)
-        parts = [band.pixels.result() for band in self.bands(samples, bit_depth=depth)]
-        return np.concatenate(parts, axis=0)
+        # every band is enqueued before the first download is waited for: the device never
+        # idles while the host waits (a band's result() waits for that band only)
+        pending = [band.pixels for band in self.bands(samples, bit_depth=depth)]
+        return np.concatenate([rows.result() for rows in pending], axis=0)
 
     def bands(
         self,
