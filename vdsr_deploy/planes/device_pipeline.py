@@ -17,8 +17,10 @@ device computes band *k + 1*.
 
 Out of memory: when the runner raises ``torch.cuda.OutOfMemoryError``, the tile is halved
 and the same windows are re-run as smaller tiles (exact: every kept pixel keeps its full
-receptive field inside its sub-window), once per size, and a note is recorded; later work
-uses the smaller tile directly. Below ``2 * halo + MIN_CORE`` it gives up with a clear error.
+receptive field inside its sub-window), once per size, and a note is recorded; the rest of
+the image uses the smaller tile directly, the next image starts again from the configured
+tile. The cache is emptied after the failed call's tensors are released (outside the
+``except`` block, whose traceback holds them). Below ``2 * halo + MIN_CORE`` it gives up with a clear error.
 
 The runner is used through its device form, ``runner.infer_tensor(batch, stream=...)`` on
 ``runner.tensor_device`` (runtimes with a host form only make that a synchronous round
@@ -57,6 +59,14 @@ def use_device_path(runner: Runner) -> bool:
     """Whether jobs should take the device path for ``runner``: when it computes on CUDA.
     On the CPU the numpy path stays (faster there: benchmarks/pipeline_overhead.py)."""
     return runner.tensor_device.startswith("cuda")
+
+
+def free_device_memory(device: torch.device) -> None:
+    """Give the caching allocator's free blocks back to the device (CUDA only)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _out_of_memory_error() -> type[BaseException]:
@@ -173,6 +183,7 @@ class DeviceUpscaler:
         yielded. ``wait(nbytes)`` is called before a band's download buffer is allocated
         (e.g. to acquire a host memory budget)."""
         tiling = self.config.tiling
+        self._oom = _OomState()  # a smaller tile an earlier image needed is not kept: memory moves
         height, width = output_shape(int(samples.shape[0]), int(samples.shape[1]), self.config.scale)
         on_device = self.colour.upload(samples, stream=self._copy)
         if self._compute is not None and self._copy is not None:
@@ -271,26 +282,34 @@ class DeviceUpscaler:
 
     def _infer_group(self, windows: list[torch.Tensor]) -> list[torch.Tensor]:
         """Same-shape windows, in batches of ``config.batch``; on out-of-memory, halve the tile."""
-        import torch
 
         side = max(int(windows[0].shape[0]), int(windows[0].shape[1]))
         limit = self._oom.tile_limit
         if limit and side > limit:
             return [self._subtiled(window, limit) for window in windows]
-        batch = self.config.batch
         try:
-            outputs: list[torch.Tensor] = []
-            for start in range(0, len(windows), batch):
-                stacked = torch.stack(windows[start : start + batch])[:, None].contiguous()
-                result = self.runner.infer_tensor(stacked, stream=self._compute)
-                outputs.extend(result[:, 0])
-            return outputs
+            return self._run_batches(windows)
         except _out_of_memory_error():
-            smaller = self._halve(side, len(windows[0 : self.config.batch]))
+            pass  # handled below, once the failed call's tensors are released with its frame
+        # Outside the except block: the traceback (and with it the frames holding the
+        # failed batch, its output and the runner's temporaries) is gone, so emptying the
+        # cache can give that memory back before the retry.
+        free_device_memory(self.device)
+        smaller = self._halve(side, min(len(windows), self.config.batch))
         return [self._subtiled(window, smaller) for window in windows]
 
-    def _halve(self, side: int, batch: int) -> int:
+    def _run_batches(self, windows: list[torch.Tensor]) -> list[torch.Tensor]:
         import torch
+
+        batch = self.config.batch
+        outputs: list[torch.Tensor] = []
+        for start in range(0, len(windows), batch):
+            stacked = torch.stack(windows[start : start + batch])[:, None].contiguous()
+            result = self.runner.infer_tensor(stacked, stream=self._compute)
+            outputs.extend(result[:, 0])
+        return outputs
+
+    def _halve(self, side: int, batch: int) -> int:
 
         halo = self.config.tiling.halo
         current = min(side, self._oom.tile_limit or side)
@@ -304,8 +323,6 @@ class DeviceUpscaler:
             )
         self._oom.tried.add(smaller)
         self._oom.tile_limit = smaller
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
         self.on_note(
             f"out of device memory at tile {current} (batch {batch}): halved the tile to "
             f"{smaller} and retried"
