@@ -103,3 +103,25 @@ def test_the_callers_model_is_left_as_it_was(tiny_model: VDSR) -> None:
         np.testing.assert_array_equal(
             runner.infer(np.zeros((1, 1, 8, 8), dtype=np.float32)), after_change
         )
+
+
+def test_tf32_goes_through_the_current_api(tiny_model: VDSR) -> None:
+    """Issue 22 (defect 9): once anything in the process sets TF32 through torch's
+    ``fp32_precision`` API, reading the legacy ``allow_tf32`` flags raises, and the runner
+    read them on activation. The runner now reads and sets TF32 through the current API."""
+    from vdsr_deploy.backends.torch.runner import set_tf32, tf32_state
+
+    original = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    try:
+        torch.backends.cudnn.conv.fp32_precision = "ieee"  # another library, the new API
+        with pytest.raises(RuntimeError, match="mix of the legacy and new APIs"):
+            _ = torch.backends.cudnn.allow_tf32  # what the runner used to read
+        saved = tf32_state()
+        TorchRunner(tiny_model, device="cpu", allow_tf32=True)._apply_flags()
+        assert tf32_state() == ("tf32", "tf32")
+        TorchRunner(tiny_model, device="cpu", allow_tf32=False)._apply_flags()
+        assert tf32_state() == ("ieee", "ieee")
+        set_tf32(saved)
+        assert tf32_state() == saved
+    finally:
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = original

@@ -134,6 +134,40 @@ class ShapeGraphs:
         return list(self._graphs)
 
 
+TF32State = tuple[object, ...]
+
+
+def _new_tf32_api() -> bool:
+    """Whether this torch has the ``fp32_precision`` TF32 API (2.9 and later)."""
+    return hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(
+        torch.backends.cudnn, "conv"
+    )
+
+
+def tf32_state() -> TF32State:
+    """The process's TF32 settings for matmul and cuDNN convolutions, to restore later.
+    Read through the ``fp32_precision`` API where torch has it: reading the legacy
+    ``allow_tf32`` flags raises once anything in the process set the new one (issue 22)."""
+    if _new_tf32_api():
+        return (
+            torch.backends.cuda.matmul.fp32_precision,
+            torch.backends.cudnn.conv.fp32_precision,
+        )
+    return (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+
+
+def set_tf32(allow: bool | TF32State) -> None:
+    """TF32 on or off for matmul and cuDNN convolutions (or a :func:`tf32_state` back),
+    through the ``fp32_precision`` API where torch has it, else the legacy flags."""
+    if _new_tf32_api():
+        matmul, conv = (("tf32", "tf32") if allow else ("ieee", "ieee")) if isinstance(allow, bool) else allow
+        torch.backends.cuda.matmul.fp32_precision = matmul
+        torch.backends.cudnn.conv.fp32_precision = conv
+        return
+    legacy = (allow, allow) if isinstance(allow, bool) else allow
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = (bool(v) for v in legacy)
+
+
 class TorchRunner(Runner):
     """Runs a :class:`VDSR` module.
 
@@ -167,7 +201,7 @@ class TorchRunner(Runner):
         self._allow_tf32 = allow_tf32
         self._model = model
         self._body: torch.nn.Module | None = None  # a copy on the device, while active
-        self._saved_flags: tuple[bool, bool, bool] | None = None
+        self._saved_flags: tuple[TF32State, bool] | None = None
         self._cuda_graphs = cuda_graphs and self._device.type == "cuda"
         self._graphs: ShapeGraphs | None = None
 
@@ -209,11 +243,7 @@ class TorchRunner(Runner):
         body = body.to(memory_format=memory_format)  # type: ignore[call-overload]
         self._body = body.half() if self._precision == "fp16" else body
         if self._device.type == "cuda":
-            self._saved_flags = (
-                torch.backends.cuda.matmul.allow_tf32,
-                torch.backends.cudnn.allow_tf32,
-                torch.backends.cudnn.benchmark,
-            )
+            self._saved_flags = (tf32_state(), torch.backends.cudnn.benchmark)
             self._apply_flags()
         if self._cuda_graphs:
             device = self._device
@@ -225,18 +255,14 @@ class TorchRunner(Runner):
         """This runner's TF32 and cudnn.benchmark settings. They are process-wide, so they
         are set again on every call: another runner opened or closed in between (a
         benchmark comparing TF32 on and off) cannot change what this one runs with."""
-        torch.backends.cuda.matmul.allow_tf32 = self._allow_tf32
-        torch.backends.cudnn.allow_tf32 = self._allow_tf32
+        set_tf32(self._allow_tf32)
         torch.backends.cudnn.benchmark = True
 
     def deactivate(self) -> None:
         self._graphs = None
         if self._saved_flags is not None:
-            (
-                torch.backends.cuda.matmul.allow_tf32,
-                torch.backends.cudnn.allow_tf32,
-                torch.backends.cudnn.benchmark,
-            ) = self._saved_flags
+            tf32, torch.backends.cudnn.benchmark = self._saved_flags
+            set_tf32(tf32)
             self._saved_flags = None
         self._body = None
 
