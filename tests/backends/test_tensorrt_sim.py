@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from vdsr_deploy.cli import app
 from vdsr_deploy.planes.colour import output_shape
-from vdsr_deploy.planes.tiling import plan_axis
+from vdsr_deploy.planes.tiling import TileConfig, plan_axis
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -271,3 +271,29 @@ def test_whole_images_get_a_profile_that_covers_the_largest_side(
     assert sidecar["profiles"][0]["max"][2:] == [8192, 8192]
     with Image.open(tmp_path / "out" / "wide.png") as result:
         assert result.size == (4200, 20)
+
+
+# -- issue 22, defect 7: the second execution context ------------------------------------
+
+
+def test_one_execution_context_by_default(sim: trtsim.Simulator, tmp_path: Path, tiny_weights: Path) -> None:
+    """The device pipeline calls the runner from one stream with one batch at a time, so a
+    second context never overlapped the first: it only doubled the context memory. Engines
+    are built with one profile, and the runner opens one context."""
+    from vdsr_deploy.runtime.prepare import create_tensorrt_runner
+
+    image = make_image(tmp_path / "a.png", (30, 40))
+    engines = tmp_path / "engines"
+    upscale(image, tmp_path / "out", tiny_weights, engines, "--backend", "tensorrt", "--tile", "48", "--batch", "2")
+    sidecar_file = next(engines.glob("vdsr-*.json"))
+    assert len(json.loads(sidecar_file.read_text())["profiles"]) == 1
+    onnx = next(engines.glob("*fp16*.onnx"))
+    runner = create_tensorrt_runner(
+        onnx_path=onnx, engines_dir=engines, tiling=TileConfig(tile=48, halo=8), batch=2
+    )
+    before = sim.device.used
+    with runner:
+        assert runner.info.details["contexts"] == 1
+        engine_bytes = sim.device.used - before
+    # one context's memory plus its two I/O buffers (2 x 48 x 48 floats each)
+    assert engine_bytes <= 2 * 48 * 48 * (2 * 8 * 2 + 8) + 2 * 4 * 2 * 48 * 48

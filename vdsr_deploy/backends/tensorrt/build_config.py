@@ -27,7 +27,11 @@ MIN_WHOLE_IMAGE_SIDE = 1024
 DEFAULT_WORKSPACE_BYTES = 1 << 30
 DEFAULT_OPTIMIZATION_LEVEL = 3
 OPTIMIZATION_LEVELS = range(0, 6)
-DEFAULT_CONTEXTS = 2
+# One execution context: the device pipeline sends one batch per call from one stream, so a
+# second context never ran at the same time as the first (issue 22) and only doubled the
+# context memory, the graph captures and the profiles to build. More contexts pay off only
+# when calls come from several streams at once; that gain was never measured on a GPU.
+DEFAULT_CONTEXTS = 1
 MAX_CONTEXTS = 8
 MIN_WORKSPACE_BYTES = 1 << 20
 
