@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -175,6 +175,12 @@ def _new_tf32_api() -> bool:
     )
 
 
+def _cudnn_conv() -> Any:
+    """``torch.backends.cudnn.conv`` (not in torch's type information)."""
+    cudnn: Any = torch.backends.cudnn
+    return cudnn.conv
+
+
 def tf32_state() -> TF32State:
     """The process's TF32 settings for matmul and cuDNN convolutions, to restore later.
     Read through the ``fp32_precision`` API where torch has it: reading the legacy
@@ -182,7 +188,7 @@ def tf32_state() -> TF32State:
     if _new_tf32_api():
         return (
             torch.backends.cuda.matmul.fp32_precision,
-            torch.backends.cudnn.conv.fp32_precision,
+            _cudnn_conv().fp32_precision,
         )
     return (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
 
@@ -193,7 +199,7 @@ def set_tf32(allow: bool | TF32State) -> None:
     if _new_tf32_api():
         matmul, conv = (("tf32", "tf32") if allow else ("ieee", "ieee")) if isinstance(allow, bool) else allow
         torch.backends.cuda.matmul.fp32_precision = matmul
-        torch.backends.cudnn.conv.fp32_precision = conv
+        _cudnn_conv().fp32_precision = conv
         return
     legacy = (allow, allow) if isinstance(allow, bool) else allow
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = (bool(v) for v in legacy)
