@@ -62,6 +62,11 @@ def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int, max_side: i
         spec, _ = resolve_spec(spec, engines_dir)
     backend = REGISTRY[choose_backend(spec).backend]
     check_artifacts_used(spec, backend.name)
+    if backend.name == "onnxruntime":
+        from vdsr_deploy.backends.onnxruntime import device_id
+
+        # a --device/--provider contradiction fails before any file is read or exported
+        device_id(spec.device, spec.provider)
     if spec.onnx is not None:
         from vdsr_deploy.model.provenance import check_given_onnx
 
@@ -74,10 +79,6 @@ def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int, max_side: i
     if backend.artifact == "engine":
         runner: Runner = _tensorrt_runner(spec, engines_dir, tiling, batch, max_side)
     else:
-        if backend.name == "onnxruntime":
-            from vdsr_deploy.backends.onnxruntime import device_id
-
-            device_id(spec.device, spec.provider)  # a contradiction fails before anything is exported
         runner = backend.open(
             OpenRequest(
                 precision=spec.precision,
