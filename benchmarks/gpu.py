@@ -40,7 +40,7 @@ from vdsr_deploy.bench import (  # noqa: E402
 from vdsr_deploy.environment import cpu_model, machine_info  # noqa: E402
 from vdsr_deploy.runtime.info import versions  # noqa: E402
 
-STAGES = ("parity", "bench", "huge")
+STAGES = ("parity", "bench", "huge", "tensorrt")
 
 
 def _device(smoke: bool) -> str:
@@ -178,6 +178,44 @@ def stage_bench(out: Path, smoke: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# tensorrt: the TensorRT path end to end when TensorRT imports ("not available" otherwise)
+
+
+def stage_tensorrt(out: Path, smoke: bool) -> None:
+    import subprocess
+    import time
+
+    from vdsr_deploy.backends.tensorrt.library import tensorrt_available, tensorrt_status
+
+    if not tensorrt_available():
+        _write(out, "tensorrt", {"status": "not available", "reason": tensorrt_status()})
+        return
+    from vdsr_deploy.imageio import write_image
+
+    size = (64, 96) if smoke else (1080, 1920)
+    with tempfile.TemporaryDirectory(prefix="vdsr-trt-") as scratch:
+        folder = Path(scratch)
+        (folder / "in").mkdir()
+        for index in range(2):
+            write_image(folder / "in" / f"frame{index}.png",
+                        bench_image((2 * size[0], 2 * size[1]), 2.0, seed=index), bit_depth=8)  # fmt: skip
+        command = [
+            sys.executable, "-c", "from vdsr_deploy.cli import app; app()", "upscale", str(folder / "in"),
+            "-o", str(folder / "out"), "-b", "tensorrt", "--precision", "fp16", "--tile", "auto", "--batch", "8",
+            "--engines-dir", str(folder / "engines"), "--quiet", "--report", str(folder / "report.json"),
+        ]  # fmt: skip
+        runs = []
+        for label in ("build and run", "cached engine"):
+            began = time.perf_counter()
+            done = subprocess.run(command + (["--overwrite"] if runs else []), capture_output=True, text=True)
+            runs.append({"run": label, "exit_code": done.returncode, "seconds": round(time.perf_counter() - began, 2),
+                         "tail": done.stdout[-1500:] + done.stderr[-1500:]})  # fmt: skip
+        report = json.loads((folder / "report.json").read_text()) if (folder / "report.json").is_file() else None
+    _write(out, "tensorrt", {"status": "ran", "tensorrt": tensorrt_status(), "input": size, "runs": runs,
+                             "report": report})  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
 # huge: one large image through the batch job, peak GPU and host memory
 
 
@@ -286,6 +324,14 @@ def stage_report(out: Path, results: Path, smoke: bool) -> Path:
         f"- stages: {', '.join(f'{k} {v}' for k, v in statuses.items()) or 'no status recorded'}",
         "",
     ]
+    trt = stages.get("tensorrt")
+    if trt:
+        if trt["status"] == "not available":
+            lines += ["## TensorRT", "", f"not available: {trt['reason']}", ""]
+        else:
+            lines += ["## TensorRT", "", f"TensorRT {trt['tensorrt']}, 2 frames {trt['input'][1]}x{trt['input'][0]} "
+                      "-> x2, fp16, --tile auto, batch 8:", ""]  # fmt: skip
+            lines += [f"- {r['run']}: exit {r['exit_code']} in {r['seconds']} s" for r in trt["runs"]] + [""]
     tests = stages.get("tests")
     if tests:
         lines += ["## Tests", "", f"`{tests['command']}`: exit {tests['exit_code']}; {tests['summary']}", ""]
@@ -372,6 +418,8 @@ def main() -> int:
         stage_bench(args.out, args.cpu_smoke)
     elif args.stage == "huge":
         stage_huge(args.out, args.cpu_smoke)
+    elif args.stage == "tensorrt":
+        stage_tensorrt(args.out, args.cpu_smoke)
     else:
         stage_report(args.out, args.results, args.cpu_smoke)
     return 0

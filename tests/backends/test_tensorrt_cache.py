@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import hashlib
 import importlib
 import json
 import subprocess
@@ -126,7 +127,8 @@ def test_profile_comes_from_the_tiler_config() -> None:
     assert config.profile == profile_for_tiles(TILES, 8)
     assert config.profile.min == (1, 1, 1, 1)
     assert config.profile.opt == config.profile.max == (8, 1, 256, 256)
-    assert config.profiles == (config.profile, config.profile)  # one per execution context
+    assert config.profiles == (config.profile,)  # one per execution context; one by default
+    assert EngineBuildConfig.for_tiles(TILES, 8, contexts=2).profiles == (config.profile, config.profile)
     assert config.precision == "fp16" and config.tf32
 
 
@@ -168,7 +170,7 @@ def test_config_is_frozen() -> None:
 def test_engine_name_encodes_every_build_parameter() -> None:
     name = engine_file_name(engine_key(ONNX_SHA, make_config(), H100, TRT, cuda_major=12))
     assert name == (
-        "vdsr-abababababab_fp16_1x1x1-8x256x256-8x256x256_x2_ws1024M_o3"
+        "vdsr-abababababab_fp16_1x1x1-8x256x256-8x256x256_x1_ws1024M_o3"
         f"_nvidia-h100-80gb-hbm3-sm90x132_cu12_trt10.13.0.35_v{__version__}r{BUILD_RECIPE}.engine"
     )
     fp32 = engine_file_name(engine_key(ONNX_SHA, make_config(precision="fp32"), H100, TRT, cuda_major=CUDA_MAJOR))
@@ -179,7 +181,7 @@ def test_engine_name_encodes_every_build_parameter() -> None:
     "change",
     [
         {"config": {"precision": "fp32"}},
-        {"config": {"contexts": 1}},
+        {"config": {"contexts": 2}},
         {"config": {"workspace_bytes": 2 << 30}},
         {"config": {"optimization_level": 5}},
         {"config": {"profile": profile_for_tiles(TileConfig(tile=512), 8)}},
@@ -368,6 +370,8 @@ def _cache_engine(
         gpu=gpu,
         onnx_sha256=file_sha256(onnx_path),
         weights_sha256=metadata[MetadataKey.WEIGHTS_SHA256],
+        engine_sha256=hashlib.sha256(b"engine").hexdigest(),
+        engine_bytes=len(b"engine"),
     )
     path = folder / sidecar.engine_file
     path.write_bytes(b"engine")

@@ -289,9 +289,8 @@ def test_chunks_go_round_robin_to_contexts_with_their_own_profiles_and_buffers()
     batch = random_batch(7)
     np.testing.assert_array_equal(run(pipeline, ops, batch), expected(batch))
     assert pipeline.stats["chunks"] == 3  # 3 + 3 + 1
-    # chunks 0 and 2 on context 0, chunk 1 on context 1; the last one padded to 3
-    assert [len(c.kernels) for c in contexts] == [2, 1]
-    assert all(shape == (3, 1, 8, 8) for c in contexts for shape in c.kernels)
+    # chunks 0 and 2 on context 0, chunk 1 on context 1; the last one at its own batch, 1
+    assert [c.kernels for c in contexts] == [[(3, 1, 8, 8), (1, 1, 8, 8)], [(3, 1, 8, 8)]]
     one = random_batch(1, seed=1)
     np.testing.assert_array_equal(run(pipeline, ops, one), expected(one))
     assert [len(c.kernels) for c in contexts] == [2, 2]  # round robin goes on across calls
@@ -342,13 +341,18 @@ def test_cuda_graph_captured_after_one_warm_up_then_replayed() -> None:
     assert pipeline.graph_state == "on"
 
 
-def test_partial_chunks_share_the_full_shape_so_their_graph_replays() -> None:
+def test_partial_chunks_are_never_padded_and_each_shape_keeps_its_graph() -> None:
+    """Issue 22 (defect 2): a partial chunk used to be padded to the full batch (3 rows
+    computed for 1 here); now it runs at its own batch, and the two shapes alternating on
+    one context each keep their graph (no recapture when the shape changes back)."""
     pipeline, contexts, ops = make_pipeline(contexts=1)
     for seed in range(4):
         batch = random_batch(4, seed=seed)  # chunks of 3 and 1 alternate on one context
         np.testing.assert_array_equal(run(pipeline, ops, batch), expected(batch))
-    assert pipeline.stats["captures"] == 1 and pipeline.stats["graph_launches"] == 7
-    assert set(contexts[0].kernels) == {(3, 1, 8, 8)}
+    assert sum(shape[0] for shape in contexts[0].kernels) == 16  # rows computed == rows asked
+    assert set(contexts[0].kernels) == {(3, 1, 8, 8), (1, 1, 8, 8)}
+    # call 0 warms both shapes up, call 1 captures both, calls 2-3 replay them
+    assert pipeline.stats["captures"] == 2 and pipeline.stats["graph_launches"] == 6
 
 
 def test_shape_change_drops_the_graph_and_warms_up_again() -> None:
@@ -555,7 +559,7 @@ def test_runner_end_to_end_on_fakes(tmp_path: Path, fake_ops: FakeOps) -> None:
             np.testing.assert_array_equal(on_device.numpy(), expected(batch))
         details = runner.info.details
         assert details["contexts"] == 2 and details["cuda_graphs"] == "on"
-        assert details["stats"]["captures"] == 2  # one per context: every chunk is 3x8x8
+        assert details["stats"]["captures"] == 4  # per context, one per chunk shape: 3x8x8, 2x8x8
         with pytest.raises(InvalidInputError, match="outside the profile"):
             runner.infer(random_batch(1, h=16))
     assert all(r is None for r in fake_ops.recording.values())

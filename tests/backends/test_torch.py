@@ -55,31 +55,77 @@ class FakeGraph:
 
 def test_shape_graphs_capture_once_per_shape_and_drop_the_least_recent() -> None:
     captured: list[FakeGraph] = []
+    pools: list[object] = []
 
-    def capture(shape: tuple[int, ...]) -> FakeGraph:
+    def capture(shape: tuple[int, ...], pool: object) -> FakeGraph:
         captured.append(FakeGraph(lambda x: x * 2, shape))
+        pools.append(pool)
         return captured[-1]
 
-    graphs = ShapeGraphs(capture, limit=2)
+    pool = object()
+    graphs = ShapeGraphs(capture, limit=2, pool=pool)
     a, b, c = torch.ones(2, 1, 4, 4), torch.ones(1, 1, 4, 4), torch.ones(1, 1, 8, 4)
-    for batch in (a, a, b, a, c, b):
+    eager = []
+    for batch in (a, a, b, a, b, c, c, a, b):
         result = graphs.launch(batch, stream=None)  # type: ignore[arg-type]
-        assert result is not None and torch.equal(result, batch * 2)
-    # a, b captured; c evicts b (a was used more recently); b is captured again
-    assert [g.shape for g in captured] == [(2, 1, 4, 4), (1, 1, 4, 4), (1, 1, 8, 4), (1, 1, 4, 4)]
-    assert graphs.shapes == [(1, 1, 8, 4), (1, 1, 4, 4)]
-    assert graphs.captures == 4 and graphs.launches == 6 and graphs.state == "on"
+        eager.append(result is None)
+        assert result is None or torch.equal(result, batch * 2)
+    # each shape runs eagerly the first time and is captured the second; with 2 kept, c
+    # evicts a (least recent), a evicts b, b evicts c
+    assert eager == [True, False, True, False, False, True, False, False, False]
+    assert [g.shape for g in captured] == [a.shape, b.shape, c.shape, a.shape, b.shape]
+    assert graphs.shapes == [tuple(a.shape), tuple(b.shape)]
+    assert graphs.captures == 5 and graphs.state == "on"
+    assert pools and all(p is pool for p in pools)  # issue 22 (defect 4): one pool for every graph
 
 
-def test_a_failed_capture_switches_graphs_off_and_the_runner_runs_eagerly() -> None:
-    def capture(shape: tuple[int, ...]) -> FakeGraph:
-        raise RuntimeError("operation not permitted when stream is capturing")
+def test_a_shape_seen_once_is_never_captured() -> None:
+    """Issue 22 (defect 4): with whole images every new size paid for a capture (warm-up
+    passes and a device synchronisation) though most sizes come once."""
+    captured: list[tuple[int, ...]] = []
+
+    def capture(shape: tuple[int, ...], pool: object) -> FakeGraph:
+        captured.append(shape)
+        return FakeGraph(lambda x: x, shape)
 
     graphs = ShapeGraphs(capture)
-    assert graphs.launch(torch.ones(1, 1, 4, 4), stream=None) is None  # type: ignore[arg-type]
-    assert graphs.state.startswith("off (capture failed for shape (1, 1, 4, 4): operation")
-    assert graphs.launch(torch.ones(1, 1, 4, 4), stream=None) is None  # type: ignore[arg-type]
-    assert graphs.captures == 0
+    for height in range(10, 20):
+        assert graphs.launch(torch.ones(1, 1, height, 8), stream=None) is None  # type: ignore[arg-type]
+    assert captured == []
+
+
+def test_a_failed_capture_runs_eagerly_and_is_retried_later() -> None:
+    """Issue 22 (defect 4): one failed capture (out of memory, say) switched graphs off for
+    the runner's life; now that call runs eagerly, memory is freed, and a later call of the
+    shape captures again (a shape gives up after MAX_CAPTURE_FAILURES)."""
+    from vdsr_deploy.backends.torch.runner import MAX_CAPTURE_FAILURES
+
+    failing = {"count": 1}
+    freed: list[bool] = []
+
+    def capture(shape: tuple[int, ...], pool: object) -> FakeGraph:
+        if failing["count"]:
+            failing["count"] -= 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return FakeGraph(lambda x: x + 1, shape)
+
+    graphs = ShapeGraphs(capture, on_failure=lambda: freed.append(True))
+    batch = torch.ones(1, 1, 4, 4)
+    assert graphs.launch(batch, stream=None) is None  # type: ignore[arg-type]  # first sighting
+    assert graphs.launch(batch, stream=None) is None  # type: ignore[arg-type]  # capture fails
+    assert graphs.state == "on" and graphs.failures == {(1, 1, 4, 4): 1} and freed == [True]
+    result = graphs.launch(batch, stream=None)  # type: ignore[arg-type]  # retried, captured
+    assert result is not None and torch.equal(result, batch + 1) and graphs.captures == 1
+
+    def always(shape: tuple[int, ...], pool: object) -> FakeGraph:
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    stubborn = ShapeGraphs(always)
+    other = torch.ones(1, 1, 8, 8)
+    for _ in range(MAX_CAPTURE_FAILURES + 3):
+        assert stubborn.launch(other, stream=None) is None  # type: ignore[arg-type]
+    assert stubborn.failures == {(1, 1, 8, 8): MAX_CAPTURE_FAILURES} and stubborn.state == "on"
+    assert stubborn.last_failure.startswith("capture failed for shape (1, 1, 8, 8): operation")
 
 
 def test_cpu_runner_reports_graphs_off(tiny_model: VDSR) -> None:
@@ -103,3 +149,25 @@ def test_the_callers_model_is_left_as_it_was(tiny_model: VDSR) -> None:
         np.testing.assert_array_equal(
             runner.infer(np.zeros((1, 1, 8, 8), dtype=np.float32)), after_change
         )
+
+
+def test_tf32_goes_through_the_current_api(tiny_model: VDSR) -> None:
+    """Issue 22 (defect 9): once anything in the process sets TF32 through torch's
+    ``fp32_precision`` API, reading the legacy ``allow_tf32`` flags raises, and the runner
+    read them on activation. The runner now reads and sets TF32 through the current API."""
+    from vdsr_deploy.backends.torch.runner import set_tf32, tf32_state
+
+    original = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    try:
+        torch.backends.cudnn.conv.fp32_precision = "ieee"  # another library, the new API
+        with pytest.raises(RuntimeError, match="mix of the legacy and new APIs"):
+            _ = torch.backends.cudnn.allow_tf32  # what the runner used to read
+        saved = tf32_state()
+        TorchRunner(tiny_model, device="cpu", allow_tf32=True)._apply_flags()
+        assert tf32_state() == ("tf32", "tf32")
+        TorchRunner(tiny_model, device="cpu", allow_tf32=False)._apply_flags()
+        assert tf32_state() == ("ieee", "ieee")
+        set_tf32(saved)
+        assert tf32_state() == saved
+    finally:
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = original

@@ -160,3 +160,88 @@ def test_cuda_device_path_matches_cpu_path(rng: np.random.Generator) -> None:
         got = DeviceUpscaler(runner, config).upscale(samples, bit_depth=8)
     share, worst = _agreement(got, expected)
     assert worst <= 1 and share >= 0.9999
+
+
+def test_divisions_are_true_divisions_on_the_device() -> None:
+    """Issue 22 (defect 6): dividing a CUDA tensor by a Python number makes PyTorch multiply
+    by its reciprocal (126 of 256 uint8 values then differ from the reference's float32 true
+    division). Every division of the colour pipeline must divide by a device tensor; and on
+    the CPU the samples' float32 values equal the reference's for every uint8 and uint16."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    divisors: list[object] = []
+
+    class Divisions(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if func in (torch.Tensor.__truediv__, torch.Tensor.div, torch.div, torch.true_divide):
+                divisors.append(args[1])
+            return func(*args, **(kwargs or {}))
+
+    colour = DeviceColour("cpu", compute_dtype="float32")
+    for dtype, peak in ((np.uint8, 255), (np.uint16, 65535)):
+        values = np.arange(peak + 1, dtype=dtype)
+        for channels in (1, 2, 3):
+            samples = np.repeat(values.reshape(1, -1, 1), channels, axis=2)
+            device_samples = torch.from_numpy(samples)
+            with Divisions():
+                planes = colour.prepare_rows(device_samples, 1.0, 0, 1)
+                colour.finish(planes, planes.y)
+    assert divisors and all(isinstance(d, torch.Tensor) for d in divisors), divisors[:3]
+    for dtype, peak in ((np.uint8, 255.0), (np.uint16, 65535.0)):
+        values = np.arange(int(peak) + 1, dtype=dtype)
+        reference = values.astype(np.float32) / np.float32(peak)
+        ours = colour.divide(torch.from_numpy(values).to(torch.float32), peak).numpy()
+        np.testing.assert_array_equal(ours, reference)
+
+
+def test_preparing_rows_never_waits_for_the_device() -> None:
+    """Issue 22 (defect 5): ``int(indices.min())`` on a CUDA tensor waits for the device's
+    queued work (the previous band's inference); which input rows a band needs is now read
+    from the host copy of the index table. No tensor is read back while preparing/finishing."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    reads: list[str] = []
+
+    class HostReads(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            name = getattr(func, "__name__", "")
+            if name in ("__int__", "__float__", "__bool__", "__index__", "item", "tolist", "numpy", "cpu"):
+                reads.append(name)
+            return func(*args, **(kwargs or {}))
+
+    colour = DeviceColour("cpu", compute_dtype="float32")
+    samples = torch.from_numpy(_samples(np.random.default_rng(0), (20, 24, 4), 8))
+    colour.prepare_rows(samples, 2.0, 0, 40)  # tables cached (made on the host) first
+    with HostReads():
+        for start in range(0, 40, 8):
+            planes = colour.prepare_rows(samples, 2.0, start, start + 8)
+            colour.quantize(colour.finish(planes, planes.y), 8)
+    assert reads == []
+
+
+def test_upscale_enqueues_every_band_before_waiting_for_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 22 (defect 5): DeviceUpscaler.upscale waited for each band's download before
+    queueing the next band; now every band is enqueued first."""
+    from vdsr_deploy.planes import device_pipeline
+
+    events: list[str] = []
+
+    class Rows:
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+        def result(self) -> np.ndarray:
+            events.append(f"wait {self.index}")
+            return np.zeros((1, 2, 1), np.uint8)
+
+    def bands(self: object, samples: np.ndarray, *, bit_depth: int) -> object:
+        for index in range(3):
+            events.append(f"enqueue {index}")
+            yield device_pipeline.Band(index, None, Rows(index))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DeviceUpscaler, "bands", bands)
+    upscaler = object.__new__(DeviceUpscaler)
+    upscaler.upscale(np.zeros((1, 1, 1), np.uint8))
+    assert events == ["enqueue 0", "enqueue 1", "enqueue 2", "wait 0", "wait 1", "wait 2"]

@@ -69,17 +69,52 @@ def test_out_of_memory_halves_the_tile_and_keeps_the_result(
         with fake:
             upscaler = DeviceUpscaler(fake, whole, on_note=notes.append)
             got = upscaler.upscale(samples)
+            assert upscaler.tile_limit == 50  # 200x160 whole -> 100 (still too large) -> 50
             calls = len(fake.shapes)
-            again = upscaler.upscale(samples)  # the smaller tile is used directly now
+            fake.limit = 1000  # the memory is back (another process finished, say)
+            again = upscaler.upscale(samples)
     diff = np.abs(got.astype(int) - expected.astype(int))
     assert diff.max() <= 1 and (diff == 0).mean() > 0.999
-    np.testing.assert_array_equal(again, got)
-    assert upscaler.tile_limit == 50  # 200x160 whole -> 100 (still too large) -> 50
+    np.testing.assert_array_equal(again, expected)
     assert notes == [
         "out of device memory at tile 200 (batch 1): halved the tile to 100 and retried",
         "out of device memory at tile 100 (batch 2): halved the tile to 50 and retried",
     ]
-    assert all(max(shape[2:]) <= 50 for shape in fake.shapes[calls:])
+    # issue 22 (defect 8): the next image starts from the configured tile again (it was
+    # held at 50 for every later image)
+    assert fake.shapes[calls:] == [(1, 1, 200, 160)] and upscaler.tile_limit == 0
+
+
+def test_out_of_memory_frees_the_failed_calls_memory_before_retrying(
+    rng: np.random.Generator, inner: TorchRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22 (defect 8): the cache was emptied inside ``except``, while the traceback
+    still held the failed call's tensors; now it is emptied after they are released."""
+    import gc
+    import sys
+    import weakref
+
+    from vdsr_deploy.planes import device_pipeline
+
+    failed: list[weakref.ref[torch.Tensor]] = []
+
+    class Remembers(OutOfMemoryAbove):
+        def _infer_tensor(self, batch: torch.Tensor, stream: object) -> torch.Tensor:
+            if max(batch.shape[2:]) > self.limit:
+                failed.append(weakref.ref(batch))
+            return super()._infer_tensor(batch, stream)  # type: ignore[arg-type]
+
+    seen: list[tuple[bool, bool]] = []
+
+    def free(device: torch.device) -> None:
+        gc.collect()  # reference cycles aside: what is still referenced stays alive
+        seen.append((sys.exc_info()[0] is None, all(ref() is None for ref in failed)))
+
+    monkeypatch.setattr(device_pipeline, "free_device_memory", free)
+    config = PipelineConfig(scale=2.0, tiling=TileConfig(tile=0, halo=4), batch=2)
+    with inner, Remembers(inner, limit=60) as fake:
+        DeviceUpscaler(fake, config).upscale(_image(rng, (50, 40, 3)))
+    assert failed and seen and all(no_exception and released for no_exception, released in seen)
 
 
 def test_out_of_memory_below_the_smallest_tile_is_a_clear_error(

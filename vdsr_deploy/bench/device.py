@@ -37,14 +37,14 @@ def tf32_for(setting: BenchSetting, runner: Runner | None) -> Iterator[None]:
     if setting.backend != "torch" or runner is None or not on_cuda(runner):
         yield
         return
-    import torch
+    from vdsr_deploy.backends.torch.runner import set_tf32, tf32_state
 
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = setting.allow_tf32
+    saved = tf32_state()
+    set_tf32(setting.allow_tf32)
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        set_tf32(saved)
 
 
 def device_peak_tflops(name: str, multiprocessors: int, precision: str) -> tuple[float, str] | None:

@@ -159,7 +159,13 @@ def build(
     halo: HaloOption = DEFAULT_HALO,
     batch: BatchOption = 4,
     max_side: Annotated[int | None, typer.Option("--max-side", help="Largest image side when --tile 0.")] = None,
-    contexts: Annotated[int, typer.Option("--contexts", help="Execution contexts in flight (one profile each).")] = 2,
+    contexts: Annotated[
+        int,
+        typer.Option(
+            "--contexts",
+            help="Execution contexts in flight (one profile each); more than 1 helps only callers on several streams.",
+        ),
+    ] = 1,
     workspace: Annotated[int, typer.Option("--workspace", help="Builder workspace limit in MiB.")] = 1024,
     opt_level: Annotated[int, typer.Option("--opt-level", help="TensorRT builder optimization level 0..5.")] = 3,
     gpu: Annotated[int, typer.Option("--gpu", "-g", help="CUDA device index.")] = 0,

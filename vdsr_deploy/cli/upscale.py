@@ -162,7 +162,7 @@ def upscale(
             if cluster is not None:
                 summary = _upscale_on_cluster(config, spec, cluster, actors, retries, console, quiet, stop.event)
             else:
-                summary = _upscale_here(config, spec, picked, console, quiet, stop.event)
+                summary = _upscale_here(config, spec, picked, console, quiet, stop.event, chosen.max_side)
         except KeyboardInterrupt:
             stop.event.set()
         if summary is None:
@@ -185,13 +185,16 @@ def _resolve_precision(spec: Any) -> tuple[Any, Any]:
     return resolve_spec(spec, spec.engines_dir or default_engines_dir())
 
 
-def _upscale_here(config: Any, spec: Any, picked: Any, console: Any, quiet: bool, stop: Any) -> Any:
-    """The job on one runner on this machine; its first line says which runtime, tile and batch."""
+def _upscale_here(
+    config: Any, spec: Any, picked: Any, console: Any, quiet: bool, stop: Any, max_side: int | None = None
+) -> Any:
+    """The job on one runner on this machine; its first line says which runtime, tile and batch.
+    ``max_side``: the largest image side an engine for whole images must take."""
     from vdsr_deploy.job import run_job
     from vdsr_deploy.runtime.prepare import open_runner
 
     pipeline = config.pipeline
-    with open_runner(spec, tiling=pipeline.tiling, batch=pipeline.batch) as runner:
+    with open_runner(spec, tiling=pipeline.tiling, batch=pipeline.batch, max_side=max_side) as runner:
         console.print(
             f"[dim]runtime {escape(runner.info.label)}, tile {pipeline.tiling.tile or 'whole image'}, "
             f"batch {pipeline.batch}" + (", x8 ensemble" if pipeline.ensemble else "") + "[/dim]"

@@ -85,6 +85,10 @@ class DeviceColour:
         self.device = torch.device(device)
         self.dtype = getattr(torch, compute_dtype)
         self._contrib: dict[tuple[int, int, float], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._divisors: dict[tuple[float, torch.dtype], torch.Tensor] = {}
+        # the host copy of each cached index table: which input rows a band needs is read
+        # here, never from the device (that would wait for the device's queued work)
+        self._host_indices: dict[tuple[int, int, float], NDArray[np.int64]] = {}
 
         def const(values: NDArray[np.float64]) -> torch.Tensor:
             return torch.as_tensor(values, dtype=self.dtype, device=self.device)
@@ -94,6 +98,21 @@ class DeviceColour:
         self._ycbcr_offset = const(_YCBCR_OFFSET / 255.0)
         self._to_rgb = const(_YCBCR_TO_RGB)
         self._rgb_offset = const(_YCBCR_OFFSET)
+
+    def divide(self, tensor: torch.Tensor, value: float) -> torch.Tensor:
+        """``tensor / value`` as true division, as the reference's numpy computes it. A
+        Python number as divisor is a CPU scalar, which PyTorch's CUDA kernel turns into
+        ``tensor * (1 / value)`` (126 of the 256 uint8 values and 512 of the 65,536 uint16
+        values then differ from true division in float32); a 0-dim tensor on the device is
+        divided elementwise. The divisors are made once per (value, dtype)."""
+        import torch
+
+        key = (float(value), tensor.dtype)
+        divisor = self._divisors.get(key)
+        if divisor is None:
+            divisor = torch.full((), float(value), dtype=tensor.dtype, device=self.device)
+            self._divisors[key] = divisor
+        return tensor / divisor
 
     # -- upload ------------------------------------------------------------------------------
 
@@ -133,11 +152,13 @@ class DeviceColour:
         cached = self._contrib.get(key)
         if cached is None:
             weights, indices = protocol.resize_contributions(in_length, out_length, float(scale), True)
+            host = np.ascontiguousarray(indices.T)
             cached = (
                 torch.as_tensor(np.ascontiguousarray(weights.T), dtype=self.dtype, device=self.device),
-                torch.as_tensor(np.ascontiguousarray(indices.T), dtype=torch.int64, device=self.device),
+                torch.as_tensor(host, dtype=torch.int64, device=self.device),
             )
             self._contrib[key] = cached
+            self._host_indices[key] = host
         return cached
 
     def _resize_axis(
@@ -184,7 +205,8 @@ class DeviceColour:
             return columns(read(start, stop))
         weights, indices = self.contributions(height, out_h, scale_h)
         wanted = indices[:, start:stop]
-        low, high = int(wanted.min()), int(wanted.max()) + 1
+        host = self._host_indices[(height, out_h, float(scale_h))][:, start:stop]
+        low, high = int(host.min()), int(host.max()) + 1  # no host synchronisation
         block = read(low, high)
         if columns_first:
             block = columns(block)
@@ -212,7 +234,7 @@ class DeviceColour:
 
         def pixels(a: int, b: int, first: int, last: int) -> torch.Tensor:
             # the reference's float32 pixels (samples / peak), then the compute dtype, (C, R, W)
-            part = samples[a:b, :, first:last].to(torch.float32) / float(np.float32(peak))
+            part = self.divide(samples[a:b, :, first:last].to(torch.float32), peak)
             converted: torch.Tensor = part.to(self.dtype).permute(2, 0, 1).contiguous()
             return converted
 
@@ -221,7 +243,7 @@ class DeviceColour:
                 rgb = pixels(a, b, 0, 3)
                 return torch.einsum("ij,jhw->ihw", self._to_ycbcr, rgb) + self._ycbcr_offset.reshape(3, 1, 1)
             gray = pixels(a, b, 0, 1)
-            return (16.0 + 219.0 * gray) / 255.0
+            return self.divide(16.0 + 219.0 * gray, 255.0)
 
         planes = self.resize_rows(colour_rows, (height, width), out, start, stop)
         alpha = None
@@ -253,7 +275,7 @@ class DeviceColour:
             ycbcr -= self._rgb_offset.reshape(3, 1, 1)
             colour = torch.einsum("ij,jhw->ihw", self._to_rgb, ycbcr)
         else:
-            colour = ((y * 255.0 - 16.0) / 219.0)[None]  # float32, as the reference
+            colour = self.divide(y * 255.0 - 16.0, 219.0)[None]  # float32, as the reference
         colour = colour.to(torch.float32)  # the reference rounds to float32 before clipping
         if planes.alpha is not None:
             colour = torch.cat([colour, planes.alpha.to(torch.float32)[None]])

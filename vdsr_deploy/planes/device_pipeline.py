@@ -2,11 +2,14 @@
 stitch, finish, quantize, download final samples. Runtime-agnostic.
 
 :class:`DeviceUpscaler` cuts each image into row bands (one row of tiles each, as
-:mod:`vdsr_deploy.job` does on the host), so device memory is bounded by a band, not by
+:mod:`vdsr_deploy.job` does on the host), so device memory is bounded by a few bands, not by
 the image. Per band, on the device: the MATLAB bicubic Y/CbCr/alpha rows
-(:class:`~vdsr_deploy.planes.device_colour.DeviceColour`), tiles as views of the band, batches of
-``batch`` tiles through the runner, cores stitched by slice assignment, colour finished and
-quantized; only the final uint8/uint16 rows are downloaded. On CUDA the upload runs on a
+(:class:`~vdsr_deploy.planes.device_colour.DeviceColour`), tiles as views of the band;
+tiles go to the runner in batches of ``batch`` filled across bands (a band's last tiles
+wait for the next band's first ones, so only an image's last batch may be partial: no
+padded work, full batches for the runtime), cores stitched by slice assignment, colour
+finished and quantized once all of a band's tiles are back; only the final uint8/uint16
+rows are downloaded. On CUDA the upload runs on a
 copy stream, compute on a compute stream, the download (into pinned memory) on a third
 stream; :meth:`DeviceUpscaler.bands` returns each band as a :class:`PendingRows` whose
 ``result()`` waits only for that band's download, so the caller encodes band *k* while the
@@ -14,8 +17,10 @@ device computes band *k + 1*.
 
 Out of memory: when the runner raises ``torch.cuda.OutOfMemoryError``, the tile is halved
 and the same windows are re-run as smaller tiles (exact: every kept pixel keeps its full
-receptive field inside its sub-window), once per size, and a note is recorded; later work
-uses the smaller tile directly. Below ``2 * halo + MIN_CORE`` it gives up with a clear error.
+receptive field inside its sub-window), once per size, and a note is recorded; the rest of
+the image uses the smaller tile directly, the next image starts again from the configured
+tile. The cache is emptied after the failed call's tensors are released (outside the
+``except`` block, whose traceback holds them). Below ``2 * halo + MIN_CORE`` it gives up with a clear error.
 
 The runner is used through its device form, ``runner.infer_tensor(batch, stream=...)`` on
 ``runner.tensor_device`` (runtimes with a host form only make that a synchronous round
@@ -34,7 +39,7 @@ from numpy.typing import NDArray
 
 from vdsr_deploy.errors import ConfigError, VdsrError
 from vdsr_deploy.planes.colour import output_shape
-from vdsr_deploy.planes.device_colour import DeviceColour
+from vdsr_deploy.planes.device_colour import DeviceColour, DevicePlanes
 from vdsr_deploy.planes.pipeline import PipelineConfig
 from vdsr_deploy.planes.tiling import Span, TileConfig, plan_axis, plan_tiles
 from vdsr_deploy.runner import Runner
@@ -54,6 +59,14 @@ def use_device_path(runner: Runner) -> bool:
     """Whether jobs should take the device path for ``runner``: when it computes on CUDA.
     On the CPU the numpy path stays (faster there: benchmarks/pipeline_overhead.py)."""
     return runner.tensor_device.startswith("cuda")
+
+
+def free_device_memory(device: torch.device) -> None:
+    """Give the caching allocator's free blocks back to the device (CUDA only)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _out_of_memory_error() -> type[BaseException]:
@@ -93,6 +106,19 @@ class Band:
     index: int
     span: Span
     pixels: PendingRows
+
+
+@dataclass
+class _BandWork:
+    """A band in flight: its planes, its result (filled tile by tile, possibly by batches
+    shared with other bands) and how many of its tiles are still to come."""
+
+    index: int
+    span: Span
+    planes: DevicePlanes
+    result: torch.Tensor
+    windows: list[torch.Tensor]
+    remaining: int
 
 
 @dataclass
@@ -141,8 +167,10 @@ class DeviceUpscaler:
         """``(H, W, C)`` uint8/uint16 -> ``(ceil(sH), ceil(sW), C)`` samples at ``bit_depth``
         (default: the input's)."""
         depth = bit_depth or (16 if samples.dtype == np.uint16 else 8)
-        parts = [band.pixels.result() for band in self.bands(samples, bit_depth=depth)]
-        return np.concatenate(parts, axis=0)
+        # every band is enqueued before the first download is waited for: the device never
+        # idles while the host waits (a band's result() waits for that band only)
+        pending = [band.pixels for band in self.bands(samples, bit_depth=depth)]
+        return np.concatenate([rows.result() for rows in pending], axis=0)
 
     def bands(
         self,
@@ -155,17 +183,33 @@ class DeviceUpscaler:
         yielded. ``wait(nbytes)`` is called before a band's download buffer is allocated
         (e.g. to acquire a host memory budget)."""
         tiling = self.config.tiling
+        self._oom = _OomState()  # a smaller tile an earlier image needed is not kept: memory moves
         height, width = output_shape(int(samples.shape[0]), int(samples.shape[1]), self.config.scale)
         on_device = self.colour.upload(samples, stream=self._copy)
         if self._compute is not None and self._copy is not None:
             self._compute.wait_stream(self._copy)
             on_device.record_stream(self._compute)
-        for index, span in enumerate(plan_axis(height, tiling.tile, tiling.halo)):
+        columns = plan_axis(width, tiling.tile, tiling.halo)
+        pending: list[tuple[_BandWork, int]] = []  # tiles waiting for a full batch
+        open_bands: list[_BandWork] = []  # in order; finished ones are yielded from the front
+        spans = plan_axis(height, tiling.tile, tiling.halo)
+        for index, span in enumerate(spans):
             with self._on_stream(self._compute):
-                final = self._band(on_device, span, width, bit_depth)
-            if wait is not None:
-                wait(int(final.numel() * final.element_size()))
-            yield Band(index, span, self._fetch(final))
+                work = self._start_band(on_device, index, span, columns, width)
+                open_bands.append(work)
+                pending.extend((work, column) for column in range(len(columns)))
+                last = index == len(spans) - 1
+                # tiles are batched across bands: only the image's last batch may be partial
+                while len(pending) >= self.config.batch or (last and pending):
+                    chunk, pending = pending[: self.config.batch], pending[self.config.batch :]
+                    self._run_tiles(chunk, columns)
+            while open_bands and open_bands[0].remaining == 0:
+                done = open_bands.pop(0)
+                with self._on_stream(self._compute):
+                    final = self._finish_band(done, bit_depth)
+                if wait is not None:
+                    wait(int(final.numel() * final.element_size()))
+                yield Band(done.index, done.span, self._fetch(final))
 
     def _on_stream(self, stream: torch.cuda.Stream | None) -> Any:
         import contextlib
@@ -174,30 +218,37 @@ class DeviceUpscaler:
 
         return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
 
-    def _band(self, samples: torch.Tensor, span: Span, width: int, bit_depth: int) -> torch.Tensor:
+    def _start_band(
+        self, samples: torch.Tensor, index: int, span: Span, columns: list[Span], width: int
+    ) -> _BandWork:
+        """The band's planes and its tiles' windows (views of its Y rows)."""
+        import torch
+
         try:
-            return self._band_work(samples, span, width, bit_depth)
+            planes = self.colour.prepare_rows(samples, self.config.scale, span.start, span.stop)
         except _out_of_memory_error() as error:  # the colour planes, not the runner (retried there)
             raise VdsrError(
                 f"out of device memory for a band of {span.length}x{width} output pixels "
                 f"(colour planes): lower --tile ({error})"
             ) from error
-
-    def _band_work(self, samples: torch.Tensor, span: Span, width: int, bit_depth: int) -> torch.Tensor:
-        import torch
-
-        tiling = self.config.tiling
-        planes = self.colour.prepare_rows(samples, self.config.scale, span.start, span.stop)
         y = planes.y
-        result = torch.empty_like(y)
-        columns = plan_axis(width, tiling.tile, tiling.halo)
         windows = [y[:, c.start : c.stop] for c in columns]
-        outputs = self._infer_windows(windows)
-        for column, output in zip(columns, outputs, strict=True):
+        return _BandWork(index, span, planes, torch.empty_like(y), windows, len(columns))
+
+    def _run_tiles(self, chunk: list[tuple[_BandWork, int]], columns: list[Span]) -> None:
+        """One runner batch of tiles (from one or several bands); cores stitched into their
+        bands' results."""
+        outputs = self._infer_windows([work.windows[column] for work, column in chunk])
+        for (work, column_index), output in zip(chunk, outputs, strict=True):
+            column = columns[column_index]
             core = slice(column.core_start - column.start, column.core_stop - column.start)
-            result[:, column.core_start : column.core_stop] = output[:, core]
+            work.result[:, column.core_start : column.core_stop] = output[:, core]
+            work.remaining -= 1
+
+    def _finish_band(self, work: _BandWork, bit_depth: int) -> torch.Tensor:
+        span = work.span
         rows = slice(span.core_start - span.start, span.core_stop - span.start)
-        pixels = self.colour.finish(planes.rows(rows.start, rows.stop), result[rows])
+        pixels = self.colour.finish(work.planes.rows(rows.start, rows.stop), work.result[rows])
         return self.colour.quantize(pixels, bit_depth)
 
     def _fetch(self, final: torch.Tensor) -> PendingRows:
@@ -231,26 +282,34 @@ class DeviceUpscaler:
 
     def _infer_group(self, windows: list[torch.Tensor]) -> list[torch.Tensor]:
         """Same-shape windows, in batches of ``config.batch``; on out-of-memory, halve the tile."""
-        import torch
 
         side = max(int(windows[0].shape[0]), int(windows[0].shape[1]))
         limit = self._oom.tile_limit
         if limit and side > limit:
             return [self._subtiled(window, limit) for window in windows]
-        batch = self.config.batch
         try:
-            outputs: list[torch.Tensor] = []
-            for start in range(0, len(windows), batch):
-                stacked = torch.stack(windows[start : start + batch])[:, None].contiguous()
-                result = self.runner.infer_tensor(stacked, stream=self._compute)
-                outputs.extend(result[:, 0])
-            return outputs
+            return self._run_batches(windows)
         except _out_of_memory_error():
-            smaller = self._halve(side, len(windows[0 : self.config.batch]))
+            pass  # handled below, once the failed call's tensors are released with its frame
+        # Outside the except block: the traceback (and with it the frames holding the
+        # failed batch, its output and the runner's temporaries) is gone, so emptying the
+        # cache can give that memory back before the retry.
+        free_device_memory(self.device)
+        smaller = self._halve(side, min(len(windows), self.config.batch))
         return [self._subtiled(window, smaller) for window in windows]
 
-    def _halve(self, side: int, batch: int) -> int:
+    def _run_batches(self, windows: list[torch.Tensor]) -> list[torch.Tensor]:
         import torch
+
+        batch = self.config.batch
+        outputs: list[torch.Tensor] = []
+        for start in range(0, len(windows), batch):
+            stacked = torch.stack(windows[start : start + batch])[:, None].contiguous()
+            result = self.runner.infer_tensor(stacked, stream=self._compute)
+            outputs.extend(result[:, 0])
+        return outputs
+
+    def _halve(self, side: int, batch: int) -> int:
 
         halo = self.config.tiling.halo
         current = min(side, self._oom.tile_limit or side)
@@ -264,8 +323,6 @@ class DeviceUpscaler:
             )
         self._oom.tried.add(smaller)
         self._oom.tile_limit = smaller
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
         self.on_note(
             f"out of device memory at tile {current} (batch {batch}): halved the tile to "
             f"{smaller} and retried"

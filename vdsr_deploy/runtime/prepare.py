@@ -46,8 +46,10 @@ def default_engines_dir() -> Path:
     return default_cache_dir()
 
 
-def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int) -> Runner:
-    """An inactive runner for ``spec``, with any artifact it needs built or found;
+def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int, max_side: int | None = None) -> Runner:
+    """An inactive runner for ``spec``, with any artifact it needs built or found
+    (``max_side``: with ``tiling.tile`` 0, the largest image side a TensorRT engine must
+    take; default :data:`~vdsr_deploy.backends.tensorrt.build_config.DEFAULT_WHOLE_IMAGE_MAX_SIDE`);
     BackendUnavailableError (the reason) when the runtime cannot run here. ``auto``
     precision is resolved first (:func:`vdsr_deploy.runtime.resolve.resolve_spec`). The
     runner's :attr:`~vdsr_deploy.runner.Runner.model_identity` names the files ``spec`` gives."""
@@ -59,21 +61,22 @@ def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int) -> Runner:
         spec, _ = resolve_spec(spec, engines_dir)
     backend = REGISTRY[choose_backend(spec).backend]
     check_artifacts_used(spec, backend.name)
+    if backend.name == "onnxruntime":
+        from vdsr_deploy.backends.onnxruntime import device_id
+
+        # a --device/--provider contradiction fails before any file is read or exported
+        device_id(spec.device, spec.provider)
+    if spec.onnx is not None:
+        from vdsr_deploy.model.provenance import check_given_onnx
+
+        check_given_onnx(spec.onnx, foreign=spec.foreign_model)  # never run a model on faith
     spec = replace(spec, backend=backend.name)
     check_backend_precision(backend.name, spec.precision)
     reason = backend.unavailable(spec.device, spec.precision, spec.provider)
     if reason is not None:
         raise BackendUnavailableError(reason)
-    if backend.name == "onnxruntime":
-        from vdsr_deploy.backends.onnxruntime import device_id
-
-        device_id(spec.device, spec.provider)  # a contradiction fails before anything is read
-    if spec.onnx is not None:
-        from vdsr_deploy.model.provenance import check_given_onnx
-
-        check_given_onnx(spec.onnx, foreign=spec.foreign_model)  # never run a model on faith
     if backend.artifact == "engine":
-        runner: Runner = _tensorrt_runner(spec, engines_dir, tiling, batch)
+        runner: Runner = _tensorrt_runner(spec, engines_dir, tiling, batch, max_side)
     else:
         runner = backend.open(
             OpenRequest(
@@ -121,7 +124,9 @@ def _onnx_for(spec: RunnerSpec, engines_dir: Path) -> Path:
     return cached_onnx(spec.weights, engines_dir, precision) or exported_onnx(spec, engines_dir, precision)
 
 
-def _tensorrt_runner(spec: RunnerSpec, engines_dir: Path, tiling: TileConfig, batch: int) -> TensorRTRunner:
+def _tensorrt_runner(
+    spec: RunnerSpec, engines_dir: Path, tiling: TileConfig, batch: int, max_side: int | None = None
+) -> TensorRTRunner:
     precision = spec.precision if spec.precision in REGISTRY["tensorrt"].precisions else "fp16"
     given_onnx: Path | None = spec.onnx
     if spec.engine is None and given_onnx is None:
@@ -141,6 +146,7 @@ def _tensorrt_runner(spec: RunnerSpec, engines_dir: Path, tiling: TileConfig, ba
         device=cuda_index(spec.device),
         cuda_graphs=spec.cuda_graphs,
         weights_sha256=weights_sha256,
+        max_side=max_side if not tiling.tile else None,
     )
 
 

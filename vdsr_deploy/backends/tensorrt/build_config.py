@@ -19,12 +19,67 @@ PRECISIONS = ("fp32", "fp16")
 """What TensorRT engines are built in (the TensorRT descriptor reads this)."""
 # --tile 0 (whole images) with TensorRT: the profile's largest side when none is given.
 DEFAULT_WHOLE_IMAGE_MAX_SIDE = 4096
+# --tile auto with TensorRT picks one of these (every tile is a new engine: a build of
+# minutes, so the choice must not move with free memory), and --tile 0 rounds the largest
+# image side up to a power of two of at least MIN_WHOLE_IMAGE_SIDE.
+AUTO_TILES = (256, 512, 1024, 2048)
+MIN_WHOLE_IMAGE_SIDE = 1024
 DEFAULT_WORKSPACE_BYTES = 1 << 30
 DEFAULT_OPTIMIZATION_LEVEL = 3
 OPTIMIZATION_LEVELS = range(0, 6)
-DEFAULT_CONTEXTS = 2
+# One execution context: the device pipeline sends one batch per call from one stream, so a
+# second context never ran at the same time as the first (issue 22) and only doubled the
+# context memory, the graph captures and the profiles to build. More contexts pay off only
+# when calls come from several streams at once; that gain was never measured on a GPU.
+DEFAULT_CONTEXTS = 1
 MAX_CONTEXTS = 8
 MIN_WORKSPACE_BYTES = 1 << 20
+
+
+def whole_image_side(longest: int) -> int:
+    """The profile side for whole images whose longest side is ``longest``: the next power
+    of two, at least :data:`MIN_WHOLE_IMAGE_SIDE` (a few stable values: a stable cache key)."""
+    if longest < 1:
+        raise ConfigError(f"expected an image side >= 1, got {longest}")
+    side = MIN_WHOLE_IMAGE_SIDE
+    while side < longest:
+        side *= 2
+    return side
+
+
+def engine_memory_bytes(tile: int, batch: int, contexts: int, bytes_per_pixel: int) -> int:
+    """Device memory an engine for ``tile`` x ``tile`` at ``batch`` needs while it runs:
+    each execution context's activations (``bytes_per_pixel`` per input pixel) and the
+    runner's float32 input and output buffers."""
+    pixels = batch * tile * tile
+    return contexts * pixels * (bytes_per_pixel + 2 * 4)
+
+
+def auto_tensorrt_tile(
+    longest: int, *, batch: int, contexts: int, budget_bytes: int, bytes_per_pixel: int, halo: int
+) -> int:
+    """``--tile auto`` for TensorRT: the smallest of :data:`AUTO_TILES` that takes the
+    longest output side whole (the largest, 2048, for bigger images), stepped down while
+    its engine (:func:`engine_memory_bytes`) does not fit ``budget_bytes``. Never 0: a
+    whole-image profile would follow every image size. ConfigError when even the smallest
+    does not fit."""
+    if longest < 1 or batch < 1 or contexts < 1 or budget_bytes <= 0:
+        raise ConfigError(
+            f"--tile auto: expected a positive side, batch, contexts and budget, got {longest}, "
+            f"{batch}, {contexts}, {budget_bytes}"
+        )
+    fitting = [t for t in AUTO_TILES if t > 2 * halo]
+    wanted = next((t for t in fitting if t >= longest), fitting[-1] if fitting else 0)
+    for tile in sorted((t for t in fitting if t <= wanted), reverse=True):
+        if engine_memory_bytes(tile, batch, contexts, bytes_per_pixel) <= budget_bytes:
+            return tile
+    smallest = fitting[0] if fitting else AUTO_TILES[-1]
+    raise ConfigError(
+        f"--tile auto: {budget_bytes / 2**20:.0f} MiB of device memory fits no TensorRT tile "
+        f"(the smallest, {smallest} at batch {batch} with {contexts} context(s), needs "
+        f"{engine_memory_bytes(smallest, batch, contexts, bytes_per_pixel) / 2**20:.0f} MiB); "
+        "lower --batch or free device memory"
+    )
 
 
 @dataclass(frozen=True)

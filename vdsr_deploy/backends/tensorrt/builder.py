@@ -30,6 +30,8 @@ from vdsr_deploy.backends.tensorrt.build_config import EngineBuildConfig
 from vdsr_deploy.backends.tensorrt.cache import EngineRecord, select_cached, wanted_key
 from vdsr_deploy.backends.tensorrt.cuda import DeviceInfo
 from vdsr_deploy.backends.tensorrt.keys import (
+    LOCK_SUFFIX,
+    EngineKey,
     describe_profile,
     engine_file_name,
     sidecar_path,
@@ -38,7 +40,7 @@ from vdsr_deploy.backends.tensorrt.keys import (
 from vdsr_deploy.backends.tensorrt.library import TensorRTLog, require_tensorrt, shared_tensorrt_logger
 from vdsr_deploy.backends.tensorrt.sidecar import EngineSidecar, read_sidecar, write_sidecar
 from vdsr_deploy.errors import BuildError, ConfigError
-from vdsr_deploy.fileops import atomic_write_bytes, require_regular_file
+from vdsr_deploy.fileops import atomic_write_bytes, exclusive_file_lock, require_regular_file
 from vdsr_deploy.io_names import INPUT_NAME, OUTPUT_NAME
 from vdsr_deploy.model.onnx_metadata import MetadataKey
 
@@ -213,7 +215,11 @@ def build_engine(
 ) -> EngineRecord:
     """Build the engine for ``onnx_path`` and ``config`` on ``device`` into ``engines_dir``
     (engine + sidecar, written atomically), whatever the cache holds."""
-    return _build(Path(onnx_path), config, Path(engines_dir), build_target(device))
+    onnx_path, engines_dir = Path(onnx_path), Path(engines_dir)
+    target = build_target(device)
+    wanted, _ = wanted_key(onnx_path, config, target.gpu, target.tensorrt_version, cuda_major=target.cuda_major)
+    with exclusive_file_lock(build_lock_path(engines_dir, wanted)):
+        return _build(onnx_path, config, engines_dir, target)
 
 
 def find_or_build_engine(
@@ -231,19 +237,32 @@ def find_or_build_engine(
     builds even when an exact match exists."""
     target = build_target(device)
     onnx_path, engines_dir = Path(onnx_path), Path(engines_dir)
-    selection = select_cached(
-        engines_dir,
-        *wanted_key(
-            onnx_path, config, target.gpu, target.tensorrt_version, cuda_major=target.cuda_major
-        ),
+    wanted = wanted_key(
+        onnx_path, config, target.gpu, target.tensorrt_version, cuda_major=target.cuda_major
     )
+    selection = select_cached(engines_dir, *wanted)
     if selection.match is not None and not rebuild:
         return EngineRecord(
             path=selection.match, sidecar=read_sidecar(sidecar_path(selection.match)), built=False
         )
-    record = _build(onnx_path, config, engines_dir, target)
+    # One build per key at a time across processes: whoever waited looks again, and uses
+    # the engine the holder built (unless a rebuild was asked for).
+    with exclusive_file_lock(build_lock_path(engines_dir, wanted[0])):
+        if not rebuild:
+            again = select_cached(engines_dir, *wanted)
+            if again.match is not None:
+                return EngineRecord(
+                    path=again.match, sidecar=read_sidecar(sidecar_path(again.match)), built=False
+                )
+        record = _build(onnx_path, config, engines_dir, target)
     reasons = ("rebuild asked for",) if selection.match is not None else ()
     return replace(record, replaced=reasons + selection.build_reasons(engines_dir))
+
+
+def build_lock_path(engines_dir: Path, key: EngineKey) -> Path:
+    """The lock file a build of ``key`` holds in ``engines_dir`` (one per key: builds of
+    other engines go on in parallel)."""
+    return Path(engines_dir) / f"{engine_file_name(key)}{LOCK_SUFFIX}"
 
 
 def _build(
@@ -265,6 +284,9 @@ def _build(
         build_seconds = time.perf_counter() - started
         summary = _inspect(blob, config, logger, sink)
     check_precision(summary, config.precision)
+    # Published under the build lock, engine then sidecar; a reader accepts the pair only
+    # when the engine's sha256 is the one its sidecar records (cache.select_cached), so a
+    # pair caught between the two renames is never used.
     atomic_write_bytes(engine_path, blob)
     sidecar = EngineSidecar.from_key(
         wanted,

@@ -144,9 +144,29 @@ def select_cached(
 ) -> EngineSelection:
     """:func:`select_engine` over the engines cached in ``engines_dir`` for ``wanted`` and
     the ONNX ``metadata`` of :func:`wanted_key` (its weights hash finds related engines)."""
-    return select_engine(
+    selection = select_engine(
         scan_engines(engines_dir), wanted, weights_sha256=metadata.get(MetadataKey.WEIGHTS_SHA256)
     )
+    if selection.match is not None:
+        problem = engine_file_problem(selection.match, read_sidecar(sidecar_path(selection.match)))
+        if problem is not None:
+            return EngineSelection(match=None, nearest=selection.match, reasons=(problem,))
+    return selection
+
+
+def engine_file_problem(engine: Path, sidecar: EngineSidecar) -> str | None:
+    """Why the engine file is not the one its sidecar describes (size or sha256), or None.
+    An engine is only used when this is None: a build interrupted, or caught between
+    publishing its engine and its sidecar, is rebuilt, never loaded."""
+    try:
+        size = engine.stat().st_size
+    except OSError as error:
+        return f"its engine file cannot be read ({error})"
+    if size != sidecar.engine_bytes:
+        return f"its engine file has {size} bytes, its sidecar records {sidecar.engine_bytes}"
+    if file_sha256(engine) != sidecar.engine_sha256:
+        return "its engine file does not match its sidecar (sha256 differs)"
+    return None
 
 
 def find_engine(

@@ -195,3 +195,10 @@ def runtime_version() -> int:
     """The CUDA runtime version cuda-python was built against, e.g. 13040."""
     (version,) = check(runtime().cudaRuntimeGetVersion(), "cudaRuntimeGetVersion()")
     return int(version)
+
+
+def memory_info(device: int = 0) -> tuple[int, int]:
+    """``(free, total)`` bytes of ``device`` (made current), as the driver reports them."""
+    set_device(device)
+    free, total = check(runtime().cudaMemGetInfo(), f"cudaMemGetInfo() on device {device}")
+    return int(free), int(total)

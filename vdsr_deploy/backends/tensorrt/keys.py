@@ -22,6 +22,7 @@ from vdsr_deploy.io_names import Shape, ShapeProfile
 ENGINE_SUFFIX = ".engine"
 SIDECAR_SUFFIX = ".json"
 TIMING_CACHE_SUFFIX = ".timing-cache"
+LOCK_SUFFIX = ".lock"
 # Bump when builder.py changes how an engine is made from the same ONNX and config (flags,
 # profile layout, ...): engines of an older recipe are then rebuilt, never loaded.
 BUILD_RECIPE = 1

@@ -14,16 +14,19 @@ stream and only enqueues: the batch is cut into chunks of the profile's max batc
 chunk goes to the next context (round robin, across calls too) as device copy-in ->
 execute -> device copy-out on that context's stream, ordered after the caller's stream
 and with the caller's stream ordered after it, with no host synchronisation. A partial
-chunk is padded to the full batch, so each tile size has one shape and one graph that
-replays. Contexts overlap when a call carries several max-batches, or when calls come
-from different streams (one caller stream is sequential by definition). The host form
+chunk runs at its own batch (never padded: padding computed up to batch-size times the
+work, issue 22); the device pipeline fills batches across bands, so a tile size has
+mostly full batches and one partial one per image. Contexts overlap when a call carries
+several max-batches, or when calls come from different streams (one caller stream is
+sequential by definition). The host form
 (:meth:`TensorRTRunner.infer`, numpy) is a thin wrapper: upload, device form, download.
 
 Per context: ``set_input_shape`` -> ``infer_shapes`` -> ``set_tensor_address`` ->
 ``execute_async_v3(stream)``. CUDA graphs: the first enqueue of a shape is a plain one (the
 warm-up TensorRT needs before capture); the next one with the same shape is captured into
-a graph and launched, and later ones replay it. A shape change drops the graph
-(recaptured after the next warm-up). If a capture fails, graphs are switched off for this
+a graph and launched, and later ones replay it (after ``set_input_shape`` back to that
+shape when the context was in another). Each context keeps the graphs of its
+:data:`MAX_GRAPHS_PER_CONTEXT` most recent shapes. If a capture fails, graphs are switched off for this
 runner and plain enqueues carry on (``info.details`` says why).
 """
 
@@ -33,8 +36,9 @@ import hashlib
 import logging
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +63,9 @@ _LOG = logging.getLogger(__name__)
 
 # The runner splits any batch into chunks the engine takes; this only bounds validation.
 MAX_SPLIT_BATCH = 2**31 - 1
+# CUDA graphs kept per execution context (least recently used dropped): a tile size needs
+# two (the full batch and an image's last, partial batch), whole images one per size.
+MAX_GRAPHS_PER_CONTEXT = 4
 FLOAT32_BYTES = 4
 
 
@@ -100,15 +107,15 @@ class _Slot:
     input: torch.Tensor
     output: torch.Tensor
     shape: Shape | None = None
-    warm: bool = False
-    graph: Graph | None = None
+    warm: set[Shape] = field(default_factory=set)
+    graphs: OrderedDict[Shape, Graph] = field(default_factory=OrderedDict)
 
 
 class ExecutionPipeline:
     """Execution contexts in flight on their own streams (see the module docstring).
 
     ``contexts[i]`` gets optimization profile ``i``. ``max_shape`` is the profile's max
-    (it sizes the buffers; every chunk is padded to its batch). ``ops`` does the device
+    (it sizes the buffers; chunks are at most its batch, never padded). ``ops`` does the device
     work (:class:`~vdsr_deploy.backends.tensorrt.streams.TorchCudaOps` on a GPU).
     ``errors`` returns TensorRT's recent error messages for our exceptions.
     """
@@ -176,8 +183,8 @@ class ExecutionPipeline:
 
         The batch is cut into chunks of the profile's max batch. Each chunk goes to the
         next context (round robin, also across calls): copy into the context's input
-        buffer, padded to the full batch (so each tile size has one shape and one graph),
-        enqueue, copy the real rows out, all on that context's stream."""
+        buffer, enqueue at the chunk's own batch, copy the rows out, all on that context's
+        stream."""
         if not self._slots:
             raise VdsrError("the TensorRT execution pipeline was released")
         output = self._ops.empty_like(batch, caller)
@@ -187,19 +194,18 @@ class ExecutionPipeline:
                 f"input {height}x{width} is larger than the engine's profile allows "
                 f"({self._max_shape[2]}x{self._max_shape[3]})"
             )
-        shape: Shape = (self._max_shape[0], CHANNELS, height, width)
-        size = math.prod(shape)
         used: list[_Slot] = []
         try:
             for start, stop in split_batch(count, self._max_shape[0]):
+                # the chunk's own batch, never padded: no work is computed for nothing
+                shape: Shape = (stop - start, CHANNELS, height, width)
+                size = math.prod(shape)
                 slot = self._slots[self._next % len(self._slots)]
                 self._next += 1
                 self._ops.wait(slot.stream, caller)
-                source = slot.input[:size].view(shape)
-                self._ops.copy(source[: stop - start], batch[start:stop], slot.stream)
+                self._ops.copy(slot.input[:size].view(shape), batch[start:stop], slot.stream)
                 self._enqueue(slot, shape)
-                result = slot.output[:size].view(shape)
-                self._ops.copy(output[start:stop], result[: stop - start], slot.stream)
+                self._ops.copy(output[start:stop], slot.output[:size].view(shape), slot.stream)
                 self._ops.keep_alive(batch, slot.stream)
                 self._ops.keep_alive(output, slot.stream)
                 self.stats["chunks"] += 1
@@ -213,27 +219,33 @@ class ExecutionPipeline:
         return output
 
     def _enqueue(self, slot: _Slot, shape: Shape) -> None:
-        if slot.graph is not None and slot.shape == shape:
-            slot.graph.launch(slot.stream)
+        """Enqueue one inference of ``shape`` on ``slot``: its graph when one was captured
+        for that shape, else a plain enqueue (the first time: TensorRT's warm-up), else a
+        capture (the second time). The context's input shape is set whenever it differs,
+        so a graph always replays with the context in the shape it was captured in."""
+        if slot.shape != shape:
+            self._set_shape(slot, shape)
+        graph = slot.graphs.get(shape)
+        if graph is not None:
+            slot.graphs.move_to_end(shape)
+            graph.launch(slot.stream)
             self.stats["graph_launches"] += 1
             return
-        if slot.shape != shape:
-            slot.graph = None
-            slot.warm = False
-            self._set_shape(slot, shape)
-        if self._graphs and slot.warm:
+        if self._graphs and shape in slot.warm:
             try:
                 graph = self._ops.capture(slot.stream, lambda: self._execute(slot))
             except (VdsrError, RuntimeError) as error:
                 self._disable_graphs(f"capture failed on context {slot.index}: {error}")
             else:
-                slot.graph = graph
+                slot.graphs[shape] = graph
+                while len(slot.graphs) > MAX_GRAPHS_PER_CONTEXT:
+                    slot.graphs.popitem(last=False)
                 self.stats["captures"] += 1
                 graph.launch(slot.stream)
                 self.stats["graph_launches"] += 1
                 return
         self._execute(slot)
-        slot.warm = True
+        slot.warm.add(shape)
 
     def _set_shape(self, slot: _Slot, shape: Shape) -> None:
         context = slot.context
@@ -270,7 +282,7 @@ class ExecutionPipeline:
         self._graphs = False
         self.graph_state = f"off ({reason})"
         for slot in self._slots:
-            slot.graph = None
+            slot.graphs.clear()
 
     def _quiesce(self) -> None:
         """After an error: wait for every stream (so no copy still targets our buffers)."""
@@ -294,7 +306,7 @@ class ExecutionPipeline:
                 self._ops.synchronize(slot.stream)
             except (VdsrError, RuntimeError) as error:
                 first = first or error
-            slot.graph = None
+            slot.graphs.clear()
             slot.context = None
         if first is not None and raise_errors:
             raise first

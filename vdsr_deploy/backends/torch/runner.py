@@ -3,13 +3,13 @@
 On CUDA the device form (:meth:`TorchRunner.infer_tensor`) runs channels-last with
 ``cudnn.benchmark`` on, and replays one CUDA graph per input shape (:class:`ShapeGraphs`):
 the 20 convolutions, bias adds and ReLUs of a call become one graph launch instead of ~60
-kernel launches from Python. A graph is captured the first time a shape is seen (after a
-warm-up on a side stream, so cuDNN has picked its algorithms), at most
-:data:`MAX_GRAPHS` shapes are kept (least recently used dropped), and if a capture fails
-graphs are switched off for the runner and eager execution carries on
-(``info.details["cuda_graphs"]`` says why). ``torch.compile`` was the alternative the issue
-allowed; it was not measured (no GPU here), so graphs, which need no compiler toolchain,
-are what ships; ``cuda_graphs=False`` gives plain eager execution for comparison.
+kernel launches from Python. A shape is captured the second time it is seen (the first
+runs eagerly, so one-off whole-image sizes never pay for a capture), into the runner's one
+memory pool; at most :data:`MAX_GRAPHS` shapes are kept (least recently used dropped), and
+a failed capture runs that call eagerly and is retried later (:class:`ShapeGraphs`).
+``torch.compile`` was the alternative the issue allowed; it was not measured (no GPU
+here), so graphs, which need no compiler toolchain, are what ships; ``cuda_graphs=False``
+gives plain eager execution for comparison.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -44,8 +44,9 @@ Shape = tuple[int, ...]
 @dataclass
 class CapturedGraph:
     """A CUDA graph of ``forward`` for one input shape, with its static input and output.
-    ``done`` is recorded after the output is copied out, and the next launch waits for it,
-    so launches from different streams never overwrite each other's static buffers."""
+    ``done`` is shared by every graph of a runner: recorded after a launch's output is
+    copied out, and waited for by the next launch of any graph, so launches never overlap
+    (the graphs share one memory pool, and their static buffers are reused per launch)."""
 
     graph: torch.cuda.CUDAGraph
     static_input: torch.Tensor
@@ -69,37 +70,60 @@ class Launchable(Protocol):
     def launch(self, batch: torch.Tensor, stream: torch.cuda.Stream) -> torch.Tensor: ...
 
 
-def capture_cuda_graph(forward: Forward, shape: Shape, device: torch.device) -> CapturedGraph:
-    """Warm ``forward`` up on a side stream, then capture it for ``shape`` on ``device``."""
+def capture_cuda_graph(
+    forward: Forward, shape: Shape, device: torch.device, pool: object, done: torch.cuda.Event
+) -> CapturedGraph:
+    """Warm ``forward`` up once on a side stream (cuDNN chose its algorithms when the shape
+    first ran eagerly), then capture it for ``shape`` on ``device`` into ``pool`` (the
+    runner's one memory pool: see :class:`ShapeGraphs`)."""
     static_input = torch.zeros(shape, dtype=torch.float32, device=device)
     side = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
-        for _ in range(2):  # cudnn.benchmark tries its algorithms on the first call
-            forward(static_input)
+        forward(static_input)
     torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+    with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):  # type: ignore[arg-type]
         static_output = forward(static_input)
-    done = torch.cuda.Event()  # type: ignore[no-untyped-call]
     return CapturedGraph(graph, static_input, static_output, done)
+
+
+MAX_CAPTURE_FAILURES = 3  # per shape; then that shape runs eagerly (other shapes still captured)
+SEEN_SHAPES = 64  # shapes remembered as run once (whole images: most sizes come once)
 
 
 class ShapeGraphs:
     """One captured graph per input shape, least recently used dropped beyond ``limit``.
 
-    :meth:`launch` returns None when graphs are off (never on, or switched off after a
-    failed capture; :attr:`state` says which) so the caller runs eagerly. ``capture`` is
-    :func:`capture_cuda_graph` bound to the runner; tests pass a fake.
+    A shape is captured the second time it comes (the first call runs eagerly: with whole
+    images most sizes come once, and a capture costs a device synchronisation). Every
+    capture goes into one memory pool (``pool``, from ``torch.cuda.graph_pool_handle()``;
+    launches are serialised, see :class:`CapturedGraph`), so the graphs hold about one
+    forward pass's memory, not one pool each. A failed capture (out of memory included) runs
+    that call eagerly and is retried on a later call, up to :data:`MAX_CAPTURE_FAILURES`
+    per shape; graphs stay on for other shapes.
+
+    :meth:`launch` returns None when the caller should run eagerly. ``capture(shape, pool)``
+    is :func:`capture_cuda_graph` bound to the runner; tests pass a fake.
     """
 
     def __init__(
-        self, capture: Callable[[Shape], Launchable], *, limit: int = MAX_GRAPHS
+        self,
+        capture: Callable[[Shape, object], Launchable],
+        *,
+        limit: int = MAX_GRAPHS,
+        pool: object = None,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         self._capture = capture
         self._limit = limit
+        self._pool = pool
+        self._on_failure = on_failure or (lambda: None)
         self._graphs: OrderedDict[Shape, Launchable] = OrderedDict()
+        self._seen: OrderedDict[Shape, None] = OrderedDict()
         self._lock = threading.Lock()
+        self.failures: dict[Shape, int] = {}
+        self.last_failure = ""
         self.state = "on"
         self.captures = 0
         self.launches = 0
@@ -111,27 +135,74 @@ class ShapeGraphs:
         with self._lock:
             graph = self._graphs.get(shape)
             if graph is None:
-                try:
-                    graph = self._capture(shape)
-                except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
-                    self.switch_off(f"capture failed for shape {shape}: {error}")
+                if shape not in self._seen:  # the first time: eagerly
+                    self._seen[shape] = None
+                    while len(self._seen) > SEEN_SHAPES:
+                        self._seen.popitem(last=False)
                     return None
-                self.captures += 1
-                self._graphs[shape] = graph
-                while len(self._graphs) > self._limit:
-                    self._graphs.popitem(last=False)
+                if self.failures.get(shape, 0) >= MAX_CAPTURE_FAILURES:
+                    return None
+                try:
+                    graph = self._capture(shape, self._pool)
+                except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
+                    self.failures[shape] = self.failures.get(shape, 0) + 1
+                    self.last_failure = f"capture failed for shape {shape}: {error}"
+                    _LOG.warning("CUDA graph %s; this call runs eagerly", self.last_failure)
+                else:
+                    self.captures += 1
+                    self._graphs[shape] = graph
+                    while len(self._graphs) > self._limit:
+                        self._graphs.popitem(last=False)
+            if graph is None:  # outside the except block: its traceback no longer holds memory
+                self._on_failure()
+                return None
             self._graphs.move_to_end(shape)
             self.launches += 1
             return graph.launch(batch, stream)
 
-    def switch_off(self, reason: str) -> None:
-        _LOG.warning("CUDA graphs switched off, running eagerly: %s", reason)
-        self.state = f"off ({reason})"
-        self._graphs.clear()
-
     @property
     def shapes(self) -> list[Shape]:
         return list(self._graphs)
+
+
+TF32State = tuple[object, ...]
+
+
+def _new_tf32_api() -> bool:
+    """Whether this torch has the ``fp32_precision`` TF32 API (2.9 and later)."""
+    return hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(
+        torch.backends.cudnn, "conv"
+    )
+
+
+def _cudnn_conv() -> Any:
+    """``torch.backends.cudnn.conv`` (not in torch's type information)."""
+    cudnn: Any = torch.backends.cudnn
+    return cudnn.conv
+
+
+def tf32_state() -> TF32State:
+    """The process's TF32 settings for matmul and cuDNN convolutions, to restore later.
+    Read through the ``fp32_precision`` API where torch has it: reading the legacy
+    ``allow_tf32`` flags raises once anything in the process set the new one (issue 22)."""
+    if _new_tf32_api():
+        return (
+            torch.backends.cuda.matmul.fp32_precision,
+            _cudnn_conv().fp32_precision,
+        )
+    return (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+
+
+def set_tf32(allow: bool | TF32State) -> None:
+    """TF32 on or off for matmul and cuDNN convolutions (or a :func:`tf32_state` back),
+    through the ``fp32_precision`` API where torch has it, else the legacy flags."""
+    if _new_tf32_api():
+        matmul, conv = (("tf32", "tf32") if allow else ("ieee", "ieee")) if isinstance(allow, bool) else allow
+        torch.backends.cuda.matmul.fp32_precision = matmul
+        _cudnn_conv().fp32_precision = conv
+        return
+    legacy = (allow, allow) if isinstance(allow, bool) else allow
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = (bool(v) for v in legacy)
 
 
 class TorchRunner(Runner):
@@ -167,7 +238,7 @@ class TorchRunner(Runner):
         self._allow_tf32 = allow_tf32
         self._model = model
         self._body: torch.nn.Module | None = None  # a copy on the device, while active
-        self._saved_flags: tuple[bool, bool, bool] | None = None
+        self._saved_flags: tuple[TF32State, bool] | None = None
         self._cuda_graphs = cuda_graphs and self._device.type == "cuda"
         self._graphs: ShapeGraphs | None = None
 
@@ -188,6 +259,8 @@ class TorchRunner(Runner):
                 "graph_stats": {
                     "captures": self._graphs.captures,
                     "launches": self._graphs.launches,
+                    "capture_failures": sum(self._graphs.failures.values()),
+                    "last_failure": self._graphs.last_failure,
                 }
                 if self._graphs is not None
                 else None,
@@ -209,34 +282,29 @@ class TorchRunner(Runner):
         body = body.to(memory_format=memory_format)  # type: ignore[call-overload]
         self._body = body.half() if self._precision == "fp16" else body
         if self._device.type == "cuda":
-            self._saved_flags = (
-                torch.backends.cuda.matmul.allow_tf32,
-                torch.backends.cudnn.allow_tf32,
-                torch.backends.cudnn.benchmark,
-            )
+            self._saved_flags = (tf32_state(), torch.backends.cudnn.benchmark)
             self._apply_flags()
         if self._cuda_graphs:
             device = self._device
+            done = torch.cuda.Event()  # type: ignore[no-untyped-call]
             self._graphs = ShapeGraphs(
-                lambda shape: capture_cuda_graph(self._forward, shape, device)
+                lambda shape, pool: capture_cuda_graph(self._forward, shape, device, pool, done),
+                pool=torch.cuda.graph_pool_handle(),
+                on_failure=torch.cuda.empty_cache,
             )
 
     def _apply_flags(self) -> None:
         """This runner's TF32 and cudnn.benchmark settings. They are process-wide, so they
         are set again on every call: another runner opened or closed in between (a
         benchmark comparing TF32 on and off) cannot change what this one runs with."""
-        torch.backends.cuda.matmul.allow_tf32 = self._allow_tf32
-        torch.backends.cudnn.allow_tf32 = self._allow_tf32
+        set_tf32(self._allow_tf32)
         torch.backends.cudnn.benchmark = True
 
     def deactivate(self) -> None:
         self._graphs = None
         if self._saved_flags is not None:
-            (
-                torch.backends.cuda.matmul.allow_tf32,
-                torch.backends.cudnn.allow_tf32,
-                torch.backends.cudnn.benchmark,
-            ) = self._saved_flags
+            tf32, torch.backends.cudnn.benchmark = self._saved_flags
+            set_tf32(tf32)
             self._saved_flags = None
         self._body = None
 
