@@ -16,6 +16,7 @@ file, fsync, rename), :mod:`.bands` (PNG and 16-bit TIFF band encoders), :mod:`.
 (format choice, Pillow encoder, :func:`open_image_writer`, :func:`write_image`).
 """
 
+from vdsr_deploy.fileops import not_regular_reason
 from vdsr_deploy.imageio.atomic import (
     TEMP_SUFFIX,
     FileDigest,
@@ -34,7 +35,6 @@ from vdsr_deploy.imageio.read import (
     ImageHeader,
     ImageMetadata,
     Samples,
-    not_regular_reason,
     probe_image,
     read_image,
     without_layout_tags,

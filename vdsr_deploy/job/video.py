@@ -403,7 +403,9 @@ class _FrameJob:
         threads = [
             threading.Thread(target=self._guard, args=(self._decode,), name="vdsr-video-decode", daemon=True),
             threading.Thread(target=self._guard, args=(self._encode,), name="vdsr-video-encode", daemon=True),
-            threading.Thread(target=self.halt.interrupt_on_stop, args=(self.runner,), name="vdsr-interrupt", daemon=True),
+            threading.Thread(
+                target=self.halt.interrupt_on_stop, args=(self.runner,), name="vdsr-interrupt", daemon=True
+            ),
         ]
         fatal: BaseException | None = None
         try:

@@ -10,6 +10,8 @@ Chroma planes are resized with the same MATLAB bicubic as the Y plane, at their 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -17,7 +19,7 @@ from vdsr_deploy import protocol
 from vdsr_deploy.errors import InvalidInputError
 
 F32 = NDArray[np.float32]
-Samples = NDArray[np.uint8] | NDArray[np.uint16]
+Samples = NDArray[Any]  # uint8, or uint16 for 9-16-bit samples
 
 
 def _check(bit_depth: int) -> None:

@@ -19,7 +19,7 @@ from vdsr_deploy.errors import InvalidInputError
 from vdsr_deploy.videoio.library import require_av
 from vdsr_deploy.videoio.probe import ColourTags
 
-Samples = NDArray[np.uint8] | NDArray[np.uint16]
+Samples = NDArray[Any]  # uint8, or uint16 for 9-16-bit samples
 
 RANGE_UNSPECIFIED, RANGE_LIMITED, RANGE_FULL = 0, 1, 2  # FFmpeg's AVColorRange
 INTERPOLATION = "BICUBIC"  # swscale's chroma resampling for RGB <-> YUV, both ways

@@ -14,6 +14,7 @@ Files are written with FFmpeg's ``bitexact`` flags, so the same frames give the 
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 from collections.abc import Iterator, Sequence
@@ -272,10 +273,8 @@ def _copy_tags(source: Any, target: Any) -> None:
     for key, value in source.metadata.items():
         if key.upper() not in _DROPPED_STREAM_TAGS and not key.upper().startswith("_STATISTICS"):
             target.metadata[key] = value
-    try:
+    with contextlib.suppress(AttributeError, TypeError, ValueError):
         target.disposition = source.disposition
-    except (AttributeError, TypeError, ValueError):
-        pass
 
 
 def _reason(error: BaseException) -> str:
