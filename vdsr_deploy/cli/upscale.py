@@ -89,12 +89,33 @@ def upscale(
     ] = 2,
     ensemble: EnsembleOption = False,
     inexact_halo: InexactHaloOption = False,
+    codec: Annotated[
+        str | None,
+        typer.Option(
+            "--codec", help="Video: the encoder (libx264, libx265, ffv1, libvpx-vp9, ...; default: the input's codec)."
+        ),
+    ] = None,
+    crf: Annotated[
+        int | None, typer.Option("--crf", help="Video: constant quality (x264 18, x265 20 by default).")
+    ] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="Video: encoder preset (default medium).")] = None,
+    encoder_option: Annotated[
+        list[str] | None,
+        typer.Option("--encoder-option", help="Video: KEY=VALUE passed to the encoder (repeatable)."),
+    ] = None,
+    frames: Annotated[
+        str, typer.Option("--frames", help="Video: luma (the decoded Y plane to the network) or rgb (as images).")
+    ] = "luma",
+    segment_seconds: Annotated[
+        float, typer.Option("--segment-seconds", help="Video: resume unit, cut at keyframes (0: one segment).")
+    ] = 4.0,
 ) -> None:
-    """Upscale images (RGB via YCbCr, gray, alpha, 16-bit) with exact tiling on any runtime.
+    """Upscale images (RGB via YCbCr, gray, alpha, 16-bit) or a video with exact tiling on any runtime.
 
-    Re-running the same command resumes: complete outputs (checked against the manifest in
-    the output folder) are skipped, the rest redone. Ctrl-C / SIGTERM stop cleanly (exit
-    130 / 143) without leaving partial files.
+    A video input (.mkv, .mp4, .mov, .webm, ...) gives a video output with every other stream
+    copied (needs the [video] extra; docs/video.md). Re-running the same command resumes:
+    complete outputs (checked against the manifest in the output folder) are skipped, the
+    rest redone. Ctrl-C / SIGTERM stop cleanly (exit 130 / 143) without leaving partial files.
     """
     from vdsr_deploy.backends.registry import choose_backend
     from vdsr_deploy.job import JobConfig, stop_on_signals
@@ -110,6 +131,7 @@ def upscale(
         load_threads, save_threads = _parse_jobs(jobs)
         if report is not None:
             check_report_path(report)  # before any work: a report never replaces a user's file
+        video = _video_input(inputs, output, cluster)
         given = runner_spec(
             backend, device, precision, provider, weights, onnx, engine, engines_dir, threads, foreign_model
         )
@@ -123,6 +145,30 @@ def upscale(
         if chosen.reason:
             console.print(f"[dim]{chosen.reason}[/dim]")
         tiling = TileConfig(tile=chosen.tile, halo=halo)
+        if video is not None:
+            from vdsr_deploy.job.video import VideoJobConfig
+
+            video_config = VideoJobConfig(
+                source=video,
+                target=output,
+                pipeline=PipelineConfig(scale=scale, tiling=tiling, batch=batch, ensemble=ensemble),
+                codec=codec,
+                crf=crf,
+                preset=preset,
+                encoder_options=_parse_encoder_options(encoder_option or []),
+                frames=frames,
+                segment_seconds=segment_seconds,
+                overwrite=overwrite,
+                model=given.model_identity(),
+            )
+            from vdsr_deploy.job.video import plan_video_job
+
+            video_plan = plan_video_job(video_config)  # every check before the runner opens
+            video_summary = _upscale_video(video_config, video_plan, spec, picked, console, quiet, stop.event)
+            _render_video_summary(console, video_summary)
+            if video_summary.interrupted:
+                raise typer.Exit(stop.exit_code)
+            return
         config = JobConfig(
             inputs=tuple(inputs),
             output=location(output),  # a URI (s3://...) becomes a RemotePath
@@ -156,6 +202,108 @@ def upscale(
         raise typer.Exit(stop.exit_code)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _video_input(inputs: list[str], output: Path, cluster: str | None) -> Path | None:
+    """The video to upscale, when the inputs name one (one video per run), else None."""
+    from vdsr_deploy.errors import ConfigError
+    from vdsr_deploy.videoio import is_video_path
+
+    videos = [name for name in inputs if is_video_path(name)]
+    if not videos:
+        if is_video_path(output):
+            raise ConfigError(f"{output}: a video output needs a video input, got {', '.join(inputs)}")
+        return None
+    if len(inputs) != 1:
+        raise ConfigError(f"expected one video per run, got {len(inputs)} inputs ({', '.join(inputs)})")
+    if cluster is not None:
+        raise ConfigError("--cluster: not available for video yet; run the video on one machine")
+    if not is_video_path(output):
+        raise ConfigError(f"{output}: expected a video output (.mkv, .mp4, .mov, .webm, ...) for the video {videos[0]}")
+    return Path(videos[0])
+
+
+def _parse_encoder_options(options: list[str]) -> tuple[tuple[str, str], ...]:
+    from vdsr_deploy.errors import ConfigError
+
+    parsed = []
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--encoder-option: expected KEY=VALUE, got {option!r}")
+        parsed.append((key, value))
+    return tuple(parsed)
+
+
+def _upscale_video(
+    config: Any, plan: Any, spec: Any, picked: Any, console: Any, quiet: bool, stop: Any
+) -> Any:
+    """One video on one runner on this machine, with a progress bar in frames, fps and ETA."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from vdsr_deploy.job.video import run_video_job
+    from vdsr_deploy.runtime.prepare import open_runner
+
+    pipeline = config.pipeline
+    with open_runner(spec, tiling=pipeline.tiling, batch=pipeline.batch) as runner:
+        progress = Progress(
+            TextColumn("[bold]upscale"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("frames {task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=quiet,
+        )
+        task = progress.add_task("upscale", total=None, rate="")
+        began = [0.0]
+
+        def on_event(event: dict[str, Any]) -> None:
+            import time
+
+            kind = event["event"]
+            if kind == "start":
+                console.print(
+                    f"[dim]runtime {runner.info.label}, tile {pipeline.tiling.tile or 'whole frame'}, batch "
+                    f"{pipeline.batch}, frames via {event['frames_path']}, encoder {escape(event['encode'])}; "
+                    f"{event['segments']} segments, {event['reused']} done before"
+                    + (f"; {picked.describe()}" if picked.requested == "auto" else "")
+                    + "[/dim]"
+                )
+                progress.update(task, total=event["total"])
+                began[0] = time.perf_counter()
+            elif kind == "frame":
+                progress.advance(task)
+                done = progress.tasks[0].completed
+                elapsed = time.perf_counter() - began[0]
+                progress.update(task, rate=f"{done / elapsed:.2f} fps" if elapsed > 0 else "")
+            elif kind == "corrupt":
+                when = f"{event['seconds']:.3f} s" if event["seconds"] >= 0 else "unknown time"
+                progress.console.print(f"[yellow]corrupt packet[/yellow] at {when}: {escape(event['reason'])}")
+            elif kind == "skipped":
+                progress.console.print(f"[yellow]skipped[/yellow] {escape(event['target'])}: {escape(event['reason'])}")
+            elif kind == "note":
+                progress.console.print(f"[cyan]note[/cyan] {escape(event['file'])}: {escape(event['note'])}")
+
+        with progress:
+            return run_video_job(config, runner, on_event, stop=stop, plan=plan)
+
+
+def _render_video_summary(console: Any, summary: Any) -> None:
+    if summary.skipped:
+        return
+    corrupt = summary.corrupt
+    console.print(
+        f"{summary.upscaled} frames upscaled in {summary.seconds:.1f} s ({summary.frames_per_second:.2f} fps), "
+        f"{summary.reused} of {summary.segments} segments done before"
+        + (f"; {len(corrupt)} corrupt packets skipped" if corrupt else "")
+        + (" — interrupted; run the same command again to resume" if summary.interrupted else "")
+    )
+    for packet in corrupt[:10]:
+        when = f"{packet.seconds:.3f} s" if packet.seconds >= 0 else "unknown time"
+        console.print(f"  [yellow]corrupt packet[/yellow] at {when}: {escape(packet.reason)}")
+    if not summary.interrupted:
+        console.print(f"output: {summary.target} ({summary.written} frames, {summary.encode})", soft_wrap=True)
 
 
 def _resolve_precision(spec: Any) -> tuple[Any, Any]:

@@ -56,7 +56,7 @@ from vdsr_deploy.videoio import frames as videoframes
 from vdsr_deploy.videoio.library import av_error_types, require_av
 from vdsr_deploy.videoio.probe import VideoInfo, probe_video
 from vdsr_deploy.videoio.segments import Segment, cut_points, plan_segments, segment_of
-from vdsr_deploy.videoio.write import EncodeSettings, SegmentWriter, encode_settings, join_segments
+from vdsr_deploy.videoio.write import EncodeSettings, SegmentWriter, check_encoder, encode_settings, join_segments
 
 FRAME_PATHS = ("luma", "rgb")
 """How frames reach the network: ``luma``, the decoded Y plane as it is (chroma planes resized
@@ -130,35 +130,60 @@ class VideoSummary:
         return self.upscaled / self.seconds if self.seconds else 0.0
 
 
+@dataclass(frozen=True)
+class VideoPlan:
+    """What :func:`plan_video_job` found: the source, the encoder, the frame path actually
+    used (``luma`` falls back to ``rgb`` for formats without a Y plane) and why."""
+
+    info: VideoInfo
+    settings: EncodeSettings
+    frames_path: str
+    notes: tuple[str, ...] = ()
+
+
+def plan_video_job(config: VideoJobConfig) -> VideoPlan:
+    """Every check that needs no runner, before any work: the output does not overwrite the
+    input, the input is a decodable video, the encoder takes its pixel format and the output
+    container holds every stream. Raises :class:`~vdsr_deploy.errors.VdsrError` naming the file."""
+    source, target = Path(config.source), Path(config.target)
+    _refuse_overwriting_input(source, target)
+    info = probe_video(source)
+    settings = encode_settings(info, target, config.codec, config.crf, config.preset, config.encoder_options)
+    height, width = colour.output_shape(info.height, info.width, config.pipeline.scale)
+    check_encoder(settings, info, width, height)
+    if config.frames == "luma" and not videoframes.has_luma_planes(info.pix_fmt):
+        note = f"{info.pix_fmt} has no separate Y plane: frames go through RGB"
+        return VideoPlan(info, settings, "rgb", (note,))
+    return VideoPlan(info, settings, config.frames)
+
+
 def run_video_job(
     config: VideoJobConfig,
     runner: Runner,
     on_event: EventSink | None = None,
     *,
     stop: threading.Event | None = None,
+    plan: VideoPlan | None = None,
 ) -> VideoSummary:
     """Upscale ``config.source`` into ``config.target``; the runner must be active.
 
     ``on_event`` receives dicts (``start``, ``frame``, ``segment``, ``corrupt``, ``note``,
-    ``finished``). Setting ``stop`` or Ctrl-C ends the job within a runner call with
-    ``summary.interrupted``; finished segments stay and the same call resumes. Problems with
-    the input or the settings raise :class:`~vdsr_deploy.errors.VdsrError` naming the file
-    before any work starts.
+    ``skipped``, ``finished``). Setting ``stop`` or Ctrl-C ends the job within a runner call
+    with ``summary.interrupted``; finished segments stay and the same call resumes. Problems
+    with the input or the settings raise :class:`~vdsr_deploy.errors.VdsrError` naming the
+    file before any work starts (``plan``: from :func:`plan_video_job`, else made here).
     """
     emit = on_event or (lambda event: None)
     halt = Halt(stop or threading.Event())
     started = time.perf_counter()
     source, target = Path(config.source), Path(config.target)
-    _refuse_overwriting_input(source, target)
-    info = probe_video(source)
-    settings = encode_settings(info, target, config.codec, config.crf, config.preset, config.encoder_options)
+    plan = plan or plan_video_job(config)
+    info, settings, frames_path = plan.info, plan.settings, plan.frames_path
     summary = VideoSummary(source, target, encode=settings.describe(), frames=info.frames)
     if not config.model:
         config = dataclasses.replace(config, model=runner.model_identity)
-    frames_path = config.frames
-    if frames_path == "luma" and not videoframes.has_luma_planes(info.pix_fmt):
-        frames_path = "rgb"
-        _note(summary, emit, source, f"{info.pix_fmt} has no separate Y plane: frames go through RGB")
+    for note in plan.notes:
+        _note(summary, emit, source, note)
     if target.exists() and not config.overwrite:
         summary.skipped = "the output exists (use --overwrite to replace it)"
         emit({"event": "skipped", "file": str(source), "target": str(target), "reason": summary.skipped})

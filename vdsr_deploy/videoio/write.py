@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import io
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -107,11 +108,8 @@ def check_container(info: VideoInfo, target: Path, settings: EncodeSettings) -> 
     """Refuse, before any work, an output container that cannot hold the video codec or one
     of the streams copied from the source."""
     av = require_av()
-    muxer = muxer_for(target)
-    fmt = av.ContainerFormat(muxer, "w")
-    supported = getattr(fmt, "supported_codecs", None)
-    if not supported:
-        return
+    with av.open(io.BytesIO(), "w", format=muxer_for(target)) as probe:
+        supported = set(probe.supported_codecs)
     wanted = [("video", av.codec.Codec(settings.codec, "w").name)]
     wanted += [(f"{o.kind} stream #{o.index}", o.codec) for o in info.others if o.kind != "attachment"]
     for what, codec in wanted:
@@ -120,6 +118,24 @@ def check_container(info: VideoInfo, target: Path, settings: EncodeSettings) -> 
                 f"{target}: a {target.suffix} file cannot hold the {what} ({codec}); "
                 "choose another output suffix (.mkv holds almost anything) or --codec"
             )
+
+
+def check_encoder(settings: EncodeSettings, info: VideoInfo, width: int, height: int) -> None:
+    """Open the encoder once for a ``width`` x ``height`` output and close it: options it
+    refuses, or a size it cannot encode (x264 wants even sizes in 4:2:0), fail here."""
+    av = require_av()
+    context = av.CodecContext.create(settings.codec, "w")
+    context.width, context.height, context.pix_fmt = width, height, settings.pix_fmt
+    context.time_base = info.time_base
+    context.framerate = info.rate if info.rate else Fraction(25)
+    context.options = dict(settings.options)
+    try:
+        context.open()
+    except av_error_types() as error:
+        raise ConfigError(
+            f"--codec {settings.codec}: cannot encode {width} x {height} {settings.pix_fmt} with "
+            f"{settings.describe()} ({_reason(error)}); choose another --codec (ffv1 takes any size) or --scale"
+        ) from error
 
 
 def _open_output(path: Path, target: Path) -> Any:
