@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import json
 import os
 import queue
@@ -56,7 +57,14 @@ from vdsr_deploy.videoio import frames as videoframes
 from vdsr_deploy.videoio.library import av_error_types, require_av
 from vdsr_deploy.videoio.probe import VideoInfo, probe_video
 from vdsr_deploy.videoio.segments import Segment, cut_points, plan_segments, segment_of
-from vdsr_deploy.videoio.write import EncodeSettings, SegmentWriter, check_encoder, encode_settings, join_segments
+from vdsr_deploy.videoio.write import (
+    EncodeSettings,
+    SegmentWriter,
+    check_encoder,
+    encode_settings,
+    join_segments,
+    segment_format,
+)
 
 FRAME_PATHS = ("luma", "rgb")
 """How frames reach the network: ``luma``, the decoded Y plane as it is (chroma planes resized
@@ -202,7 +210,7 @@ def run_video_job(
         }
     )
     with JobLock(target.parent):
-        work = Work(target, key, SourceStamp.of(source))
+        work = Work(target, key, SourceStamp.of(source), segment_format(settings, target)[1])
         if work.discarded:
             _note(summary, emit, source, f"{work.discarded} segment(s) of an earlier run with other settings discarded")
         done = work.finished(len(segments))
@@ -253,8 +261,9 @@ def _refuse_overwriting_input(source: Path, target: Path) -> None:
 class Work:
     """``.<target name>.vdsr-video/`` beside the target: segment files and their records."""
 
-    def __init__(self, target: Path, key: str, stamp: SourceStamp | None) -> None:
+    def __init__(self, target: Path, key: str, stamp: SourceStamp | None, suffix: str) -> None:
         self.target = target
+        self.suffix = suffix
         self.folder = target.parent / f".{target.name}{WORK_SUFFIX}"
         self.manifest = self.folder / MANIFEST
         self.discarded = 0
@@ -298,14 +307,11 @@ class Work:
             os.fsync(handle.fileno())
 
     def _remove_stale_temporaries(self) -> None:
-        for path in self.folder.glob(".*.tmp"):
-            parts = path.name.split(".")
-            pid = parts[-2].split("-")[0] if len(parts) >= 3 else ""
-            if not (pid.isdigit() and pid_alive(int(pid)) and int(pid) != os.getpid()):
-                path.unlink(missing_ok=True)
+        remove_stale_temporaries(self.folder, ".segment-*.tmp")
+        remove_stale_temporaries(self.target.parent, f".{glob.escape(self.target.name)}.*.tmp")
 
     def segment_path(self, index: int) -> Path:
-        return self.folder / f"segment-{index:05d}{self.target.suffix}"
+        return self.folder / f"segment-{index:05d}{self.suffix}"
 
     def finished(self, count: int) -> set[int]:
         """Segments recorded whose file is there with the recorded size and SHA-256."""
@@ -352,6 +358,16 @@ class Work:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def remove_stale_temporaries(folder: Path, pattern: str) -> None:
+    """Remove temporary files (:func:`~vdsr_deploy.fileops.temporary_path` names) matching
+    ``pattern`` in ``folder`` whose process is gone (a killed job's)."""
+    for path in folder.glob(pattern):
+        parts = path.name.split(".")
+        pid = parts[-2].split("-")[0] if len(parts) >= 3 else ""
+        if not (pid.isdigit() and pid_alive(int(pid))):
+            path.unlink(missing_ok=True)
 
 
 def _publish(work: Work, info: VideoInfo, target: Path, count: int, overwrite: bool) -> int:
@@ -470,7 +486,8 @@ class _FrameJob:
         current = -1
         with av.open(str(self.info.path)) as container:
             stream = container.streams[self.info.stream_index]
-            stream.thread_type = "AUTO"
+            # slice threads only: frame threads report a bad packet's error at a later packet
+            stream.thread_type = "SLICE"
             packets = container.demux(stream)
             while True:
                 try:
@@ -488,6 +505,8 @@ class _FrameJob:
                 for frame in decoded:
                     if self.halt.halted():
                         raise Stopped
+                    if frame.is_corrupt:  # decoded with errors the decoder concealed: kept, reported
+                        self._corrupt(packet, VideoReadError("the decoder concealed errors in this frame"))
                     if frame.pts is None:
                         raise VideoReadError(f"{self.info.path}: a frame without a timestamp; cannot keep timing")
                     index = segment_of(cuts, int(frame.pts))

@@ -3,8 +3,9 @@
 - :func:`encode_settings` picks the codec (``--codec``, else the input's codec family where
   an encoder exists, else libx264), its quality options and the output pixel format (the
   input's, so 10-bit stays 10-bit).
-- :class:`SegmentWriter` encodes one segment's frames into a file of its own, in the output's
-  container, with the source's time base and colour tags; timestamps are the source frames'.
+- :class:`SegmentWriter` encodes one segment's frames into a file of its own
+  (:func:`segment_format`), with the source's time base and colour tags; timestamps are the
+  source frames'.
 - :func:`join_segments` writes the output: the segments' video packets by stream copy, every
   other stream of the source (audio, subtitles, data, attachments) by stream copy, the
   container's metadata and chapters, the video stream's metadata and rotation.
@@ -138,10 +139,22 @@ def check_encoder(settings: EncodeSettings, info: VideoInfo, width: int, height:
         ) from error
 
 
-def _open_output(path: Path, target: Path) -> Any:
+def segment_format(settings: EncodeSettings, target: Path) -> tuple[str, str]:
+    """Muxer and suffix of the segment files: QuickTime where it holds the codec (it stores
+    decode timestamps, which Matroska drops and B-frames need to be joined again), else the
+    output's own container (FFV1, intra-only, needs none)."""
+    av = require_av()
+    codec = av.codec.Codec(settings.codec, "w").name
+    with av.open(io.BytesIO(), "w", format="mov") as probe:
+        if codec in probe.supported_codecs:
+            return "mov", ".mov"
+    return muxer_for(target), target.suffix.lower()
+
+
+def _open_output(path: Path, target: Path, muxer: str | None = None) -> Any:
     av = require_av()
     try:
-        return av.open(str(path), "w", format=muxer_for(target), options=dict(BITEXACT))
+        return av.open(str(path), "w", format=muxer or muxer_for(target), options=dict(BITEXACT))
     except av_error_types() as error:
         raise VideoWriteError(f"{target}: cannot write ({_reason(error)})") from error
 
@@ -155,7 +168,7 @@ class SegmentWriter:
     ) -> None:
         self.path = path
         self.frames = 0
-        self._container = _open_output(path, target)
+        self._container = _open_output(path, target, segment_format(settings, target)[0])
         try:
             rate = info.rate if info.rate else Fraction(25)
             stream = self._container.add_stream(settings.codec, rate=rate)
