@@ -1,6 +1,6 @@
 """Video in, video out (issue 24): every stream kept, frame-exact, resumable, clear errors.
 
-Clips are made here with PyAV (tests/job/video_clips.py): odd sizes, 12-30 frames, VFR
+Clips are made here with PyAV (tests/video_clips.py): odd sizes, 12-30 frames, VFR
 timestamps, FLAC audio, SRT subtitles, chapters, BT.709 tags, a rotation; 8- and 10-bit.
 The network is a tiny seeded VDSR on the PyTorch CPU runner (or a numpy stand-in in the
 processes that are killed), so a job takes well under a second.
