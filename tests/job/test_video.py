@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +260,18 @@ def test_sigint_stops_within_two_seconds(tmp_path: Path) -> None:
     assert code == 130, process.stderr.read() if process.stderr else ""
     assert took < 2.0
     assert not target.exists() and not list(work.glob(".*.tmp"))
+
+
+def test_mp4_to_mp4_keeps_its_time_base_and_b_frames_join(tmp_path: Path, runner: Any) -> None:
+    """x264 with B-frames in MP4 (time base 1/16000): segments keep decode timestamps, so
+    they join; the chapter text track of the source becomes chapters again, not a data copy."""
+    clip = make_clip(tmp_path / "in.mp4", width=32, height=24, frames=16, codec="libx264", subtitles=False)
+    target = tmp_path / "out.mp4"
+    summary = run_video_job(config(clip.path, target, codec=None), runner)
+    assert summary.segments >= 3 and summary.written == 16
+    with av.open(str(target)) as out, av.open(str(clip.path)) as source:
+        assert out.streams.video[0].time_base == source.streams.video[0].time_base == Fraction(1, 16000)
+        assert [c["metadata"] for c in out.chapters()] == [c["metadata"] for c in source.chapters()]
+        assert next(out.decode(video=0)).rotation == 90
+    assert video_pts(target) == clip.pts
+    assert packets(target, "audio") == packets(clip.path, "audio")

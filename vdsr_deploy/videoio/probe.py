@@ -149,8 +149,11 @@ def probe_video(path: Path) -> VideoInfo:
         if frames == 0 or first is None or last is None:
             raise VideoReadError(f"{path}: expected video frames with timestamps, got none")
         frame = _first_frame(container, video, path)
+        chapter_track = _quicktime_chapter_track(container)
         others = tuple(
-            OtherStream(s.index, s.type, _codec_name(s)) for s in container.streams if s.index != video.index
+            OtherStream(s.index, s.type, _codec_name(s))
+            for s in container.streams
+            if s.index not in (video.index, chapter_track)
         )
         return VideoInfo(
             path=path,
@@ -187,6 +190,17 @@ def _first_frame(container: Any, video: Any, path: Path) -> Any:
     except av_error_types() as error:
         raise VideoReadError(f"{path}: cannot decode the video ({_reason(error)})") from error
     raise VideoReadError(f"{path}: the video stream has no decodable frame")
+
+
+def _quicktime_chapter_track(container: Any) -> int | None:
+    """The index of the text track an MP4/MOV file stores its chapters in (FFmpeg shows it as
+    a codec-less data stream): the chapters are kept as chapters, so it is not copied."""
+    if ("mp4" not in container.format.name and "mov" not in container.format.name) or not container.chapters():
+        return None
+    for stream in container.streams:
+        if stream.type == "data" and getattr(stream, "codec_context", None) is None:
+            return int(stream.index)
+    return None
 
 
 def _is_cover_art(stream: Any) -> bool:
