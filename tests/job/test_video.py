@@ -275,3 +275,20 @@ def test_mp4_to_mp4_keeps_its_time_base_and_b_frames_join(tmp_path: Path, runner
         assert next(out.decode(video=0)).rotation == 90
     assert video_pts(target) == clip.pts
     assert packets(target, "audio") == packets(clip.path, "audio")
+
+
+def test_a_rerun_with_other_settings_starts_over(tmp_path: Path, runner: Any) -> None:
+    clip = make_clip(tmp_path / "in.mkv", frames=16, audio=False, subtitles=False)
+    stop = threading.Event()
+    target = tmp_path / "out.mkv"
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["event"] == "segment":
+            stop.set()
+
+    assert run_video_job(config(clip.path, target), runner, on_event, stop=stop).interrupted
+    summary = run_video_job(config(clip.path, target, frames="rgb"), runner)
+    assert summary.reused == 0 and summary.upscaled == 16
+    assert any("of an earlier run with other settings discarded" in note for note in summary.notes)
+    run_video_job(config(clip.path, tmp_path / "reference.mkv", frames="rgb"), runner)
+    assert target.read_bytes() == (tmp_path / "reference.mkv").read_bytes()
