@@ -34,7 +34,7 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,8 +186,7 @@ def run_video_job(
     started = time.perf_counter()
     source, target = Path(config.source), Path(config.target)
     plan = plan or plan_video_job(config)
-    info, settings, frames_path = plan.info, plan.settings, plan.frames_path
-    summary = VideoSummary(source, target, encode=settings.describe(), frames=info.frames)
+    summary = VideoSummary(source, target, encode=plan.settings.describe(), frames=plan.info.frames)
     if not config.model:
         config = dataclasses.replace(config, model=runner.model_identity)
     for note in plan.notes:
@@ -196,49 +195,114 @@ def run_video_job(
         summary.skipped = "the output exists (use --overwrite to replace it)"
         emit({"event": "skipped", "file": str(source), "target": str(target), "reason": summary.skipped})
         return summary
-    segments = plan_segments(info.keyframes, info.time_base, config.segment_seconds)
+    segments = video_segments(config, plan)
     summary.segments = len(segments)
-    key = settings_key(
-        {
-            "scale": config.pipeline.scale,
-            "ensemble": config.pipeline.ensemble,
-            "model": config.model,
-            "runner": runner.info.label,
-            "frames": frames_path,
-            "encode": settings.describe(),
-            "segments": [s.start for s in segments],
-        }
-    )
     with JobLock(target.parent):
-        work = Work(target, key, SourceStamp.of(source), segment_format(settings, target)[1])
-        if work.discarded:
-            _note(summary, emit, source, f"{work.discarded} segment(s) of an earlier run with other settings discarded")
+        work = open_work(config, plan, runner.info.label, summary, emit)
         done = work.finished(len(segments))
-        summary.reused = len(done)
-        emit(
-            {
-                "event": "start",
-                "file": str(source),
-                "total": info.frames,
-                "segments": len(segments),
-                "reused": len(done),
-                "encode": settings.describe(),
-                "frames_path": frames_path,
-            }
-        )
-        job = _FrameJob(config, info, settings, segments, done, work, frames_path, runner, halt, emit, summary)
+        job = _FrameJob(config, plan, segments, done, work.segment_path, work.commit, runner, halt, emit, summary)
         job.run()
         summary.interrupted = halt.stop.is_set()
         if not summary.interrupted and halt.error is None:
-            if len(work.finished(len(segments))) != len(segments):
-                raise VideoWriteError(f"{target}: some segments were not written; run the same command again")
-            summary.written = _publish(work, info, target, len(segments), config.overwrite)
-            work.remove()
+            finish(work, config, plan, summary)
     summary.seconds = time.perf_counter() - started
     if halt.error is not None and not halt.stop.is_set():
         raise halt.error
     emit({"event": "finished", "file": str(source), "interrupted": summary.interrupted})
     return summary
+
+
+def video_segments(config: VideoJobConfig, plan: VideoPlan) -> tuple[Segment, ...]:
+    """The keyframe segments of ``plan``'s video for ``config.segment_seconds``."""
+    return plan_segments(plan.info.keyframes, plan.info.time_base, config.segment_seconds)
+
+
+def open_work(config: VideoJobConfig, plan: VideoPlan, runner: str, summary: VideoSummary, emit: EventSink) -> Work:
+    """The job's work folder for these settings (``runner``: the runtime's label), an earlier
+    run's segments kept when its settings match; emits ``start``. Hold the job lock."""
+    segments = video_segments(config, plan)
+    key = settings_key(
+        {
+            "scale": config.pipeline.scale,
+            "ensemble": config.pipeline.ensemble,
+            "model": config.model,
+            "runner": runner,
+            "frames": plan.frames_path,
+            "encode": plan.settings.describe(),
+            "segments": [s.start for s in segments],
+        }
+    )
+    target = Path(config.target)
+    work = Work(target, key, SourceStamp.of(Path(config.source)), segment_format(plan.settings, target)[1])
+    if work.discarded:
+        discarded = f"{work.discarded} segment(s) of an earlier run with other settings discarded"
+        _note(summary, emit, summary.source, discarded)
+    summary.reused = len(work.finished(len(segments)))
+    emit(
+        {
+            "event": "start",
+            "file": str(summary.source),
+            "total": plan.info.frames,
+            "segments": len(segments),
+            "reused": summary.reused,
+            "encode": plan.settings.describe(),
+            "frames_path": plan.frames_path,
+        }
+    )
+    return work
+
+
+def finish(work: Work, config: VideoJobConfig, plan: VideoPlan, summary: VideoSummary) -> None:
+    """Every segment in: join them into the output, then remove the work folder."""
+    count = len(video_segments(config, plan))
+    if len(work.finished(count)) != count:
+        raise VideoWriteError(f"{config.target}: some segments were not written; run the same command again")
+    summary.written = _publish(work, plan.info, Path(config.target), count, config.overwrite)
+    work.remove()
+
+
+def upscale_segment(
+    config: VideoJobConfig,
+    plan: VideoPlan,
+    index: int,
+    runner: Runner,
+    *,
+    stop: threading.Event | None = None,
+    emit: EventSink | None = None,
+) -> tuple[Path | None, int]:
+    """Segment ``index`` alone (a cluster work item): decoded from its keyframe, upscaled and
+    encoded into a temporary file in the work folder. Returns that file (None: the segment
+    has no decodable frame) and its frame count; the caller records and renames it
+    (:meth:`Work.commit`). The runner must be active."""
+    segments = video_segments(config, plan)
+    if not 0 <= index < len(segments):
+        raise ConfigError(f"segment: expected 0..{len(segments) - 1}, got {index}")
+    target = Path(config.target)
+    folder = work_folder(target)
+    suffix = segment_format(plan.settings, target)[1]
+    done = set(range(len(segments))) - {index}
+    result: list[tuple[Path | None, int]] = []
+    halt = Halt(stop or threading.Event())
+    summary = VideoSummary(Path(config.source), target)
+
+    def keep(segment: int, temporary: Path | None, frames: int) -> None:
+        result.append((temporary, frames))
+
+    def path(segment: int) -> Path:
+        return folder / f"segment-{segment:05d}{suffix}"
+
+    job = _FrameJob(config, plan, segments, done, path, keep, runner, halt, emit or (lambda e: None), summary)
+    job.run()
+    if halt.error is not None:
+        raise halt.error
+    if halt.stop.is_set() or not result:
+        raise Stopped
+    return result[0]
+
+
+def work_folder(target: Path) -> Path:
+    """The work folder of the job writing ``target``."""
+    return target.parent / f".{target.name}{WORK_SUFFIX}"
 
 
 def _note(summary: VideoSummary, emit: EventSink, source: Path, message: str) -> None:
@@ -264,7 +328,7 @@ class Work:
     def __init__(self, target: Path, key: str, stamp: SourceStamp | None, suffix: str) -> None:
         self.target = target
         self.suffix = suffix
-        self.folder = target.parent / f".{target.name}{WORK_SUFFIX}"
+        self.folder = work_folder(target)
         self.manifest = self.folder / MANIFEST
         self.discarded = 0
         header = {"job": key, "source": dataclasses.asdict(stamp) if stamp else None}
@@ -409,24 +473,28 @@ class _FrameJob:
     def __init__(
         self,
         config: VideoJobConfig,
-        info: VideoInfo,
-        settings: EncodeSettings,
+        plan: VideoPlan,
         segments: tuple[Segment, ...],
         done: set[int],
-        work: Work,
-        frames_path: str,
+        segment_path: Callable[[int], Path],
+        commit: Callable[[int, Path | None, int], None],
         runner: Runner,
         halt: Halt,
         emit: EventSink,
         summary: VideoSummary,
     ) -> None:
         self.config = config
-        self.info = info
-        self.settings = settings
+        self.info = info = plan.info
+        self.settings = plan.settings
         self.segments = segments
         self.done = done
-        self.work = work
-        self.frames_path = frames_path
+        self.segment_path = segment_path
+        self.commit = commit
+        self.target = Path(config.target)
+        self.frames_path = frames_path = plan.frames_path
+        # the first segment to do: decoding starts at its keyframe (a seek), not at the start
+        todo = [i for i in range(len(segments)) if i not in done]
+        self.first = todo[0] if todo else 0
         self.runner = runner
         self.halt = halt
         self.emit = emit
@@ -488,8 +556,11 @@ class _FrameJob:
             stream = container.streams[self.info.stream_index]
             # slice threads only: frame threads report a bad packet's error at a later packet
             stream.thread_type = "SLICE"
+            if self.first > 0:  # to the keyframe that starts the first segment to do
+                container.seek(self.segments[self.first].start, stream=stream, backward=True, any_frame=False)
+            last = max((i for i in range(len(self.segments)) if i not in self.done), default=-1)
             packets = container.demux(stream)
-            while True:
+            while current <= last:
                 try:
                     packet = next(packets)
                 except StopIteration:
@@ -510,6 +581,8 @@ class _FrameJob:
                     if frame.pts is None:
                         raise VideoReadError(f"{self.info.path}: a frame without a timestamp; cannot keep timing")
                     index = segment_of(cuts, int(frame.pts))
+                    if index < self.first:
+                        continue  # decoded before the segment's keyframe (an earlier seek point)
                     if index < current:
                         raise VideoReadError(f"{self.info.path}: frame timestamps go backwards at {frame.time:.3f} s")
                     if index != current:
@@ -623,15 +696,15 @@ class _FrameJob:
                     if writer is not None:
                         writer.close()
                         frames = writer.frames
-                    self.work.commit(entry.segment, temporary, frames)
+                    self.commit(entry.segment, temporary, frames)
                     writer, temporary = None, None
                     self.emit({"event": "segment", "file": str(self.info.path), "segment": entry.segment})
                     continue
                 assert isinstance(entry, _Frame)
                 if writer is None:
-                    temporary = temporary_path(self.work.segment_path(entry.segment))
+                    temporary = temporary_path(self.segment_path(entry.segment))
                     writer = SegmentWriter(
-                        temporary, self.work.target, self.info, self.settings, self.out_width, self.out_height
+                        temporary, self.target, self.info, self.settings, self.out_width, self.out_height
                     )
                 frame = self._finish(entry)
                 frame.pts = entry.pts
