@@ -40,7 +40,6 @@ def test_upscale_a_video(tmp_path: Path, tiny_weights: Path) -> None:
         ("out.mkv", ["--frames", "yuv"], "--frames: expected one of luma, rgb, got 'yuv'"),
         ("out.mkv", ["--encoder-option", "crf"], "--encoder-option: expected KEY=VALUE, got 'crf'"),
         ("out.png", [], "expected a video output"),
-        ("out.mkv", ["--cluster", "local"], "--cluster: not available for video yet"),
     ],
 )
 def test_video_errors_are_one_line(

@@ -131,7 +131,7 @@ def upscale(
         load_threads, save_threads = _parse_jobs(jobs)
         if report is not None:
             check_report_path(report)  # before any work: a report never replaces a user's file
-        video = _video_input(inputs, output, cluster)
+        video = _video_input(inputs, output)
         given = runner_spec(
             backend, device, precision, provider, weights, onnx, engine, engines_dir, threads, foreign_model
         )
@@ -164,7 +164,12 @@ def upscale(
             from vdsr_deploy.job.video import plan_video_job
 
             video_plan = plan_video_job(video_config)  # every check before the runner opens
-            video_summary = _upscale_video(video_config, video_plan, spec, picked, console, quiet, stop.event)
+            if cluster is not None:
+                video_summary = _upscale_video_on_cluster(
+                    video_config, video_plan, spec, cluster, actors, retries, console, quiet, stop.event
+                )
+            else:
+                video_summary = _upscale_video(video_config, video_plan, spec, picked, console, quiet, stop.event)
             _render_video_summary(console, video_summary)
             if video_summary.interrupted:
                 raise typer.Exit(stop.exit_code)
@@ -204,7 +209,7 @@ def upscale(
         raise typer.Exit(1)
 
 
-def _video_input(inputs: list[str], output: Path, cluster: str | None) -> Path | None:
+def _video_input(inputs: list[str], output: Path) -> Path | None:
     """The video to upscale, when the inputs name one (one video per run), else None."""
     from vdsr_deploy.errors import ConfigError
     from vdsr_deploy.videoio import is_video_path
@@ -216,8 +221,6 @@ def _video_input(inputs: list[str], output: Path, cluster: str | None) -> Path |
         return None
     if len(inputs) != 1:
         raise ConfigError(f"expected one video per run, got {len(inputs)} inputs ({', '.join(inputs)})")
-    if cluster is not None:
-        raise ConfigError("--cluster: not available for video yet; run the video on one machine")
     if not is_video_path(output):
         raise ConfigError(f"{output}: expected a video output (.mkv, .mp4, .mov, .webm, ...) for the video {videos[0]}")
     return Path(videos[0])
@@ -239,54 +242,75 @@ def _upscale_video(
     config: Any, plan: Any, spec: Any, picked: Any, console: Any, quiet: bool, stop: Any
 ) -> Any:
     """One video on one runner on this machine, with a progress bar in frames, fps and ETA."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from vdsr_deploy.job.video import run_video_job
     from vdsr_deploy.runtime.prepare import open_runner
 
     pipeline = config.pipeline
     with open_runner(spec, tiling=pipeline.tiling, batch=pipeline.batch) as runner:
-        progress = Progress(
-            TextColumn("[bold]upscale"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("frames {task.fields[rate]}"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=quiet,
-        )
-        task = progress.add_task("upscale", total=None, rate="")
-        began = [0.0]
-
-        def on_event(event: dict[str, Any]) -> None:
-            import time
-
-            kind = event["event"]
-            if kind == "start":
-                console.print(
-                    f"[dim]runtime {runner.info.label}, tile {pipeline.tiling.tile or 'whole frame'}, batch "
-                    f"{pipeline.batch}, frames via {event['frames_path']}, encoder {escape(event['encode'])}; "
-                    f"{event['segments']} segments, {event['reused']} done before"
-                    + (f"; {picked.describe()}" if picked.requested == "auto" else "")
-                    + "[/dim]"
-                )
-                progress.update(task, total=event["total"])
-                began[0] = time.perf_counter()
-            elif kind == "frame":
-                progress.advance(task)
-                done = progress.tasks[0].completed
-                elapsed = time.perf_counter() - began[0]
-                progress.update(task, rate=f"{done / elapsed:.2f} fps" if elapsed > 0 else "")
-            elif kind == "corrupt":
-                when = f"{event['seconds']:.3f} s" if event["seconds"] >= 0 else "unknown time"
-                progress.console.print(f"[yellow]corrupt packet[/yellow] at {when}: {escape(event['reason'])}")
-            elif kind == "skipped":
-                progress.console.print(f"[yellow]skipped[/yellow] {escape(event['target'])}: {escape(event['reason'])}")
-            elif kind == "note":
-                progress.console.print(f"[cyan]note[/cyan] {escape(event['file'])}: {escape(event['note'])}")
-
-        with progress:
+        chosen = f"; {picked.describe()}" if picked.requested == "auto" else ""
+        with _video_progress(console, quiet, f"runtime {runner.info.label}", config, chosen) as on_event:
             return run_video_job(config, runner, on_event, stop=stop, plan=plan)
+
+
+def _upscale_video_on_cluster(
+    config: Any, plan: Any, spec: Any, address: str, actors: int, retries: int, console: Any, quiet: bool, stop: Any
+) -> Any:
+    """One video with its keyframe segments as Ray work items (vdsr_deploy.cluster.video)."""
+    from vdsr_deploy.cluster import ClusterConfig, OpenRunner
+    from vdsr_deploy.cluster.video import run_cluster_video_job
+
+    cluster = ClusterConfig(address=address, actors=actors, retries=retries)
+    factory = OpenRunner(spec, config.pipeline.tiling, config.pipeline.batch)
+    with _video_progress(console, quiet, f"Ray cluster {address}", config, "") as on_event:
+        return run_cluster_video_job(config, cluster, factory, on_event, stop=stop, device=spec.device, plan=plan)
+
+
+@contextmanager
+def _video_progress(
+    console: Any, quiet: bool, where: str, config: Any, chosen: str
+) -> Iterator[Callable[[dict[str, Any]], None]]:
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    pipeline = config.pipeline
+    progress = Progress(
+        TextColumn("[bold]upscale"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("frames {task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=quiet,
+    )
+    task = progress.add_task("upscale", total=None, rate="")
+    began = [0.0]
+
+    def on_event(event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "start":
+            console.print(
+                f"[dim]{escape(where)}, tile {pipeline.tiling.tile or 'whole frame'}, batch {pipeline.batch}, "
+                f"frames via {event['frames_path']}, encoder {escape(event['encode'])}; "
+                f"{event['segments']} segments, {event['reused']} done before{chosen}[/dim]"
+            )
+            progress.update(task, total=event["total"])
+            began[0] = time.perf_counter()
+        elif kind == "frame":
+            progress.advance(task)
+            elapsed = time.perf_counter() - began[0]
+            done = progress.tasks[0].completed
+            progress.update(task, rate=f"{done / elapsed:.2f} fps" if elapsed > 0 else "")
+        elif kind == "corrupt":
+            when = f"{event['seconds']:.3f} s" if event["seconds"] >= 0 else "unknown time"
+            progress.console.print(f"[yellow]corrupt packet[/yellow] at {when}: {escape(event['reason'])}")
+        elif kind == "skipped":
+            progress.console.print(f"[yellow]skipped[/yellow] {escape(event['target'])}: {escape(event['reason'])}")
+        elif kind == "note":
+            progress.console.print(f"[cyan]note[/cyan] {escape(event['file'])}: {escape(event['note'])}")
+
+    with progress:
+        yield on_event
 
 
 def _render_video_summary(console: Any, summary: Any) -> None:
