@@ -147,6 +147,8 @@ def test_bad_inputs_fail_before_any_work(tmp_path: Path, runner: Any) -> None:
         plan_video_job(config(clip.path, tmp_path / "out.mp4"))
     with pytest.raises(ConfigError, match="libx264: cannot encode 99 x 75 yuv420p"):
         plan_video_job(config(clip.path, tmp_path / "out.mkv", codec="libx264", pipeline=PipelineConfig(scale=3.0)))
+    with pytest.raises(ConfigError, match="libx264 has no option 'foo'"):
+        plan_video_job(config(clip.path, tmp_path / "out.mkv", codec="libx264", encoder_options=(("foo", "1"),)))
     with pytest.raises(ConfigError, match="'nope' is not an encoder"):
         plan_video_job(config(clip.path, tmp_path / "out.mkv", codec="nope"))
     text = tmp_path / "notes.mkv"

@@ -122,8 +122,8 @@ def check_container(info: VideoInfo, target: Path, settings: EncodeSettings) -> 
 
 
 def check_encoder(settings: EncodeSettings, info: VideoInfo, width: int, height: int) -> None:
-    """Open the encoder once for a ``width`` x ``height`` output and close it: options it
-    refuses, or a size it cannot encode (x264 wants even sizes in 4:2:0), fail here."""
+    """Open the encoder once for a ``width`` x ``height`` output: options it refuses or does
+    not know, or a size it cannot encode (x264 wants even sizes in 4:2:0), fail here."""
     av = require_av()
     context = av.CodecContext.create(settings.codec, "w")
     context.width, context.height, context.pix_fmt = width, height, settings.pix_fmt
@@ -137,6 +137,9 @@ def check_encoder(settings: EncodeSettings, info: VideoInfo, width: int, height:
             f"--codec {settings.codec}: cannot encode {width} x {height} {settings.pix_fmt} with "
             f"{settings.describe()} ({_reason(error)}); choose another --codec (ffv1 takes any size) or --scale"
         ) from error
+    unknown = sorted(dict(context.options))  # FFmpeg hands back the options nothing took
+    if unknown:
+        raise ConfigError(f"--encoder-option: {settings.codec} has no option {', '.join(map(repr, unknown))}")
 
 
 def segment_format(settings: EncodeSettings, target: Path) -> tuple[str, str]:
