@@ -113,7 +113,7 @@ def upscale(
     """Upscale images (RGB via YCbCr, gray, alpha, 16-bit) or a video with exact tiling on any runtime.
 
     A video input (.mkv, .mp4, .mov, .webm, ...) gives a video output with every other stream
-    copied (needs the [video] extra; docs/video.md). Re-running the same command resumes:
+    copied (needs the video extra; docs/video.md). Re-running the same command resumes:
     complete outputs (checked against the manifest in the output folder) are skipped, the
     rest redone. Ctrl-C / SIGTERM stop cleanly (exit 130 / 143) without leaving partial files.
     """
