@@ -219,6 +219,56 @@ MUTANTS: tuple[Mutant, ...] = (
         "tests/evaluation/test_evaluate.py",
         "tests/parity/test_parity.py::test_hr_images_give_task_psnr",
     ),
+    # --- nothing of the user's is overwritten (issue 25) ---------------------------------------
+    mutant(
+        "publish: the record stays when a file appeared at the target",
+        "vdsr_deploy/job/encode.py",
+        "self.manifest.retract(task.item.target)  # recorded only what this job published",
+        "pass",
+        "tests/job/test_safety.py::test_1_a_file_that_appears_before_the_publish_is_left_alone",
+    ),
+    mutant(
+        "publish: the rename replaces a file that appeared meanwhile",
+        "vdsr_deploy/fileops.py",
+        "    if replace:\n        os.replace(temporary, target)",
+        "    if True:\n        os.replace(temporary, target)",
+        "tests/job/test_safety.py::test_1_a_file_that_appears_before_the_publish_is_left_alone",
+    ),
+    mutant(
+        "job lock: jobs above or inside the output folder not looked for",
+        "vdsr_deploy/job/lock.py",
+        "                self._refuse_nested_jobs()",
+        "                pass",
+        "tests/job/test_safety.py",
+    ),
+    mutant(
+        "manifest: damaged lines not counted",
+        "vdsr_deploy/job/manifest.py",
+        "self.damaged += 1",
+        "self.damaged += 0",
+        "tests/job/test_safety.py",
+    ),
+    mutant(
+        "manifest: a rechecked output that differs is replaced though no record names it",
+        "vdsr_deploy/job/manifest.py",
+        "        if key in self.named_by_damaged:\n",
+        "        if True:\n",
+        "tests/job/test_safety.py",
+    ),
+    mutant(
+        "model identity: any ONNX runs as if --foreign-model",
+        "vdsr_deploy/model/provenance.py",
+        "    if foreign:\n        return",
+        "    if True:\n        return",
+        "tests/cli/test_hostile.py",
+    ),
+    mutant(
+        "report: any existing file may be replaced",
+        "vdsr_deploy/job/report.py",
+        "if path.stat().st_size and not _is_report(path):",
+        "if False:",
+        "tests/cli/test_hostile.py::test_report_never_replaces_a_users_file",
+    ),
     # --- the cluster driver's ledger ---------------------------------------------------------
     mutant(
         "cluster ledger: an image retried once more than allowed",

@@ -60,22 +60,22 @@ def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int) -> Runner:
         spec, _ = resolve_spec(spec, engines_dir)
     backend = REGISTRY[choose_backend(spec).backend]
     check_artifacts_used(spec, backend.name)
-    if spec.onnx is not None:
-        from vdsr_deploy.model.provenance import check_given_onnx
-
-        check_given_onnx(spec.onnx, foreign=spec.foreign_model)  # never run a model on faith
     spec = replace(spec, backend=backend.name)
     check_backend_precision(backend.name, spec.precision)
     reason = backend.unavailable(spec.device, spec.precision, spec.provider)
     if reason is not None:
         raise BackendUnavailableError(reason)
+    if backend.name == "onnxruntime":
+        from vdsr_deploy.backends.onnxruntime import device_id
+
+        device_id(spec.device, spec.provider)  # a contradiction fails before anything is read
+    if spec.onnx is not None:
+        from vdsr_deploy.model.provenance import check_given_onnx
+
+        check_given_onnx(spec.onnx, foreign=spec.foreign_model)  # never run a model on faith
     if backend.artifact == "engine":
         runner: Runner = _tensorrt_runner(spec, engines_dir, tiling, batch)
     else:
-        if backend.name == "onnxruntime":
-            from vdsr_deploy.backends.onnxruntime import device_id
-
-            device_id(spec.device, spec.provider)  # a contradiction fails before anything is exported
         runner = backend.open(
             OpenRequest(
                 precision=spec.precision,
