@@ -40,6 +40,7 @@ def test_upscale_a_video(tmp_path: Path, tiny_weights: Path) -> None:
         ("out.mkv", ["--frames", "yuv"], "--frames: expected one of luma, rgb, got 'yuv'"),
         ("out.mkv", ["--encoder-option", "crf"], "--encoder-option: expected KEY=VALUE, got 'crf'"),
         ("out.png", [], "expected a video output"),
+        ("out.mkv", ["--format", "png"], "--format: not available for a video"),
     ],
 )
 def test_video_errors_are_one_line(

@@ -132,6 +132,10 @@ def upscale(
         if report is not None:
             check_report_path(report)  # before any work: a report never replaces a user's file
         video = _video_input(inputs, output)
+        if video is not None and (report is not None or fmt is not None):
+            from vdsr_deploy.errors import ConfigError
+
+            raise ConfigError(f"{'--report' if report is not None else '--format'}: not available for a video")
         given = runner_spec(
             backend, device, precision, provider, weights, onnx, engine, engines_dir, threads, foreign_model
         )
