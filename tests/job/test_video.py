@@ -113,19 +113,24 @@ def test_rgb_frames_equal_the_image_path(tmp_path: Path, runner: Any) -> None:
             np.testing.assert_array_equal(got, want)
 
 
-def test_luma_frames_equal_the_plane_path(tmp_path: Path, runner: Any) -> None:
+@pytest.mark.parametrize(("pix_fmt", "bits"), [("yuv420p", 8), ("yuv420p10le", 10), ("yuv444p", 8)])
+def test_luma_frames_equal_the_plane_path(tmp_path: Path, runner: Any, pix_fmt: str, bits: int) -> None:
     """Luma path: the output's Y plane is the decoded Y plane through the library's plane
-    pipeline, and its chroma planes are the decoded ones resized; exactly (FFV1)."""
-    clip = make_clip(tmp_path / "in.mkv", frames=5, audio=False, subtitles=False)
+    pipeline, and its chroma planes are the decoded ones resized; exactly (FFV1), at 8 and
+    10 bits and in 4:4:4."""
+    clip = make_clip(tmp_path / "in.mkv", frames=5, pix_fmt=pix_fmt, audio=False, subtitles=False)
     target = tmp_path / "out.mkv"
     run_video_job(config(clip.path, target), runner)
+    full = False  # the clips are limited range (full range: tests/videoio/test_segments.py)
     for source, frame in zip(decoded(clip.path), decoded(target), strict=True):
-        y, cb, cr = videoframes.frame_planes(source, 8)
-        out = videoframes.frame_planes(frame, 8)
-        network = upscale_plane(luma.upscale_luma(y, (50, 66), 8, False), runner, TILING, batch=1)
-        np.testing.assert_array_equal(out[0], luma.luma_out(network, 8, False))
-        np.testing.assert_array_equal(out[1], luma.resize_chroma(cb, (25, 33), 8))
-        np.testing.assert_array_equal(out[2], luma.resize_chroma(cr, (25, 33), 8))
+        assert frame.format.name == pix_fmt
+        y, cb, cr = videoframes.frame_planes(source, bits)
+        out = videoframes.frame_planes(frame, bits)
+        network = upscale_plane(luma.upscale_luma(y, (50, 66), bits, full), runner, TILING, batch=1)
+        np.testing.assert_array_equal(out[0], luma.luma_out(network, bits, full))
+        for plane, resized in zip((cb, cr), out[1:], strict=True):
+            np.testing.assert_array_equal(resized, luma.resize_chroma(plane, resized.shape, bits))
+            assert resized.shape == ((50, 66) if pix_fmt == "yuv444p" else (25, 33))
 
 
 def test_lossy_default_codec_and_options(tmp_path: Path, runner: Any) -> None:
