@@ -83,14 +83,16 @@ def test_everything_but_the_pixels_is_kept(tmp_path: Path, runner: Any, frames_p
     assert not list(tmp_path.glob(".*"))  # work folder and temporaries gone
 
 
-def test_ten_bit_stays_ten_bit(tmp_path: Path, runner: Any) -> None:
+@pytest.mark.parametrize("frames_path", ["luma", "rgb"])
+def test_ten_bit_stays_ten_bit(tmp_path: Path, runner: Any, frames_path: str) -> None:
     clip = make_clip(tmp_path / "in.mkv", pix_fmt="yuv420p10le", frames=10, audio=False, subtitles=False)
     target = tmp_path / "out.mkv"
-    run_video_job(config(clip.path, target), runner)
+    run_video_job(config(clip.path, target, frames=frames_path), runner)
     frames = decoded(target)
     assert len(frames) == 10 and frames[0].format.name == "yuv420p10le"
     y = videoframes.frame_planes(frames[0], 10)[0]
-    assert y.dtype == np.uint16 and y.max() > 255  # 10-bit values, not 8-bit ones shifted
+    assert y.dtype == np.uint16 and y.max() > 255  # 10-bit values
+    assert len(np.unique(y % 4)) > 1  # not 8-bit values shifted left (rgb: through 16-bit RGB)
 
 
 def test_rgb_frames_equal_the_image_path(tmp_path: Path, runner: Any) -> None:
