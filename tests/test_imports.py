@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("onnxruntime", "tensorrt", "cuda", "matplotlib", "ray", "tritonclient", "grpc", "pyarrow")
+HEAVY = ("onnxruntime", "tensorrt", "cuda", "matplotlib", "ray", "tritonclient", "grpc", "pyarrow", "av")
 
 
 def modules_after(code: str) -> set[str]:
@@ -28,7 +28,8 @@ def test_submodules_import_without_runtimes() -> None:
         "vdsr_deploy.backends.tensorrt.library, vdsr_deploy.backends.tensorrt.runner, "
         "vdsr_deploy.backends.onnxruntime.runner, vdsr_deploy.backends.tensorrt.cuda, vdsr_deploy.planes.tiling, "
         "vdsr_deploy.protocol, vdsr_deploy.cluster, vdsr_deploy.job.worker, vdsr_deploy.runtime.triton, "
-        "vdsr_deploy.job.remote, vdsr_deploy.job"
+        "vdsr_deploy.job.remote, vdsr_deploy.job, vdsr_deploy.videoio, vdsr_deploy.videoio.write, "
+        "vdsr_deploy.videoio.frames, vdsr_deploy.job.video"
     )
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}
 
@@ -57,3 +58,18 @@ def test_every_package_folder_is_listed_for_the_wheel() -> None:
         for init in (root / top).rglob("__init__.py")
     }
     assert found == listed
+
+
+def test_video_without_pyav_is_one_clear_sentence() -> None:
+    """With PyAV missing (``av`` blocked), the package and the video modules import, and a
+    video job says how to install it."""
+    code = (
+        "import sys\nsys.modules['av'] = None\n"
+        "from pathlib import Path\n"
+        "from vdsr_deploy.errors import BackendUnavailableError\n"
+        "from vdsr_deploy.job.video import VideoJobConfig, plan_video_job\n"
+        "try:\n    plan_video_job(VideoJobConfig(Path('a.mkv'), Path('b.mkv')))\n"
+        "except BackendUnavailableError as error:\n    print(error)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "needs PyAV" in out and "pip install 'vdsr-deploy[video]'" in out

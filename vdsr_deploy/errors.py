@@ -50,3 +50,11 @@ class CudaError(VdsrError):
 
 class TrainingError(VdsrError):
     """Training cannot start or continue (bad data folder, bad config, bad checkpoint)."""
+
+
+class VideoReadError(InvalidInputError):
+    """A video file cannot be read (missing, not a video, no video stream, undecodable codec)."""
+
+
+class VideoWriteError(VdsrError):
+    """An output video cannot be written (codec or container refuses a stream, disk full)."""

@@ -13,6 +13,10 @@ Steps, in the order one output passes them (see :mod:`vdsr_deploy.imageio`,
 - ``manifest``: half of the output's manifest line is written (a torn line if killed here);
 - ``rename``: the record is fsynced, the temporary file not yet renamed onto the target;
 - ``renamed``: the output is in place.
+
+A video job (:mod:`vdsr_deploy.job.video`) has its own: ``video-segment`` (a segment file is
+complete, not yet recorded), ``video-recorded`` (recorded, not yet renamed), ``video-join``
+(the joined output is complete, not yet renamed into place).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 from pathlib import Path
 
 ENV = "VDSR_FAULT"
-STEPS = ("write", "finish", "manifest", "rename", "renamed")
+STEPS = ("write", "finish", "manifest", "rename", "renamed", "video-segment", "video-recorded", "video-join")
 
 _counts: dict[str, int] = {}
 _lock = threading.Lock()

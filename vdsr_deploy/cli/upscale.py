@@ -100,12 +100,33 @@ def upscale(
     ] = 2,
     ensemble: EnsembleOption = False,
     inexact_halo: InexactHaloOption = False,
+    codec: Annotated[
+        str | None,
+        typer.Option(
+            "--codec", help="Video: the encoder (libx264, libx265, ffv1, libvpx-vp9, ...; default: the input's codec)."
+        ),
+    ] = None,
+    crf: Annotated[
+        int | None, typer.Option("--crf", help="Video: constant quality (x264 18, x265 20 by default).")
+    ] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="Video: encoder preset (default medium).")] = None,
+    encoder_option: Annotated[
+        list[str] | None,
+        typer.Option("--encoder-option", help="Video: KEY=VALUE passed to the encoder (repeatable)."),
+    ] = None,
+    frames: Annotated[
+        str, typer.Option("--frames", help="Video: luma (the decoded Y plane to the network) or rgb (as images).")
+    ] = "luma",
+    segment_seconds: Annotated[
+        float, typer.Option("--segment-seconds", help="Video: resume unit, cut at keyframes (0: one segment).")
+    ] = 4.0,
 ) -> None:
-    """Upscale images (RGB via YCbCr, gray, alpha, 16-bit) with exact tiling on any runtime.
+    """Upscale images (RGB via YCbCr, gray, alpha, 16-bit) or a video with exact tiling on any runtime.
 
-    Re-running the same command resumes: complete outputs (checked against the manifest in
-    the output folder) are skipped, the rest redone. Ctrl-C / SIGTERM stop cleanly (exit
-    130 / 143) without leaving partial files.
+    A video input (.mkv, .mp4, .mov, .webm, ...) gives a video output with every other stream
+    copied (needs the video extra; docs/video.md). Re-running the same command resumes:
+    complete outputs (checked against the manifest in the output folder) are skipped, the
+    rest redone. Ctrl-C / SIGTERM stop cleanly (exit 130 / 143) without leaving partial files.
 
     The defaults are for speed (--backend auto, --precision auto, --tile 256): the first
     lines say what was chosen and why. vdsr eval and vdsr validate default to the PyTorch
@@ -127,6 +148,11 @@ def upscale(
         load_threads, save_threads = _parse_jobs(jobs)
         if report is not None:
             check_report_path(report)  # before any work: a report never replaces a user's file
+        video, video_target = _video_input(inputs, output)
+        if video is not None and (report is not None or fmt is not None):
+            from vdsr_deploy.errors import ConfigError
+
+            raise ConfigError(f"{'--report' if report is not None else '--format'}: not available for a video")
         given = runner_spec(
             backend, device, precision, provider, weights, onnx, engine, engines_dir, threads, foreign_model
         )
@@ -142,6 +168,35 @@ def upscale(
         if chosen.reason:
             console.print(f"[dim]{escape(chosen.reason)}[/dim]")
         tiling = TileConfig(tile=chosen.tile, halo=halo)
+        if video is not None:
+            from vdsr_deploy.job.video import VideoJobConfig
+
+            video_config = VideoJobConfig(
+                source=video,
+                target=video_target,
+                pipeline=PipelineConfig(scale=scale, tiling=tiling, batch=batch, ensemble=ensemble),
+                codec=codec,
+                crf=crf,
+                preset=preset,
+                encoder_options=_parse_encoder_options(encoder_option or []),
+                frames=frames,
+                segment_seconds=segment_seconds,
+                overwrite=overwrite,
+                model=given.model_identity(),
+            )
+            from vdsr_deploy.job.video import plan_video_job
+
+            video_plan = plan_video_job(video_config)  # every check before the runner opens
+            if cluster is not None:
+                video_summary = _upscale_video_on_cluster(
+                    video_config, video_plan, spec, cluster, actors, retries, console, quiet, stop.event
+                )
+            else:
+                video_summary = _upscale_video(video_config, video_plan, spec, picked, console, quiet, stop.event)
+            _render_video_summary(console, video_summary)
+            if video_summary.interrupted:
+                raise typer.Exit(stop.exit_code)
+            return
         config = JobConfig(
             inputs=tuple(inputs),
             output=location(output),  # a URI (s3://...) becomes a RemotePath
@@ -175,6 +230,134 @@ def upscale(
         raise typer.Exit(stop.exit_code)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _video_input(inputs: list[str], output: Path) -> tuple[Path | None, Path]:
+    """The video to upscale and its output file, when the inputs name one (one video per
+    run; an output that is not a video name is a folder: the video keeps its name in it),
+    else ``(None, output)``."""
+    from vdsr_deploy.errors import ConfigError
+    from vdsr_deploy.videoio import is_video_path
+
+    videos = [name for name in inputs if is_video_path(name)]
+    if not videos:
+        if is_video_path(output):
+            raise ConfigError(f"{output}: a video output needs a video input, got {', '.join(inputs)}")
+        return None, output
+    if len(inputs) != 1:
+        raise ConfigError(f"expected one video per run, got {len(inputs)} inputs ({', '.join(inputs)})")
+    video = Path(videos[0])
+    if is_video_path(output):
+        return video, output
+    if output.suffix and not output.is_dir():
+        raise ConfigError(
+            f"{output}: expected a video output (.mkv, .mp4, .mov, .webm, ...) or a folder for the video {video}"
+        )
+    return video, output / video.name
+
+
+def _parse_encoder_options(options: list[str]) -> tuple[tuple[str, str], ...]:
+    from vdsr_deploy.errors import ConfigError
+
+    parsed = []
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--encoder-option: expected KEY=VALUE, got {option!r}")
+        parsed.append((key, value))
+    return tuple(parsed)
+
+
+def _upscale_video(
+    config: Any, plan: Any, spec: Any, picked: Any, console: Any, quiet: bool, stop: Any
+) -> Any:
+    """One video on one runner on this machine, with a progress bar in frames, fps and ETA."""
+    from vdsr_deploy.job.video import run_video_job
+    from vdsr_deploy.runtime.prepare import open_runner
+
+    pipeline = config.pipeline
+    with open_runner(spec, tiling=pipeline.tiling, batch=pipeline.batch) as runner:
+        chosen = f"; {picked.describe()}" if picked.requested == "auto" else ""
+        with _video_progress(console, quiet, f"runtime {runner.info.label}", config, chosen) as on_event:
+            return run_video_job(config, runner, on_event, stop=stop, plan=plan)
+
+
+def _upscale_video_on_cluster(
+    config: Any, plan: Any, spec: Any, address: str, actors: int, retries: int, console: Any, quiet: bool, stop: Any
+) -> Any:
+    """One video with its keyframe segments as Ray work items (vdsr_deploy.cluster.video)."""
+    from vdsr_deploy.cluster import ClusterConfig, OpenRunner
+    from vdsr_deploy.cluster.video import run_cluster_video_job
+
+    cluster = ClusterConfig(address=address, actors=actors, retries=retries)
+    factory = OpenRunner(spec, config.pipeline.tiling, config.pipeline.batch)
+    with _video_progress(console, quiet, f"Ray cluster {address}", config, "") as on_event:
+        return run_cluster_video_job(config, cluster, factory, on_event, stop=stop, device=spec.device, plan=plan)
+
+
+@contextmanager
+def _video_progress(
+    console: Any, quiet: bool, where: str, config: Any, chosen: str
+) -> Iterator[Callable[[dict[str, Any]], None]]:
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    pipeline = config.pipeline
+    progress = Progress(
+        TextColumn("[bold]upscale"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("frames {task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=quiet,
+    )
+    task = progress.add_task("upscale", total=None, rate="")
+    began = [0.0]
+
+    def on_event(event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "start":
+            console.print(
+                f"[dim]{escape(where)}, tile {pipeline.tiling.tile or 'whole frame'}, batch {pipeline.batch}, "
+                f"frames via {event['frames_path']}, encoder {escape(event['encode'])}; "
+                f"{event['segments']} segments, {event['reused']} done before{chosen}[/dim]"
+            )
+            progress.update(task, total=event["total"])
+            began[0] = time.perf_counter()
+        elif kind == "frame":
+            progress.advance(task)
+            elapsed = time.perf_counter() - began[0]
+            done = progress.tasks[0].completed
+            progress.update(task, rate=f"{done / elapsed:.2f} fps" if elapsed > 0 else "")
+        elif kind == "corrupt":
+            when = f"{event['seconds']:.3f} s" if event["seconds"] >= 0 else "unknown time"
+            progress.console.print(f"[yellow]corrupt packet[/yellow] at {when}: {escape(event['reason'])}")
+        elif kind == "skipped":
+            progress.console.print(f"[yellow]skipped[/yellow] {escape(event['target'])}: {escape(event['reason'])}")
+        elif kind == "note":
+            progress.console.print(f"[cyan]note[/cyan] {escape(event['file'])}: {escape(event['note'])}")
+
+    with progress:
+        yield on_event
+
+
+def _render_video_summary(console: Any, summary: Any) -> None:
+    if summary.skipped:
+        return
+    corrupt = summary.corrupt
+    console.print(
+        f"{summary.upscaled} frames upscaled in {summary.seconds:.1f} s ({summary.frames_per_second:.2f} fps), "
+        f"{summary.reused} of {summary.segments} segments done before"
+        + (f"; {len(corrupt)} corrupt packets skipped" if corrupt else "")
+        + (" — interrupted; run the same command again to resume" if summary.interrupted else "")
+    )
+    for packet in corrupt[:10]:
+        when = f"{packet.seconds:.3f} s" if packet.seconds >= 0 else "unknown time"
+        console.print(f"  [yellow]corrupt packet[/yellow] at {when}: {escape(packet.reason)}")
+    if not summary.interrupted:
+        console.print(f"output: {summary.target} ({summary.written} frames, {summary.encode})", soft_wrap=True)
 
 
 def _resolve_precision(spec: Any) -> tuple[Any, Any]:

@@ -31,6 +31,9 @@ settings, so a re-run skips complete outputs and redoes the rest. A stop request
 the job cleanly (:mod:`~vdsr_deploy.job.halt`): unfinished outputs leave no file behind and
 the summary lists what finished. A file that fails is reported with its name and the reason
 and the rest of the job goes on.
+
+One video (:mod:`~vdsr_deploy.job.video`, :func:`~vdsr_deploy.job.video.run_video_job`) runs
+the same stages over its frames, resumable by keyframe segments (docs/video.md).
 """
 
 from vdsr_deploy.job.config import JobConfig, WorkItem
