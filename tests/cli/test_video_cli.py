@@ -52,6 +52,6 @@ def test_video_errors_are_one_line(
     clip = make_clip(tmp_path / "clip.mkv", frames=4)
     before = sorted(tmp_path.iterdir())
     code, text = invoke("upscale", str(clip.path), "-o", str(tmp_path / output), "-w", str(tiny_weights), *extra)
-    assert code == 1, text
+    assert code == 2, text  # a usage error: exit 2, one line
     assert message in " ".join(text.split()) and "Traceback" not in text
     assert sorted(tmp_path.iterdir()) == before  # nothing written
