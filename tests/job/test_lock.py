@@ -53,9 +53,8 @@ def _no_flock(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
 
 
 def test_flock_refuses_a_second_job_and_names_the_holder(tmp_path: Path) -> None:
-    with JobLock(tmp_path / "out"):
-        with pytest.raises(FolderInUseError, match=f"PID {os.getpid()} on host"):
-            JobLock(tmp_path / "out").acquire()
+    with JobLock(tmp_path / "out"), pytest.raises(FolderInUseError, match=f"PID {os.getpid()} on host"):
+        JobLock(tmp_path / "out").acquire()
     assert not (tmp_path / "out" / LOCK_NAME).exists()
     with JobLock(tmp_path / "out"):  # released: free again
         pass

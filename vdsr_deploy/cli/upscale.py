@@ -101,6 +101,7 @@ def upscale(
     summary: Any = None
     with stop_on_signals() as stop, user_errors():
         load_threads, save_threads = _parse_jobs(jobs)
+        _check_cluster_options(cluster, actors, retries)
         given = runner_spec(backend, device, precision, provider, weights, onnx, engine, engines_dir, threads)
         # on a cluster, each worker resolves --precision auto for its own hardware
         spec, picked = (given, None) if cluster is not None else _resolve_precision(given)
@@ -205,6 +206,17 @@ def _write_report(report: Path, summary: Any, exit_code: int | None) -> None:
         report.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
     except OSError as error:
         raise VdsrError(f"{report}: cannot write the report ({error.strerror or error})") from error
+
+
+def _check_cluster_options(cluster: str | None, actors: int, retries: int) -> None:
+    """--actors and --retries: >= 0, and only with --cluster (alone they would do nothing)."""
+    from vdsr_deploy.errors import ConfigError
+
+    for option, value, default in (("--actors", actors, 0), ("--retries", retries, 2)):
+        if value < 0:
+            raise ConfigError(f"{option}: expected >= 0, got {value}")
+        if cluster is None and value != default:
+            raise ConfigError(f"{option}: applies with --cluster only")
 
 
 def _parse_jobs(jobs: str) -> tuple[int, int]:
