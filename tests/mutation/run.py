@@ -503,6 +503,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "tests/job/test_lock.py",
     ),
     mutant(
+        "fallback: a second bucket reuses the first bucket's filesystem (its region)",
+        "vdsr_deploy/job/remote.py",
+        "_filesystems.setdefault(_key(path.parts[:2]), filesystem)",
+        "_filesystems.setdefault(_key(path.parts[:1]), filesystem)",
+        "tests/job/test_remote.py::test_each_bucket_gets_its_own_filesystem",
+    ),
+    mutant(
         "pairs: the target is cropped but not augmented",
         "train/data.py",
         "targets[slot, 0] = dihedral(pair.target[window], transform)",
