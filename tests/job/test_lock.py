@@ -116,3 +116,23 @@ def test_an_unexpected_flock_error_is_one_sentence_naming_the_file(
     monkeypatch.setattr(fcntl, "flock", broken)
     with pytest.raises(ImageWriteError, match=r"\.vdsr-lock: cannot lock the output folder \(Input/output error\)"):
         JobLock(tmp_path / "out").acquire()
+
+
+def test_a_holder_whose_record_is_unreadable_is_still_refused_by_flock(tmp_path: Path) -> None:
+    with JobLock(tmp_path / "out") as lock:
+        lock.path.write_text("{torn")
+        with pytest.raises(FolderInUseError, match=r"another vdsr job is writing to this folder \(holder unknown\)"):
+            JobLock(tmp_path / "out").acquire()
+
+
+def test_the_output_folder_and_its_parents_are_made_or_refused_in_one_sentence(tmp_path: Path) -> None:
+    from vdsr_deploy.errors import ConfigError
+
+    with JobLock(tmp_path / "a" / "b" / "c") as lock:  # missing parents are made
+        assert lock.path.parent.is_dir()
+    (tmp_path / "file").write_text("in the way")
+    with pytest.raises(ConfigError, match=r"file: is a file, expected a folder$"):
+        JobLock(tmp_path / "file" / "deeper").acquire()
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match=r"dangling: is a file, expected a folder$"):
+        JobLock(tmp_path / "dangling" / "out").acquire()
