@@ -35,7 +35,7 @@ def test_profile_refuses_min_above_opt_or_opt_above_max_on_every_axis(axis: int)
     if axis == 1:
         with pytest.raises(ConfigError, match="channel"):
             ShapeProfile(min=(1, 2, 3, 5), opt=(2, 2, 17, 19), max=(4, 2, 33, 29))
-        with pytest.raises(ConfigError, match="expected 1 channel, got 1..2"):  # one side only
+        with pytest.raises(ConfigError, match=r"expected 1 channel, got 1\.\.2"):  # one side only
             ShapeProfile(min=(1, 1, 3, 5), opt=(2, 2, 17, 19), max=(4, 2, 33, 29))
         return
     over = list(mid)
