@@ -8,6 +8,7 @@ run that is given N seconds ends its schedule on time instead of being cut off m
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -76,8 +77,7 @@ def iterations_for_budget(
     ``step_share`` of the budget goes to training steps; the recipe's final fp32 iterations
     (``fp32_final_iterations``) are costed at the fp32 step time and are always included.
     """
-    if seconds <= 0:
-        raise TrainingError(f"time budget: expected > 0 seconds, got {seconds}")
+    check_budget(seconds)
     if not 0 < step_share <= 1:
         raise TrainingError(f"step share: expected in (0, 1], got {step_share}")
     usable = seconds * step_share
@@ -122,9 +122,17 @@ class BudgetFit:
         )
 
 
+def check_budget(seconds: float) -> None:
+    """A :class:`TrainingError` unless ``seconds`` is a finite number > 0 (NaN and Inf
+    would reach ``int()`` as a traceback)."""
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise TrainingError(f"time budget: expected a finite number of seconds > 0, got {seconds}")
+
+
 def fit_to_budget(config: TrainConfig, seconds: float, device: str) -> BudgetFit:
     """``config`` with as many iterations as fit in ``seconds`` at the step time measured
     here on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
+    check_budget(seconds)
     from vdsr_deploy.backends.device import resolve_device
 
     torch_device = resolve_device(device)

@@ -84,3 +84,35 @@ def test_a_runner_returning_the_wrong_shape_is_caught() -> None:
 
     with Cropping() as runner, pytest.raises(VdsrError, match="expected output"):
         runner.infer_tensor(torch.zeros(1, 1, 4, 4))
+
+
+PROFILE = ShapeProfile(min=(1, 1, 2, 3), opt=(2, 1, 8, 6), max=(3, 1, 9, 7))
+
+
+@pytest.mark.parametrize(
+    "shape, inside",
+    [
+        ((3, 1, 9, 7), True),  # the largest allowed
+        ((1, 1, 2, 3), True),  # the smallest allowed
+        ((1, 1, 10, 7), False),  # too tall
+        ((1, 1, 9, 8), False),  # too wide
+        ((4, 1, 9, 7), False),  # too many in a batch
+        ((1, 1, 1, 7), False),  # too short
+        ((1, 1, 9, 2), False),  # too narrow
+    ],
+)
+@pytest.mark.parametrize("form", ["host", "device"])
+def test_the_profile_guard_holds_on_every_axis_both_ways_in_both_forms(
+    shape: tuple[int, int, int, int], inside: bool, form: str
+) -> None:
+    """Issue 27 (kind 3): a shape guard tested only with a too-tall input."""
+    batch = torch.rand(*shape, generator=torch.Generator().manual_seed(3))
+    with Doubling(PROFILE) as runner:
+        call = (lambda: runner.infer(batch.numpy())) if form == "host" else (lambda: runner.infer_tensor(batch))
+        if inside:
+            np.testing.assert_array_equal(np.asarray(call()), batch.numpy() * 2)
+        else:
+            expected = rf"input shape \({shape[0]}, 1, {shape[2]}, {shape[3]}\) is outside"
+            with pytest.raises(InvalidInputError, match=expected):
+                call()
+            assert runner.calls == 0

@@ -354,7 +354,7 @@ def test_cli_sigint_exits_130_and_the_rerun_resumes(tmp_path: Path, restore_torc
     assert plain.exit_code == 0, plain.output
     expected = files(tmp_path / "plain")
     args = ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *common, "--cluster", "local"]
-    args += ["--actors", "2"]
+    args += ["--actors", "2", "--retries", "1"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # as from a bare checkout
     process = subprocess.Popen(
         [sys.executable, "-m", "vdsr_deploy.cli", *args], stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,

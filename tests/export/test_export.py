@@ -124,3 +124,44 @@ def test_ensure_onnx_re_exports_an_older_exporters_file(tmp_path: Path, tiny_wei
     assert read_metadata(path)[MetadataKey.EXPORTER] == str(EXPORTER_VERSION)
     left = [p.name for p in path.parent.iterdir() if not p.name.endswith(".meta.json")]  # + metadata sidecar
     assert left == [path.name]  # no temporary left
+
+
+@pytest.mark.parametrize("where", ["first shape", "second shape"])
+def test_export_refuses_an_fp16_graph_that_overflows_to_nan(
+    tmp_path: Path, tiny_model: VDSR, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A first conv scaled by 1e5 overflows float16 (Inf, then NaN); the export must be
+    refused as non-finite, not recorded as verified with max_abs_diff 0.0 (issue 27: Python's
+    max(0.0, nan) is 0.0, which hid the NaN). Either verification shape may be the bad one."""
+    import vdsr_deploy.export.onnx as export_module
+
+    with torch.no_grad():
+        tiny_model.body[0].weight.mul_(1e5)
+    if where == "second shape":  # the first shape verifies cleanly, the second is NaN
+        monkeypatch.setattr(export_module, "VERIFY_SHAPES", ((1, 1, 9, 7), (1, 1, 11, 13)))
+        real_run = onnxruntime.InferenceSession.run
+        calls: list[int] = []
+
+        def run_then_nan(self: onnxruntime.InferenceSession, *args: object, **kwargs: object) -> object:
+            (out,) = real_run(self, *args, **kwargs)
+            calls.append(1)
+            if len(calls) == 2:
+                out = np.full_like(out, np.nan)
+            else:
+                feed = args[1]
+                assert isinstance(feed, dict)
+                with torch.inference_mode():
+                    out = tiny_model(torch.from_numpy(feed[INPUT_NAME])).numpy()
+            return [out]
+
+        monkeypatch.setattr(onnxruntime.InferenceSession, "run", run_then_nan)
+    with pytest.raises(BuildError, match="not finite"):
+        export_onnx(tiny_model, tmp_path / "overflow.onnx", precision="fp16")
+    assert not (tmp_path / "overflow.onnx").exists()
+
+
+def test_export_refuses_weights_whose_pytorch_output_is_not_finite(tmp_path: Path, tiny_model: VDSR) -> None:
+    with torch.no_grad():
+        tiny_model.body[0].bias.fill_(float("inf"))
+    with pytest.raises(BuildError, match="not finite"):
+        export_onnx(tiny_model, tmp_path / "inf.onnx", precision="fp32")

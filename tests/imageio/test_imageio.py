@@ -488,3 +488,52 @@ def test_stale_temporaries_are_those_whose_writer_is_gone(tmp_path: Path) -> Non
     with open_image_writer(target, 2, 2, 3) as writer:  # our own file in progress is not stale
         assert writer.temporary.name.startswith(f".a.png.{os.getpid()}.")
         assert writer.temporary not in stale_temporaries(target)
+
+
+def big_endian_tiff(samples: np.ndarray) -> bytes:
+    """A baseline uncompressed big-endian ("MM") TIFF of uint16 ``(H, W, C)`` samples, C in
+    1, 3, 4 (gray, RGB, RGB + unassociated alpha), as a Mac or a scanner may write it."""
+    height, width, channels = samples.shape
+    pixels = samples.astype(">u2").tobytes()
+    entries: list[tuple[int, int, int, int]] = []  # tag, type, count, value or offset
+    extra = b""
+    header = 8
+    count = 10 + (channels == 4)
+    ifd_size = 2 + 12 * count + 4
+    extra_at = header + ifd_size
+    if channels > 1:
+        bits: tuple[int, int, int, int] = (258, 3, channels, extra_at)
+        extra = struct.pack(f">{channels}H", *([16] * channels))
+    else:
+        bits = (258, 3, 1, 16 << 16)  # a SHORT value sits left-justified in the 4 bytes
+    pixels_at = extra_at + len(extra)
+    entries = [
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        bits,
+        (259, 3, 1, 1 << 16),
+        (262, 3, 1, (1 if channels == 1 else 2) << 16),
+        (273, 4, 1, pixels_at),
+        (277, 3, 1, channels << 16),
+        (278, 4, 1, height),
+        (279, 4, 1, len(pixels)),
+        (284, 3, 1, 1 << 16),
+    ]
+    if channels == 4:
+        entries.append((338, 3, 1, 2 << 16))
+    ifd = struct.pack(">H", len(entries)) + b"".join(struct.pack(">HHII", *e) for e in entries) + b"\0\0\0\0"
+    return b"MM\x00\x2a" + struct.pack(">I", header) + ifd + extra + pixels
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_big_endian_16bit_tiff_reads_exact_and_writes_back(tmp_path: Path, channels: int) -> None:
+    """Issue 27 (kind 2): every 16-bit TIFF test used Pillow's or our little-endian files.
+    A big-endian file must give the same samples (high and low bytes not swapped)."""
+    data = noise((13, 21, channels), np.uint16)
+    data[0, 0] = 0x0102  # distinct high and low bytes: a swap would read 0x0201
+    (tmp_path / "be.tif").write_bytes(big_endian_tiff(data))
+    image = read_image(tmp_path / "be.tif")
+    assert image.bit_depth == 16
+    np.testing.assert_array_equal(image.samples, data)
+    write_image(tmp_path / "out.tif", image.pixels, bit_depth=16)
+    np.testing.assert_array_equal(read_image(tmp_path / "out.tif").samples, data)

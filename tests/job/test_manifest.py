@@ -69,3 +69,35 @@ def test_a_same_size_corrupted_output_is_redone(tmp_path: Path) -> None:
     assert any("does not match its record" in note.message for note in again.notes)
     assert (out / "img0.png").read_bytes() == good  # redone, byte for byte the first result
     read_image(out / "img0.png")
+
+
+def test_a_torn_last_line_cut_anywhere_even_inside_a_multibyte_character(tmp_path: Path) -> None:
+    """Issue 27 (kind 2): names beyond ASCII. A crash may cut the last line at any byte,
+    inside a UTF-8 character too; every earlier record survives, the torn one is dropped,
+    and the next record is readable (on a line of its own)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    names = ["café-ß.png", "日本語の画像.png", "emoji-🦀.png"]
+    settings = settings_key({"scale": 2})
+    source = tmp_path / "src.png"
+    source.write_bytes(b"input")
+    for name in names:
+        (out / name).write_bytes(name.encode() * 3)
+    manifest = Manifest(out)
+    for name in names:
+        manifest.record(out / name, file_digest(out / name), source, settings)
+    whole = manifest.path.read_bytes()
+    last_start = whole.rstrip(b"\n").rfind(b"\n") + 1
+    last_line = whole[last_start:]
+    multibyte = [i for i in range(len(last_line)) if last_line[i] & 0xC0 == 0x80]  # continuation bytes
+    assert multibyte, "the last record holds a multi-byte character"
+    for cut in range(last_start + 1, len(whole) - 1):
+        manifest.path.write_bytes(whole[:cut])
+        reloaded = Manifest(out)
+        for name in names[:-1]:
+            assert reloaded.verdict(out / name, source, settings).state == "complete", (cut, name)
+        assert reloaded.get(out / names[-1]) is None, cut
+        reloaded.record(out / names[-1], file_digest(out / names[-1]), source, settings)
+        again = Manifest(out)
+        assert all(again.verdict(out / n, source, settings).state == "complete" for n in names), cut
+        assert again.get(out / names[-1]) is not None and again.get(out / names[-1]).output == names[-1]  # type: ignore[union-attr]

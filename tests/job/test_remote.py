@@ -279,3 +279,33 @@ def test_cli_upscales_file_uris_and_resumes(tmp_path: Path, tiny_weights: Path) 
     assert set(local_files(tmp_path / "out")) == {"rgb.png", "gray16.png", "sub/alpha.png", "sub/photo.jpg"}
     second = CliRunner().invoke(app, command)
     assert "0done,4skipped,1failed" in "".join(second.output.split()), second.output
+
+
+def test_each_bucket_gets_its_own_filesystem(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27 (kind 4, the fallback that never ran): two buckets (which S3 may place in two
+    regions) must not share the filesystem opened for the first; each is opened once, and a
+    filesystem registered for one bucket serves that bucket only, the scheme's default the rest."""
+    import types
+
+    import pyarrow
+
+    opened: list[str] = []
+
+    def from_uri(uri: str) -> tuple[object, str]:
+        opened.append(uri)
+        return (f"filesystem for {uri.split('/')[2]}", uri)
+
+    fake = types.SimpleNamespace(FileSystem=types.SimpleNamespace(from_uri=from_uri))
+    monkeypatch.setattr(pyarrow, "fs", fake)  # what `from pyarrow import fs` finds
+    remote._filesystems.clear()
+    west, east = location("s3://bucket-west/a/x.png"), location("s3://bucket-east/b/y.png")
+    assert remote._filesystem(west) == "filesystem for bucket-west"
+    assert remote._filesystem(east) == "filesystem for bucket-east"
+    assert remote._filesystem(location("s3://bucket-west/other.png")) == "filesystem for bucket-west"
+    assert [uri.split("/")[2] for uri in opened] == ["bucket-west", "bucket-east"]  # once each
+    remote._filesystems.clear()
+    remote.register_filesystem("s3://private", "private endpoint")
+    remote.register_filesystem("s3://", "default endpoint")
+    assert remote._filesystem(location("s3://private/k.png")) == "private endpoint"
+    assert remote._filesystem(location("s3://public/k.png")) == "default endpoint"
+    assert remote._filesystem(location("gs://elsewhere/k.png")) == "filesystem for elsewhere"

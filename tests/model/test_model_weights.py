@@ -92,3 +92,40 @@ def test_training_summary_follows_the_fine_tuning_chain() -> None:
     assert training_summary(training) == "fast 3,000 it -> ft_l1 3,300 it (batch 32; 4.1 h wall)"
     assert training_summary({"recipe": {"name": "fast"}, "iterations": 5}) == "fast 5 it"
     assert training_summary({}) == "no training record"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("name", ["body.0.weight", "body.0.bias", "body.6.weight", "body.6.bias"])
+def test_non_finite_weights_are_refused_on_load(tmp_path: Path, tiny_model: VDSR, name: str, value: float) -> None:
+    """Issue 27 (kind 3): the finiteness check was only ever given finite weights. One
+    non-finite value in any tensor (first or last layer, weight or bias) is refused with the
+    tensor's name; the same file with that value finite loads."""
+    state = {k: v.clone().contiguous() for k, v in tiny_model.state_dict().items()}
+    meta = {"vdsr": '{"depth": 4, "channels": 8}'}
+    save_file(state, str(tmp_path / "finite.safetensors"), metadata=meta)
+    load_weights(tmp_path / "finite.safetensors")
+    state[name].view(-1)[state[name].numel() // 2] = value
+    save_file(state, str(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(WeightsError, match=rf"bad\.safetensors: {name} contains NaN or Inf"):
+        load_weights(tmp_path / "bad.safetensors")
+
+
+def test_non_finite_weights_are_one_line_from_the_cli(tmp_path: Path, tiny_model: VDSR) -> None:
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from vdsr_deploy.cli import app
+
+    state = {k: v.clone().contiguous() for k, v in tiny_model.state_dict().items()}
+    state["body.2.weight"][0, 0, 1, 1] = float("nan")
+    save_file(state, str(tmp_path / "nan.safetensors"), metadata={"vdsr": '{"depth": 4, "channels": 8}'})
+    Image.new("L", (13, 11)).save(tmp_path / "a.png")
+    for backend in ("torch", "onnxruntime"):
+        result = CliRunner().invoke(
+            app,
+            ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / backend), "-w", str(tmp_path / "nan.safetensors"),
+             "-b", backend, "--engines-dir", str(tmp_path / "e"), "--quiet"],
+        )  # fmt: skip
+        assert result.exit_code == 1, result.output
+        assert "body.2.weight contains NaN or Inf" in result.output and "Traceback" not in result.output
+        assert not (tmp_path / backend / "a.png").exists()

@@ -390,3 +390,25 @@ def test_validation_image_set(tmp_path: Path) -> None:
     assert [i.name for i in validation_images(folder, None, 2.0, edge_cases=False)] == ["a"]
     both = validation_images(folder, folder, 2.0, edge_cases=False)
     assert [(i.name, i.kind) for i in both] == [("a", "user"), ("a-x2", "hr")]
+
+
+@pytest.mark.parametrize("nan_first", [True, False])
+def test_a_nan_task_psnr_delta_fails_the_pair_wherever_it_stands(nan_first: bool) -> None:
+    """The worst task-PSNR delta and the worst PSNR keep a NaN (Python's min would drop it
+    when it stands second), and judge fails a NaN delta rather than passing it."""
+    from vdsr_deploy.parity.figures import ImageFigures, judge, pair_figures, quant_figures
+
+    plane = np.full((5, 7), 0.5)
+    quant = (quant_figures(plane, plane, 8),)
+
+    def image(name: str, reference: float, candidate: float, psnr: float) -> ImageFigures:
+        return ImageFigures(name, "test", (5, 7), 0.0, 0.0, 0.0, 0, psnr, quant, reference, candidate)
+
+    good = image("good", 30.0, 30.0, math.inf)
+    bad = image("bad", math.inf, math.inf, math.nan)  # inf - inf: NaN delta
+    images = [bad, good] if nan_first else [good, bad]
+    figures = pair_figures(images, [np.zeros((5, 7)), np.zeros((5, 7))])
+    assert figures.hr_psnr_delta_worst is not None and math.isnan(figures.hr_psnr_delta_worst)
+    assert math.isnan(figures.psnr_db) and figures.worst_image == "bad"
+    reasons = judge(figures, TOLERANCE_FP16)
+    assert any("task PSNR" in r for r in reasons) and any("PSNR vs reference" in r for r in reasons)

@@ -275,3 +275,70 @@ def test_job_fails_only_the_file_whose_colour_planes_run_out_of_memory(
                     "(CUDA out of memory. Tried to allocate 9.00 GiB)")
     ]  # fmt: skip
     assert not (tmp_path / "out" / "big.png").exists()
+
+
+# issue 27 (kind 1): every pipeline option on both paths, compared output for output
+
+OPTION_SETS = {
+    "whole images, batch 1, png out": dict(scale=2.0, tile=0, halo=0, batch=1, ensemble=False, fmt="png",
+                                           memory_mb=1024),
+    "odd tiles, batch 2, ensemble, scale 2.5, tiff out": dict(scale=2.5, tile=23, halo=5, batch=2, ensemble=True,
+                                                              fmt="tiff", memory_mb=16),
+}  # fmt: skip
+
+
+def _mixed_inputs(folder: Path, rng: np.random.Generator) -> None:
+    folder.mkdir()
+    write_image(folder / "rgba.png", rng.random((13, 17, 4)), bit_depth=8)  # alpha
+    write_image(folder / "gray16.png", rng.random((11, 9, 1)), bit_depth=16)  # 16-bit gray
+    write_image(folder / "rgb16.tif", rng.random((9, 14, 3)), bit_depth=16)  # 16-bit colour
+    write_image(folder / "graya.png", rng.random((10, 12, 2)), bit_depth=8)  # gray + alpha
+    write_image(folder / "rgb.jpg", rng.random((15, 11, 3)), bit_depth=8)
+
+
+def _run(
+    out: Path, inner: TorchRunner, sources: Path, options: dict[str, Any], device_path: bool
+) -> dict[str, Any]:
+    tiling = TileConfig(tile=options["tile"], halo=options["halo"])
+    pipeline = PipelineConfig(
+        scale=options["scale"], tiling=tiling, batch=options["batch"], ensemble=options["ensemble"]
+    )
+    config = JobConfig(inputs=(str(sources),), output=out, pipeline=pipeline, fmt=options["fmt"],
+                       memory_mb=options["memory_mb"], load_threads=1, save_threads=1)  # fmt: skip
+    summary = run_job(config, inner, device_path=device_path)
+    assert summary.ok and len(summary.done) == 5, summary
+    return {p.name: read_image(p) for p in out.iterdir() if not p.name.startswith(".")}
+
+
+@pytest.mark.parametrize("name", list(OPTION_SETS))
+def test_every_pipeline_option_gives_the_same_files_on_both_paths(
+    name: str, tmp_path: Path, rng: np.random.Generator, inner: TorchRunner
+) -> None:
+    """The host path and the device path (on torch's CPU device) must honour the same
+    options: a setting dropped on one path (e.g. --ensemble) shows as different outputs.
+    Inputs: alpha, gray + alpha, 16-bit gray and colour, JPEG; odd sizes."""
+    options = OPTION_SETS[name]
+    sources = tmp_path / "in"
+    _mixed_inputs(sources, rng)
+    with inner:
+        host = _run(tmp_path / "host", inner, sources, options, device_path=False)
+        device = _run(tmp_path / "device", inner, sources, options, device_path=True)
+        plain = _run(tmp_path / "plain", inner, sources, {**options, "ensemble": False}, False) if options[
+            "ensemble"
+        ] else host
+    assert device.keys() == host.keys() and len(host) == 5
+    for file, expected in host.items():
+        got = device[file]
+        assert (got.bit_depth, got.samples.shape, got.has_alpha) == (
+            expected.bit_depth,
+            expected.samples.shape,
+            expected.has_alpha,
+        ), file
+        diff = np.abs(got.samples.astype(np.int64) - expected.samples.astype(np.int64))
+        assert diff.max() <= 1, (file, diff.max())  # float rounding: at most 1 LSB
+        if expected.bit_depth == 8:
+            assert (diff == 0).all(axis=2).mean() >= 0.99, file
+        if options["fmt"] is not None:
+            assert Path(file).suffix.lstrip(".") in (options["fmt"], "tif"), file
+        if options["ensemble"]:  # it changes the output, so dropping it on one path would show above
+            assert not np.array_equal(expected.samples, plain[file].samples), file

@@ -171,3 +171,13 @@ def test_precision_names_have_one_home() -> None:
     with pytest.raises(ConfigError, match="tensorrt has no bf16 path"):
         RunnerSpec(backend="tensorrt", precision="bf16")
     assert RunnerSpec(precision="auto").precision == "auto"
+
+
+@pytest.mark.parametrize("costs", [{"x2": float("nan"), "x3": -0.01}, {"x2": -0.01, "x3": float("nan")}])
+def test_auto_never_takes_a_path_whose_cost_is_nan(costs: dict[str, float]) -> None:
+    """A NaN cost is not a measurement within the limit, wherever it stands among the scales
+    (Python's max keeps or drops a NaN depending on its position)."""
+    paths = (CpuPath("int8", "onnxruntime", "int8 for this test"), *cpu_paths(ZEN4)[1:])
+    choice = choose_cpu_path(paths, lambda p: costs)
+    assert choice.precision == "fp32"
+    assert len(choice.passed_over) == 2 and all("costs nan dB" in line for line in choice.passed_over)

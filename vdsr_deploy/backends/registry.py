@@ -9,12 +9,14 @@ auto`` as a decision with its reason (:class:`BackendChoice`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vdsr_deploy.backends import onnxruntime, tensorrt, torch
 from vdsr_deploy.backends.descriptor import Backend
 from vdsr_deploy.backends.device import cuda_available, may_be_cuda
+from vdsr_deploy.backends.onnxruntime.options import PROVIDERS
 from vdsr_deploy.errors import ConfigError
 from vdsr_deploy.model.identity import model_identity
 from vdsr_deploy.precision.names import AUTO, CHOICES, check_precision
@@ -30,6 +32,8 @@ REGISTRY: dict[str, Backend] = {
 """Every runtime, by ``--backend`` name."""
 BACKEND_CHOICES = (AUTO, *REGISTRY)
 """What ``--backend`` accepts."""
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+"""What ``--device`` accepts (resolved by :func:`~vdsr_deploy.backends.device.resolve_device`)."""
 
 
 def check_backend_precision(backend: str, precision: str) -> None:
@@ -66,6 +70,10 @@ class RunnerSpec:
         if self.backend not in BACKEND_CHOICES:
             raise ConfigError(f"backend: expected one of {', '.join(BACKEND_CHOICES)}, got {self.backend!r}")
         check_precision(self.precision, CHOICES)
+        if self.provider not in PROVIDERS:  # checked for every backend: a typo is never ignored
+            raise ConfigError(f"provider: expected one of {', '.join(PROVIDERS)}, got {self.provider!r}")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.backend != AUTO and self.precision != AUTO:
             check_backend_precision(self.backend, self.precision)
         if self.threads < 0:

@@ -209,7 +209,7 @@ class BenchConfig:
                 f"expected warmup >= 0 and 1 <= min_repeats <= repeats, got warmup {self.warmup}, "
                 f"min_repeats {self.min_repeats}, repeats {self.repeats}"
             )
-        if self.max_seconds <= 0:
+        if not self.max_seconds > 0:  # NaN too
             raise ConfigError(f"max_seconds: expected > 0, got {self.max_seconds}")
         if self.threads < 0:
             raise ConfigError(f"threads: expected >= 0 (0 = all cores), got {self.threads}")

@@ -8,6 +8,7 @@ against its HR image: here whole data sets are run through each runner and avera
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -94,5 +95,7 @@ def worst_costs(tables: dict[str, Any], baseline: str = CPU_BASELINE) -> dict[st
         for name, per_scale in table["runners"].items():
             for values in per_scale.values():
                 loss = -float(values[f"psnr_delta_vs_{baseline}"])
-                worst[name] = max(worst.get(name, 0.0), loss)
+                previous = worst.get(name, 0.0)
+                # NaN stays NaN: Python's max(0.0, nan) is 0.0 and would report no loss
+                worst[name] = math.nan if math.isnan(loss) or math.isnan(previous) else max(previous, loss)
     return worst

@@ -240,6 +240,19 @@ def user_errors() -> Iterator[None]:
         usage_error(str(error))
     except VdsrError as error:
         fail(str(error))
+    except OSError as error:
+        # a refusal of the file system the library did not word (a file where an output
+        # folder goes, no permission, a full disk): one sentence naming the path
+        fail(os_error_sentence(error))
+
+
+def os_error_sentence(error: OSError) -> str:
+    """``PATH: cannot use it (REASON)``, and what a file in the way of a folder means."""
+    where = f"{error.filename}: " if error.filename else ""
+    reason = error.strerror or str(error)
+    if isinstance(error, (FileExistsError, NotADirectoryError)):
+        reason += "; a file stands where a folder is expected"
+    return f"{where}cannot use this path ({reason})"
 
 
 def counted(count: int, noun: str, plural: str | None = None) -> str:

@@ -66,7 +66,8 @@ def evaluate_command(
     for report in reports:
         console.print(_table(report))
     if out is not None:
-        write_reports(reports, out)
+        with user_errors():
+            write_reports(reports, out)
         console.print(f"reports written to {escape(str(out))}")
 
 

@@ -65,6 +65,10 @@ def export(
     from vdsr_deploy.runtime.cache import default_cache_dir
 
     console = make_console()
+    if triton is None:
+        # these shape the Triton repository only: given without --triton they would do nothing
+        with user_errors():
+            _refuse_without_triton(tile=tile, halo=halo, batch=batch, engine=engine, engines_dir=engines_dir)
     if triton is not None:
         _export_triton(console, triton, weights, tile, halo, batch, engine, engines_dir, overwrite)
         return
@@ -90,6 +94,24 @@ def export(
                 f"{', '.join('x'.join(map(str, s)) for s in result.shapes_checked)})",
                 soft_wrap=True,
             )
+
+
+def _refuse_without_triton(
+    *, tile: int, halo: int, batch: int, engine: Path | None, engines_dir: Path | None
+) -> None:
+    """A :class:`ConfigError` naming the first Triton-only option given without --triton."""
+    from vdsr_deploy.errors import ConfigError
+
+    given = {
+        "--tile": tile != DEFAULT_TILE,
+        "--halo": halo != DEFAULT_HALO,
+        "--batch": batch != 4,
+        "--engine": engine is not None,
+        "--engines-dir": engines_dir is not None,
+    }
+    for option, present in given.items():
+        if present:
+            raise ConfigError(f"{option}: applies with --triton DIR only (it shapes the Triton repository)")
 
 
 def _export_int8(
@@ -146,6 +168,18 @@ def _export_triton(
     )
 
 
+def _check_build_options(gpu: int, max_side: int | None, tile: int) -> None:
+    """What ``vdsr build`` can check before TensorRT is even looked for."""
+    from vdsr_deploy.errors import ConfigError
+
+    if gpu < 0:
+        raise ConfigError(f"--gpu: expected a CUDA device index >= 0, got {gpu}")
+    if max_side is not None and max_side < 1:
+        raise ConfigError(f"--max-side: expected >= 1, got {max_side}")
+    if max_side is not None and tile != 0:
+        raise ConfigError(f"--max-side: applies with --tile 0 only (got --tile {tile})")
+
+
 @app.command()
 def build(
     onnx: Annotated[
@@ -179,6 +213,7 @@ def build(
     from vdsr_deploy.runtime.prepare import default_engines_dir
 
     with user_errors():
+        _check_build_options(gpu, max_side, tile)
         config = EngineBuildConfig.for_tiles(
             TileConfig(tile=tile, halo=halo),
             batch,

@@ -146,6 +146,7 @@ def upscale(
     with stop_on_signals() as stop, user_errors():
         check_inputs_exist(inputs)  # before a runtime loads or any folder is created
         load_threads, save_threads = _parse_jobs(jobs)
+        _check_cluster_options(cluster, actors, retries)
         if report is not None:
             check_report_path(report)  # before any work: a report never replaces a user's file
         video, video_target = _video_input(inputs, output)
@@ -412,6 +413,17 @@ def _upscale_on_cluster(
 
         factory = OpenRunner(spec, config.pipeline.tiling, config.pipeline.batch)
         return run_cluster_job(config, cluster, factory, on_cluster_event, stop=stop, device=spec.device)
+
+
+def _check_cluster_options(cluster: str | None, actors: int, retries: int) -> None:
+    """--actors and --retries: >= 0, and only with --cluster (alone they would do nothing)."""
+    from vdsr_deploy.errors import ConfigError
+
+    for option, value, default in (("--actors", actors, 0), ("--retries", retries, 2)):
+        if value < 0:
+            raise ConfigError(f"{option}: expected >= 0, got {value}")
+        if cluster is None and value != default:
+            raise ConfigError(f"{option}: applies with --cluster only")
 
 
 def _parse_jobs(jobs: str) -> tuple[int, int]:

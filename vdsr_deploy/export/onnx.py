@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,8 +170,17 @@ def verify(onnx_model: onnx.ModelProto, model: VDSR, precision: str, seed: int =
             raise BuildError(
                 f"ONNX output shape {ort_out.shape} != PyTorch {reference.shape} for input {shape}"
             )
+        # checked per shape: Python's max(0.0, nan) is 0.0, so a running max would lose a NaN
+        nonfinite = int(np.count_nonzero(~np.isfinite(ort_out)))
+        nonfinite_reference = int(np.count_nonzero(~np.isfinite(reference)))
+        if nonfinite or nonfinite_reference:
+            raise BuildError(
+                f"{precision} ONNX output is not finite for input {shape}: expected finite values, "
+                f"got {nonfinite} NaN/Inf of {ort_out.size} (PyTorch fp32: {nonfinite_reference})"
+                + (" - weights beyond float16's range?" if precision == "fp16" else "")
+            )
         worst = max(worst, float(np.max(np.abs(ort_out - reference))))
-    if not np.isfinite(worst) or worst > VERIFY_TOLERANCE[precision]:
+    if not math.isfinite(worst) or worst > VERIFY_TOLERANCE[precision]:
         raise BuildError(
             f"{precision} ONNX differs from PyTorch by {worst:.3g} (tolerance {VERIFY_TOLERANCE[precision]:g})"
         )

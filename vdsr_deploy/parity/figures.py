@@ -259,7 +259,7 @@ def pair_figures(images: Sequence[ImageFigures], diffs: Sequence[F64]) -> PairFi
     if not images:
         raise InvalidInputError("expected at least one image to aggregate")
     valid = np.concatenate([d[np.isfinite(d)].ravel() for d in diffs])
-    worst = min(images, key=lambda i: (i.psnr_db, -_nan_low(i.max_abs)))
+    worst = min(images, key=lambda i: (_nan_low(i.psnr_db), -_nan_low(i.max_abs)))
     deltas = [i.hr_psnr_delta for i in images if i.hr_psnr_delta is not None]
     return PairFigures(
         pixels=int(sum(d.size for d in diffs)),
@@ -267,18 +267,25 @@ def pair_figures(images: Sequence[ImageFigures], diffs: Sequence[F64]) -> PairFi
         mean_abs=float(valid.mean()) if valid.size else math.nan,
         p99_abs=float(np.percentile(valid, 99)) if valid.size else math.nan,
         nonfinite=sum(i.nonfinite for i in images),
-        psnr_db=min(i.psnr_db for i in images),
+        psnr_db=_nan_min(i.psnr_db for i in images),
         quantized=tuple(
             merge_quant(i.quantized[k] for i in images) for k in range(len(images[0].quantized))
         ),
         worst_image=worst.name,
         hr_psnr_delta_mean=float(np.mean(deltas)) if deltas else None,
-        hr_psnr_delta_worst=float(min(deltas)) if deltas else None,
+        hr_psnr_delta_worst=_nan_min(deltas) if deltas else None,
     )
 
 
 def _nan_low(value: float) -> float:
     return -math.inf if math.isnan(value) else value
+
+
+def _nan_min(values: Iterable[float]) -> float:
+    """The smallest value, NaN if any is NaN (Python's ``min`` keeps or drops a NaN
+    depending on where it stands)."""
+    collected = [float(v) for v in values]
+    return math.nan if any(math.isnan(v) for v in collected) else min(collected)
 
 
 def judge(figures: PairFigures, tolerance: Tolerance) -> tuple[str, ...]:
@@ -308,7 +315,7 @@ def judge(figures: PairFigures, tolerance: Tolerance) -> tuple[str, ...]:
     if not figures.psnr_db >= tolerance.min_psnr_db:
         reasons.append(f"PSNR vs reference {figures.psnr_db:.2f} dB < {tolerance.min_psnr_db:g} dB")
     worst = figures.hr_psnr_delta_worst
-    if worst is not None and -worst > tolerance.max_task_psnr_drop_db:
+    if worst is not None and not -worst <= tolerance.max_task_psnr_drop_db:  # NaN fails
         reasons.append(
             f"task PSNR {-worst:.4f} dB below the reference's "
             f"(allowed {tolerance.max_task_psnr_drop_db:g})"

@@ -197,7 +197,12 @@ def heatmap_panels(report: ValidationReport) -> list[tuple[str, NDArray[np.float
     """``(title, |diff| in 8-bit LSB)`` of each compared pair's worst image, worst pair
     first; non-finite differences stay NaN (drawn in magenta)."""
     compared = [p for p in report.pairs if p.worst_diff is not None and p.figures is not None]
-    compared.sort(key=lambda p: p.figures.psnr_db if p.figures else math.inf)
+    # a NaN PSNR sorts first (worst); as a plain key it would leave the order undefined
+    compared.sort(
+        key=lambda p: (-math.inf if math.isnan(p.figures.psnr_db) else p.figures.psnr_db)
+        if p.figures
+        else math.inf
+    )
     panels: list[tuple[str, NDArray[np.float32]]] = []
     for pair in compared:
         if pair.figures is None or pair.worst_diff is None:

@@ -12,6 +12,7 @@ costs give the same path.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -149,8 +150,12 @@ its artifact (building or measuring it on first use), or a string saying why it 
 
 
 def worst_cost(cost: Mapping[str, float]) -> float:
-    """The largest PSNR loss (dB, >= 0) over the scales of a recorded cost."""
-    return max((-value for value in cost.values()), default=0.0)
+    """The largest PSNR loss (dB, >= 0) over the scales of a recorded cost; NaN when any
+    scale's cost is NaN (a plain ``max`` would keep or drop it depending on the order)."""
+    losses = [-float(value) for value in cost.values()]
+    if any(math.isnan(loss) for loss in losses):
+        return math.nan
+    return max(losses, default=0.0)
 
 
 def choose_cpu_path(
@@ -178,7 +183,7 @@ def choose_cpu_path(
             continue
         worst = worst_cost(cost)
         measured = ", ".join(f"{scale} {value:+.3f}" for scale, value in sorted(cost.items()))
-        if worst > max_cost_db:
+        if not worst <= max_cost_db:  # NaN: not measured as within the limit
             passed_over.append(f"{path.precision} (costs {worst:.3f} dB > {max_cost_db:g}: {measured})")
             continue
         reason = f"{path.why}, measured cost {measured} dB (limit {max_cost_db:g})"
