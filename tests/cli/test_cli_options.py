@@ -107,6 +107,12 @@ GOOD: dict[str, list[str]] = {
         "--engines-dir", "{out}/e",
     ],
     "info --json": ["info", "--json"],
+    "cache listed as JSON, then cleared": ["cache", "--engines-dir", "{out}/e", "--json"],
+    "cache cleared": ["cache", "--engines-dir", "{out}/cleared", "--clear"],
+    "upscale a foreign ONNX knowingly": [
+        *UPSCALE, "-o", "{out}/foreign", "-b", "onnxruntime", "--onnx", "{out}/x/model.onnx", "--tile", "0",
+        "--foreign-model",
+    ],
     "eval every option": [
         "eval", "{hr}", "-s", "2", "-s", "3", "-w", "{weights}", "-b", "torch", "--device", "cpu", "-p", "fp32",
         "--provider", "cpu", "--engines-dir", "{out}/e", "--tile", "0", "--out", "{out}/eval",
@@ -144,6 +150,10 @@ GOOD: dict[str, list[str]] = {
 NO_GPU = "a TensorRT engine needs TensorRT and a GPU: no good-value test on CPU CI"
 GOOD_ELSEWHERE: dict[tuple[str, str], tuple[str | None, str]] = {
     ("upscale", "--engine"): (None, NO_GPU),
+    **{
+        ("upscale", option): ("cli/test_video_cli.py", "needs a video clip and PyAV")
+        for option in ("--codec", "--crf", "--preset", "--encoder-option", "--frames", "--segment-seconds")
+    },
     ("upscale", "--cluster"): ("cluster/test_cluster.py", "starts Ray"),
     ("upscale", "--actors"): ("cluster/test_cluster.py", "with --cluster only"),
     ("upscale", "--retries"): ("cluster/test_cluster.py", "with --cluster only"),
@@ -277,13 +287,24 @@ BAD: dict[tuple[str, str], tuple[list[str], str]] = {
     ("bench", "--provider"): ([*BENCH, "--provider", "CPU"], "provider: expected one of cpu, cuda, tensorrt"),
     ("bench", "--onnx"): ([*BENCH, "--onnx", "{missing}"], "ONNX file not found"),
     ("bench", "--engines-dir"): ([*BENCH, "-b", "onnxruntime", "--engines-dir", "{text}"], "notes.txt"),
+    ("upscale", "--foreign-model"): ([*UP, "--foreign-model", "yes"], "--foreign-model takes no value"),
+    **{
+        ("upscale", option): ([*UP, option, value], f"{option}: applies to a video input only")
+        for option, value in (
+            ("--codec", "ffv1"), ("--crf", "18"), ("--preset", "slow"), ("--encoder-option", "g=12"),
+            ("--frames", "rgb"), ("--segment-seconds", "2"),
+        )
+    },
+    ("cache", "--clear"): (["cache", "--clear", "yes"], "--clear takes no value"),
+    ("cache", "--json"): (["cache", "--json", "1"], "--json takes no value"),
+    ("cache", "--engines-dir"): (["cache", "--engines-dir", "{text}"], "expected a cache folder, got a file"),
     ("bench", "--warmup"): ([*BENCH, "--warmup", "-1"], "expected warmup >= 0"),
     ("bench", "--repeats"): ([*BENCH, "--repeats", "0"], "min_repeats <= repeats"),
     ("bench", "--max-seconds"): ([*BENCH, "--max-seconds", "nan"], "max_seconds: expected > 0, got nan"),
     ("bench", "--threads"): ([*BENCH, "--threads", "-1"], "threads: expected >= 0"),
     ("bench", "--pipeline"): ([*BENCH, "--pipeline", "true"], "--pipeline takes no value"),
     ("bench", "--baseline"): ([*BENCH, "--baseline", "nosuch"], "baseline: expected one of"),
-    ("bench", "--note"): ([*BENCH, "--note"], "Option '--note' requires an argument"),
+    ("bench", "--note"): ([*BENCH, "--note"], "'--note' requires an argument"),
     ("bench", "--ensemble"): ([*BENCH, "--ensemble", "yes"], "--ensemble takes no value"),
     ("bench", "--out"): ([*BENCH, "--out", "{text}"], "notes.txt"),
     ("bench", "--cpu-paths"): ([*BENCH, "--cpu-paths", "true"], "--cpu-paths takes no value"),

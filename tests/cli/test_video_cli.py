@@ -29,7 +29,9 @@ def test_upscale_a_video(tmp_path: Path, tiny_weights: Path) -> None:
     assert video_pts(out) == clip.pts and packets(out, "audio") == packets(clip.path, "audio")
     code, text = invoke("upscale", str(clip.path), "-o", str(out), *common)
     assert code == 0 and "skipped" in text and "--overwrite" in text  # an existing output is kept
-    code, text = invoke("upscale", str(clip.path), "-o", str(tmp_path / "folder"), *video, *common)
+    x264 = ["--codec", "libx264", "--crf", "23", "--preset", "ultrafast", "--encoder-option", "g=12"]
+    rgb = ["--frames", "rgb", "--segment-seconds", "0"]
+    code, text = invoke("upscale", str(clip.path), "-o", str(tmp_path / "folder"), *x264, *rgb, *common)
     assert code == 0, text
     assert (tmp_path / "folder" / "clip.mkv").is_file()  # a folder output: the video keeps its name
 

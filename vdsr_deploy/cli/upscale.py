@@ -150,6 +150,8 @@ def upscale(
         if report is not None:
             check_report_path(report)  # before any work: a report never replaces a user's file
         video, video_target = _video_input(inputs, output)
+        if video is None:
+            _refuse_video_options(codec, crf, preset, encoder_option, frames, segment_seconds)
         if video is not None and (report is not None or fmt is not None):
             from vdsr_deploy.errors import ConfigError
 
@@ -413,6 +415,30 @@ def _upscale_on_cluster(
 
         factory = OpenRunner(spec, config.pipeline.tiling, config.pipeline.batch)
         return run_cluster_job(config, cluster, factory, on_cluster_event, stop=stop, device=spec.device)
+
+
+def _refuse_video_options(
+    codec: str | None,
+    crf: int | None,
+    preset: str | None,
+    encoder_option: list[str] | None,
+    frames: str,
+    segment_seconds: float,
+) -> None:
+    """The video options, given for images: refused (alone they would do nothing)."""
+    from vdsr_deploy.errors import ConfigError
+
+    given = {
+        "--codec": codec is not None,
+        "--crf": crf is not None,
+        "--preset": preset is not None,
+        "--encoder-option": bool(encoder_option),
+        "--frames": frames != "luma",
+        "--segment-seconds": segment_seconds != 4.0,
+    }
+    for option, is_given in given.items():
+        if is_given:
+            raise ConfigError(f"{option}: applies to a video input only (.mkv, .mp4, .mov, .webm, ...)")
 
 
 def _check_cluster_options(cluster: str | None, actors: int, retries: int) -> None:
