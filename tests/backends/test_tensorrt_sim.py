@@ -145,7 +145,7 @@ def test_two_processes_sharing_engines_build_once_and_both_succeed(tmp_path: Pat
         "--batch", "2", "--engines-dir", str(engines), "--json",
     ]  # fmt: skip
     # the ONNX export first, so both processes race on the engine only
-    code, text = invoke("export", "-w", str(tiny_weights), "-o", str(engines), "--engines-dir", str(engines))
+    code, text = invoke("export", "-w", str(tiny_weights), "-o", str(engines))
     assert code == 0, text
     processes = [
         subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,9 @@ def test_a_torn_last_line_cut_anywhere_even_inside_a_multibyte_character(tmp_pat
     manifest = Manifest(out)
     for name in names:
         manifest.record(out / name, file_digest(out / name), source, settings)
+    # as manifests written before issue 25 stored names: raw UTF-8 (they are ASCII-escaped now)
+    raw = [json.dumps(json.loads(line), ensure_ascii=False) for line in manifest.path.read_text().splitlines()]
+    manifest.path.write_bytes(("\n".join(raw) + "\n").encode())
     whole = manifest.path.read_bytes()
     last_start = whole.rstrip(b"\n").rfind(b"\n") + 1
     last_line = whole[last_start:]
