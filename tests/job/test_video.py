@@ -301,3 +301,63 @@ def test_a_rerun_with_other_settings_starts_over(tmp_path: Path, runner: Any) ->
     assert any("of an earlier run with other settings discarded" in note for note in summary.notes)
     run_video_job(config(clip.path, tmp_path / "reference.mkv", frames="rgb"), runner)
     assert target.read_bytes() == (tmp_path / "reference.mkv").read_bytes()
+
+
+def test_a_file_saved_at_the_output_name_during_the_job_is_left_alone(
+    tmp_path: Path, runner: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user saves a file where the output goes while the segments are being joined: it is
+    never replaced, the error says so, and the finished segments stay for a rerun."""
+    import vdsr_deploy.job.video as video_job
+    from vdsr_deploy.errors import VideoWriteError
+
+    clip = make_clip(tmp_path / "clip.mkv", frames=12)
+    target = tmp_path / "out.mkv"
+    join = video_job.join_segments
+
+    def user_saves_first(*args: Any, **kwargs: Any) -> Any:
+        target.write_bytes(b"the user's own file")
+        return join(*args, **kwargs)
+
+    monkeypatch.setattr(video_job, "join_segments", user_saves_first)
+    with pytest.raises(VideoWriteError, match="a file appeared there while this job ran"):
+        run_video_job(config(clip.path, target), runner)
+    monkeypatch.undo()
+    assert target.read_bytes() == b"the user's own file"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary left
+    assert run_video_job(config(clip.path, target), runner).skipped  # still left alone
+    assert target.read_bytes() == b"the user's own file"
+
+
+@pytest.mark.parametrize("where", ["segment", "join"])
+def test_disk_full_is_one_clear_error_and_loses_nothing(
+    tmp_path: Path, runner: Any, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """ENOSPC while a segment is encoded or while the output is joined: a VdsrError naming
+    the file and the reason (never a bare OSError), the input untouched, no output file, and
+    a rerun with room finishes the job."""
+    import errno
+
+    import vdsr_deploy.job.video as video_job
+
+    clip = make_clip(tmp_path / "clip.mkv", frames=12)
+    before = clip.path.read_bytes()
+    target = tmp_path / "out.mkv"
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if where == "join":
+        monkeypatch.setattr(video_job, "join_segments", full)
+    else:
+        monkeypatch.setattr(video_job.Work, "commit", full)
+    with pytest.raises(Exception) as caught:
+        run_video_job(config(clip.path, target), runner)
+    monkeypatch.undo()
+    from vdsr_deploy.errors import VdsrError
+
+    assert isinstance(caught.value, VdsrError), repr(caught.value)
+    assert "No space left on device" in str(caught.value) and str(target.name) in str(caught.value)
+    assert clip.path.read_bytes() == before and not target.exists()
+    summary = run_video_job(config(clip.path, target), runner)
+    assert not summary.interrupted and target.is_file()

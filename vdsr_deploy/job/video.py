@@ -204,12 +204,24 @@ def run_video_job(
         job.run()
         summary.interrupted = halt.stop.is_set()
         if not summary.interrupted and halt.error is None:
-            finish(work, config, plan, summary)
+            try:
+                finish(work, config, plan, summary)
+            except OSError as error:  # disk full while joining: a sentence, the segments kept
+                raise _cannot_write(target, error) from error
     summary.seconds = time.perf_counter() - started
     if halt.error is not None and not halt.stop.is_set():
+        if isinstance(halt.error, OSError):
+            raise _cannot_write(target, halt.error) from halt.error
         raise halt.error
     emit({"event": "finished", "file": str(source), "interrupted": summary.interrupted})
     return summary
+
+
+def _cannot_write(target: Path, error: OSError) -> VideoWriteError:
+    return VideoWriteError(
+        f"{target}: cannot write ({error.strerror or error}); the finished segments are kept, "
+        "run the same command again once there is room"
+    )
 
 
 def video_segments(config: VideoJobConfig, plan: VideoPlan) -> tuple[Segment, ...]:
