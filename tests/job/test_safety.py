@@ -307,3 +307,20 @@ def test_1_fault_injection_a_job_paused_before_its_rename_leaves_the_users_file(
     assert rerun.returncode == 0, rerun.stderr
     assert (out / "img0.png").read_bytes() == b"saved by the user meanwhile"
     assert "not made by this job" in json.loads(rerun.stdout)["skipped"][0]["reason"]
+
+
+def test_a_temporary_name_left_beside_a_published_output_is_removed(tmp_path: Path) -> None:
+    """Publishing is a hard link then removing the temporary name: a job killed between the
+    two leaves that name beside a complete, recorded output (found by the SIGKILL sweep in
+    CI). The rerun skips the output as complete and removes the dead job's name."""
+    sources = images(tmp_path / "in", count=2)
+    out = tmp_path / "out"
+    with BoxRunner() as runner:
+        run_job(job(sources, out), runner)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = out / f".img0.png.{int(gone.stdout)}.abc123.part"
+    os.link(out / "img0.png", left)  # as the killed job left it
+    with BoxRunner() as runner:
+        again = run_job(job(sources, out), runner)
+    assert [s.reason for s in again.skipped] == ["complete (matches the manifest)"] * 2
+    assert not left.exists() and (out / "img0.png").is_file()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vdsr_deploy.errors import ConfigError, ImageReadError
-from vdsr_deploy.imageio import FORMAT_SUFFIX, IMAGE_SUFFIXES, output_format
+from vdsr_deploy.imageio import FORMAT_SUFFIX, IMAGE_SUFFIXES, output_format, stale_temporaries
 from vdsr_deploy.job.config import JobConfig, WorkItem
 from vdsr_deploy.job.inputs import expand_spec
 from vdsr_deploy.job.manifest import Manifest, settings_key
@@ -239,6 +239,10 @@ def plan_resume(
         verdict = plan.manifest.verdict(item.target, item.source, settings)
         if verdict.state in ("foreign", "other_settings", "complete"):
             plan.skipped.append(Skipped(item.source, item.target, verdict.reason))
+            # a job killed between publishing an output (a hard link) and removing its
+            # temporary name leaves that name behind, beside a complete output
+            for stale in stale_temporaries(item.target):
+                stale.unlink(missing_ok=True)
             continue
         if verdict.reason != "new":
             plan.notes.append(Note(item.source, verdict.reason))
