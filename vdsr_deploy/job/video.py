@@ -192,6 +192,8 @@ def run_video_job(
     for note in plan.notes:
         _note(summary, emit, source, note)
     if target.exists() and not config.overwrite:
+        # a job killed between publishing (a hard link) and removing the temporary name
+        remove_stale_temporaries(target.parent, f".{glob.escape(target.name)}.*.tmp")
         summary.skipped = "the output exists (use --overwrite to replace it)"
         emit({"event": "skipped", "file": str(source), "target": str(target), "reason": summary.skipped})
         return summary
