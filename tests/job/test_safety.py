@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from numpy.typing import NDArray
+from job_child import BoxRunner  # the numpy stand-in for the network (tests/)
 from PIL import Image
 
 from vdsr_deploy.imageio import ImageWriter, file_digest
@@ -29,25 +29,8 @@ from vdsr_deploy.job.manifest import MANIFEST_NAME, Manifest
 from vdsr_deploy.job.worker import ChunkResult, ItemResult, WorkerInfo
 from vdsr_deploy.planes.pipeline import PipelineConfig
 from vdsr_deploy.planes.tiling import TileConfig
-from vdsr_deploy.runner import Runner, RunnerInfo
 
 TILING = TileConfig(tile=40, halo=3)
-
-
-class BoxRunner(Runner):
-    """Y + 0.1 * (3x3 mean - Y): a receptive-field radius of 1, like a tiny VDSR."""
-
-    @property
-    def info(self) -> RunnerInfo:
-        return RunnerInfo("box", "cpu", "fp32")
-
-    def _infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
-        padded = np.pad(batch, ((0, 0), (0, 0), (1, 1), (1, 1)))
-        height, width = batch.shape[2:]
-        total = sum(
-            padded[:, :, dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)
-        )
-        return (batch + 0.1 * (total / 9.0 - batch)).astype(np.float32)
 
 
 def job(inputs: list[Path], output: Path, *, scale: float = 2.0, **options: Any) -> JobConfig:
