@@ -258,3 +258,23 @@ def test_validate_includes_the_openvino_pairs(ov: object, tmp_path: Path, tiny_w
     else:
         assert "openvino-bf16: skipped" in text
     assert result.exit_code == 0, result.output
+
+
+def test_bench_lists_the_openvino_paths(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from vdsr_deploy.bench import config
+
+    monkeypatch.setattr(config.openvino, "installed", lambda: True)
+    monkeypatch.setattr(config, "cpu_flags", lambda: frozenset({"avx2"}))
+    labels = [s.name for s in config.cpu_path_settings(256)]
+    assert labels[0] == config.CPU_BASELINE
+    assert {"openvino-fp32", "openvino-int8"} <= set(labels) and "openvino-bf16" not in labels
+    monkeypatch.setattr(config, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    assert "openvino-bf16" in [s.name for s in config.cpu_path_settings(256)]
+    monkeypatch.setattr(config.openvino, "installed", lambda: False)
+    assert not [s for s in config.cpu_path_settings(256) if s.backend == "openvino"]
+    model = tmp_path / "q.onnx"
+    settings, _ = config.sweep(["onnxruntime", "openvino", "torch"], ["fp32"], [64], [1], onnx=model,
+                               onnx_precision="int8")
+    assert [(s.backend, s.precision, s.onnx) for s in settings] == [
+        ("onnxruntime", "int8", model), ("openvino", "int8", model), ("torch", "fp32", None)
+    ]
