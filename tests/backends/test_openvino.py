@@ -278,3 +278,22 @@ def test_bench_lists_the_openvino_paths(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert [(s.backend, s.precision, s.onnx) for s in settings] == [
         ("onnxruntime", "int8", model), ("openvino", "int8", model), ("torch", "fp32", None)
     ]
+
+
+def test_a_given_onnx_runs_on_openvino(ov: object, tiny_model: VDSR, tiny_weights: Path, tmp_path: Path) -> None:
+    from vdsr_deploy.export.onnx import export_onnx
+    from vdsr_deploy.planes.tiling import TileConfig
+    from vdsr_deploy.runtime.prepare import check_artifacts_used, open_runner
+
+    given = export_onnx(tiny_model, tmp_path / "given.onnx").path
+    spec = RunnerSpec(backend="openvino", precision="fp32", device="cpu", onnx=given, engines_dir=tmp_path / "eng")
+    check_artifacts_used(spec, "openvino")  # an ONNX runtime: the file is used, not refused
+    batch = np.random.default_rng(5).random((1, 1, 13, 9), dtype=np.float32)
+    with open_runner(spec, tiling=TileConfig(tile=0, halo=0), batch=1) as runner:
+        assert runner.info.details["onnx"] == str(given)
+        out = runner.infer(batch)
+    import torch
+
+    with torch.no_grad():
+        expected = tiny_model(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5)
