@@ -43,7 +43,10 @@ def image(tmp_path: Path) -> Path:
         (["-s", "0"], "error: scale: expected a factor > 1, got 0"),
         (["-s", "abc"], "error: --scale: input should be a valid number"),
         (["--frobnicate"], "error: no such option: --frobnicate"),
-        (["-b", "pytorch"], "error: backend: expected one of auto, onnxruntime, torch, tensorrt, got 'pytorch'"),
+        (
+            ["-b", "pytorch"],
+            "error: backend: expected one of auto, onnxruntime, torch, tensorrt, openvino, got 'pytorch'",
+        ),
         (["-p", "fp8"], "error: precision: expected one of auto, fp32, fp16, bf16, int8, got 'fp8'"),
         (["--tile", "big"], "error: --tile: expected a side in pixels, 0 or auto, got 'big'"),
         (["--overwrite", "yes"], "error: --overwrite takes no value"),
