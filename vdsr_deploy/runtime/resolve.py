@@ -43,6 +43,8 @@ def resolve_spec(spec: RunnerSpec, engines_dir: Path) -> tuple[RunnerSpec, Preci
                 artifacts["int8"] = artifact.path
                 return artifact.cost_db
             if path.precision == "bf16":
+                if path.backend != "torch":  # the record measures PyTorch's bf16, not another runtime's
+                    return f"its quality cost on {path.backend} is not measured"
                 return bf16_cost(spec, engines_dir)
         except Exception as error:  # any failure to build/measure only passes the path over
             return f"unavailable: {error}"
