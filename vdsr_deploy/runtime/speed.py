@@ -78,8 +78,6 @@ def speed_key(
     }
     loaded: dict[str, Any] = json.loads(json.dumps(key))
     return loaded
-    loaded: dict[str, Any] = json.loads(json.dumps(key))
-    return loaded
 
 
 def record_path(directory: Path, key: Mapping[str, Any]) -> Path:
