@@ -190,6 +190,12 @@ def test_unavailable_paths_are_named_never_taken() -> None:
         unavailable=lambda p: None if p.backend == "torch" else "not installed",
     )  # fmt: skip
     assert (no_onnxruntime.precision, no_onnxruntime.backend) == ("fp32", "torch")  # the fallback
+    checked: list[str] = []
+    choose_precision(
+        "auto", backend="auto", cuda=False, flags=HASWELL, quality_cost=no_cost,
+        unavailable=lambda p: checked.append(p.key),  # type: ignore[func-returns-value]
+    )  # fmt: skip
+    assert "torch-fp32" not in checked  # the fallback is not checked (that imports PyTorch) when not needed
 
 
 def test_an_fp32_decision_says_what_it_passed_over_and_why() -> None:

@@ -320,6 +320,8 @@ def choose_precision(
     if unavailable is not None:
         kept = []
         for path in paths:
+            if path.fallback and any(p.precision == "fp32" for p in kept):
+                continue  # not needed, so not checked (checking PyTorch imports it)
             reason = unavailable(path)
             if reason is None:
                 kept.append(path)
