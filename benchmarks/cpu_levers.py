@@ -1,69 +1,34 @@
 """Levers toward the 3x CPU bar, measured side by side with ONNX Runtime FP32 (the shipping
-default: tile 256) in one interleaved run: tile size (halo overhead), threads, and whether
-OpenVINO (``pip install openvino``; not a vdsr backend) runs the same FP32 / INT8 QDQ ONNX
-faster, with bf16 inference on CPUs that have it. Each OpenVINO setting's Set5/Set14 cost
+default: tile 256) in one interleaved run: tile size (halo overhead), threads, and the
+OpenVINO backend (``pip install 'vdsr-deploy[openvino]'``) on the same INT8 QDQ ONNX, and
+on the FP32 ONNX in bf16 on CPUs that have bf16 hardware. Each setting's Set5/Set14 cost
 can be scored with ``--hr`` like benchmarks/cpu.py does.
 
     nice -n 19 python benchmarks/cpu_levers.py --size 512 --repeats 5 --hr ../shared/data/val/set5
-
-The OpenVINO runner below lives here because OpenVINO is a measured lever, not (yet) a
-supported backend; everything else is vdsr_deploy.bench.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import json
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
-
+from vdsr_deploy.backends import openvino
 from vdsr_deploy.bench import (
     CPU_BASELINE,
     BenchConfig,
     BenchSetting,
     benchmark,
     cost_markdown,
-    open_bench_runner,
     quality_costs,
     render_markdown,
 )
-from vdsr_deploy.runner import Runner, RunnerInfo
+from vdsr_deploy.environment import cpu_flags
+from vdsr_deploy.precision.decision import BF16_FLAGS
 from vdsr_deploy.runtime.artifacts import cached_onnx, int8_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class OpenVinoRunner(Runner):
-    """An exported VDSR ONNX (FP32 or INT8 QDQ) on OpenVINO's CPU plugin; ``hint`` is its
-    INFERENCE_PRECISION_HINT (f32, or bf16 on CPUs with avx512_bf16/AMX)."""
-
-    def __init__(self, onnx_path: Path, hint: str, precision: str) -> None:
-        super().__init__()
-        self._path, self._hint, self._precision = onnx_path, hint, precision
-        self._request: Any = None
-
-    @property
-    def info(self) -> RunnerInfo:
-        return RunnerInfo("openvino", "cpu", self._precision, {"onnx": str(self._path), "hint": self._hint})
-
-    def activate(self) -> None:
-        import openvino
-
-        core = openvino.Core()
-        compiled = core.compile_model(core.read_model(str(self._path)), "CPU", {"INFERENCE_PRECISION_HINT": self._hint})
-        self._request = compiled.create_infer_request()
-
-    def deactivate(self) -> None:
-        self._request = None
-
-    def _infer(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
-        result: NDArray[np.float32] = np.array(self._request.infer({0: batch})[0], dtype=np.float32)
-        return result
 
 
 def arguments() -> argparse.Namespace:
@@ -88,29 +53,27 @@ def main() -> None:
     from vdsr_deploy.model.weights import load_weights
 
     model, info = load_weights(args.weights)
-    fp32 = cached_onnx(args.weights, args.work, "fp32") or ensure_onnx(model, info, "fp32", args.work)
-    int8 = int8_artifact(RunnerSpec(weights=args.weights, precision="int8"), args.work).path
-    ov_runners: dict[str, OpenVinoRunner] = {}
+    # both artifacts made before timing starts
+    if cached_onnx(args.weights, args.work, "fp32") is None:
+        ensure_onnx(model, info, "fp32", args.work)
+    int8_artifact(RunnerSpec(weights=args.weights, precision="int8"), args.work)
     settings = [BenchSetting("onnxruntime", "fp32", tile=256, label=CPU_BASELINE)]
     for tile in args.tiles:
         settings += [
             BenchSetting("onnxruntime", "int8", tile=tile, label=f"onnxruntime-int8-t{tile}"),
             BenchSetting("torch", "bf16", device="cpu", tile=tile, label=f"torch-bf16-t{tile}"),
         ]
-        if importlib.util.find_spec("openvino") is None:
+        if not openvino.installed():
             continue
-        for name, path, hint, precision in (("bf16", fp32, "bf16", "bf16"), ("int8", int8, "f32", "int8")):
-            label = f"openvino-{name}-t{tile}"
-            ov_runners[label] = OpenVinoRunner(path, hint, precision)
-            settings.append(
-                BenchSetting("onnxruntime", precision if precision == "int8" else "fp32", tile=tile, label=label)
-            )
+        settings += [
+            BenchSetting("openvino", "fp32", device="cpu", tile=tile, label=f"openvino-fp32-t{tile}"),
+            BenchSetting("openvino", "int8", device="cpu", tile=tile, label=f"openvino-int8-t{tile}"),
+        ]
+        if BF16_FLAGS.intersection(cpu_flags()):
+            settings.append(BenchSetting("openvino", "bf16", device="cpu", tile=tile, label=f"openvino-bf16-t{tile}"))
     settings.append(
         BenchSetting("onnxruntime", "fp32", tile=max(args.tiles), label=f"onnxruntime-fp32-t{max(args.tiles)}")
     )
-
-    def opener(setting: BenchSetting, config: BenchConfig) -> Runner:
-        return ov_runners.get(setting.name) or open_bench_runner(setting, config)
 
     config = BenchConfig(
         settings=tuple(settings),
@@ -124,11 +87,11 @@ def main() -> None:
         engines_dir=args.work,
         note=args.note,
     )
-    result = benchmark(config, open_runner=opener, on_event=lambda e: print(json.dumps(e), flush=True))
+    result = benchmark(config, on_event=lambda e: print(json.dumps(e), flush=True))
     markdown = render_markdown(result, title="CPU levers")
     if args.hr:
         scored = [s for s in settings if s.name == CPU_BASELINE or (s.tile == min(args.tiles) and "fp32" not in s.name)]
-        result["task_psnr"] = quality_costs(args.hr, [2, 3, 4], scored, config, opener=opener)
+        result["task_psnr"] = quality_costs(args.hr, [2, 3, 4], scored, config)
         markdown += "\n" + cost_markdown(result, result["task_psnr"])
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("onnxruntime", "tensorrt", "cuda", "matplotlib", "ray", "tritonclient", "grpc", "pyarrow", "av")
+HEAVY = ("onnxruntime", "openvino", "tensorrt", "cuda", "matplotlib", "ray", "tritonclient", "grpc", "pyarrow", "av")
 
 
 def modules_after(code: str) -> set[str]:
@@ -26,7 +26,8 @@ def test_submodules_import_without_runtimes() -> None:
         "import vdsr_deploy.cli, vdsr_deploy.runtime.prepare, vdsr_deploy.backends.device, "
         "vdsr_deploy.backends.tensorrt.builder, vdsr_deploy.backends.tensorrt.cache, "
         "vdsr_deploy.backends.tensorrt.library, vdsr_deploy.backends.tensorrt.runner, "
-        "vdsr_deploy.backends.onnxruntime.runner, vdsr_deploy.backends.tensorrt.cuda, vdsr_deploy.planes.tiling, "
+        "vdsr_deploy.backends.onnxruntime.runner, vdsr_deploy.backends.openvino.runner, "
+        "vdsr_deploy.backends.tensorrt.cuda, vdsr_deploy.planes.tiling, "
         "vdsr_deploy.protocol, vdsr_deploy.cluster, vdsr_deploy.job.worker, vdsr_deploy.runtime.triton, "
         "vdsr_deploy.job.remote, vdsr_deploy.job, vdsr_deploy.videoio, vdsr_deploy.videoio.write, "
         "vdsr_deploy.videoio.frames, vdsr_deploy.job.video"

@@ -185,7 +185,7 @@ BAD: dict[tuple[str, str], tuple[list[str], str]] = {
     ("upscale", "--output"): ([*UPSCALE, "-b", "torch", "--output", "{text}/x"], "is a file, expected a folder"),
     ("upscale", "--scale"): ([*UP, "--scale", "nan"], "scale: expected a factor > 1, got nan"),
     ("upscale", "--weights"): ([*UP, "--weights", "{text}"], "notes.txt"),
-    ("upscale", "--backend"): ([*UP, "--backend", "openvino"], "backend: expected one of"),
+    ("upscale", "--backend"): ([*UP, "--backend", "onnx"], "backend: expected one of"),
     ("upscale", "--device"): ([*UP, "--device", "gpu0"], "device: expected auto, cpu, cuda or cuda:N, got 'gpu0'"),
     ("upscale", "--precision"): ([*UP, "--precision", "fp8"], "precision: expected one of"),
     ("upscale", "--provider"): ([*UP, "--provider", "openvino"], "provider: expected one of cpu, cuda, tensorrt"),

@@ -43,7 +43,10 @@ def image(tmp_path: Path) -> Path:
         (["-s", "0"], "error: scale: expected a factor > 1, got 0"),
         (["-s", "abc"], "error: --scale: input should be a valid number"),
         (["--frobnicate"], "error: no such option: --frobnicate"),
-        (["-b", "pytorch"], "error: backend: expected one of auto, onnxruntime, torch, tensorrt, got 'pytorch'"),
+        (
+            ["-b", "pytorch"],
+            "error: backend: expected one of auto, onnxruntime, torch, tensorrt, openvino, got 'pytorch'",
+        ),
         (["-p", "fp8"], "error: precision: expected one of auto, fp32, fp16, bf16, int8, got 'fp8'"),
         (["--tile", "big"], "error: --tile: expected a side in pixels, 0 or auto, got 'big'"),
         (["--overwrite", "yes"], "error: --overwrite takes no value"),
@@ -188,9 +191,11 @@ def test_the_first_status_lines_are_whole_sentences_at_80_columns(
     assert code == 0, text
     lines = text.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("runtime "))
-    assert lines[first] == "runtime onnxruntime:cpu:fp32, tile 256, batch 4"
+    # auto times the FP32 paths and takes the faster: ONNX Runtime or OpenVINO (when installed)
+    assert re.fullmatch(r"runtime (onnxruntime|openvino):cpu:fp32, tile 256, batch 4", lines[first]), lines[first]
     assert lines[first + 1].startswith("precision ") and ", auto: " in lines[first + 1]
-    assert lines[first + 2].startswith("passed over: bf16 (no amx_bf16/avx512_bf16 here")
+    # the decision may wrap at 80 columns (a measured ratio follows it); the paths passed over start lines of their own
+    assert any(line.startswith("passed over: bf16 (no amx_bf16/avx512_bf16 here") for line in lines[first + 2 :]), text
 
 
 def test_counts_agree_with_their_noun() -> None:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from vdsr_deploy.backends import onnxruntime, tensorrt, torch
+from vdsr_deploy.backends import onnxruntime, openvino, tensorrt, torch
 from vdsr_deploy.backends.descriptor import Backend
 from vdsr_deploy.backends.device import cuda_available, may_be_cuda
 from vdsr_deploy.backends.onnxruntime.options import PROVIDERS
@@ -27,6 +27,7 @@ REGISTRY: dict[str, Backend] = {
         onnxruntime.BACKEND,
         torch.BACKEND,
         tensorrt.BACKEND,
+        openvino.BACKEND,
     )
 }
 """Every runtime, by ``--backend`` name."""

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vdsr_deploy.backends import openvino
 from vdsr_deploy.backends.device import cuda_available
 from vdsr_deploy.backends.registry import REGISTRY
 from vdsr_deploy.environment import cpu_flags
@@ -21,6 +22,8 @@ from vdsr_deploy.precision.names import PRECISIONS
 SUPPORTED = {name: backend.precisions for name, backend in REGISTRY.items()}
 """Each backend's precisions, from the registry."""
 BACKENDS = tuple(SUPPORTED)
+ONNX_FILE_BACKENDS = ("onnxruntime", "openvino")
+"""The backends a sweep's ``onnx`` file is given to (at the file's own precision)."""
 CPU_BASELINE = "onnxruntime-fp32"
 """The label of the baseline :func:`cpu_path_settings` puts first: ONNX Runtime FP32 on the CPU."""
 
@@ -28,7 +31,7 @@ CPU_BASELINE = "onnxruntime-fp32"
 @dataclass(frozen=True)
 class BenchSetting:
     """One configuration to time. ``channels_last``/``allow_tf32`` apply to torch;
-    ``onnx`` makes onnxruntime/tensorrt use that file (e.g. an INT8 QDQ model, which is
+    ``onnx`` makes onnxruntime/openvino/tensorrt use that file (e.g. an INT8 QDQ model, which is
     then ``precision`` int8; without it, int8 uses the cached INT8 model, built on first
     use); ``label`` names it in tables (default: derived)."""
 
@@ -84,15 +87,15 @@ def sweep(
     onnx_precision: str | None = None,
 ) -> tuple[list[BenchSetting], list[str]]:
     """Every backend x precision x tile x batch that exists, and a note per combination left
-    out (e.g. onnxruntime has no bf16 path). With ``onnx`` the onnxruntime settings use that
-    file at its own precision (``onnx_precision``, e.g. int8 for a quantized model)."""
+    out (e.g. onnxruntime has no bf16 path). With ``onnx`` the onnxruntime and openvino
+    settings use that file at its own precision (``onnx_precision``, e.g. int8 for a quantized model)."""
     settings: list[BenchSetting] = []
     notes: list[str] = []
     for backend in backends:
         if backend not in SUPPORTED:
             raise ConfigError(f"backend: expected one of {', '.join(SUPPORTED)}, got {backend!r}")
         wanted = (
-            [onnx_precision or "fp32"] if backend == "onnxruntime" and onnx else list(precisions)
+            [onnx_precision or "fp32"] if backend in ONNX_FILE_BACKENDS and onnx else list(precisions)
         )
         for precision in dict.fromkeys(wanted):
             if precision not in SUPPORTED[backend]:
@@ -108,7 +111,7 @@ def sweep(
                             provider=provider,
                             tile=tile,
                             batch=batch,
-                            onnx=onnx if backend == "onnxruntime" else None,
+                            onnx=onnx if backend in ONNX_FILE_BACKENDS else None,
                         )
                     )
     if not settings:
@@ -121,8 +124,9 @@ def cpu_path_settings(
 ) -> list[BenchSetting]:
     """Every CPU path: ONNX Runtime FP32 (the baseline, first, labelled
     :data:`CPU_BASELINE`), PyTorch FP32 (NCHW and channels-last), PyTorch bf16 channels-last,
-    ONNX Runtime INT8 (the cached model ``--precision int8`` uses) and any extra INT8 models
-    given (``label -> ONNX``)."""
+    ONNX Runtime INT8 (the cached model ``--precision int8`` uses), any extra INT8 models
+    given (``label -> ONNX``) and, when openvino is installed, OpenVINO FP32 and INT8 (and
+    bf16 on CPUs with bf16 hardware; OpenVINO would emulate it elsewhere)."""
     settings = [BenchSetting("onnxruntime", "fp32", tile=tile, batch=batch, label=CPU_BASELINE)]
     if eager:
         settings.append(
@@ -137,6 +141,12 @@ def cpu_path_settings(
     ]
     for label, path in (int8_models or {}).items():
         settings.append(BenchSetting("onnxruntime", "int8", tile=tile, batch=batch, onnx=path, label=label))
+    if openvino.installed():
+        precisions = ["fp32", "int8"] + (["bf16"] if BF16_FLAGS.intersection(cpu_flags()) else [])
+        settings += [
+            BenchSetting("openvino", precision, device="cpu", tile=tile, batch=batch, label=f"openvino-{precision}")
+            for precision in precisions
+        ]
     return settings
 
 

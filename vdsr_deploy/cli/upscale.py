@@ -47,7 +47,9 @@ def upscale(
     device: DeviceOption = "auto",
     precision: PrecisionOption = "auto",
     provider: ProviderOption = "cpu",
-    onnx: Annotated[Path | None, typer.Option("--onnx", help="Use this ONNX file (onnxruntime/tensorrt).")] = None,
+    onnx: Annotated[
+        Path | None, typer.Option("--onnx", help="Use this ONNX file (onnxruntime/openvino/tensorrt).")
+    ] = None,
     engine: Annotated[Path | None, typer.Option("--engine", help="Use this TensorRT engine.")] = None,
     foreign_model: Annotated[
         bool,

@@ -39,7 +39,7 @@ def validate(
             "--runtime",
             "-r",
             help="Pair to check (repeatable): onnxruntime-fp32, onnxruntime-fp16, "
-            "onnxruntime-int8, "
+            "onnxruntime-int8, openvino-fp32, openvino-bf16, openvino-int8, "
             "torch-bf16, torch-fp16, tensorrt-fp32, tensorrt-fp16, untiled. "
             "Default: all (unavailable ones are skipped).",
         ),

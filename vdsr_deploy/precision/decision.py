@@ -318,7 +318,7 @@ def choose_precision(
             if p.backend == backend
         )  # the named backend's FP32 is its reference: no measurement needed, never a fallback
     if unavailable is not None:
-        kept = []
+        kept: list[CpuPath] = []
         for path in paths:
             if path.fallback and any(p.precision == "fp32" for p in kept):
                 continue  # not needed, so not checked (checking PyTorch imports it)

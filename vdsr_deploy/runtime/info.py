@@ -34,6 +34,7 @@ def system_info() -> dict[str, Any]:
         "onnx": package_version("onnx"),
         "onnxruntime": ort_dist if onnxruntime_installed() else "not installed",
         "onnxruntime providers": ", ".join(available_providers()) or "-",
+        "openvino": package_version("openvino") or "not installed",
         "tensorrt": tensorrt_status(),
         "cuda-python": package_version("cuda-python", "cuda-bindings") or "not installed",
         "default weights": str(weights) + ("" if weights.is_file() else " (MISSING)"),
@@ -90,5 +91,6 @@ def runtime_environment() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "onnxruntime": package_version("onnxruntime", "onnxruntime-gpu"),
         "onnxruntime_providers": available_providers(),
+        "openvino": package_version("openvino"),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }

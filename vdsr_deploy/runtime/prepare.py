@@ -118,7 +118,7 @@ def check_artifacts_used(spec: RunnerSpec, backend: str) -> None:
     if spec.onnx is not None and artifact == "weights":
         raise ConfigError(
             f"--onnx {spec.onnx}: the {backend} backend{picked} runs the weights, not an ONNX file; "
-            "use --backend onnxruntime or tensorrt to run it, or leave --onnx out"
+            "use --backend onnxruntime, openvino or tensorrt to run it, or leave --onnx out"
         )
     if spec.engine is not None and artifact != "engine":
         raise ConfigError(
@@ -128,8 +128,9 @@ def check_artifacts_used(spec: RunnerSpec, backend: str) -> None:
 
 
 def _onnx_for(spec: RunnerSpec, engines_dir: Path) -> Path:
-    """The ONNX file ``spec`` runs: the cached INT8 model (built on first use), or the
-    exported FP32/FP16 graph (found from the weights file without torch when it is already
+    """The ONNX file ``spec`` runs: the cached INT8 model (built on first use; ONNX Runtime
+    and OpenVINO run the same QDQ file), or the exported FP32/FP16 graph (OpenVINO's bf16
+    compiles the FP32 graph with a bf16 precision hint) (found from the weights file without torch when it is already
     there)."""
     if spec.precision == "int8":
         return int8_artifact(spec, engines_dir).path
