@@ -149,7 +149,7 @@ def test_model_cache_is_made_then_reused(ov: object, tiny_onnx: Path, tmp_path: 
         a = first.infer(batch)
     folder = model_cache_dir(cache / openvino_backend.CACHE_FOLDER, tiny_onnx)
     blobs = {p: p.stat().st_mtime_ns for p in folder.iterdir()}
-    assert folder.parent.name == "openvino-cache" and blobs, "nothing cached"
+    assert folder.parent.name == "vdsr-openvino-cache" and blobs, "nothing cached"
     with BACKEND.open(request) as second:
         b = second.infer(batch)
     assert {p: p.stat().st_mtime_ns for p in folder.iterdir()} == blobs  # loaded, not written again
@@ -222,6 +222,10 @@ def test_upscale_on_openvino_end_to_end(ov: object, tmp_path: Path, tiny_weights
     assert outputs["openvino"].shape == (46, 62, 3)
     assert np.max(np.abs(outputs["openvino"] - outputs["onnxruntime"])) <= 1
     assert (tmp_path / "eng" / openvino_backend.CACHE_FOLDER).is_dir()
+    from vdsr_deploy.runtime.cache import clear_cache
+
+    clear_cache(tmp_path / "eng")  # vdsr cache --clear: OpenVINO's cache is ours, removed too
+    assert not (tmp_path / "eng" / openvino_backend.CACHE_FOLDER).exists()
 
 
 def test_upscale_on_openvino_refuses_cuda_in_one_sentence(tmp_path: Path, tiny_weights: Path) -> None:

@@ -15,8 +15,9 @@ from vdsr_deploy.precision.decision import BF16_FLAGS
 from vdsr_deploy.runner import Runner
 
 INSTALL = "pip install 'vdsr-deploy[openvino]'"
-CACHE_FOLDER = "openvino-cache"
-"""OpenVINO's compiled-model cache, under the run's cache folder (``OpenRequest.cache_dir``)."""
+CACHE_FOLDER = "vdsr-openvino-cache"
+"""OpenVINO's compiled-model cache, under the run's cache folder (``OpenRequest.cache_dir``);
+named ``vdsr-...`` so that ``vdsr cache --clear`` removes it with the other entries."""
 
 
 def installed() -> bool:
