@@ -188,7 +188,7 @@ def test_the_first_status_lines_are_whole_sentences_at_80_columns(
     assert code == 0, text
     lines = text.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("runtime "))
-    assert lines[first] == "runtime onnxruntime:cpu:fp32, tile 256, batch 4"
+    assert lines[first] == "runtime onnxruntime:cpu:fp32, whole image, batch 4"
     assert lines[first + 1] == "precision fp32 on onnxruntime, auto: the reference (exact)"
     assert lines[first + 2].startswith("passed over: int8 (not tried")
 
