@@ -44,7 +44,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--photo", type=Path, default=DATA / "set14" / "baboon.png")
     parser.add_argument("--size", action="append", choices=sorted(SIZES), help="default: both")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=1, help="whole warm-up jobs (a 64x48 one always)")
     parser.add_argument("--threads", type=int, default=0, help="0 = all cores")
     parser.add_argument("--slow-after", type=float, default=4.0,
                         help="leave out a path whose warm-up job is this many times slower than ORT fp32 t256")
@@ -74,6 +74,20 @@ def quality(results: dict[str, Any], args: argparse.Namespace) -> tuple[dict[str
     return tables, costs
 
 
+def render(record: dict[str, Any], stamp: str, costs: dict[str, float] | None) -> str:
+    machine = record["machine"]
+    return "\n".join([
+        f"# Every CPU path, whole jobs at x2, {stamp}", "",
+        f"Machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, {machine['memory_gib']} GiB; "
+        f"flags: {' '.join(machine['cpu_flags']) or 'none of note'}. Load average before "
+        f"{machine['load_average_before']}, after timing {machine['load_average_after']}. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in record["versions"].items() if v) + ".",
+        "", f"{record['warmup']} warm-up and {record['repeats']} timed job(s) per path, interleaved; Mpx/s from "
+        "the median. " + record["note"], "",
+        job_markdown(record["sizes"], costs=costs),
+    ])  # fmt: skip
+
+
 def main() -> None:
     args = arguments()
     load_before = load_average()
@@ -81,53 +95,48 @@ def main() -> None:
     print("paths: " + ", ".join(p.label for p in paths), flush=True)
     for skip in skips:
         print(f"skipped {skip.label}: {skip.reason}", flush=True)
-    results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="vdsr-cpu-paths-") as folder:
-        source = Image.open(args.photo).convert("RGB")
-        for name in args.size or list(SIZES):
-            height, width = SIZES[name]
-            photo = Path(folder) / f"photo-{width}x{height}.png"
-            source.resize((width, height), Image.Resampling.LANCZOS).save(photo)
-            print(f"{name} output: load {load_average()}", flush=True)
-            result = time_jobs(
-                paths, [photo], repeats=args.repeats, warmup=args.warmup, threads=args.threads,
-                slow_after=args.slow_after, on_event=lambda e: print(json.dumps(e), flush=True),
-            )  # fmt: skip
-            result["skipped"] = {**{s.label: s.reason for s in skips}, **result["skipped"]}
-            results[name] = result
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M")
+    args.out.mkdir(parents=True, exist_ok=True)
+    base = args.out / f"cpu-paths-{stamp}"
     record: dict[str, Any] = {
         "note": args.note,
         "repeats": args.repeats,
         "warmup": args.warmup,
         "photo": args.photo.name,
         "paths": [p.__dict__ for p in paths],
-        "sizes": results,
+        "sizes": {},
         "versions": backend_versions(),
-        "machine": machine_info(load_before),
     }
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M")
-    args.out.mkdir(parents=True, exist_ok=True)
-    base = args.out / f"cpu-paths-{stamp}"
-    base.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")  # the timings, before scoring
+
+    def write(costs: dict[str, float] | None) -> str:
+        record["machine"] = machine_info(load_before)
+        base.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+        text = render(record, stamp, costs)
+        base.with_suffix(".md").write_text(text)
+        return text
+
+    with tempfile.TemporaryDirectory(prefix="vdsr-cpu-paths-") as folder:
+        source = Image.open(args.photo).convert("RGB")
+        for name in args.size or list(SIZES):
+            height, width = SIZES[name]
+            photo = Path(folder) / f"photo-{width}x{height}.png"
+            source.resize((width, height), Image.Resampling.LANCZOS).save(photo)
+            small = Path(folder) / "warm.png"
+            source.resize((64, 48), Image.Resampling.LANCZOS).save(small)
+            print(f"{name} output: load {load_average()}", flush=True)
+            result = time_jobs(
+                paths, [photo], repeats=args.repeats, warmup=args.warmup, threads=args.threads,
+                slow_after=args.slow_after, warm_on=[small], on_event=lambda e: print(json.dumps(e), flush=True),
+            )  # fmt: skip
+            result["skipped"] = {**{s.label: s.reason for s in skips}, **result["skipped"]}
+            record["sizes"][name] = result
+            write(None)  # each size's timings as soon as they exist
     costs: dict[str, float] | None = None
     if not args.no_quality:
         print(f"scoring task PSNR (load {load_average()})...", flush=True)
-        record["task_psnr"], costs = quality(results, args)
+        record["task_psnr"], costs = quality(record["sizes"], args)
         record["worst_psnr_loss_db"] = costs
-        base.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    machine = record["machine"]
-    text = "\n".join([
-        f"# Every CPU path, whole jobs at x2, {stamp}", "",
-        f"Machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, {machine['memory_gib']} GiB; "
-        f"flags: {' '.join(machine['cpu_flags']) or 'none of note'}. Load average before "
-        f"{machine['load_average_before']}, after timing {machine['load_average_after']}. Versions: "
-        + ", ".join(f"{k} {v}" for k, v in record["versions"].items() if v) + ".",
-        "", f"{args.warmup} warm-up and {args.repeats} timed job(s) per path, interleaved; Mpx/s from the median. "
-        + args.note, "",
-        job_markdown(results, costs=costs),
-    ])  # fmt: skip
-    base.with_suffix(".md").write_text(text)
-    print(text)
+    print(write(costs))
     print(f"wrote {base}.json/.md")
 
 

@@ -153,12 +153,15 @@ def time_jobs(
     engines_dir: Path | None = None,
     threads: int = 0,
     slow_after: float | None = None,
+    warm_on: Sequence[Path] = (),
     on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Time one job over ``inputs`` per path, ``repeats`` rounds after ``warmup``, the paths
-    taking turns. ``slow_after``: a path whose warm-up job takes longer than that many times
-    the first path's is left out (skipped, with its time) instead of timed. Returns
-    ``{"paths": {label: {...seconds, megapixels, tile, runtime...}}, "skipped": {label: reason}}``."""
+    taking turns. ``warm_on``: small images each path runs one job on first, untimed (the
+    runtime's first-call costs without a whole warm-up job). ``slow_after``: a path whose
+    warm-up job takes longer than that many times the first path's is left out (skipped,
+    with its time) instead of timed. Returns ``{"paths": {label: {...seconds, megapixels,
+    tile, runtime...}}, "skipped": {label: reason}}``."""
     from vdsr_deploy.imageio import probe_image
     from vdsr_deploy.job import JobConfig, run_job
     from vdsr_deploy.planes.colour import output_shape
@@ -189,10 +192,10 @@ def time_jobs(
                 continue
             cases.append(_Case(path, spec, tile, runner, note=note))
 
-        def run(case: _Case) -> float:
+        def run(case: _Case, files: Sequence[Path] = inputs) -> float:
             assert case.runner is not None
             config = JobConfig(
-                inputs=tuple(str(p) for p in inputs),
+                inputs=tuple(str(p) for p in files),
                 output=folder / f"out{cases.index(case)}",
                 pipeline=PipelineConfig(
                     scale=scale, tiling=TileConfig(tile=case.tile, halo=halo), batch=case.path.batch
@@ -208,7 +211,12 @@ def time_jobs(
 
         first: float | None = None
         for case in cases:
-            for _ in range(warmup):
+            if warm_on:
+                try:
+                    run(case, warm_on)
+                except VdsrError as error:
+                    case.error = str(error)
+            for _ in range(warmup if not case.error else 0):
                 try:
                     seconds = run(case)
                 except VdsrError as error:
