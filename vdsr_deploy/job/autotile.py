@@ -211,14 +211,16 @@ def resolve_tile(
     from vdsr_deploy.backends.registry import choose_backend
     from vdsr_deploy.job.config import JobConfig
     from vdsr_deploy.job.plan import plan_outputs
+    from vdsr_deploy.protocol import check_scale
 
     side = parse_tile(text)
+    check_scale(scale)  # before any output size is computed from it
     tensorrt = choose_backend(spec).backend == "tensorrt"
     items, _failures = plan_outputs(JobConfig(inputs=inputs, output=output))
     given = side is not None and not (side == 0 and tensorrt)
     sizes = input_sizes([str(item.source) for item in items], max_pixels=max_pixels, remote=not given)
     chosen = AutoTile(side, "") if given and side is not None else _auto(side, sizes, spec, scale, batch, halo)
-    if sizes and (chosen.tile == 0 or chosen.tile > 2 * halo):  # else TileConfig refuses it next
+    if sizes and halo >= 0 and (chosen.tile == 0 or chosen.tile > 2 * halo):  # else check_halo/TileConfig refuse
         outputs = [output_shape(h, w, scale) for h, w in sizes]
         overhead = halo_overhead(outputs, TileConfig(tile=chosen.tile, halo=halo))
         return replace(chosen, halo_overhead=overhead)
