@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from vdsr_deploy.errors import ConfigError, VdsrError
 from vdsr_deploy.planes.colour import output_shape
 from vdsr_deploy.planes.device_pipeline import activation_bytes_per_pixel, auto_tile, int32_pixel_limit
-from vdsr_deploy.planes.tiling import TileConfig, halo_overhead
+from vdsr_deploy.planes.tiling import DEFAULT_TILE, TileConfig, halo_overhead
 
 if TYPE_CHECKING:
     from vdsr_deploy.backends.registry import RunnerSpec
@@ -232,9 +232,11 @@ def _auto(
 ) -> AutoTile:
     """``--tile auto`` (``side`` None), or ``--tile 0`` on TensorRT (whole images: the profile
     side that covers the largest), for inputs of ``sizes``."""
-    from vdsr_deploy.backends.registry import choose_backend, compute_device
+    from vdsr_deploy.backends.registry import choose_backend, compute_device, unavailable_reason
     from vdsr_deploy.model.weights import load_weights
 
+    if unavailable_reason(spec) is not None:  # opening the runner says why; nothing to size for
+        return AutoTile(DEFAULT_TILE, "")
     if side == 0:  # TensorRT, whole images: the engine's profile must take the largest
         from vdsr_deploy.backends.tensorrt.build_config import whole_image_side
 
