@@ -92,3 +92,29 @@ def test_job_markdown_has_a_row_per_path_with_both_ratios_the_cost_and_the_skips
     assert f"| {ORT_T256} | rt | 256 (+40.0%) | 0.0200 | 1.00x | 2.00x | — |" in lines
     assert "| fast | rt | whole | 0.0500 | 2.50x | 5.00x | 0.031 |" in lines
     assert any(line.startswith(f"| torch-bf16 | skipped: {EMULATED_BF16} |") for line in lines)
+
+
+def test_time_jobs_times_each_path_on_the_inputs_and_skips_what_cannot_run(tmp_path: Any, tiny_weights: Any) -> None:
+    import numpy as np
+
+    from vdsr_deploy.bench.jobs import time_jobs
+    from vdsr_deploy.imageio import write_image
+
+    image = tmp_path / "a.png"
+    write_image(image, np.random.default_rng(0).random((20, 30, 3)), bit_depth=8)
+    paths = [
+        JobPath("tiled", "torch", "fp32", tile=16, batch=2),
+        JobPath("auto", "torch", "fp32"),
+        JobPath("fp16", "torch", "fp16"),
+    ]
+    events: list[dict[str, Any]] = []
+    result = time_jobs(paths, [image], halo=4, repeats=2, warmup=0, weights=tiny_weights, warm_on=[image],
+                       engines_dir=tmp_path / "e", on_event=events.append)  # fmt: skip
+    assert result["output_megapixels"] == pytest.approx(40 * 60 / 1e6)
+    assert set(result["paths"]) == {"tiled", "auto"} and "CUDA" in result["skipped"]["fp16"]
+    tiled, auto = result["paths"]["tiled"], result["paths"]["auto"]
+    assert tiled["tile"] == 16 and tiled["halo_overhead"] > 0 and len(tiled["seconds"]) == 2
+    assert auto["tile"] == 0 and auto["halo_overhead"] == 0 and "--tile auto: whole images" in auto["tile_reason"]
+    assert [e["path"] for e in events if e["event"] == "repeat"] == ["tiled", "auto", "tiled", "auto"]
+    with pytest.raises(ConfigError, match="expected paths, inputs"):
+        time_jobs(paths, [], weights=tiny_weights)
