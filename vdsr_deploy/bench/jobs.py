@@ -110,7 +110,7 @@ class _Case:
 
 def _spec(path: JobPath, weights: Path | None, engines_dir: Path | None, threads: int) -> RunnerSpec:
     from vdsr_deploy.backends.registry import RunnerSpec, resolved
-    from vdsr_deploy.runtime.resolve import resolve_spec
+    from vdsr_deploy.runtime.prepare import resolve_precision
 
     spec = RunnerSpec(
         backend=path.backend,
@@ -121,10 +121,8 @@ def _spec(path: JobPath, weights: Path | None, engines_dir: Path | None, threads
         threads=threads,
         channels_last=path.channels_last,
     )
-    if spec.precision == "auto":
-        from vdsr_deploy.runtime.prepare import default_engines_dir
-
-        spec, _ = resolve_spec(spec, engines_dir or default_engines_dir())
+    if spec.precision == "auto":  # as vdsr upscale resolves it (measured once per machine, cached)
+        spec, _ = resolve_precision(spec)
     return resolved(spec)
 
 

@@ -369,10 +369,9 @@ def _render_video_summary(console: Any, summary: Any) -> None:
 
 def _resolve_precision(spec: Any) -> tuple[Any, Any]:
     """``spec`` with ``--precision auto`` resolved, and the choice (said on the first line)."""
-    from vdsr_deploy.runtime.prepare import default_engines_dir
-    from vdsr_deploy.runtime.resolve import resolve_spec
+    from vdsr_deploy.runtime.prepare import resolve_precision
 
-    return resolve_spec(spec, spec.engines_dir or default_engines_dir())
+    return resolve_precision(spec)
 
 
 def _upscale_here(config: Any, spec: Any, picked: Any, console: Any, quiet: bool, stop: Any, chosen: Any) -> Any:

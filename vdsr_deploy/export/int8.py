@@ -31,6 +31,12 @@ RECIPE_VERSION = 2
 """2: the calibration data includes :func:`vdsr_deploy.export.calibration.contrast_guard_tiles`."""
 DEFAULT_RECIPE = QuantizeConfig(tile=96, scales=SCALES, method="minmax", per_channel=True)
 """Measured in benchmarks/cpu.py: MinMax, per-channel weights, first/last conv in FP32."""
+INT8_AUTO_BLOCKED = (
+    "not taken by auto: this recipe's measured Set5 x2 cost is over the limit (docs/cpu.md); "
+    "ask with --precision int8"
+)
+"""Why ``--precision auto`` may not take this recipe's INT8 model ('' when it may): its
+Set5/Set14 cost (measured in benchmarks/, not the held-out tiles it records) decides."""
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from vdsr_deploy.backends.tensorrt.build_config import (
 from vdsr_deploy.errors import BackendUnavailableError, ConfigError
 from vdsr_deploy.io_names import profile_for_tiles
 from vdsr_deploy.planes.tiling import TileConfig
+from vdsr_deploy.precision.decision import PrecisionChoice
 from vdsr_deploy.precision.names import AUTO
 from vdsr_deploy.runner import Runner
 from vdsr_deploy.runtime.artifacts import cached_onnx, exported_onnx, int8_artifact
@@ -56,9 +57,7 @@ def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int, max_side: i
     given = spec
     engines_dir = spec.engines_dir or default_engines_dir()
     if spec.precision == AUTO:
-        from vdsr_deploy.runtime.resolve import resolve_spec
-
-        spec, _ = resolve_spec(spec, engines_dir)
+        spec, _ = resolve_precision(spec)
     backend = REGISTRY[choose_backend(spec).backend]
     check_artifacts_used(spec, backend.name)
     if backend.name == "onnxruntime":
@@ -94,6 +93,20 @@ def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int, max_side: i
         )
     runner.model_identity = given.model_identity()
     return runner
+
+
+def resolve_precision(spec: RunnerSpec) -> tuple[RunnerSpec, PrecisionChoice]:
+    """``spec`` with ``--precision auto`` resolved, and the choice as data
+    (:func:`vdsr_deploy.runtime.resolve.resolve_spec`): on the CPU the eligible paths are
+    timed on this machine once (cached), each through a runner opened here."""
+    from vdsr_deploy.runtime.resolve import resolve_spec
+
+    return resolve_spec(spec, spec.engines_dir or default_engines_dir(), open_path=_timing_runner)
+
+
+def _timing_runner(spec: RunnerSpec) -> Runner:
+    """An inactive runner for a concrete ``spec`` that takes any input shape."""
+    return open_runner(spec, tiling=TileConfig(tile=0), batch=1)
 
 
 def check_artifacts_used(spec: RunnerSpec, backend: str) -> None:
