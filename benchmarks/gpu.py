@@ -249,7 +249,7 @@ def stage_huge(out: Path, smoke: bool) -> None:
         del pixels, noise
         header = probe_image(source)
         chosen = choose_tile([(header.height, header.width)], scale=2.0, batch=4, halo=20, device=device,
-                             precision=precision, channels=info.channels, memory_mb=1024)  # fmt: skip
+                             precision=precision, channels=info.channels)  # fmt: skip
         config = JobConfig(
             inputs=(str(source),),
             output=Path(folder) / "out",

@@ -75,6 +75,25 @@ def memory_gib() -> float | None:
     return None
 
 
+def available_memory_bytes(meminfo: str | None = None) -> int | None:
+    """Memory the kernel says new work can use without swapping: ``MemAvailable`` of
+    /proc/meminfo (or ``meminfo``), else free physical pages from ``os.sysconf``; None when
+    neither says."""
+    try:
+        text = Path("/proc/meminfo").read_text() if meminfo is None else meminfo
+        for line in text.splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if meminfo is not None:
+        return None
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def load_average() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]

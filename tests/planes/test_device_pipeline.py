@@ -232,21 +232,32 @@ def test_cli_tile_auto_sizes_the_tile_from_the_inputs(tmp_path: Path, tiny_weigh
     write_image(image, np.random.default_rng(0).random((30, 50, 3)), bit_depth=8)
     base = ["upscale", str(image), "-o", str(tmp_path / "out"), "-w", str(tiny_weights), "-b", "torch",
             "--device", "cpu", "-q"]  # fmt: skip
-    result = CliRunner().invoke(app, [*base, "--tile", "auto", "--memory-mb", "16"])
+    result = CliRunner().invoke(app, [*base, "--tile", "auto"])
     assert result.exit_code == 0, result.output
-    # 60x100 output x 4 tiles fits 16 MiB at (2 * 8 channels * 4 + 12) B/pixel: whole images
-    assert "--tile auto: whole images" in result.output and "tile whole image" in result.output
+    # a 60x100 output at (2 * 8 channels * 4 + 12) B/pixel fits any CPU budget: whole images
+    assert "--tile auto: whole images" in result.output and "whole image, batch" in result.output
+    result = CliRunner().invoke(app, base)  # auto is the default
+    assert result.exit_code == 0 and "--tile auto: whole images" in result.output, result.output
     result = CliRunner().invoke(app, [*base, "--tile", "big"])
     assert result.exit_code == 2 and "--tile: expected a side in pixels, 0 or auto" in result.output
 
 
-def test_choose_tile_on_the_cpu_uses_memory_mb() -> None:
+def test_choose_tile_on_the_cpu_sizes_a_tile_for_the_batch_when_no_whole_image_fits() -> None:
     from vdsr_deploy.job.autotile import choose_tile
 
     chosen = choose_tile([(6000, 6000)], scale=2.0, batch=4, halo=20, device="cpu", precision="fp32",
-                         channels=64, memory_mb=256)  # fmt: skip
+                         channels=64, budget=256 << 20)  # fmt: skip
     assert chosen.tile == 352  # isqrt(256 MiB / (4 x 524 B)) = 357, down to a multiple of 32
-    assert "--memory-mb 256" in chosen.reason
+    assert "x batch 4 within 0.25 GiB given" in chosen.reason
+
+
+def test_choose_tile_on_the_cpu_runs_an_image_whole_when_one_fits_at_batch_1() -> None:
+    from vdsr_deploy.job.autotile import choose_tile
+
+    # a 1024x768 output: 786432 x 524 B = 393 MiB fits 512 MiB alone, not 4 at once
+    chosen = choose_tile([(384, 512)], scale=2.0, batch=4, halo=20, device="cpu", precision="fp32",
+                         channels=64, budget=512 << 20)  # fmt: skip
+    assert chosen.tile == 0 and "whole images" in chosen.reason
 
 
 def test_job_fails_only_the_file_whose_colour_planes_run_out_of_memory(

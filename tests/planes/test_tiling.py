@@ -98,3 +98,23 @@ def test_tile_config_validation() -> None:
     with pytest.raises(ConfigError, match="halo"):
         TileConfig(tile=64, halo=-1)
     assert len(plan_tiles(10, 10, TileConfig(tile=0))) == 1
+
+
+def test_computed_pixels_counts_every_window_with_its_halo() -> None:
+    from vdsr_deploy.planes.tiling import computed_pixels
+
+    assert computed_pixels(100, 60, TileConfig(tile=0, halo=20)) == 6000
+    assert computed_pixels(50, 60, TileConfig(tile=64, halo=20)) == 3000  # shorter than a tile: whole
+    # 1024 px at tile 256 / halo 20: ceil((1024 - 40) / 216) = 5 windows of 256 px per axis
+    assert computed_pixels(1024, 1024, TileConfig(tile=256, halo=20)) == (5 * 256) ** 2
+
+
+def test_halo_overhead_is_computed_over_output_pixels_minus_one() -> None:
+    from vdsr_deploy.planes.tiling import halo_overhead
+
+    assert halo_overhead([(768, 1024)], TileConfig(tile=0, halo=20)) == 0.0
+    assert halo_overhead([], TileConfig(tile=256, halo=20)) == 0.0
+    # 768: 4 windows (1024 px), 1024: 5 windows (1280 px)
+    assert halo_overhead([(768, 1024)], TileConfig(tile=256, halo=20)) == pytest.approx(1024 * 1280 / (768 * 1024) - 1)
+    mixed = halo_overhead([(768, 1024), (100, 100)], TileConfig(tile=256, halo=20))
+    assert mixed == pytest.approx((1024 * 1280 + 100 * 100) / (768 * 1024 + 100 * 100) - 1)

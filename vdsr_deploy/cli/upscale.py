@@ -23,7 +23,7 @@ from vdsr_deploy.cli.options import (
     ThreadsOption,
     WeightsOption,
 )
-from vdsr_deploy.planes.tiling import DEFAULT_HALO, DEFAULT_TILE
+from vdsr_deploy.planes.tiling import DEFAULT_HALO
 
 DEFAULT_OUTPUT = "upscaled"
 """Without -o: the folder ``upscaled/`` in the current folder (as Real-ESRGAN's ``results/``)."""
@@ -62,9 +62,13 @@ def upscale(
     tile: Annotated[
         str,
         typer.Option(
-            "--tile", "-t", help="Tile side in pixels; 0 runs each image whole; auto: the largest that fits memory."
+            "--tile",
+            "-t",
+            help="Tile side in pixels; 0 runs each image whole; auto: whole images when they fit the "
+            "memory for activations (on the CPU a quarter of the memory available, at most 4 GiB), "
+            "else the largest tile that does.",
         ),
-    ] = str(DEFAULT_TILE),
+    ] = "auto",
     halo: HaloOption = DEFAULT_HALO,
     batch: BatchOption = 4,
     fmt: Annotated[
@@ -130,7 +134,7 @@ def upscale(
     complete outputs (checked against the manifest in the output folder) are skipped, the
     rest redone. Ctrl-C / SIGTERM stop cleanly (exit 130 / 143) without leaving partial files.
 
-    The defaults are for speed (--backend auto, --precision auto, --tile 256): the first
+    The defaults are for speed (--backend auto, --precision auto, --tile auto): the first
     lines say what was chosen and why. vdsr eval and vdsr validate default to the PyTorch
     fp32 reference instead.
     """
@@ -166,9 +170,8 @@ def upscale(
         if picked is not None and picked.warning:  # before anything slow starts
             console.print(f"[yellow]warning:[/yellow] {escape(picked.warning)}")
         chosen = resolve_tile(
-            tile, tuple(inputs), output, spec, scale=scale, batch=batch, halo=halo, memory_mb=memory_mb,
-            max_pixels=max_pixels,
-        )  # fmt: skip
+            tile, tuple(inputs), output, spec, scale=scale, batch=batch, halo=halo, max_pixels=max_pixels
+        )
         check_halo(halo, chosen.tile, inexact_halo, weights, onnx, console)
         if chosen.reason:
             console.print(f"[dim]{escape(chosen.reason)}[/dim]")
@@ -222,14 +225,15 @@ def upscale(
             if cluster is not None:
                 summary = _upscale_on_cluster(config, spec, cluster, actors, retries, console, quiet, stop.event)
             else:
-                summary = _upscale_here(config, spec, picked, console, quiet, stop.event, chosen.max_side)
+                summary = _upscale_here(config, spec, picked, console, quiet, stop.event, chosen)
         except KeyboardInterrupt:
             stop.event.set()
         if summary is None:
             console.print("stopped before any image was processed")
             raise typer.Exit(stop.exit_code)
         if report is not None:
-            write_report(report, summary, stop.exit_code if summary.interrupted else None)
+            tiling_record = {"tile": chosen.tile, "halo": halo, "halo_overhead": chosen.halo_overhead}
+            write_report(report, summary, stop.exit_code if summary.interrupted else None, tiling=tiling_record)
     _render_summary(console, summary, output)
     if summary.interrupted:
         raise typer.Exit(stop.exit_code)
@@ -372,18 +376,17 @@ def _resolve_precision(spec: Any) -> tuple[Any, Any]:
     return resolve_precision(spec)
 
 
-def _upscale_here(
-    config: Any, spec: Any, picked: Any, console: Any, quiet: bool, stop: Any, max_side: int | None = None
-) -> Any:
-    """The job on one runner on this machine; its first line says which runtime, tile and batch.
-    ``max_side``: the largest image side an engine for whole images must take."""
+def _upscale_here(config: Any, spec: Any, picked: Any, console: Any, quiet: bool, stop: Any, chosen: Any) -> Any:
+    """The job on one runner on this machine; its first line says which runtime, tile (with
+    its halo overhead) and batch. ``chosen``: the :class:`~vdsr_deploy.job.autotile.AutoTile`
+    (its ``max_side``: the largest image side an engine for whole images must take)."""
     from vdsr_deploy.job import run_job
     from vdsr_deploy.runtime.prepare import open_runner
 
     pipeline = config.pipeline
-    with open_runner(spec, tiling=pipeline.tiling, batch=pipeline.batch, max_side=max_side) as runner:
+    with open_runner(spec, tiling=pipeline.tiling, batch=pipeline.batch, max_side=chosen.max_side) as runner:
         console.print(
-            f"[dim]runtime {escape(runner.info.label)}, tile {pipeline.tiling.tile or 'whole image'}, "
+            f"[dim]runtime {escape(runner.info.label)}, {chosen.describe()}, "
             f"batch {pipeline.batch}" + (", x8 ensemble" if pipeline.ensemble else "") + "[/dim]"
         )
         if picked.requested == "auto":  # what auto chose, then each path passed over: a line each

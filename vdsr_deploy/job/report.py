@@ -199,11 +199,16 @@ def _is_report(path: Path) -> bool:
     return isinstance(data, dict) and all(key in data for key in REPORT_KEYS)
 
 
-def write_report(path: Path, summary: JobSummary, exit_code: int | None) -> None:
+def write_report(
+    path: Path, summary: JobSummary, exit_code: int | None, *, tiling: dict[str, Any] | None = None
+) -> None:
     """Write ``summary`` with its ``exit_code`` (None: 1 if anything failed, else 0) as JSON,
-    atomically. ASCII JSON: a file name that is not UTF-8 is kept losslessly ("\\udce9")."""
+    atomically; ``tiling``: the tile, halo and halo overhead the job ran with (``"tiling"``).
+    ASCII JSON: a file name that is not UTF-8 is kept losslessly ("\\udce9")."""
     data = summary.to_dict()
     data["exit_code"] = exit_code if exit_code is not None else (1 if summary.failed else 0)
+    if tiling is not None:
+        data["tiling"] = tiling
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, json.dumps(data, indent=2).encode())

@@ -111,3 +111,20 @@ def place(output: NDArray[np.float32], tile: Tile, result: NDArray[np.float32]) 
         y.core_start - y.start : y.core_stop - y.start,
         x.core_start - x.start : x.core_stop - x.start,
     ]
+
+
+def computed_pixels(height: int, width: int, config: TileConfig) -> int:
+    """Pixels the network computes for an ``height`` x ``width`` output under ``config``:
+    the area of every window, halos and overlaps included (``height * width`` untiled)."""
+    rows = plan_axis(height, config.tile, config.halo)
+    columns = plan_axis(width, config.tile, config.halo)
+    return sum(r.length for r in rows) * sum(c.length for c in columns)
+
+
+def halo_overhead(shapes: list[tuple[int, int]], config: TileConfig) -> float:
+    """The fraction of extra pixels the halos cost over output ``shapes`` (height, width):
+    computed pixels / output pixels - 1 (0.0 for whole images; 0.0 when there is nothing)."""
+    output = sum(h * w for h, w in shapes)
+    if not output:
+        return 0.0
+    return sum(computed_pixels(h, w, config) for h, w in shapes) / output - 1.0
