@@ -123,13 +123,13 @@ def build_int8(
 ) -> Int8Artifact:
     """Calibrate, quantize, measure the cost on the held-out tiles, record key and cost in
     the metadata, then move into place atomically."""
-    from vdsr_deploy.export.calibration import calibration_inputs
+    from vdsr_deploy.export.calibration import calibration_inputs, guard_inputs
 
-    planes = calibration_inputs(calibration, recipe.scales)
+    planes = calibration_inputs(calibration, recipe.scales, guard=False)
     config = QuantizeConfig(**{**asdict(recipe), "tiles": len(planes)})
     work = temporary_path(target)
     try:
-        quantize_int8(fp32_onnx, work, planes, config, overwrite=True)
+        quantize_int8(fp32_onnx, work, planes, config, guard_planes=guard_inputs(recipe.scales), overwrite=True)
         with open_onnx(fp32_onnx) as reference, open_onnx(work) as candidate:
             cost = quality_cost(reference.infer, candidate.infer, calibration, recipe.scales)
         origin = {
