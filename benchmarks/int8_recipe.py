@@ -16,7 +16,9 @@ then measured against ONNX Runtime FP32:
 The FP32 reference outputs are computed once and cached (``--cache``), so a variant only
 runs its INT8 model. A variant is ``key=value`` pairs joined by ``;``, e.g.
 ``float=1+2;method=percentile;pct=99.99;data=shipped``; keys: ``float`` (conv indices kept
-FP32, ``+``-separated), ``method`` (minmax/percentile/entropy), ``pct``, ``per_channel``
+FP32, ``+``-separated), ``blend`` (guard_share: how far the ReLU ranges widen towards the
+contrast guard's), ``guard`` (guard_convs: conv indices whose ReLU output takes the full
+guard range), ``method`` (minmax/percentile/entropy), ``pct``, ``per_channel``
 (0/1), ``rr`` (reduce_range 0/1), ``bias`` (QuantizeBias 0/1), ``sym`` (symmetric
 activations 0/1), ``ends`` (keep first/last conv FP32, 0/1), ``data`` (calibration data:
 ``recipe`` = what --precision int8 uses, ``shipped`` = the shipped tiles alone,
@@ -98,6 +100,9 @@ def parse_variant(spec: str) -> tuple[QuantizeConfig, dict[str, str]]:
             recipe = replace(recipe, method=value)
         elif key == "blend":
             recipe = replace(recipe, guard_share=float(value))
+            options["data"] = "split"
+        elif key == "guard":
+            recipe = replace(recipe, guard_convs=tuple(int(v) for v in value.split("+") if v))
             options["data"] = "split"
         elif key == "pct":
             recipe = replace(recipe, percentile=float(value))

@@ -50,7 +50,9 @@ class QuantizeConfig:
     centred on 0 (onnxruntime's ``ActivationSymmetric``); ``guard_share``: with guard planes
     given to :func:`quantize_int8`, how far each ReLU output's range widens from the
     largest value the calibration planes reach (``P``) towards the largest the guard planes
-    reach (``G``): ``P * (G / P) ** guard_share`` (0: the planes alone; 1: MinMax over both)."""
+    reach (``G``): ``P * (G / P) ** guard_share`` (0: the planes alone; 1: MinMax over both);
+    ``guard_convs``: the ReLU outputs of these convolutions (indices as in ``float_convs``)
+    take the full guard range whatever ``guard_share`` is."""
 
     tiles: int = 32
     tile: int = 64
@@ -65,6 +67,7 @@ class QuantizeConfig:
     quantize_bias: bool = True
     symmetric_activations: bool = False
     guard_share: float = 1.0
+    guard_convs: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.tiles < 1:
@@ -81,8 +84,10 @@ class QuantizeConfig:
             raise ConfigError(f"percentile: expected a value in (90, 100], got {self.percentile}")
         if not 0.0 <= self.guard_share <= 1.0:
             raise ConfigError(f"guard_share: expected a value in [0, 1], got {self.guard_share}")
-        if any(index < 0 for index in self.float_convs) or len(set(self.float_convs)) != len(self.float_convs):
-            raise ConfigError(f"float_convs: expected distinct conv indices >= 0, got {self.float_convs}")
+        for name in ("float_convs", "guard_convs"):
+            indices = getattr(self, name)
+            if any(index < 0 for index in indices) or len(set(indices)) != len(indices):
+                raise ConfigError(f"{name}: expected distinct conv indices >= 0, got {indices}")
 
 
 @dataclass(frozen=True)
@@ -152,9 +157,10 @@ def _conv_names(model: Any) -> list[str]:
 
 def float_nodes(convs: Sequence[str], config: QuantizeConfig) -> list[str]:
     """The nodes ``config`` keeps FP32, given the graph's convolution names in order."""
-    for index in config.float_convs:
-        if index >= len(convs):
-            raise ConfigError(f"float_convs: expected indices below {len(convs)} (the convolutions), got {index}")
+    for name in ("float_convs", "guard_convs"):
+        for index in getattr(config, name):
+            if index >= len(convs):
+                raise ConfigError(f"{name}: expected indices below {len(convs)} (the convolutions), got {index}")
     ends = [convs[0], convs[-1], "global_residual"] if config.keep_float_ends else []
     extra = [convs[i] for i in sorted(config.float_convs) if convs[i] not in ends]
     return ends + extra
@@ -181,20 +187,29 @@ def activation_maxima(fp32_onnx: Path, planes: Sequence[NDArray[np.float32]]) ->
     return maxima
 
 
+def relu_outputs(model: Any, conv_indices: Sequence[int]) -> list[str]:
+    """The ReLU output tensors fed by the convolutions at ``conv_indices``."""
+    convs = [node for node in model.graph.node if node.op_type == "Conv"]
+    relus = {node.input[0]: node.output[0] for node in model.graph.node if node.op_type == "Relu"}
+    return [relus[convs[i].output[0]] for i in conv_indices if convs[i].output[0] in relus]
+
+
 def guarded_ranges(
     fp32_onnx: Path,
     planes: Sequence[NDArray[np.float32]],
     guard_planes: Sequence[NDArray[np.float32]],
     share: float,
+    full: Sequence[str] = (),
 ) -> dict[str, float]:
-    """Each ReLU output's upper range limit: ``P * (G / P) ** share`` where ``P`` and ``G``
-    are its largest values over ``planes`` and over ``planes`` + ``guard_planes``."""
+    """Each ReLU output's upper range limit: ``P * (G / P) ** share`` (``G`` for the
+    tensors in ``full``) where ``P`` and ``G`` are its largest values over ``planes`` and
+    over ``planes`` + ``guard_planes``."""
     photo = activation_maxima(fp32_onnx, planes)
     guard = activation_maxima(fp32_onnx, guard_planes)
     ranges: dict[str, float] = {}
     for name, p in photo.items():
         g = max(guard[name], p)
-        ranges[name] = p * (g / p) ** share if p > 0 else g
+        ranges[name] = g if name in full or p <= 0 else p * (g / p) ** share
     return ranges
 
 
@@ -265,7 +280,8 @@ def quantize_int8(
     if config.method == "percentile":
         extra["CalibPercentile"] = config.percentile
     if guard_planes:
-        ranges = guarded_ranges(fp32_onnx, planes, guard_planes, config.guard_share)
+        full = relu_outputs(source, config.guard_convs)
+        ranges = guarded_ranges(fp32_onnx, planes, guard_planes, config.guard_share, full)
         extra["TensorQuantOverrides"] = {
             name: [{"rmin": np.float32(0.0), "rmax": np.float32(rmax)}] for name, rmax in ranges.items()
         }
