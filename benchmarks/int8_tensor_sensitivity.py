@@ -51,6 +51,7 @@ def main() -> None:
         metavar="SHARE",
         help="instead: every ReLU range at this guard share, and one inner conv at a time kept FP32",
     )
+    parser.add_argument("--only", default="", help="with --float-sweep: only these conv indices (1+6+9)")
     parser.add_argument("--float", default="", help="with --float-sweep: these conv indices FP32 in every variant")
     parser.add_argument("--validate-edges", action="store_true", help="also vdsr validate's edge check")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vdsr-int8-recipe")
@@ -80,8 +81,9 @@ def main() -> None:
         shared = {n: photo[n] * (guard[n] / photo[n]) ** share for n in names}
         variants = [(f"float {'+'.join(map(str, fixed)) or 'none'} @{share}", shared)]
         floats[variants[0][0]] = fixed
+        only = {int(v) for v in args.only.split("+") if v}
         for index in range(1, len(names)):
-            if index not in fixed:
+            if index not in fixed and (not only or index in only):
                 label = f"float {'+'.join(map(str, (*fixed, index)))} @{share}"
                 variants.append((label, shared))
                 floats[label] = (*fixed, index)

@@ -202,5 +202,17 @@ def test_guard_share_widens_ranges_between_the_planes_and_the_guard(quantized: t
         assert value == pytest.approx(photo[name], rel=1e-5)
         assert ranges[1.0][name] == pytest.approx(both[name], rel=1e-5)
         assert ranges[0.5][name] == pytest.approx((photo[name] * both[name]) ** 0.5, rel=1e-5)
+    config = QuantizeConfig(tiles=6, tile=16, scales=(2, 3), guard_share=0.0, guard_convs=(2,))
+    picked = _relu_ranges(quantize_int8(fp32, tmp_path / "picked.onnx", planes, config, guard_planes=guard).path)
+    model = onnx.load(str(fp32))
+    third = next(n.output[0] for n in model.graph.node if n.op_type == "Relu" and n.input[0] == _conv_outputs(model)[2])
+    for name, value in picked.items():
+        assert value == pytest.approx(both[name] if name == third else photo[name], rel=1e-5)
     with pytest.raises(ConfigError, match="guard_share"):
         QuantizeConfig(guard_share=1.5)
+    with pytest.raises(ConfigError, match="guard_convs: expected indices below 5"):
+        quantize_int8(fp32, tmp_path / "bad.onnx", planes, QuantizeConfig(guard_convs=(7,)), guard_planes=guard)
+
+
+def _conv_outputs(model: onnx.ModelProto) -> list[str]:
+    return [n.output[0] for n in model.graph.node if n.op_type == "Conv"]
