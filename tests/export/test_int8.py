@@ -376,7 +376,8 @@ def test_recipe_3_widens_the_ranges_only_part_way_to_the_contrast_guard(tmp_path
         weights_file_sha256(tiny_weights), lambda: _fp32(tmp_path, tiny_weights), tmp_path / "eng",
         open_onnx=open_onnx_fp32,
     )  # fmt: skip
-    assert artifact.key["recipe"]["version"] == 3 and artifact.key["recipe"]["guard_share"] == DEFAULT_RECIPE.guard_share
+    recipe = artifact.key["recipe"]
+    assert recipe["version"] == 3 and recipe["guard_share"] == DEFAULT_RECIPE.guard_share
     planes = calibration_inputs(load_calibration_set(), DEFAULT_RECIPE.scales, guard=False)
     fp32 = _fp32(tmp_path, tiny_weights)
     photo = activation_maxima(fp32, planes)
