@@ -5,7 +5,10 @@ channel, symmetric) and UINT8 activations; the first and last convolutions and t
 residual ``Add`` stay FP32, so the input keeps full precision, the residual is not rounded
 to an 8-bit grid, and the output keeps the input's exact values where the residual is
 small. Activation ranges come from calibration inputs: HR tiles degraded by the paper's
-protocol (MATLAB bicubic down and up, Y channel). Users never call this directly:
+protocol (MATLAB bicubic down and up, Y channel); guard inputs (full-contrast edges) can
+widen the ReLU ranges part of the way (``guard_share``, set through onnxruntime's
+``TensorQuantOverrides``), the trade-off between clipping 1-px black/white edges and the
+coarser 8-bit grid photos then get (docs/quality/int8-recipe.md). Users never call this directly:
 :mod:`vdsr_deploy.export.int8` makes the cached model ``--precision int8`` runs (calibrated on the
 procedurally drawn tiles shipped in ``assets/``, or on a user's own images). Check it with
 ``vdsr validate -r onnxruntime-int8`` (the int8 tolerance) and ``vdsr eval -b onnxruntime
@@ -43,8 +46,9 @@ class QuantizeConfig:
     ``scales``; ``method``: how activation ranges are set from them (``percentile`` clips
     the top ``100 - percentile`` % of values); ``keep_float_ends``: first/last conv and the
     residual Add stay FP32; ``float_convs``: more convolutions kept FP32, by their index in
-    the network (0 = the first, ``depth - 1`` = the last; e.g. ``(1,)`` keeps the first inner
-    64->64 conv and its input FP32); ``reduce_range``: 7-bit weights (onnxruntime's guard
+    the network (0 = the first, ``depth - 1`` = the last; e.g. ``(1,)`` keeps the weights and
+    arithmetic of the first inner 64->64 conv FP32; its input stays 8-bit unless the conv
+    before it is FP32 too); ``reduce_range``: 7-bit weights (onnxruntime's guard
     against u8s8 overflow in AVX2's ``vpmaddubsw`` on CPUs without VNNI); ``quantize_bias``:
     biases as int32 (False keeps them FP32); ``symmetric_activations``: activation ranges
     centred on 0 (onnxruntime's ``ActivationSymmetric``); ``guard_share``: with guard planes
