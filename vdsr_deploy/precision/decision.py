@@ -20,7 +20,7 @@ from vdsr_deploy.environment import cpu_flags
 from vdsr_deploy.precision.names import AUTO, MAX_AUTO_COST_DB, check_precision
 
 INT8_AUTO_BLOCKED = (
-    "not taken by auto: its measured Set5 x2 cost is over the limit (see docs/cpu.md); "
+    "not taken by auto: its measured Set5 x2 cost is at the limit (0.050 dB, recipe 3; see docs/cpu.md); "
     "ask with --precision int8"
 )
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
@@ -55,9 +55,10 @@ def cpu_paths(flags: frozenset[str]) -> tuple[CpuPath, ...]:
     INT8 is listed but blocked for ``auto``. Its calibration includes full-contrast edges
     (:func:`vdsr_deploy.export.calibration.contrast_guard_tiles`) so that text and line art are not
     clipped (it passes ``vdsr validate``), and that costs photos more: with the shipped
-    weights its measured Set5 x2 cost is over :data:`MAX_AUTO_COST_DB` although the held-out
-    tiles (what ``auto`` reads) stay under it (figures: benchmarks/README.md). It stays one
-    flag away (``--precision int8``).
+    weights its measured Set5 x2 cost was over :data:`MAX_AUTO_COST_DB` with recipe 2 and is
+    at it with recipe 3 (0.050 dB, no margin) although the held-out tiles (what ``auto``
+    reads) stay well under it (figures: docs/cpu.md). It stays one flag away
+    (``--precision int8``).
     """
     vnni = sorted(flags & VNNI_FLAGS)
     bf16 = sorted(flags & BF16_FLAGS)
