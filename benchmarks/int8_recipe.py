@@ -89,7 +89,9 @@ def _edge_tiles() -> NDArray[np.float64]:
 def parse_variant(spec: str) -> tuple[QuantizeConfig, dict[str, str]]:
     """A recipe and the data/backend options from ``key=value;...`` (see the module doc)."""
     recipe = DEFAULT_RECIPE
-    options = {"data": "recipe", "backend": "ort", "tiles": "0"}
+    # "split": the shipped tiles calibrate, the guard tiles widen the ReLU ranges by the
+    # recipe's guard_share, as build_int8 does (with share 1 the same as "recipe")
+    options = {"data": "split", "backend": "ort", "tiles": "0"}
     if spec == "default":
         return recipe, options
     for part in filter(None, spec.split(";")):
