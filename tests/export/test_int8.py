@@ -361,3 +361,37 @@ def test_int8_of_the_shipped_weights_keeps_full_contrast_edges_within_tolerance(
             difference = np.abs(np.clip(int8.infer(plane), 0, 1) - np.clip(reference.infer(plane), 0, 1))
             worst = float(difference.max()) * 255.0 / 219.0  # gray output: Y back to gray
             assert worst < TOLERANCE_INT8.max_abs, (scale, worst)
+
+
+def test_recipe_3_widens_the_ranges_only_part_way_to_the_contrast_guard(tmp_path: Path, tiny_weights: Path) -> None:
+    """Recipe 2 widened every ReLU range to what the full-contrast guard tiles reach (1-px
+    edges kept, 0.057 dB on Set5 x2); recipe 3 goes ``guard_share`` of the way,
+    geometrically, and is a different cache key."""
+    from onnx import load as load_onnx
+    from onnx import numpy_helper
+
+    from vdsr_deploy.export.calibration import calibration_inputs, guard_inputs
+    from vdsr_deploy.export.quantize import activation_maxima
+
+    assert int8_module.RECIPE_VERSION == 3 and 0.5 < DEFAULT_RECIPE.guard_share < 1.0
+    artifact = ensure_int8_onnx(
+        weights_file_sha256(tiny_weights), lambda: _fp32(tmp_path, tiny_weights), tmp_path / "eng",
+        open_onnx=open_onnx_fp32,
+    )  # fmt: skip
+    recipe = artifact.key["recipe"]
+    assert recipe["version"] == 3 and recipe["guard_share"] == DEFAULT_RECIPE.guard_share
+    planes = calibration_inputs(load_calibration_set(), DEFAULT_RECIPE.scales, guard=False)
+    fp32 = _fp32(tmp_path, tiny_weights)
+    photo = activation_maxima(fp32, planes)
+    both = activation_maxima(fp32, [*planes, *guard_inputs(DEFAULT_RECIPE.scales)])
+    model = load_onnx(str(artifact.path))
+    initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    ranges = {
+        n.input[0]: float(initializers[n.input[1]]) * 255.0
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0] in photo
+    }
+    assert ranges and any(both[name] > 1.01 * photo[name] for name in ranges)
+    share = DEFAULT_RECIPE.guard_share
+    for name, value in ranges.items():
+        assert value == pytest.approx(photo[name] * (both[name] / photo[name]) ** share, rel=1e-4)

@@ -142,3 +142,77 @@ def test_quantization_errors(quantized: tuple, tmp_path: Path) -> None:
         QuantizeConfig(method="mse")
     with pytest.raises(ConfigError, match="scales"):
         QuantizeConfig(scales=(1,))
+
+
+def _weight_dtypes(model: onnx.ModelProto) -> list[np.dtype]:
+    producers = {output: node for node in model.graph.node for output in node.output}
+    initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    dtypes = []
+    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
+        source = conv.input[1]
+        if source in producers and producers[source].op_type == "DequantizeLinear":
+            source = producers[source].input[0]
+        dtypes.append(initializers[source].dtype)
+    return dtypes
+
+
+def test_float_convs_stay_fp32(quantized: tuple, tmp_path: Path) -> None:
+    fp32, _, planes, _ = quantized
+    config = QuantizeConfig(tiles=6, tile=16, scales=(2, 3), float_convs=(1, 3))
+    result = quantize_int8(fp32, tmp_path / "mixed.onnx", planes, config)
+    model = onnx.load(str(result.path))
+    assert _weight_dtypes(model) == [np.float32, np.float32, np.int8, np.float32, np.float32]
+    assert result.quantized_convs == 1 and len(result.float_nodes) == 5
+    assert json.loads({p.key: p.value for p in model.metadata_props}["vdsr.quantization"])["float_convs"] == [1, 3]
+    plane = planes[0]
+    assert np.all(np.isfinite(run(result.path, plane)))
+    with pytest.raises(ConfigError, match="expected indices below 5"):
+        quantize_int8(fp32, tmp_path / "bad.onnx", planes, QuantizeConfig(float_convs=(5,)))
+    with pytest.raises(ConfigError, match="float_convs: expected distinct"):
+        QuantizeConfig(float_convs=(2, 2))
+
+
+def _relu_ranges(path: Path) -> dict[str, float]:
+    model = onnx.load(str(path))
+    initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {
+        n.input[0]: float(initializers[n.input[1]]) * 255.0
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0].startswith("relu")
+    }
+
+
+def test_guard_share_widens_ranges_between_the_planes_and_the_guard(quantized: tuple, tmp_path: Path) -> None:
+    """share 0: the ranges of the planes alone; 1: MinMax over planes and guard; 0.5: the
+    geometric middle."""
+    from vdsr_deploy.export.quantize import activation_maxima
+
+    fp32, _, planes, _ = quantized
+    guard = [np.tile(np.repeat([0.06, 0.92], 2), 8)[None].repeat(16, 0).astype(np.float32)]
+    photo = activation_maxima(fp32, planes)
+    both = activation_maxima(fp32, [*planes, *guard])
+    assert all(both[name] >= value for name, value in photo.items()) and both != photo
+    ranges = {}
+    for share in (0.0, 0.5, 1.0):
+        config = QuantizeConfig(tiles=6, tile=16, scales=(2, 3), guard_share=share)
+        path = quantize_int8(fp32, tmp_path / f"g{share}.onnx", planes, config, guard_planes=guard).path
+        ranges[share] = _relu_ranges(path)
+    assert ranges[0.0] and set(ranges[0.0]) <= set(photo)
+    for name, value in ranges[0.0].items():
+        assert value == pytest.approx(photo[name], rel=1e-5)
+        assert ranges[1.0][name] == pytest.approx(both[name], rel=1e-5)
+        assert ranges[0.5][name] == pytest.approx((photo[name] * both[name]) ** 0.5, rel=1e-5)
+    config = QuantizeConfig(tiles=6, tile=16, scales=(2, 3), guard_share=0.0, guard_convs=(2,))
+    picked = _relu_ranges(quantize_int8(fp32, tmp_path / "picked.onnx", planes, config, guard_planes=guard).path)
+    model = onnx.load(str(fp32))
+    third = next(n.output[0] for n in model.graph.node if n.op_type == "Relu" and n.input[0] == _conv_outputs(model)[2])
+    for name, value in picked.items():
+        assert value == pytest.approx(both[name] if name == third else photo[name], rel=1e-5)
+    with pytest.raises(ConfigError, match="guard_share"):
+        QuantizeConfig(guard_share=1.5)
+    with pytest.raises(ConfigError, match="guard_convs: expected indices below 5"):
+        quantize_int8(fp32, tmp_path / "bad.onnx", planes, QuantizeConfig(guard_convs=(7,)), guard_planes=guard)
+
+
+def _conv_outputs(model: onnx.ModelProto) -> list[str]:
+    return [n.output[0] for n in model.graph.node if n.op_type == "Conv"]

@@ -150,10 +150,19 @@ def degraded(tiles: NDArray[np.float64], scale: int) -> NDArray[np.float32]:
     return np.ascontiguousarray(np.stack(planes)[:, None], dtype=np.float32)
 
 
-def calibration_inputs(calibration: CalibrationSet, scales: Sequence[int] = SCALES) -> list[NDArray[np.float32]]:
+def calibration_inputs(
+    calibration: CalibrationSet, scales: Sequence[int] = SCALES, *, guard: bool = True
+) -> list[NDArray[np.float32]]:
     """One ``(H, W)`` plane per calibration tile and scale (tile-major, deterministic), then
-    the :func:`contrast_guard_tiles` at each scale."""
-    tiles = np.concatenate([calibration.calibration_tiles, contrast_guard_tiles()])
+    (with ``guard``) :func:`guard_inputs`."""
+    batches = [degraded(calibration.calibration_tiles, s) for s in scales]
+    planes = [batch[i, 0] for i in range(calibration.calibration) for batch in batches]
+    return planes + guard_inputs(scales) if guard else planes
+
+
+def guard_inputs(scales: Sequence[int] = SCALES) -> list[NDArray[np.float32]]:
+    """The :func:`contrast_guard_tiles` degraded at each scale, as ``(H, W)`` planes."""
+    tiles = contrast_guard_tiles()
     batches = [degraded(tiles, s) for s in scales]
     return [batch[i, 0] for i in range(len(tiles)) for batch in batches]
 
