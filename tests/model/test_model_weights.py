@@ -129,3 +129,12 @@ def test_non_finite_weights_are_one_line_from_the_cli(tmp_path: Path, tiny_model
         assert result.exit_code == 1, result.output
         assert "body.2.weight contains NaN or Inf" in result.output and "Traceback" not in result.output
         assert not (tmp_path / backend / "a.png").exists()
+
+
+def test_read_channels_reads_the_header_like_load_weights(tiny_weights: Path) -> None:
+    """``--tile auto`` sizes activations by the width on every run: read from the header
+    (no torch import), equal to what loading the weights says."""
+    from vdsr_deploy.model.weights import load_weights, read_channels
+
+    assert read_channels(tiny_weights) == load_weights(tiny_weights)[1].channels == 8
+    assert read_channels(None) == load_weights(None)[1].channels == 64

@@ -233,7 +233,7 @@ def _auto(
     """``--tile auto`` (``side`` None), or ``--tile 0`` on TensorRT (whole images: the profile
     side that covers the largest), for inputs of ``sizes``."""
     from vdsr_deploy.backends.registry import choose_backend, compute_device, unavailable_reason
-    from vdsr_deploy.model.weights import load_weights
+    from vdsr_deploy.model.weights import read_channels
 
     if unavailable_reason(spec) is not None:  # opening the runner says why; nothing to size for
         return AutoTile(DEFAULT_TILE, "")
@@ -245,7 +245,7 @@ def _auto(
         return AutoTile(0, "", covering)
     if not sizes:
         return AutoTile(0, "--tile auto: no readable image to size the tile for (whole images)")
-    _, info = load_weights(spec.weights)
+    channels = read_channels(spec.weights)
     if choose_backend(spec).backend == "tensorrt":
         from vdsr_deploy.backends.device import cuda_index
 
@@ -256,7 +256,7 @@ def _auto(
             halo=halo,
             device=cuda_index(spec.device),
             precision=spec.precision if spec.precision in ("fp16", "fp32") else "fp16",
-            channels=info.channels,
+            channels=channels,
         )
     return choose_tile(
         sizes,
@@ -265,6 +265,6 @@ def _auto(
         halo=halo,
         device=compute_device(spec),
         precision=spec.precision,
-        channels=info.channels,
+        channels=channels,
     )
 

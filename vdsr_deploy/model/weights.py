@@ -177,6 +177,23 @@ def read_depth(path: Path | str | None = None) -> int:
     return len([n for n in names if n.endswith(".weight")])
 
 
+def read_channels(path: Path | str | None = None) -> int:
+    """The width (feature channels) of a weights file (``None``: the shipped default), from
+    its header only, without importing torch (``--tile auto`` sizes activations with it on
+    every run); a training checkpoint, or a file whose first layer is not where a weights
+    file has it, is read with :func:`load_weights`."""
+    from safetensors import SafetensorError, safe_open
+
+    resolved = resolve_weights_path(path)
+    try:
+        with safe_open(str(resolved), framework="np") as handle:
+            if "body.0.weight" in handle.keys():  # noqa: SIM118
+                return int(handle.get_slice("body.0.weight").get_shape()[0])
+    except (SafetensorError, OSError, ValueError) as error:
+        raise WeightsError(f"{resolved}: not a readable safetensors file ({error})") from error
+    return load_weights(path)[1].channels
+
+
 def _expected_shapes(depth: int, channels: int) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     for layer in range(depth):
