@@ -192,7 +192,8 @@ def test_the_first_status_lines_are_whole_sentences_at_80_columns(
     lines = text.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("runtime "))
     # auto times the eligible paths and takes the fastest: FP32 or INT8, ONNX Runtime or OpenVINO
-    assert re.fullmatch(r"runtime (onnxruntime|openvino):cpu:(fp32|int8), whole image, batch 4", lines[first]), lines[first]
+    runtime_line = r"runtime (onnxruntime|openvino):cpu:(fp32|int8), whole image, batch 4"
+    assert re.fullmatch(runtime_line, lines[first]), lines[first]
     assert lines[first + 1].startswith("precision ") and ", auto: " in lines[first + 1]
     # the decision may wrap at 80 columns (a measured ratio follows it); the paths passed over start lines of their own
     assert any(line.startswith("passed over: bf16 (no amx_bf16/avx512_bf16 here") for line in lines[first + 2 :]), text
