@@ -228,7 +228,7 @@ def test_upscale_on_openvino_end_to_end(ov: object, tmp_path: Path, tiny_weights
     assert not (tmp_path / "eng" / openvino_backend.CACHE_FOLDER).exists()
 
 
-def test_upscale_on_openvino_refuses_cuda_in_one_sentence(tmp_path: Path, tiny_weights: Path) -> None:
+def test_upscale_on_openvino_refuses_cuda_in_one_sentence(ov: object, tmp_path: Path, tiny_weights: Path) -> None:
     source = tmp_path / "a.png"
     from PIL import Image
 
@@ -303,7 +303,7 @@ def test_a_given_onnx_runs_on_openvino(ov: object, tiny_model: VDSR, tiny_weight
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5)
 
 
-def test_auto_on_openvino_stays_on_openvino(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_auto_on_openvino_stays_on_openvino(ov: object, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """``-b openvino`` with ``auto`` (no measuring opener) runs OpenVINO's FP32 and says why
     bf16 was passed over; it never quotes PyTorch's bf16 record for OpenVINO."""
     from vdsr_deploy.runtime.resolve import resolve_spec

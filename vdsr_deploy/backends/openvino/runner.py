@@ -11,9 +11,6 @@ itself keys on the OpenVINO version, the device and the compile settings).
 from __future__ import annotations
 
 import hashlib
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,22 +63,6 @@ def model_cache_dir(cache_dir: Path, onnx_path: Path) -> Path:
     return Path(cache_dir) / f"{Path(onnx_path).stem}.{digest}"
 
 
-@contextmanager
-def _job_signals_blocked() -> Iterator[None]:
-    """SIGINT and SIGTERM blocked in this thread while OpenVINO starts its worker threads,
-    which inherit the mask: a signal sent to the process then goes to a thread of ours
-    (Python's handler, the job's stop watcher), never to one of OpenVINO's. Measured: a
-    SIGINT to a test process that had run OpenVINO runners crashed it (segmentation fault)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 class OpenVinoRunner(Runner):
     """Runs an exported VDSR ONNX file on OpenVINO's CPU plugin. Host form only: input
     float32 ``(N, 1, H, W)`` of any N/H/W, output a new float32 array of the same shape."""
@@ -123,14 +104,12 @@ class OpenVinoRunner(Runner):
         if self._options.cache_dir is not None:
             self._model_cache = model_cache_dir(self._options.cache_dir, self._path)
             self._model_cache.mkdir(parents=True, exist_ok=True)
-        with _job_signals_blocked():  # OpenVINO's worker threads inherit the mask: see there
-            core = openvino.Core()
-            try:
-                compiled = core.compile_model(str(self._path), "CPU", self._options.compile_config(self._model_cache))
-            except Exception as error:  # openvino raises its own untyped exceptions
-                raise BackendUnavailableError(f"{self._path}: OpenVINO cannot compile it ({error})") from error
-            self._request = compiled.create_infer_request()
-            self._request.infer({0: np.zeros((1, 1, 8, 8), dtype=np.float32)})  # starts its threads here
+        core = openvino.Core()
+        try:
+            compiled = core.compile_model(str(self._path), "CPU", self._options.compile_config(self._model_cache))
+        except Exception as error:  # openvino raises its own untyped exceptions
+            raise BackendUnavailableError(f"{self._path}: OpenVINO cannot compile it ({error})") from error
+        self._request = compiled.create_infer_request()
 
     def deactivate(self) -> None:
         self._request = None
