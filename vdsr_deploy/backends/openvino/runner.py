@@ -97,7 +97,7 @@ class OpenVinoRunner(Runner):
 
     def activate(self) -> None:
         try:
-            import openvino  # type: ignore[import-untyped]
+            import openvino  # type: ignore[import-untyped, import-not-found, unused-ignore]
         except ImportError as error:
             raise BackendUnavailableError("openvino is not installed: pip install 'vdsr-deploy[openvino]'") from error
         self._version = str(openvino.get_version())
