@@ -26,11 +26,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from vdsr_deploy.backends.registry import REGISTRY, backend_versions
 from vdsr_deploy.bench import CPU_BASELINE, BenchConfig, BenchSetting, quality_costs, worst_costs
-from vdsr_deploy.bench.jobs import cpu_job_paths, job_markdown, time_jobs
+from vdsr_deploy.bench.jobs import cpu_job_paths, job_markdown, photo_inputs, time_jobs
 from vdsr_deploy.environment import cpu_flags, load_average, machine_info
 from vdsr_deploy.precision.decision import BF16_FLAGS
 
@@ -116,13 +114,9 @@ def main() -> None:
         return text
 
     with tempfile.TemporaryDirectory(prefix="vdsr-cpu-paths-") as folder:
-        source = Image.open(args.photo).convert("RGB")
         for name in args.size or list(SIZES):
             height, width = SIZES[name]
-            photo = Path(folder) / f"photo-{width}x{height}.png"
-            source.resize((width, height), Image.Resampling.LANCZOS).save(photo)
-            small = Path(folder) / "warm.png"
-            source.resize((64, 48), Image.Resampling.LANCZOS).save(small)
+            photo, small = photo_inputs(args.photo, (height, width), Path(folder))
             print(f"{name} output: load {load_average()}", flush=True)
             result = time_jobs(
                 paths, [photo], repeats=args.repeats, warmup=args.warmup, threads=args.threads,

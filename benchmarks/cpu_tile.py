@@ -18,9 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from vdsr_deploy.bench.jobs import JobPath, time_jobs
+from vdsr_deploy.bench.jobs import JobPath, photo_inputs, time_jobs
 from vdsr_deploy.environment import load_average, machine_info
 from vdsr_deploy.job.autotile import choose_tile, cpu_budget
 
@@ -79,13 +77,9 @@ def main() -> None:
     load_before = load_average()
     results: dict[str, Any] = {"note": args.note, "repeats": args.repeats, "warmup": args.warmup, "sizes": {}}
     with tempfile.TemporaryDirectory(prefix="vdsr-cpu-tile-") as folder:
-        source = Image.open(args.photo).convert("RGB")
         for name in args.size or list(SIZES):
             height, width = SIZES[name]
-            photo = Path(folder) / f"photo-{width}x{height}.png"
-            source.resize((width, height), Image.Resampling.LANCZOS).save(photo)
-            small = Path(folder) / "warm.png"
-            source.resize((64, 48), Image.Resampling.LANCZOS).save(small)
+            photo, small = photo_inputs(args.photo, (height, width), Path(folder))
             print(f"{name}: {photo.name}, load {load_average()}", flush=True)
             results["sizes"][name] = time_jobs(
                 paths_for((height, width), small_machine=not args.no_small_machine), [photo], repeats=args.repeats,

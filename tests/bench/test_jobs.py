@@ -118,3 +118,15 @@ def test_time_jobs_times_each_path_on_the_inputs_and_skips_what_cannot_run(tmp_p
     assert [e["path"] for e in events if e["event"] == "repeat"] == ["tiled", "auto", "tiled", "auto"]
     with pytest.raises(ConfigError, match="expected paths, inputs"):
         time_jobs(paths, [], weights=tiny_weights)
+
+
+def test_photo_inputs_resizes_the_photo_and_makes_a_warm_up_copy(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from vdsr_deploy.bench.jobs import photo_inputs
+
+    source = tmp_path / "src.png"
+    Image.new("L", (50, 40), 128).save(source)
+    photo, small = photo_inputs(source, (31, 47), tmp_path)
+    assert Image.open(photo).size == (47, 31) and Image.open(photo).mode == "RGB"
+    assert Image.open(small).size == (64, 48)

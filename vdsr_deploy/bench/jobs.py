@@ -259,6 +259,20 @@ def time_jobs(
             "skipped": skipped}  # fmt: skip
 
 
+def photo_inputs(photo: Path, size: tuple[int, int], folder: Path) -> tuple[Path, Path]:
+    """``photo`` resized (Lanczos, RGB) to ``size`` (height, width) in ``folder``, and a 64x48
+    copy to warm each path up on: the inputs of a whole-job benchmark."""
+    from PIL import Image
+
+    source = Image.open(photo).convert("RGB")
+    height, width = size
+    resized = Path(folder) / f"photo-{width}x{height}.png"
+    source.resize((width, height), Image.Resampling.LANCZOS).save(resized)
+    small = Path(folder) / "warm.png"
+    source.resize((64, 48), Image.Resampling.LANCZOS).save(small)
+    return resized, small
+
+
 def job_ratios(paths: Mapping[str, Mapping[str, Any]], baseline: str) -> dict[str, float | None]:
     """Each path's Mpx/s over ``baseline``'s (None when the baseline was not measured)."""
     base = paths.get(baseline)
