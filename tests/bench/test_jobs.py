@@ -3,6 +3,7 @@ times and why others are left out, the ratios and the table."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
