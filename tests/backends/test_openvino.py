@@ -313,3 +313,46 @@ def test_auto_on_openvino_stays_on_openvino(ov: object, monkeypatch: pytest.Monk
     assert (resolved.backend, resolved.precision) == ("openvino", "fp32")
     assert any(line.startswith("bf16") for line in choice.passed_over), choice.passed_over
     assert not any("torch-bf16" in line for line in choice.passed_over)
+
+
+SIGNAL_AFTER_TWO_RUNNERS = """
+import os, signal, sys, time
+from pathlib import Path
+from vdsr_deploy.backends.registry import RunnerSpec
+from vdsr_deploy.job.signals import stop_on_signals
+from vdsr_deploy.planes.tiling import TileConfig
+from vdsr_deploy.runtime.prepare import open_runner
+import numpy as np
+
+weights, engines = Path(sys.argv[1]), Path(sys.argv[2])
+runners = [open_runner(RunnerSpec(backend="openvino", precision=precision, device="cpu", weights=weights,
+                                  engines_dir=engines, threads=1), tiling=TileConfig(tile=0, halo=0), batch=1)
+           for precision in ("fp32", "int8")]
+for runner in runners:  # both open at once, closed first-opened first (as the auto timing does)
+    runner.__enter__()
+    runner.infer(np.zeros((1, 1, 9, 9), np.float32))
+for runner in runners:
+    runner.__exit__(None, None, None)
+del runners, runner
+with stop_on_signals() as request:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)
+print("stopped cleanly", request.signum)
+"""
+
+
+def test_ctrl_c_after_two_runners_closed_stops_cleanly(ov: object, tiny_weights: Path, tmp_path: Path) -> None:
+    """Each OpenVINO Core's CPU plugin swaps the thread's alternate signal stack; two Cores
+    destroyed first-made first left a freed stack installed and Ctrl-C crashed the process
+    (exit -11). The runners share one Core now."""
+    import subprocess
+
+    from vdsr_deploy.backends.openvino.runner import shared_core
+
+    assert shared_core() is shared_core()
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_AFTER_TWO_RUNNERS, str(tiny_weights), str(tmp_path / "eng")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "stopped cleanly 2" in done.stdout

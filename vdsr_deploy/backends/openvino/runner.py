@@ -10,6 +10,7 @@ itself keys on the OpenVINO version, the device and the compile settings).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,22 @@ class OpenVinoOptions:
         if model_cache is not None:
             config["CACHE_DIR"] = str(model_cache)
         return config
+
+
+@functools.cache
+def shared_core() -> Any:
+    """The process's one ``openvino.Core``, made on first use and never released.
+
+    OpenVINO's CPU plugin installs an alternate signal stack on the thread that creates it
+    and puts back the one it found when it is destroyed. Two Cores whose plugins are
+    destroyed in the order they were made (two runners closed first-opened first, as
+    :func:`vdsr_deploy.runtime.speed.time_paths` does) leave the first plugin's freed stack
+    installed, and the next signal on that thread (Ctrl-C) kills the process with a
+    segmentation fault instead of stopping the job. One Core's plugin lives until the
+    process ends, so that stack stays valid."""
+    import openvino  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+    return openvino.Core()
 
 
 def model_cache_dir(cache_dir: Path, onnx_path: Path) -> Path:
@@ -104,9 +121,9 @@ class OpenVinoRunner(Runner):
         if self._options.cache_dir is not None:
             self._model_cache = model_cache_dir(self._options.cache_dir, self._path)
             self._model_cache.mkdir(parents=True, exist_ok=True)
-        core = openvino.Core()
         try:
-            compiled = core.compile_model(str(self._path), "CPU", self._options.compile_config(self._model_cache))
+            config = self._options.compile_config(self._model_cache)
+            compiled = shared_core().compile_model(str(self._path), "CPU", config)
         except Exception as error:  # openvino raises its own untyped exceptions
             raise BackendUnavailableError(f"{self._path}: OpenVINO cannot compile it ({error})") from error
         self._request = compiled.create_infer_request()
