@@ -2,7 +2,7 @@
 # One command from a fresh clone to upscaled images with the shipped default weights:
 #   ./run.sh                                  # upscales the bundled sample x2 into out/
 #   ./run.sh upscale photos/ -o out/ -s 3     # any `vdsr` command
-# The first run creates .venv (CPU PyTorch + ONNX Runtime); later runs reuse it.
+# The first run creates .venv (CPU PyTorch, ONNX Runtime, OpenVINO); later runs reuse it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 if [[ ! -x .venv/bin/vdsr ]]; then
