@@ -131,7 +131,7 @@ def bf16_cost(spec: RunnerSpec, engines_dir: Path) -> dict[str, float]:
     record in ``engines_dir`` (keyed by weights, torch version, CPU and calibration data)."""
     import torch
 
-    from vdsr_deploy.backends.torch.runner import TorchRunner
+    from vdsr_deploy.backends.torch.runner import BF16_LAYERS, TorchRunner
     from vdsr_deploy.export.calibration import cached_cost, load_calibration_set, quality_cost
     from vdsr_deploy.model.weights import load_weights
 
@@ -140,6 +140,7 @@ def bf16_cost(spec: RunnerSpec, engines_dir: Path) -> dict[str, float]:
     key = {
         "weights_sha256": info.sha256,
         "path": "torch-bf16-channels-last",
+        "layers": BF16_LAYERS,  # records measured with every conv in bf16 are not reused
         "torch": torch.__version__,
         "cpu": cpu_cache_key(),
         "calibration_sha256": calibration.sha256,
