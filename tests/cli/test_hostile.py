@@ -160,6 +160,57 @@ def test_4_an_export_whose_graph_is_not_what_its_metadata_claims_is_refused(
     assert "but the graph has 0 convolutions: not the model it claims to be" in line
 
 
+def _quantized_graph(path: Path) -> Path:
+    """An ONNX graph that rounds its input to 8 bits (QuantizeLinear, DequantizeLinear): an
+    INT8 model, not a VDSR."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = ["N", 1, "H", "W"]
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["input", "s", "z"], ["q"]),
+         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["output"])],
+        "foreign-int8",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
+        [helper.make_tensor("s", TensorProto.FLOAT, [], [1 / 255]),
+         helper.make_tensor("z", TensorProto.UINT8, [], [0])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def with_precision(args: list[str], precision: str) -> list[str]:
+    return [precision if previous == "-p" else arg for previous, arg in zip(["", *args[:-1]], args, strict=True)]
+
+
+def test_4_a_given_onnx_runs_only_under_its_own_precision(tmp_path: Path, tiny_weights: Path) -> None:
+    quantized = _quantized_graph(tmp_path / "int8.onnx")
+    line = error_line(*onnx_args(tmp_path, quantized, "--foreign-model"))  # -p fp32
+    assert line == (
+        f"error: {quantized}: an INT8 model (quantized layers), but --precision fp32 was asked; "
+        "use --precision int8 (or auto)"
+    ), line
+    assert not (tmp_path / "o").exists()
+    # auto reads the graph (a foreign model records no precision) and runs it as int8
+    code, output, _ = run(*with_precision(onnx_args(tmp_path, quantized, "--foreign-model"), "auto"))
+    assert code == 0, output
+    assert "int8" in output and (tmp_path / "o" / "a.png").is_file()
+
+    from vdsr_deploy.export.onnx import ensure_onnx
+    from vdsr_deploy.model.weights import load_weights
+
+    model, info = load_weights(tiny_weights)
+    exported = ensure_onnx(model, info, "fp32", tmp_path / "exports")
+    line = error_line(*with_precision(onnx_args(tmp_path, exported), "int8"))
+    assert line == (
+        f"error: {exported}: --precision int8 expected an INT8 model (`vdsr export -p int8` makes one), "
+        "got one without quantized layers"
+    ), line
+
+
 @pytest.mark.parametrize(
     "name, channels, expected",
     [("x", 1, "got 'x' (N, 1, H, W) float32"), ("input", 3, "got 'input' (N, 3, H, W) float32")],

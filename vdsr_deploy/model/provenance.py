@@ -21,6 +21,8 @@ from vdsr_deploy.model.onnx_metadata import MetadataKey, model_metadata
 
 FOREIGN_HINT = "export one with `vdsr export`, or pass --foreign-model to run it knowingly"
 _FLOAT = 1  # onnx.TensorProto.FLOAT
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger"})
+"""Operators that make a graph an INT8 model (the project's QDQ export, or another's)."""
 _REQUIRED = (
     MetadataKey.WEIGHTS_SHA256,
     MetadataKey.DEPTH,
@@ -30,12 +32,16 @@ _REQUIRED = (
 )
 
 
-def check_given_onnx(path: Path, *, foreign: bool = False) -> None:
+def check_given_onnx(path: Path, *, foreign: bool = False, precision: str | None = None) -> None:
     """Raise :class:`InvalidInputError` (one sentence naming ``path``) unless the ONNX file
-    ``path`` may be run (see the module docstring)."""
+    ``path`` may be run (see the module docstring) at ``precision`` (None: any): an INT8
+    graph (:data:`QUANTIZED_OPS`) runs only as ``int8``, and ``int8`` only runs such a graph,
+    so the runner's label and the quality checks that follow it name what actually runs."""
     model = _load(path)
     graph = model.graph
     _check_io(path, graph)
+    if precision is not None:
+        _check_precision(path, graph, precision)
     if foreign:
         return
     metadata = model_metadata(model)
@@ -64,6 +70,29 @@ def _load(path: Path) -> Any:
         return onnx.load(str(path), load_external_data=False)
     except Exception as error:  # protobuf's DecodeError and friends
         raise InvalidInputError(f"{path}: not a readable ONNX file ({error})") from error
+
+
+def is_quantized(path: Path) -> bool:
+    """Whether the ONNX file ``path`` is an INT8 model (has :data:`QUANTIZED_OPS`)."""
+    return _quantized(_load(path).graph)
+
+
+def _quantized(graph: Any) -> bool:
+    return any(node.op_type in QUANTIZED_OPS for node in graph.node)
+
+
+def _check_precision(path: Path, graph: Any, precision: str) -> None:
+    quantized = _quantized(graph)
+    if quantized and precision != "int8":
+        raise InvalidInputError(
+            f"{path}: an INT8 model (quantized layers), but --precision {precision} was asked; "
+            "use --precision int8 (or auto)"
+        )
+    if precision == "int8" and not quantized:
+        raise InvalidInputError(
+            f"{path}: --precision int8 expected an INT8 model (`vdsr export -p int8` makes one), "
+            "got one without quantized layers"
+        )
 
 
 def _describe(value: Any) -> str:

@@ -68,7 +68,8 @@ def open_runner(spec: RunnerSpec, *, tiling: TileConfig, batch: int, max_side: i
     if spec.onnx is not None:
         from vdsr_deploy.model.provenance import check_given_onnx
 
-        check_given_onnx(spec.onnx, foreign=spec.foreign_model)  # never run a model on faith
+        # never run a model on faith, nor under another precision's name
+        check_given_onnx(spec.onnx, foreign=spec.foreign_model, precision=spec.precision)
     spec = replace(spec, backend=backend.name)
     check_backend_precision(backend.name, spec.precision)
     reason = backend.unavailable(spec.device, spec.precision, spec.provider)

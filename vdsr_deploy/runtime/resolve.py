@@ -122,7 +122,12 @@ def precision_warning_for(spec: RunnerSpec) -> str:
 
 def _given_precision(spec: RunnerSpec) -> str:
     if spec.onnx is not None:
-        return onnx_metadata(spec.onnx).get(MetadataKey.PRECISION, "fp32")
+        recorded = onnx_metadata(spec.onnx).get(MetadataKey.PRECISION)
+        if recorded is not None:
+            return recorded
+        from vdsr_deploy.model.provenance import is_quantized  # a foreign model records none
+
+        return "int8" if is_quantized(spec.onnx) else "fp32"
     return "fp16"
 
 
