@@ -198,13 +198,12 @@ class Bf16Body:
     def split(cls, body: torch.nn.Module) -> Bf16Body:
         """``body`` as :class:`VDSR` builds it: conv, ReLU, ..., conv (at least 2 convs;
         with exactly 2, ``inner`` is empty and nothing runs in bf16)."""
-        layers = list(body) if isinstance(body, torch.nn.Sequential) else []
         if (
             not isinstance(body, torch.nn.Sequential)
-            or len(layers) < 3
-            or not isinstance(layers[0], torch.nn.Conv2d)
-            or not isinstance(layers[1], torch.nn.ReLU)
-            or not isinstance(layers[-1], torch.nn.Conv2d)
+            or len(body) < 3
+            or not isinstance(body[0], torch.nn.Conv2d)
+            or not isinstance(body[1], torch.nn.ReLU)
+            or not isinstance(body[-1], torch.nn.Conv2d)
         ):
             raise VdsrError("bf16: expected a VDSR body (conv, ReLU, ..., conv)")
         return cls(body[:2], body[2:-1], body[-1])
